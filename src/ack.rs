@@ -1,0 +1,290 @@
+//! End-to-end acknowledgement: [`BatchNotifier`] and [`AckToken`].
+//!
+//! A source creates one [`BatchNotifier`] per *input* (a file, a pull batch, a queue row) and
+//! attaches an [`AckToken`] to every envelope it makes from that input. Stages pass the token
+//! on to the envelopes they derive ([`AckToken::derive`]); the sink runner resolves each
+//! token after the durable commit ([`BatchStatus::Delivered`]) or after the dead-letter write
+//! ([`BatchStatus::DeadLettered`]). When the last token of a batch is gone, the source's
+//! [`BatchReceiver`] yields the merged status and only then may the source release its input.
+//!
+//! The contract that makes loss impossible: **a token that is dropped without being resolved
+//! counts as [`BatchStatus::Failed`]** (shutdown, panic, a bug that forgets a message). A
+//! failed batch is never released; the source re-delivers it later, and the idempotent sink
+//! turns that re-delivery into a no-op. Status merge is order independent: the worst status
+//! wins (`Failed > DeadLettered > Delivered`).
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+/// The merged outcome of every envelope made from one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    /// Every envelope was durably committed by its sink.
+    Delivered = 0,
+    /// Every envelope was committed or written to the dead-letter store (at least one was).
+    /// The input may be released: nothing is lost, the rejects are kept with their bytes.
+    DeadLettered = 1,
+    /// Some envelope was neither committed nor dead-lettered. The input must stay.
+    Failed = 2,
+}
+
+impl BatchStatus {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => BatchStatus::Delivered,
+            1 => BatchStatus::DeadLettered,
+            _ => BatchStatus::Failed,
+        }
+    }
+
+    /// True when the source may release (delete, move, acknowledge) its input.
+    pub fn may_release(self) -> bool {
+        !matches!(self, BatchStatus::Failed)
+    }
+}
+
+/// Counts batches that a source has started and whose acknowledgement has not resolved yet.
+/// Shared by every source of one pipeline; the high-water mark proves backpressure.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    current: AtomicUsize,
+    high_water: AtomicUsize,
+}
+
+impl InFlight {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    fn inc(&self) {
+        let now = self.current.fetch_add(1, Ordering::SeqCst) + 1;
+        self.high_water.fetch_max(now, Ordering::SeqCst);
+    }
+    fn dec(&self) {
+        self.current.fetch_sub(1, Ordering::SeqCst);
+    }
+    /// Batches currently unacknowledged.
+    pub fn current(&self) -> usize {
+        self.current.load(Ordering::SeqCst)
+    }
+    /// The largest number of unacknowledged batches seen so far.
+    pub fn high_water(&self) -> usize {
+        self.high_water.load(Ordering::SeqCst)
+    }
+}
+
+struct Shared {
+    status: AtomicU8,
+    tx: Mutex<Option<oneshot::Sender<BatchStatus>>>,
+    in_flight: Option<Arc<InFlight>>,
+}
+
+impl Shared {
+    fn merge(&self, status: BatchStatus) {
+        self.status.fetch_max(status as u8, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let status = BatchStatus::from_u8(self.status.load(Ordering::SeqCst));
+        if let Some(tx) = self.tx.get_mut().ok().and_then(|t| t.take()) {
+            // The receiver may be gone (source stopped); then nobody releases anything,
+            // which is the safe direction.
+            let _ = tx.send(status);
+        }
+        if let Some(f) = &self.in_flight {
+            f.dec();
+        }
+    }
+}
+
+/// Held by the source for one input; hands out tokens and yields the merged status.
+pub struct BatchNotifier {
+    shared: Arc<Shared>,
+}
+
+/// Resolves when every token of the batch is gone.
+pub struct BatchReceiver {
+    rx: oneshot::Receiver<BatchStatus>,
+}
+
+impl BatchReceiver {
+    /// Waits for the merged status. A vanished sender (cannot happen by construction) is
+    /// reported as `Failed`, the safe direction.
+    pub async fn wait(self) -> BatchStatus {
+        self.rx.await.unwrap_or(BatchStatus::Failed)
+    }
+}
+
+impl BatchNotifier {
+    /// A new batch, counted in `in_flight` until its status resolves.
+    pub fn new(in_flight: Option<Arc<InFlight>>) -> (Self, BatchReceiver) {
+        let (tx, rx) = oneshot::channel();
+        if let Some(f) = &in_flight {
+            f.inc();
+        }
+        let shared = Arc::new(Shared {
+            status: AtomicU8::new(BatchStatus::Delivered as u8),
+            tx: Mutex::new(Some(tx)),
+            in_flight,
+        });
+        (Self { shared }, BatchReceiver { rx })
+    }
+
+    /// A token for one envelope of this batch.
+    pub fn token(&self) -> AckToken {
+        AckToken {
+            shared: Some(self.shared.clone()),
+            settled: false,
+        }
+    }
+}
+
+/// One envelope's share of a batch acknowledgement. See the module docs for the contract.
+pub struct AckToken {
+    shared: Option<Arc<Shared>>,
+    settled: bool,
+}
+
+impl std::fmt::Debug for AckToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckToken")
+            .field("attached", &self.shared.is_some())
+            .finish()
+    }
+}
+
+impl AckToken {
+    /// A token attached to no batch (tests, tools). Resolving it does nothing.
+    pub fn detached() -> Self {
+        Self {
+            shared: None,
+            settled: true,
+        }
+    }
+
+    /// A new token for an envelope derived from this one (a stage output, one message split
+    /// out of a file). The batch stays open until the derived token resolves too.
+    pub fn derive(&self) -> AckToken {
+        AckToken {
+            shared: self.shared.clone(),
+            settled: false,
+        }
+    }
+
+    /// Marks this envelope's part as done with `status`.
+    pub fn resolve(mut self, status: BatchStatus) {
+        if let Some(s) = &self.shared {
+            s.merge(status);
+        }
+        self.settled = true;
+    }
+
+    /// This envelope's responsibility has moved to derived tokens: neither success nor
+    /// failure. Used by a stage after it emitted (or rejected) everything it made.
+    pub fn hand_over(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for AckToken {
+    fn drop(&mut self) {
+        if !self.settled {
+            if let Some(s) = &self.shared {
+                s.merge(BatchStatus::Failed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[tokio::test]
+    async fn batch_resolves_only_after_every_token_is_gone() {
+        let (n, rx) = BatchNotifier::new(None);
+        let a = n.token();
+        let b = n.token();
+        drop(n);
+        a.resolve(BatchStatus::Delivered);
+        let mut rx = Box::pin(rx.wait());
+        assert!(futures::poll!(&mut rx).is_pending());
+        b.resolve(BatchStatus::Delivered);
+        assert_eq!(rx.await, BatchStatus::Delivered);
+    }
+
+    #[tokio::test]
+    async fn dropped_unresolved_token_fails_the_batch() {
+        let (n, rx) = BatchNotifier::new(None);
+        let a = n.token();
+        let b = n.token();
+        drop(n);
+        a.resolve(BatchStatus::Delivered);
+        drop(b);
+        assert_eq!(rx.wait().await, BatchStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn handed_over_token_waits_for_derived_tokens() {
+        let (n, rx) = BatchNotifier::new(None);
+        let parent = n.token();
+        drop(n);
+        let d1 = parent.derive();
+        let d2 = parent.derive();
+        parent.hand_over();
+        d1.resolve(BatchStatus::DeadLettered);
+        d2.resolve(BatchStatus::Delivered);
+        assert_eq!(rx.wait().await, BatchStatus::DeadLettered);
+    }
+
+    #[tokio::test]
+    async fn in_flight_counts_open_batches() {
+        let f = InFlight::new();
+        let (n1, _r1) = BatchNotifier::new(Some(f.clone()));
+        let (n2, _r2) = BatchNotifier::new(Some(f.clone()));
+        assert_eq!(f.current(), 2);
+        drop(n1);
+        assert_eq!(f.current(), 1);
+        drop(n2);
+        assert_eq!(f.current(), 0);
+        assert_eq!(f.high_water(), 2);
+    }
+
+    fn status_strategy() -> impl Strategy<Value = BatchStatus> {
+        prop_oneof![
+            Just(BatchStatus::Delivered),
+            Just(BatchStatus::DeadLettered),
+            Just(BatchStatus::Failed)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn merged_status_is_the_worst_in_any_order(
+            statuses in proptest::collection::vec(status_strategy(), 1..12),
+            order in any::<u64>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let expected = *statuses.iter().max().unwrap();
+            let got = rt.block_on(async {
+                let (n, rx) = BatchNotifier::new(None);
+                let mut tokens: Vec<_> = statuses.iter().map(|s| (n.token(), *s)).collect();
+                drop(n);
+                // a deterministic shuffle driven by `order`
+                let len = tokens.len();
+                for i in 0..len {
+                    let j = ((order >> (i % 64)) as usize + i * 7) % len;
+                    tokens.swap(i, j);
+                }
+                for (t, s) in tokens { t.resolve(s); }
+                rx.wait().await
+            });
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

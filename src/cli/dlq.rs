@@ -1,0 +1,407 @@
+//! `oscarflow dlq list|show|retry|purge`: the dead-letter store from the command line.
+//!
+//! `retry` re-drives dead letters through their pipeline (the file in `--pipelines` whose
+//! name matches, or the built-in lab pipeline for replays): the original bytes go in again as
+//! a new attempt. A dead letter is marked `resolved` when its bytes were imported (or found to
+//! be already imported), or when the re-drive split it and every part was accounted for
+//! elsewhere; it stays `open`, with its attempt count raised, when it is rejected again.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::replay::{pipeline_config, run_once};
+use super::{fail, DbArgs};
+use crate::ack::BatchStatus;
+use crate::config::{load_all, PipelineConfig};
+use crate::dead_letter::{status, DeadLetterStore, Filter, ReasonCode, StoredDeadLetter};
+use crate::envelope::Origin;
+use crate::sources::list::ListItem;
+use crate::store::Store;
+
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// List dead letters (newest first).
+    List {
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Reason code (empty_input, not_hl7, malformed, missing_segment, too_large, …).
+        #[arg(long)]
+        reason: Option<String>,
+        /// open, resolved or all.
+        #[arg(long, default_value = "open")]
+        status: String,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Show one dead letter; `--raw` writes its original bytes to stdout.
+    Show {
+        id: String,
+        /// Write the original bytes (PHI!) to stdout instead of the summary.
+        #[arg(long)]
+        raw: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Re-drive dead letters through their pipeline.
+    Retry {
+        /// A dead-letter id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every open dead letter (optionally of one pipeline).
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Where to find pipeline files by name.
+        #[arg(long, default_value = "pipelines")]
+        pipelines: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Delete dead letters.
+    Purge {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every dead letter matching the filters.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// open, resolved or all.
+        #[arg(long, default_value = "all")]
+        status: String,
+        /// Only those whose last failure is before this time (YYYY-MM-DD[ HH:MM:SS]).
+        #[arg(long)]
+        before: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn status_filter(s: &str) -> Result<Option<String>, String> {
+    match s {
+        "all" => Ok(None),
+        "open" => Ok(Some(status::OPEN.into())),
+        "resolved" => Ok(Some(status::RESOLVED.into())),
+        other => Err(format!("unknown status `{other}` (open, resolved, all)")),
+    }
+}
+
+fn reason_filter(r: Option<&str>) -> Result<Option<ReasonCode>, String> {
+    match r {
+        None => Ok(None),
+        Some(r) => ReasonCode::parse(r).map(Some).ok_or_else(|| {
+            format!(
+                "unknown reason `{r}` (known: {})",
+                ReasonCode::ALL
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
+    }
+}
+
+async fn open(db: &DbArgs) -> Result<DeadLetterStore, String> {
+    Store::open(&db.url())
+        .await
+        .map(DeadLetterStore::new)
+        .map_err(|e| e.to_string())
+}
+
+pub async fn run(c: DlqCommand) -> i32 {
+    match c {
+        DlqCommand::List {
+            pipeline,
+            reason,
+            status,
+            limit,
+            json,
+            db,
+        } => {
+            let filter = match (status_filter(&status), reason_filter(reason.as_deref())) {
+                (Ok(s), Ok(r)) => Filter {
+                    pipeline,
+                    reason: r,
+                    status: s,
+                    before: None,
+                    limit: Some(limit),
+                },
+                (Err(e), _) | (_, Err(e)) => return fail(e),
+            };
+            let store = match open(&db).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let rows = match store.list(&filter).await {
+                Ok(r) => r,
+                Err(e) => return fail(e),
+            };
+            if json {
+                match serde_json::to_string_pretty(&rows) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => return fail(e),
+                }
+            } else {
+                println!(
+                    "{:<26} {:<20} {:<14} {:<18} {:>8} {:>4} {:<8} last failed",
+                    "id", "pipeline", "stage", "reason", "bytes", "try", "status"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<26} {:<20} {:<14} {:<18} {:>8} {:>4} {:<8} {}",
+                        r.id,
+                        r.pipeline,
+                        r.stage,
+                        r.reason,
+                        r.raw_len,
+                        r.attempts,
+                        r.status,
+                        r.last_failed_at
+                    );
+                }
+                println!("{} dead letter(s)", rows.len());
+            }
+            0
+        }
+        DlqCommand::Show { id, raw, json, db } => {
+            let store = match open(&db).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let row = match store.get(&id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return fail(format!("no dead letter with id {id}")),
+                Err(e) => return fail(e),
+            };
+            if raw {
+                let mut out = std::io::stdout().lock();
+                if out.write_all(&row.raw).and_then(|_| out.flush()).is_err() {
+                    return 1;
+                }
+                return 0;
+            }
+            if json {
+                return match serde_json::to_string_pretty(&row) {
+                    Ok(s) => {
+                        println!("{s}");
+                        0
+                    }
+                    Err(e) => fail(e),
+                };
+            }
+            print_show(&row);
+            0
+        }
+        DlqCommand::Retry {
+            id,
+            all,
+            pipeline,
+            pipelines,
+            db,
+        } => retry(id, all, pipeline, pipelines, db).await,
+        DlqCommand::Purge {
+            id,
+            all,
+            pipeline,
+            reason,
+            status,
+            before,
+            db,
+        } => {
+            let store = match open(&db).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let n = if let Some(id) = id {
+                store.purge_id(&id).await
+            } else if all {
+                let filter = match (status_filter(&status), reason_filter(reason.as_deref())) {
+                    (Ok(s), Ok(r)) => Filter {
+                        pipeline,
+                        reason: r,
+                        status: s,
+                        before,
+                        limit: None,
+                    },
+                    (Err(e), _) | (_, Err(e)) => return fail(e),
+                };
+                store.purge(&filter).await
+            } else {
+                return fail("give an id or --all");
+            };
+            match n {
+                Ok(n) => {
+                    println!("purged {n} dead letter(s)");
+                    0
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn print_show(r: &StoredDeadLetter) {
+    println!("id            {}", r.id);
+    println!("status        {}", r.status);
+    println!("pipeline      {}", r.pipeline);
+    println!("source        {} ({})", r.source, r.source_kind);
+    println!("origin        {}", r.origin);
+    if let Some(p) = r.part {
+        println!("part          message {} of its input", p + 1);
+    }
+    println!("stage         {} ({})", r.stage, r.stage_kind);
+    println!("reason        {} [{}]", r.reason, r.error_kind);
+    println!("detail        {}", r.detail);
+    println!("attempts      {}", r.attempts);
+    println!("received      {}", r.received_at);
+    println!(
+        "failed        {} (first) / {} (last)",
+        r.first_failed_at, r.last_failed_at
+    );
+    if let Some(t) = &r.resolved_at {
+        println!("resolved      {t}");
+    }
+    println!("bytes         {} (sha256 {})", r.raw_len, r.content_sha256);
+    println!("(use --raw to write the original bytes to stdout)");
+}
+
+fn find_pipeline(name: &str, dir: &PathBuf) -> Result<PipelineConfig, String> {
+    if dir.is_dir() {
+        let (ok, _) = load_all(std::slice::from_ref(dir));
+        if let Some(p) = ok.into_iter().find(|p| p.name == name) {
+            return Ok(p);
+        }
+    }
+    let builtin = pipeline_config(None)?;
+    if builtin.name == name {
+        return Ok(builtin);
+    }
+    Err(format!(
+        "no pipeline named `{name}` in {} (and it is not the built-in `{}`)",
+        dir.display(),
+        builtin.name
+    ))
+}
+
+async fn retry(
+    id: Option<String>,
+    all: bool,
+    pipeline: Option<String>,
+    pipelines: PathBuf,
+    db: DbArgs,
+) -> i32 {
+    let url = db.url();
+    let store = match Store::open(&url).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let dls = DeadLetterStore::new(store.clone());
+    let mut targets: Vec<StoredDeadLetter> = Vec::new();
+    if let Some(id) = id {
+        match dls.get(&id).await {
+            Ok(Some(r)) if r.status == status::OPEN => targets.push(r),
+            Ok(Some(_)) => return fail(format!("dead letter {id} is not open")),
+            Ok(None) => return fail(format!("no dead letter with id {id}")),
+            Err(e) => return fail(e),
+        }
+    } else if all {
+        let filter = Filter {
+            pipeline,
+            reason: None,
+            status: Some(status::OPEN.into()),
+            before: None,
+            limit: Some(100_000),
+        };
+        let list = match dls.list(&filter).await {
+            Ok(l) => l,
+            Err(e) => return fail(e),
+        };
+        for r in list {
+            match dls.get(&r.id).await {
+                Ok(Some(full)) => targets.push(full),
+                Ok(None) => {}
+                Err(e) => return fail(e),
+            }
+        }
+    }
+    if targets.is_empty() {
+        println!("nothing to retry");
+        return 0;
+    }
+    // Group by pipeline, oldest first.
+    targets.sort_by(|a, b| {
+        (a.pipeline.as_str(), a.first_failed_at.as_str())
+            .cmp(&(b.pipeline.as_str(), b.first_failed_at.as_str()))
+    });
+    let mut code = 0;
+    let mut i = 0;
+    while i < targets.len() {
+        let name = targets[i].pipeline.clone();
+        let group: Vec<&StoredDeadLetter> = targets[i..]
+            .iter()
+            .take_while(|t| t.pipeline == name)
+            .collect();
+        i += group.len();
+        let cfg = match find_pipeline(&name, &pipelines) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = 1;
+                continue;
+            }
+        };
+        let items: Vec<ListItem> = group
+            .iter()
+            .map(|d| ListItem::Bytes {
+                origin: Origin::DeadLetter { id: d.id.clone() },
+                name: format!("dead-letter-{}", d.id),
+                bytes: bytes::Bytes::from(d.raw.clone()),
+                attempt: u32::try_from(d.attempts)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(1),
+            })
+            .collect();
+        let (reports, fatal) = match run_once(&cfg, &store, items, "dead_letter", None).await {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        if let Some(f) = fatal {
+            eprintln!("error: {f}");
+            code = 1;
+        }
+        for d in group {
+            let label = Origin::DeadLetter { id: d.id.clone() }.label();
+            let report = reports.iter().find(|r| r.input == label);
+            let after = dls.get(&d.id).await.ok().flatten();
+            let rejected_again = after.as_ref().is_some_and(|a| a.attempts > d.attempts);
+            let outcome = match report.and_then(|r| r.status) {
+                Some(BatchStatus::Delivered) => "resolved",
+                Some(BatchStatus::DeadLettered) if !rejected_again => "resolved",
+                Some(BatchStatus::DeadLettered) => "rejected again",
+                _ => "not delivered",
+            };
+            if outcome == "resolved" {
+                if let Err(e) = dls.mark_resolved(&d.id).await {
+                    return fail(e);
+                }
+            } else if code == 0 {
+                code = 2;
+            }
+            let (imp, dup) = report.map(|r| (r.imported, r.duplicates)).unwrap_or((0, 0));
+            println!("{}  {outcome}  (imported {imp}, duplicates {dup})", d.id);
+        }
+    }
+    code
+}

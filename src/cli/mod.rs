@@ -1,0 +1,120 @@
+//! The `oscarflow` command line: `replay`, `check`, `run`, `dlq`.
+//!
+//! Every command takes `--database URL` (or `OSCARFLOW_DATABASE_URL`); without one it uses
+//! the embedded SQLite store under `./var/` (or `--state-dir`). Exit codes: 0 success, 1 a
+//! problem the user must fix (bad config, fatal error), 2 messages left undelivered.
+
+mod check;
+mod dlq;
+mod replay;
+pub mod report;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The lab pipeline `replay` uses when no `--pipeline` is given: parse, match, import.
+pub const DEFAULT_LAB_PIPELINE: &str = r#"
+[pipeline]
+name = "lab_replay"
+channel_capacity = 16
+
+[sources.files]
+type = "folder"
+path = "."
+mode = "once"
+after = "keep"
+
+[stages.parse]
+type = "parse_hl7"
+inputs = ["files"]
+
+[stages.match]
+type = "match_patient"
+inputs = ["parse"]
+
+[sinks.oscar]
+type = "oscar_lab"
+inputs = ["match"]
+"#;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "oscarflow",
+    version,
+    about = "Lab results and faxes into OSCAR EMR, with nothing lost."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by commands that open the database.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DbArgs {
+    /// Database URL (mysql://… for OSCAR's MariaDB, sqlite://…). Default: the embedded
+    /// SQLite store in the state directory.
+    #[arg(long, env = "OSCARFLOW_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// State directory (embedded database).
+    #[arg(long, default_value = "var")]
+    pub state_dir: PathBuf,
+}
+
+impl DbArgs {
+    pub fn url(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(|| crate::store::default_sqlite_url(&self.state_dir))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run files or directories through a lab pipeline once and print a report.
+    Replay(replay::ReplayArgs),
+    /// Load and validate pipeline files without I/O; print every problem as file:line:col.
+    Check(check::CheckArgs),
+    /// Run every pipeline in the pipelines directory until SIGTERM/SIGINT.
+    Run(run::RunArgs),
+    /// List, show, re-drive and purge dead letters.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let json_logs = match &cli.command {
+        Command::Run(a) => a.log_json,
+        _ => None,
+    };
+    crate::telemetry::init_logging(json_logs);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let code = rt.block_on(async move {
+        match cli.command {
+            Command::Replay(a) => replay::run(a).await,
+            Command::Check(a) => check::run(a),
+            Command::Run(a) => run::run(a).await,
+            Command::Dlq(c) => dlq::run(c).await,
+        }
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
+}
+
+/// Prints an error chain on stderr; returns the exit code 1.
+pub(crate) fn fail(e: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {e}");
+    1
+}

@@ -1,0 +1,72 @@
+//! `oscarflow.toml`: the daemon's own settings ([`DaemonConfig`]).
+//!
+//! Command-line flags override the file; with no file and no flags the daemon runs on the
+//! embedded SQLite store under `./var/`. Secrets never appear inline: the database URL may
+//! be named by `database_url_env`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::deserialize_duration;
+
+/// Settings of the daemon process.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Environment variable that holds the database URL (`mysql://…` for OSCAR's MariaDB,
+    /// `sqlite://…`). Preferred over `database_url` because URLs carry passwords.
+    pub database_url_env: Option<String>,
+    /// A database URL without a password (e.g. a socket login); `database_url_env` wins.
+    pub database_url: Option<String>,
+    /// Directory of pipeline files.
+    pub pipelines_dir: PathBuf,
+    /// Directory for state: the embedded database, spool files.
+    pub state_dir: PathBuf,
+    /// How long a stopping daemon waits for in-flight messages before it gives up on them
+    /// (they stay unacknowledged and are re-delivered on the next start).
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub grace_period: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            database_url_env: None,
+            database_url: None,
+            pipelines_dir: PathBuf::from("pipelines"),
+            state_dir: PathBuf::from("var"),
+            grace_period: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Reads `path`. Errors carry the file name and TOML position, never values.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        toml_edit::de::from_str(&text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| super::diagnostics::line_col(&text, s.start))
+                .unwrap_or((1, 1));
+            format!("{}:{line}:{col}: {}", path.display(), e.message())
+        })
+    }
+
+    /// The database URL to use: the environment variable, the inline URL, or the embedded
+    /// SQLite file under the state directory.
+    pub fn database_url(&self) -> Result<String, String> {
+        if let Some(var) = &self.database_url_env {
+            return std::env::var(var).map_err(|_| {
+                format!("environment variable `{var}` (database_url_env) is not set")
+            });
+        }
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        Ok(crate::store::default_sqlite_url(&self.state_dir))
+    }
+}

@@ -1,0 +1,341 @@
+//! The typed lab model: [`LabMessage`] built from a parsed ORU^R01.
+//!
+//! Holds what the OSCAR import needs — message header, patient, orders (OBR) with their
+//! observations (OBX) and notes — as owned, decoded strings. Lab-type detection follows
+//! OSCAR's handler names (`PATHL7`, `IHAPOI`, `CML`, …; see [`LabType`]).
+//!
+//! Validation here is structural: a lab message needs MSH, PID and at least one OBR. A
+//! message missing one of them is typically truncated and is rejected with the segment's
+//! name as the reason's detail.
+
+use serde::Serialize;
+
+use super::message::{Message, Segment};
+
+/// OSCAR's lab handler name, stored in `hl7TextMessage.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum LabType {
+    /// Excelleris / LifeLabs BC.
+    #[serde(rename = "PATHL7")]
+    Pathl7,
+    /// Interior Health POI.
+    #[serde(rename = "IHAPOI")]
+    IhaPoi,
+    #[serde(rename = "CML")]
+    Cml,
+    #[serde(rename = "GDML")]
+    Gdml,
+    #[serde(rename = "MDS")]
+    Mds,
+    #[serde(rename = "MEDITECH")]
+    Meditech,
+    #[serde(rename = "CLS")]
+    Cls,
+    #[serde(rename = "EPSILON")]
+    Epsilon,
+    /// No specific handler: OSCAR's `DefaultGenericHandler`.
+    #[serde(rename = "HL7")]
+    Generic,
+}
+
+impl LabType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabType::Pathl7 => "PATHL7",
+            LabType::IhaPoi => "IHAPOI",
+            LabType::Cml => "CML",
+            LabType::Gdml => "GDML",
+            LabType::Mds => "MDS",
+            LabType::Meditech => "MEDITECH",
+            LabType::Cls => "CLS",
+            LabType::Epsilon => "EPSILON",
+            LabType::Generic => "HL7",
+        }
+    }
+
+    /// Detects the type from MSH-3 / MSH-4 the way feeds identify themselves.
+    pub fn detect(msg: &Message<'_>) -> LabType {
+        let app = msg.get("MSH-3.1").to_ascii_uppercase();
+        let fac = msg.get("MSH-4.1").to_ascii_uppercase();
+        match app.as_str() {
+            "PATHL7" => LabType::Pathl7,
+            "IHALAB" => LabType::IhaPoi,
+            _ if fac == "CML" || app == "CML" => LabType::Cml,
+            _ if fac == "GDML" || app == "GDML" => LabType::Gdml,
+            _ if app.starts_with("MEDITECH") => LabType::Meditech,
+            _ if fac == "CLS" || app == "CLS" => LabType::Cls,
+            _ if app.contains("EPSILON") || fac.contains("EPSILON") => LabType::Epsilon,
+            _ => LabType::Generic,
+        }
+    }
+}
+
+/// An extended person name/id (XCN): ordering and copy-to providers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ProviderRef {
+    pub id: String,
+    pub family: String,
+    pub given: String,
+    pub middle: String,
+    pub suffix: String,
+    pub prefix: String,
+    pub degree: String,
+}
+
+impl ProviderRef {
+    /// OSCAR's display form: `prefix given middle family suffix degree`, blanks skipped.
+    pub fn display_name(&self) -> String {
+        [
+            &self.prefix,
+            &self.given,
+            &self.middle,
+            &self.family,
+            &self.suffix,
+            &self.degree,
+        ]
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+}
+
+/// One OBX.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Observation {
+    pub value_type: String,
+    pub identifier: String,
+    pub name: String,
+    pub value: String,
+    pub units: String,
+    pub reference_range: String,
+    pub abnormal_flag: String,
+    pub status: String,
+    pub observed_at: String,
+}
+
+/// One OBR with its OBX and NTE.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Order {
+    pub placer_order: String,
+    pub filler_order: String,
+    pub service_id: String,
+    pub service_text: String,
+    pub requested_at: String,
+    pub observed_at: String,
+    pub ordering: Vec<ProviderRef>,
+    pub copy_to: Vec<ProviderRef>,
+    pub section: String,
+    pub result_status: String,
+    pub observations: Vec<Observation>,
+    pub notes: Vec<String>,
+}
+
+/// The patient (PID).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Patient {
+    pub last_name: String,
+    pub first_name: String,
+    /// Health number as the feed carries it (PATHL7: PID-2; IHA POI: PID-4).
+    pub health_number: String,
+    pub dob: String,
+    pub sex: String,
+}
+
+/// A lab result message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LabMessage {
+    pub lab_type: LabType,
+    pub sending_application: String,
+    pub sending_facility: String,
+    pub control_id: String,
+    pub message_date: String,
+    pub message_type: String,
+    pub version: String,
+    pub patient: Patient,
+    /// ORC-3.1 of the first ORC (OSCAR derives `accessionNum` from it).
+    pub first_orc_filler: String,
+    pub orders: Vec<Order>,
+}
+
+/// Why a message cannot be a lab.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabError {
+    #[error("required segment {0} is missing")]
+    MissingSegment(&'static str),
+}
+
+fn xcn(m: &Message<'_>, seg: &Segment<'_>, field: usize, rep: usize) -> ProviderRef {
+    let c = |n| m.value(seg, field, rep, Some(n)).trim().to_string();
+    ProviderRef {
+        id: c(1),
+        family: c(2),
+        given: c(3),
+        middle: c(4),
+        suffix: c(5),
+        prefix: c(6),
+        degree: c(7),
+    }
+}
+
+impl LabMessage {
+    /// Builds the model from a parsed message.
+    pub fn from_message(m: &Message<'_>) -> Result<LabMessage, LabError> {
+        let Some(pid) = m.segments_named("PID").next() else {
+            return Err(LabError::MissingSegment("PID"));
+        };
+        if !m.has("OBR") {
+            return Err(LabError::MissingSegment("OBR"));
+        }
+        let lab_type = LabType::detect(m);
+        let t = |s: std::borrow::Cow<'_, str>| s.trim().to_string();
+        let health_number = match lab_type {
+            LabType::IhaPoi => t(m.value(pid, 4, 1, Some(1))),
+            _ => t(m.value(pid, 2, 1, Some(1))),
+        };
+        let patient = Patient {
+            last_name: t(m.value(pid, 5, 1, Some(1))),
+            first_name: t(m.value(pid, 5, 1, Some(2))),
+            health_number,
+            dob: t(m.value(pid, 7, 1, Some(1))),
+            sex: t(m.value(pid, 8, 1, Some(1))),
+        };
+        let first_orc_filler = m
+            .segments_named("ORC")
+            .next()
+            .map(|orc| t(m.value(orc, 3, 1, Some(1))))
+            .unwrap_or_default();
+        let mut orders: Vec<Order> = Vec::new();
+        for seg in m.segments() {
+            match seg.name {
+                "OBR" => {
+                    let reps = |f| m.repetitions(seg, f).max(1);
+                    orders.push(Order {
+                        placer_order: t(m.value(seg, 2, 1, Some(1))),
+                        filler_order: t(m.value(seg, 3, 1, Some(1))),
+                        service_id: t(m.value(seg, 4, 1, Some(1))),
+                        service_text: t(m.value(seg, 4, 1, Some(2))),
+                        requested_at: t(m.value(seg, 6, 1, Some(1))),
+                        observed_at: t(m.value(seg, 7, 1, Some(1))),
+                        ordering: (1..=reps(16))
+                            .map(|r| xcn(m, seg, 16, r))
+                            .filter(|p| p != &ProviderRef::default())
+                            .collect(),
+                        copy_to: (1..=reps(28))
+                            .map(|r| xcn(m, seg, 28, r))
+                            .filter(|p| p != &ProviderRef::default())
+                            .collect(),
+                        section: t(m.value(seg, 24, 1, None)),
+                        result_status: t(m.value(seg, 25, 1, None)),
+                        observations: Vec::new(),
+                        notes: Vec::new(),
+                    });
+                }
+                "OBX" => {
+                    if let Some(o) = orders.last_mut() {
+                        o.observations.push(Observation {
+                            value_type: t(m.value(seg, 2, 1, None)),
+                            identifier: t(m.value(seg, 3, 1, Some(1))),
+                            name: t(m.value(seg, 3, 1, Some(2))),
+                            value: m.value(seg, 5, 1, None).trim().to_string(),
+                            units: t(m.value(seg, 6, 1, Some(1))),
+                            reference_range: t(m.value(seg, 7, 1, None)),
+                            abnormal_flag: t(m.value(seg, 8, 1, None)),
+                            status: t(m.value(seg, 11, 1, None)),
+                            observed_at: t(m.value(seg, 14, 1, Some(1))),
+                        });
+                    }
+                }
+                "NTE" => {
+                    if let Some(o) = orders.last_mut() {
+                        o.notes.push(m.value(seg, 3, 1, None).into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(LabMessage {
+            lab_type,
+            sending_application: t(m.get("MSH-3.1")),
+            sending_facility: t(m.get("MSH-4.1")),
+            control_id: t(m.get("MSH-10")),
+            message_date: t(m.get("MSH-7.1")),
+            message_type: format!("{}^{}", m.get("MSH-9.1").trim(), m.get("MSH-9.2").trim()),
+            version: t(m.get("MSH-12.1")),
+            patient,
+            first_orc_filler,
+            orders,
+        })
+    }
+
+    /// OSCAR's accession number (PATHL7 rule, §2.5): ORC-3.1 of the first ORC split on `-`:
+    /// 3 parts → part 1; 5 parts → parts 1–3; otherwise with >1 part → parts 1–2; else "".
+    /// Without an ORC, the first OBR-3.1 is used the same way.
+    pub fn accession(&self) -> String {
+        let src = if self.first_orc_filler.is_empty() {
+            self.orders
+                .first()
+                .map(|o| o.filler_order.as_str())
+                .unwrap_or("")
+        } else {
+            self.first_orc_filler.as_str()
+        };
+        let parts: Vec<&str> = src.split('-').collect();
+        match parts.len() {
+            3 => parts[0].to_string(),
+            5 => parts[..3].join("-"),
+            n if n > 1 => parts[..2].join("-"),
+            _ => String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab(text: &str) -> LabMessage {
+        LabMessage::from_message(&Message::parse(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn builds_pathl7_model() {
+        let l = lab("MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ACC|20260101120000||ORU^R01|C1|P|2.3\rPID||9000000011|||ZZTEST^ALPHA||19800102|F\rORC|RE||26-100000001-HP-1\rOBR|1||26-100000001-HP-1|HP^Haem Profile|||20260101090000|||||||||91001^TESTDOC^ALPHA||||||||HAEM1|F|||91002^COPY^BETA~91003^COPY^GAMMA\rOBX|1|NM|718-7^Hemoglobin||135|g/L|120-160|N|||F|||20260101100000\rNTE|||a note");
+        assert_eq!(l.lab_type, LabType::Pathl7);
+        assert_eq!(l.patient.health_number, "9000000011");
+        assert_eq!(l.patient.dob, "19800102");
+        assert_eq!(l.accession(), "26-100000001");
+        assert_eq!(l.orders[0].ordering[0].id, "91001");
+        assert_eq!(l.orders[0].copy_to.len(), 2);
+        assert_eq!(l.orders[0].copy_to[1].id, "91003");
+        assert_eq!(l.orders[0].observations[0].observed_at, "20260101100000");
+        assert_eq!(l.orders[0].notes, vec!["a note".to_string()]);
+        assert_eq!(l.message_type, "ORU^R01");
+    }
+
+    #[test]
+    fn accession_split_rule() {
+        let mk = |orc: &str| {
+            lab(&format!("MSH|^~\\&|PATHL7|X\rPID||1\rORC|RE||{orc}\rOBR|1")).accession()
+        };
+        assert_eq!(mk("14-999936014-HP-1"), "14-999936014");
+        assert_eq!(mk("X99961-28380311-RESPC"), "X99961");
+        assert_eq!(mk("14-999-999968-TVOL-0"), "14-999-999968");
+        assert_eq!(mk("149993763"), "");
+    }
+
+    #[test]
+    fn missing_pid_or_obr_is_an_error() {
+        let m = Message::parse("MSH|^~\\&|A\rOBR|1").unwrap();
+        assert_eq!(
+            LabMessage::from_message(&m).unwrap_err(),
+            LabError::MissingSegment("PID")
+        );
+        let m = Message::parse("MSH|^~\\&|A\rPID|1").unwrap();
+        assert_eq!(
+            LabMessage::from_message(&m).unwrap_err(),
+            LabError::MissingSegment("OBR")
+        );
+    }
+}

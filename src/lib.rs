@@ -1,0 +1,42 @@
+//! # oscarflow
+//!
+//! A stream-oriented message pipeline daemon for OSCAR EMR clinics: lab results and faxes
+//! in, written into OSCAR's own tables exactly as OSCAR writes them; nothing lost, nothing
+//! filed twice, nothing filed to the wrong patient, no PHI in logs.
+//!
+//! ## Module map
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`envelope`] | `Envelope<T>`, `Provenance`, `Origin`, `MessageId` |
+//! | [`ack`] | end-to-end acknowledgement: `BatchNotifier`, `AckToken`, `BatchStatus` |
+//! | [`error`], [`component`] | `ErrorKind` (`Data`/`Transient`/`Fatal`) and the per-message `ProcessError` |
+//! | [`config`] | pipeline files (parse → validate → build) and `oscarflow.toml` |
+//! | [`topology`] | building and running pipelines: bounded channels, retries, ordering, shutdown |
+//! | [`sources`] | `Source` trait and kinds (`folder`) |
+//! | [`stages`] | `Stage` trait and kinds (`parse_hl7`, `match_patient`) |
+//! | [`sinks`] | `Sink` trait and kinds (`oscar_lab`) |
+//! | [`dead_letter`] | the dead-letter store and its reason codes |
+//! | [`hl7`] | HL7 v2 framing, parsing, escapes, lab model (pure: no I/O) |
+//! | [`oscar`] | OSCAR table knowledge: `hl7TextInfo`, patient matching, routing, import |
+//! | [`lab_file`] | the payload between parse and import |
+//! | [`store`] | the database (MariaDB or embedded SQLite), migrations |
+//! | [`telemetry`] | events → logs and metrics |
+//! | [`cli`] | the `oscarflow` commands |
+
+pub mod ack;
+pub mod cli;
+pub mod component;
+pub mod config;
+pub mod dead_letter;
+pub mod envelope;
+pub mod error;
+pub mod hl7;
+pub mod lab_file;
+pub mod oscar;
+pub mod sinks;
+pub mod sources;
+pub mod stages;
+pub mod store;
+pub mod telemetry;
+pub mod topology;

@@ -1,0 +1,227 @@
+//! [`import_file`]: one lab file = one transaction, written as OSCAR's own uploader writes it.
+//!
+//! Order (IMPORT-SPEC §2.1–§2.8, §6): duplicate check by the file's MD5 (our unique
+//! `oscarflow_lab_import` key, then OSCAR's `fileUploadCheck.md5sum`, which also catches files
+//! uploaded through OSCAR's own screens) → `fileUploadCheck` → per message `hl7TextMessage`
+//! (Base64 of the UTF-8 text, no line breaks), `hl7TextInfo`, `patientLabRouting` only for a
+//! unique match, `providerLabRouting` (at least one row, so the lab is never invisible) →
+//! `oscarflow_lab_import` → commit. Any error rolls everything back: OSCAR's `clean()` emulates
+//! this with deletes, we get it from the transaction. A concurrent writer of the same file
+//! loses on the unique key and reports a duplicate.
+//!
+//! Not yet written here (the OSCAR-fidelity work): `measurements`/`measurementsExt` for matched
+//! labs and the move of a superseded version's measurements to `measurementsDeleted`.
+
+use base64::Engine;
+use sqlx::{Any, Transaction};
+
+use super::info::{doc_nums, Hl7TextInfo};
+use super::matching::{match_patient, MatchOutcome, MatchSettings};
+use super::routing::routes;
+use super::Flavour;
+use crate::component::ProcessError;
+use crate::envelope::Provenance;
+use crate::lab_file::LabFile;
+use crate::store::{now_sql, Store};
+
+/// Sink settings the import needs.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub service_name: String,
+    pub upload_provider_no: String,
+    pub flavour: Flavour,
+}
+
+/// What the import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// The file was imported before; nothing was written.
+    Duplicate,
+    /// Every message was written: (part, lab_no, match outcome label).
+    Imported { labs: Vec<(u32, i64, &'static str)> },
+}
+
+fn db(context: &'static str) -> impl Fn(sqlx::Error) -> ProcessError {
+    move |e| ProcessError::from_sqlx(context, &e)
+}
+
+fn cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// OSCAR's saved-file name: `LabUpload.<name without .enc>.<epoch millis>`.
+fn upload_filename(name: &str) -> String {
+    let base = name
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(name)
+        .replace(".enc", "");
+    let millis = chrono::Utc::now().timestamp_millis();
+    let suffix = format!(".{millis}");
+    format!(
+        "LabUpload.{}{suffix}",
+        cut(&base, 255 - "LabUpload.".len() - suffix.len())
+    )
+}
+
+async fn is_duplicate(tx: &mut Transaction<'static, Any>, md5: &str) -> Result<bool, ProcessError> {
+    let ours: Option<i64> = sqlx::query_scalar(
+        "SELECT file_upload_check_id FROM oscarflow_lab_import WHERE md5sum = ?",
+    )
+    .bind(md5)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db("duplicate check"))?;
+    if ours.is_some() {
+        return Ok(true);
+    }
+    let theirs: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM fileUploadCheck WHERE md5sum = ? LIMIT 1")
+            .bind(md5)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db("duplicate check"))?;
+    Ok(theirs.is_some())
+}
+
+/// Imports `file` in one transaction. See the module docs.
+pub async fn import_file(
+    store: &Store,
+    file: &LabFile,
+    prov: &Provenance,
+    opts: &ImportOptions,
+) -> Result<ImportOutcome, ProcessError> {
+    let mut tx = store.pool.begin().await.map_err(db("begin transaction"))?;
+    if is_duplicate(&mut tx, &file.md5).await? {
+        tx.rollback().await.map_err(db("rollback"))?;
+        return Ok(ImportOutcome::Duplicate);
+    }
+    let now = now_sql();
+    let fuc = sqlx::query("INSERT INTO fileUploadCheck (provider_no, filename, md5sum, date_time) VALUES (?, ?, ?, ?)")
+        .bind(&opts.upload_provider_no)
+        .bind(upload_filename(&file.name))
+        .bind(&file.md5)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("insert fileUploadCheck"))?;
+    let file_id = fuc
+        .last_insert_id()
+        .ok_or_else(|| ProcessError::fatal("insert fileUploadCheck: no generated id"))?;
+
+    let mut labs = Vec::with_capacity(file.messages.len());
+    for entry in &file.messages {
+        let lab = &entry.lab;
+        let message =
+            base64::engine::general_purpose::STANDARD.encode(entry.stored_text.as_bytes());
+        let r = sqlx::query(
+            "INSERT INTO hl7TextMessage (fileUploadCheck_id, message, type, serviceName, created) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(file_id)
+        .bind(message)
+        .bind(lab.lab_type.as_str())
+        .bind(cut(&opts.service_name, 100))
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("insert hl7TextMessage"))?;
+        let lab_no = r
+            .last_insert_id()
+            .ok_or_else(|| ProcessError::fatal("insert hl7TextMessage: no generated id"))?;
+
+        let info = Hl7TextInfo::from_lab(lab, opts.flavour);
+        if !info.truncated.is_empty() {
+            tracing::warn!(pipeline = %prov.pipeline, sha = %prov.short_hash(), part = entry.index, lab_no, columns = ?info.truncated, "Values longer than OSCAR's hl7TextInfo columns were truncated.");
+        }
+        sqlx::query(
+            "INSERT INTO hl7TextInfo (lab_no, sex, health_no, result_status, final_result_count, obr_date, priority, requesting_client, discipline, last_name, first_name, report_status, accessionNum, filler_order_num, sending_facility, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(lab_no)
+        .bind(info.sex)
+        .bind(info.health_no)
+        .bind(info.result_status)
+        .bind(info.final_result_count)
+        .bind(info.obr_date)
+        .bind(info.priority)
+        .bind(info.requesting_client)
+        .bind(info.discipline)
+        .bind(info.last_name)
+        .bind(info.first_name)
+        .bind(info.report_status)
+        .bind(info.accession_num)
+        .bind(info.filler_order_num)
+        .bind(info.sending_facility)
+        .bind(info.label)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("insert hl7TextInfo"))?;
+
+        let matched = match &entry.matched {
+            Some(m) => m.clone(),
+            // A pipeline without a match stage still never guesses: OSCAR's default rules.
+            None => match_patient(&mut tx, &lab.patient, &MatchSettings::default())
+                .await
+                .map_err(db("patient match"))?,
+        };
+        if let MatchOutcome::Matched { demographic_no, .. } = &matched {
+            sqlx::query(
+                "INSERT INTO patientLabRouting (demographic_no, lab_no, lab_type, created, dateModified) VALUES (?, ?, 'HL7', ?, ?)",
+            )
+            .bind(*demographic_no)
+            .bind(lab_no)
+            .bind(&now)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("insert patientLabRouting"))?;
+        }
+        let routed = routes(&mut tx, &doc_nums(lab), matched.mrp())
+            .await
+            .map_err(db("provider routing"))?;
+        for route in routed {
+            sqlx::query(
+                "INSERT INTO providerLabRouting (provider_no, lab_no, status, comment, timestamp, lab_type) VALUES (?, ?, ?, NULL, ?, 'HL7')",
+            )
+            .bind(route.provider_no)
+            .bind(lab_no)
+            .bind(route.status)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("insert providerLabRouting"))?;
+        }
+        labs.push((entry.index, lab_no, matched.label()));
+    }
+
+    let lab_nos = labs
+        .iter()
+        .map(|(_, n, _)| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let origin = serde_json::to_string(&prov.origin).unwrap_or_else(|_| "{}".into());
+    let r = sqlx::query(
+        "INSERT INTO oscarflow_lab_import (md5sum, file_upload_check_id, pipeline, source, origin, content_sha256, messages, lab_nos, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&file.md5)
+    .bind(file_id)
+    .bind(&*prov.pipeline)
+    .bind(&*prov.source)
+    .bind(origin)
+    .bind(prov.sha256_hex())
+    .bind(labs.len() as i64)
+    .bind(lab_nos)
+    .bind(&now)
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = r {
+        let unique = matches!(&e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation);
+        let _ = tx.rollback().await;
+        if unique {
+            // Another writer committed the same file first.
+            return Ok(ImportOutcome::Duplicate);
+        }
+        return Err(ProcessError::from_sqlx("insert oscarflow_lab_import", &e));
+    }
+    tx.commit().await.map_err(db("commit"))?;
+    Ok(ImportOutcome::Imported { labs })
+}

@@ -1,0 +1,346 @@
+//! [`Hl7TextInfo`]: the searchable summary row OSCAR's inbox lists, computed from a
+//! [`LabMessage`] exactly as IMPORT-SPEC §2.5 describes (PATHL7 getters).
+//!
+//! Values longer than OSCAR's columns are truncated deliberately (at a character boundary)
+//! and the truncation is reported by column name, never by value; we never leave it to the
+//! server's `sql_mode`.
+
+use crate::hl7::lab::{LabMessage, Order};
+
+use super::Flavour;
+
+/// One `hl7TextInfo` row (without `id` and `lab_no`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Hl7TextInfo {
+    pub sex: Option<String>,
+    pub health_no: Option<String>,
+    pub result_status: Option<String>,
+    pub final_result_count: i64,
+    pub obr_date: Option<String>,
+    pub priority: Option<String>,
+    pub requesting_client: Option<String>,
+    pub discipline: Option<String>,
+    pub last_name: Option<String>,
+    pub first_name: Option<String>,
+    pub report_status: String,
+    pub accession_num: Option<String>,
+    pub filler_order_num: String,
+    pub sending_facility: Option<String>,
+    pub label: Option<String>,
+    /// Columns whose value was cut to fit (names only).
+    #[serde(skip)]
+    pub truncated: Vec<&'static str>,
+}
+
+fn non_empty(s: String) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_string())
+}
+
+/// Cuts `s` to at most `max` characters, recording `column` when it had to.
+fn fit(
+    s: Option<String>,
+    max: usize,
+    column: &'static str,
+    truncated: &mut Vec<&'static str>,
+) -> Option<String> {
+    s.map(|v| {
+        if v.chars().count() > max {
+            truncated.push(column);
+            v.chars().take(max).collect()
+        } else {
+            v
+        }
+    })
+}
+
+/// HL7 TS (`YYYYMMDD[HH[MM[SS[.S…]]]][±ZZZZ]`) → `YYYY-MM-DD HH:MM:SS`. `None` when the
+/// value does not start with a valid date.
+pub fn format_hl7_ts(ts: &str) -> Option<String> {
+    let digits: String = ts
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    if digits.len() < 8 {
+        return None;
+    }
+    let g = |a: usize, b: usize| digits.get(a..b).unwrap_or("00");
+    let (y, mo, d) = (g(0, 4), g(4, 6), g(6, 8));
+    let (mo_n, d_n): (u32, u32) = (mo.parse().ok()?, d.parse().ok()?);
+    if !(1..=12).contains(&mo_n) || !(1..=31).contains(&d_n) {
+        return None;
+    }
+    let (h, mi, s) = (g(8, 10), g(10, 12), g(12, 14));
+    Some(format!("{y}-{mo}-{d} {h}:{mi}:{s}"))
+}
+
+/// The OBR-25 letter of the first OBR, replaced by `C` when any OBX-11 is `C`.
+pub fn report_status_letter(lab: &LabMessage) -> String {
+    let corrected = lab
+        .orders
+        .iter()
+        .flat_map(|o| &o.observations)
+        .any(|x| x.status.eq_ignore_ascii_case("C"));
+    if corrected {
+        return "C".into();
+    }
+    lab.orders
+        .first()
+        .map(|o| o.result_status.trim().to_ascii_uppercase())
+        .unwrap_or_default()
+}
+
+fn open_o_status_word(lab: &LabMessage) -> String {
+    match report_status_letter(lab).as_str() {
+        "C" => "corrected",
+        "P" => "preliminary",
+        "I" => "pending",
+        "A" => "partial results",
+        "F" => "complete",
+        "R" => "retransmitted",
+        "X" => "deleted",
+        _ => "N/A",
+    }
+    .to_string()
+}
+
+/// OSCAR's `getOBXFinalResultCount`: OBX with status F or C, +100 final, +150 corrected.
+pub fn final_result_count(lab: &LabMessage) -> i64 {
+    let count = lab
+        .orders
+        .iter()
+        .flat_map(|o| &o.observations)
+        .filter(|x| x.status.eq_ignore_ascii_case("F") || x.status.eq_ignore_ascii_case("C"))
+        .count() as i64;
+    count
+        + match report_status_letter(lab).as_str() {
+            "F" => 100,
+            "C" => 150,
+            _ => 0,
+        }
+}
+
+/// OSCAR's discipline: OBR-24 per OBR, consecutive duplicates removed, joined with `/`.
+pub fn discipline(orders: &[Order]) -> String {
+    let mut headers: Vec<&str> = Vec::new();
+    for o in orders {
+        let h = o.section.trim();
+        if headers.last() != Some(&h) {
+            headers.push(h);
+        }
+    }
+    let mut out = String::new();
+    for (i, h) in headers.iter().enumerate() {
+        let first_word = h.split_whitespace().next().unwrap_or("");
+        if i == 0 {
+            out.push_str(first_word);
+        } else if !first_word.is_empty() {
+            out.push('/');
+            out.push_str(first_word);
+        }
+    }
+    out
+}
+
+/// Practitioner numbers to route to: OBR-16.1 of the first OBR, then every OBR-28.1 of the
+/// first OBR that differs from it, blanks skipped, duplicates removed (order kept).
+pub fn doc_nums(lab: &LabMessage) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if let Some(o) = lab.orders.first() {
+        for p in o.ordering.iter().take(1).chain(o.copy_to.iter()) {
+            let id = p.id.trim();
+            if !id.is_empty() && !out.iter().any(|x| x == id) {
+                out.push(id.to_string());
+            }
+        }
+    }
+    out
+}
+
+impl Hl7TextInfo {
+    /// Computes the row for `lab` in `flavour`.
+    pub fn from_lab(lab: &LabMessage, flavour: Flavour) -> Hl7TextInfo {
+        let mut truncated = Vec::new();
+        let abnormal = lab.orders.iter().flat_map(|o| &o.observations).any(|x| {
+            let f = x.abnormal_flag.split('~').next().unwrap_or("").trim();
+            !f.is_empty() && !f.eq_ignore_ascii_case("N")
+        });
+        let first = lab.orders.first();
+        let obr_date = match flavour {
+            Flavour::Oscar19 => first
+                .and_then(|o| o.observations.first())
+                .and_then(|x| format_hl7_ts(&x.observed_at)),
+            Flavour::OpenO => first
+                .and_then(|o| format_hl7_ts(&o.observed_at))
+                .or_else(|| format_hl7_ts(&lab.message_date)),
+        };
+        let requesting_client = first
+            .map(|o| {
+                o.ordering
+                    .iter()
+                    .map(|p| p.display_name())
+                    .filter(|n| !n.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let (report_status, status_max) = match flavour {
+            Flavour::Oscar19 => (report_status_letter(lab), 10),
+            Flavour::OpenO => (open_o_status_word(lab), 20),
+        };
+        let label = match flavour {
+            Flavour::Oscar19 => None,
+            Flavour::OpenO => {
+                let mut seen: Vec<&str> = Vec::new();
+                for o in &lab.orders {
+                    let t = o.service_text.trim();
+                    if !t.is_empty() && !seen.contains(&t) {
+                        seen.push(t);
+                    }
+                }
+                non_empty(seen.join(" | "))
+            }
+        };
+        let sending_facility = match flavour {
+            Flavour::Oscar19 => None,
+            Flavour::OpenO => Some(lab.sending_facility.clone()),
+        };
+        let sex = non_empty(lab.patient.sex.clone());
+        let mut info = Hl7TextInfo {
+            sex: fit(sex, 1, "sex", &mut truncated),
+            health_no: fit(
+                non_empty(lab.patient.health_number.clone()),
+                12,
+                "health_no",
+                &mut truncated,
+            ),
+            result_status: abnormal.then(|| "A".to_string()),
+            final_result_count: final_result_count(lab),
+            obr_date,
+            priority: None,
+            requesting_client: fit(
+                non_empty(requesting_client),
+                100,
+                "requesting_client",
+                &mut truncated,
+            ),
+            discipline: fit(
+                non_empty(discipline(&lab.orders)),
+                100,
+                "discipline",
+                &mut truncated,
+            ),
+            last_name: fit(
+                non_empty(lab.patient.last_name.clone()),
+                30,
+                "last_name",
+                &mut truncated,
+            ),
+            first_name: fit(
+                non_empty(lab.patient.first_name.clone()),
+                30,
+                "first_name",
+                &mut truncated,
+            ),
+            report_status: String::new(),
+            accession_num: fit(
+                non_empty(lab.accession()),
+                255,
+                "accessionNum",
+                &mut truncated,
+            ),
+            filler_order_num: String::new(),
+            sending_facility: fit(sending_facility, 50, "sending_facility", &mut truncated),
+            label: fit(label, 255, "label", &mut truncated),
+            truncated: Vec::new(),
+        };
+        info.report_status = fit(
+            Some(report_status),
+            status_max,
+            "report_status",
+            &mut truncated,
+        )
+        .unwrap_or_default();
+        info.truncated = truncated;
+        info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hl7::Message;
+
+    fn lab(t: &str) -> LabMessage {
+        LabMessage::from_message(&Message::parse(t).unwrap()).unwrap()
+    }
+
+    const CORRECTED: &str = "MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|A|20260105080000||ORU^R01|C3|P|2.3\rPID||9000000029|||TESTPATIENT^BOB||19750630|M\rORC|RE||26-200000001-LYTE-2\rOBR|1||26-200000001-LYTE-2|LYTE^Electrolytes||20260104070000|20260104073000|||||||||91004^TESTDOC^DELTA^^^DR||||||||CHEM1|C|||91005^TESTDOC^ECHO\rOBX|1|NM|2951-2^Sodium||140|mmol/L|135-145|N|||C|||20260104090000\rOBX|2|NM|2823-3^Potassium||5.9|mmol/L|3.5-5.0|H|||F|||20260104090000\rOBR|2||26-200000001-X-2|X^Other||||||||||||||||||||CHEM1|F\rOBR|3||26-200000001-Y-2|Y^Third||||||||||||||||||||HAEM1|F";
+
+    #[test]
+    fn open_o_row_for_a_corrected_report() {
+        let i = Hl7TextInfo::from_lab(&lab(CORRECTED), Flavour::OpenO);
+        assert_eq!(i.report_status, "corrected");
+        assert_eq!(i.final_result_count, 152);
+        assert_eq!(i.result_status.as_deref(), Some("A"));
+        assert_eq!(i.obr_date.as_deref(), Some("2026-01-04 07:30:00"));
+        assert_eq!(i.accession_num.as_deref(), Some("26-200000001"));
+        assert_eq!(i.discipline.as_deref(), Some("CHEM1/HAEM1"));
+        assert_eq!(i.requesting_client.as_deref(), Some("DR DELTA TESTDOC"));
+        assert_eq!(i.sending_facility.as_deref(), Some("LIFELABS"));
+        assert_eq!(i.label.as_deref(), Some("Electrolytes | Other | Third"));
+        assert_eq!(i.health_no.as_deref(), Some("9000000029"));
+        assert_eq!(i.filler_order_num, "");
+    }
+
+    #[test]
+    fn oscar19_row_uses_obx_time_and_letters() {
+        let i = Hl7TextInfo::from_lab(&lab(CORRECTED), Flavour::Oscar19);
+        assert_eq!(i.report_status, "C");
+        assert_eq!(i.obr_date.as_deref(), Some("2026-01-04 09:00:00"));
+        assert_eq!(i.sending_facility, None);
+        assert_eq!(i.label, None);
+    }
+
+    #[test]
+    fn over_long_values_are_truncated_and_named() {
+        let long = "X".repeat(40);
+        let i = Hl7TextInfo::from_lab(
+            &lab(&format!("MSH|^~\\&|PATHL7|L\rPID||1|||{long}^A\rOBR|1")),
+            Flavour::OpenO,
+        );
+        assert_eq!(i.last_name.as_deref().map(|s| s.len()), Some(30));
+        assert_eq!(i.truncated, vec!["last_name"]);
+    }
+
+    #[test]
+    fn doc_nums_dedupes_ordering_and_copy_to() {
+        let mut obr = vec![""; 29];
+        obr[0] = "OBR";
+        obr[1] = "1";
+        obr[16] = "91001^A";
+        obr[25] = "F";
+        obr[28] = "91001^A~91002^B~ ^C";
+        let l = lab(&format!("MSH|^~\\&|PATHL7|L\rPID||1\r{}", obr.join("|")));
+        assert_eq!(doc_nums(&l), vec!["91001", "91002"]);
+    }
+
+    #[test]
+    fn hl7_timestamps_format_like_oscar() {
+        assert_eq!(
+            format_hl7_ts("20130927130551").as_deref(),
+            Some("2013-09-27 13:05:51")
+        );
+        assert_eq!(
+            format_hl7_ts("201309271305").as_deref(),
+            Some("2013-09-27 13:05:00")
+        );
+        assert_eq!(
+            format_hl7_ts("20130927").as_deref(),
+            Some("2013-09-27 00:00:00")
+        );
+        assert_eq!(format_hl7_ts("2013"), None);
+        assert_eq!(format_hl7_ts("20131399"), None);
+    }
+}

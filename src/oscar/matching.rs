@@ -1,0 +1,255 @@
+//! Patient matching with OSCAR's predicates (IMPORT-SPEC §2.6), as bound parameters.
+//!
+//! The rule that prevents wrong-patient filing: **the health number is required**. A lab
+//! without one is unmatched — never matched on name and birth date alone. The query is
+//! OSCAR's: `hin = ?` exactly (Ontario 12-character numbers cut to 10, `UNKNOWN` treated as
+//! empty), birth year/month/day and sex by `LIKE` (`%` when the lab has none), names by
+//! initial only when `nomatch_names` is off (OSCAR's `LAB_NOMATCH_NAMES=no`), and OSCAR 19's
+//! relaxation for charts whose sex is neither F nor M as an option. More than one row means
+//! unmatched. A match on a merged chart is followed through `demographic_merged` to its head.
+//! Wildcards in lab values are escaped, so a `%` in a field cannot widen the match.
+
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use crate::hl7::lab::Patient;
+
+/// Matching options (per pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchSettings {
+    /// OSCAR's `LAB_NOMATCH_NAMES` (default yes): when false, the initials of last and first
+    /// name must match too.
+    pub nomatch_names: bool,
+    /// OSCAR 19's relaxation: a chart whose sex is not F or M matches any lab sex.
+    pub relax_sex_for_non_binary: bool,
+}
+
+impl Default for MatchSettings {
+    fn default() -> Self {
+        Self {
+            nomatch_names: true,
+            relax_sex_for_non_binary: true,
+        }
+    }
+}
+
+/// What the match found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum MatchOutcome {
+    /// Exactly one chart. `demographic_no` is the head after merges; `mrp` its provider.
+    Matched {
+        demographic_no: i64,
+        mrp: Option<String>,
+        /// The chart the query found, when a merge moved the lab to another head.
+        merged_from: Option<i64>,
+    },
+    /// The lab carries no usable health number: never matched (no name-only match).
+    NoHealthNumber,
+    /// No chart fits.
+    NotFound,
+    /// Several charts fit; OSCAR treats that as unmatched.
+    Ambiguous { candidates: usize },
+}
+
+impl MatchOutcome {
+    pub fn demographic_no(&self) -> Option<i64> {
+        match self {
+            MatchOutcome::Matched { demographic_no, .. } => Some(*demographic_no),
+            _ => None,
+        }
+    }
+    pub fn mrp(&self) -> Option<&str> {
+        match self {
+            MatchOutcome::Matched { mrp, .. } => mrp.as_deref(),
+            _ => None,
+        }
+    }
+    /// Short, PHI-free label for reports and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MatchOutcome::Matched { .. } => "matched",
+            MatchOutcome::NoHealthNumber => "no_health_number",
+            MatchOutcome::NotFound => "not_found",
+            MatchOutcome::Ambiguous { .. } => "ambiguous",
+        }
+    }
+}
+
+/// The health number as OSCAR matches it: trimmed, `UNKNOWN` → empty, 12 → 10 characters.
+pub fn normalise_hin(hin: &str) -> String {
+    let h = hin.trim();
+    if h.eq_ignore_ascii_case("UNKNOWN") {
+        return String::new();
+    }
+    if h.chars().count() == 12 {
+        return h.chars().take(10).collect();
+    }
+    h.to_string()
+}
+
+/// Birth date as OSCAR's LIKE patterns (year, month, day); `%` each when absent or invalid.
+pub fn dob_parts(dob: &str) -> (String, String, String) {
+    let d: String = dob
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    if d.len() >= 8 {
+        let (y, m, day) = (&d[0..4], &d[4..6], &d[6..8]);
+        let ok = m.parse::<u32>().is_ok_and(|v| (1..=12).contains(&v))
+            && day.parse::<u32>().is_ok_and(|v| (1..=31).contains(&v));
+        if ok {
+            return (y.to_string(), m.to_string(), day.to_string());
+        }
+    }
+    ("%".into(), "%".into(), "%".into())
+}
+
+/// Escapes LIKE wildcards with `!` (the `ESCAPE '!'` character, valid on MySQL and SQLite).
+pub fn like_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '!') {
+            out.push('!');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Runs the match for `patient`.
+pub async fn match_patient(
+    conn: &mut AnyConnection,
+    patient: &Patient,
+    settings: &MatchSettings,
+) -> Result<MatchOutcome, sqlx::Error> {
+    let hin = normalise_hin(&patient.health_number);
+    if hin.is_empty() {
+        return Ok(MatchOutcome::NoHealthNumber);
+    }
+    let (y, m, d) = dob_parts(&patient.dob);
+    let sex = patient
+        .sex
+        .trim()
+        .chars()
+        .next()
+        .map(|c| format!("{}%", like_literal(&c.to_uppercase().to_string())))
+        .unwrap_or_else(|| "%".into());
+    let mut sql = String::from(
+        "SELECT demographic_no, provider_no FROM demographic WHERE hin = ? AND year_of_birth LIKE ? ESCAPE '!' AND month_of_birth LIKE ? ESCAPE '!' AND date_of_birth LIKE ? ESCAPE '!'",
+    );
+    if settings.relax_sex_for_non_binary {
+        sql.push_str(" AND (sex LIKE ? ESCAPE '!' OR sex NOT IN ('F', 'M'))");
+    } else {
+        sql.push_str(" AND sex LIKE ? ESCAPE '!'");
+    }
+    let initial = |s: &str| {
+        s.trim()
+            .chars()
+            .next()
+            .map(|c| format!("{}%", like_literal(&c.to_string())))
+            .unwrap_or_else(|| "%".into())
+    };
+    if !settings.nomatch_names {
+        sql.push_str(" AND last_name LIKE ? ESCAPE '!' AND first_name LIKE ? ESCAPE '!'");
+    }
+    sql.push_str(" LIMIT 3");
+    let esc = |p: String| if p == "%" { p } else { like_literal(&p) };
+    let mut q = sqlx::query(&sql)
+        .bind(&hin)
+        .bind(esc(y))
+        .bind(esc(m))
+        .bind(esc(d))
+        .bind(sex);
+    if !settings.nomatch_names {
+        q = q
+            .bind(initial(&patient.last_name))
+            .bind(initial(&patient.first_name));
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    match rows.len() {
+        0 => Ok(MatchOutcome::NotFound),
+        1 => {
+            let found: i64 = rows[0].try_get(0)?;
+            let mrp: Option<String> = rows[0].try_get(1)?;
+            let head = merged_head(conn, found).await?;
+            if head == found {
+                Ok(MatchOutcome::Matched {
+                    demographic_no: found,
+                    mrp: mrp.filter(|p| !p.trim().is_empty()),
+                    merged_from: None,
+                })
+            } else {
+                let head_mrp: Option<String> = sqlx::query_scalar(
+                    "SELECT provider_no FROM demographic WHERE demographic_no = ?",
+                )
+                .bind(head)
+                .fetch_optional(&mut *conn)
+                .await?
+                .flatten();
+                Ok(MatchOutcome::Matched {
+                    demographic_no: head,
+                    mrp: head_mrp.filter(|p| !p.trim().is_empty()),
+                    merged_from: Some(found),
+                })
+            }
+        }
+        n => Ok(MatchOutcome::Ambiguous { candidates: n }),
+    }
+}
+
+/// Follows `demographic_merged` (not deleted) to the head chart; stops on a cycle.
+async fn merged_head(conn: &mut AnyConnection, start: i64) -> Result<i64, sqlx::Error> {
+    let mut current = start;
+    let mut seen = vec![start];
+    for _ in 0..16 {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT merged_to FROM demographic_merged WHERE demographic_no = ? AND deleted = 0 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(current)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match next {
+            Some(n) if !seen.contains(&n) => {
+                seen.push(n);
+                current = n;
+            }
+            _ => break,
+        }
+    }
+    Ok(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hin_normalisation_follows_oscar() {
+        assert_eq!(normalise_hin(" 9000000011 "), "9000000011");
+        assert_eq!(normalise_hin("1234567890AB"), "1234567890");
+        assert_eq!(normalise_hin("unknown"), "");
+    }
+
+    #[test]
+    fn dob_parts_are_wildcards_when_missing_or_invalid() {
+        assert_eq!(
+            dob_parts("19770726"),
+            ("1977".into(), "07".into(), "26".into())
+        );
+        assert_eq!(
+            dob_parts("197707261200"),
+            ("1977".into(), "07".into(), "26".into())
+        );
+        assert_eq!(dob_parts(""), ("%".into(), "%".into(), "%".into()));
+        assert_eq!(dob_parts("UNKNOWN"), ("%".into(), "%".into(), "%".into()));
+        assert_eq!(dob_parts("19771399"), ("%".into(), "%".into(), "%".into()));
+    }
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(like_literal("O'B%_!"), "O'B!%!_!!");
+    }
+}

@@ -1,0 +1,28 @@
+//! OSCAR table knowledge: how OSCAR's own lab uploader fills its tables.
+//!
+//! - [`info`]: the `hl7TextInfo` row for a lab message (IMPORT-SPEC §2.5), in the Open-O or
+//!   OSCAR 19 flavour ([`Flavour`]).
+//! - [`matching`]: OSCAR's patient-match predicates (§2.6) with bound parameters — health
+//!   number required, never a name-only match, more than one row = unmatched, merged charts
+//!   followed to their head.
+//! - [`routing`]: provider inbox routing (§2.8): practitioner numbers → providers, else the
+//!   MRP, else the unclaimed inbox `'0'`; `incomingLabRules` status and forwards.
+//! - [`import`]: one file = one transaction: `fileUploadCheck`, `hl7TextMessage`,
+//!   `hl7TextInfo`, `patientLabRouting`, `providerLabRouting`.
+
+pub mod import;
+pub mod info;
+pub mod matching;
+pub mod routing;
+
+/// Which OSCAR the target database belongs to. They differ in `hl7TextInfo.obr_date`,
+/// `report_status`, `label` and `sending_facility`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flavour {
+    /// Open-O (current OpenOSP fork): obr_date from OBR-7, report status in words.
+    #[default]
+    OpenO,
+    /// OSCAR 19: obr_date from the first OBX-14, report status as the OBR-25 letter.
+    Oscar19,
+}

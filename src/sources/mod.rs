@@ -1,0 +1,105 @@
+//! Sources: the outside world as a stream of `Envelope<Raw>`.
+//!
+//! A [`Source`] reads inputs, wraps each in an envelope whose ack token belongs to a fresh
+//! [`crate::ack::BatchNotifier`], sends it on its bounded channel (which blocks when the
+//! pipeline is full — that is the backpressure), and **releases an input only when its batch
+//! status says every envelope was committed or dead-lettered**. A failed or unresolved batch
+//! is kept and re-delivered later. `run` returns when the input is exhausted (one-shot) or the
+//! shutdown signal fired, after the batches it started have settled or the channel closed.
+//! Kinds: `folder`.
+
+pub mod folder;
+pub mod list;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::ack::InFlight;
+use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
+use crate::envelope::{Envelope, Raw};
+use crate::error::{Classify, ErrorKind};
+use crate::telemetry::Observers;
+use crate::topology::Shutdown;
+
+pub use folder::FolderConfig;
+
+/// What every source gets from the topology.
+pub struct SourceContext {
+    pub pipeline: Arc<str>,
+    pub id: Arc<str>,
+    /// The bounded channel to the first stage.
+    pub out: mpsc::Sender<Envelope<Raw>>,
+    pub shutdown: Shutdown,
+    pub in_flight: Arc<InFlight>,
+    pub observers: Observers,
+}
+
+/// A source failure that stops the source.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct SourceError {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl Classify for SourceError {
+    fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+/// An input reader. See the module docs for the contract.
+#[async_trait]
+pub trait Source: Send {
+    async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError>;
+}
+
+/// The closed set of source configurations.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Folder(FolderConfig),
+}
+
+impl SourceConfig {
+    pub const TYPES: &'static [&'static str] = &["folder"];
+
+    pub fn from_table(
+        raw: RawComponent,
+        section: &'static str,
+    ) -> Result<Self, (String, Option<Range<usize>>)> {
+        match raw.type_name.get_ref().as_str() {
+            "folder" => raw.parse().map(SourceConfig::Folder),
+            _ => Err(unknown_type(
+                section.trim_end_matches('s'),
+                &raw.type_name,
+                Self::TYPES,
+            )),
+        }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        self.type_name()
+    }
+}
+
+impl ComponentKind for SourceConfig {
+    fn type_name(&self) -> &'static str {
+        match self {
+            SourceConfig::Folder(_) => "folder",
+        }
+    }
+    fn input_port(&self) -> Option<PortType> {
+        None
+    }
+    fn output_port(&self) -> Option<PortType> {
+        Some(PortType::Raw)
+    }
+    fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
+        match self {
+            SourceConfig::Folder(c) => c.validate(),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `match_patient`: finds each lab's patient with OSCAR's predicates
+//! ([`crate::oscar::matching`]) and records the outcome in the [`LabFile`]. Read-only; a
+//! database error is transient (the runner retries the whole file).
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{Emitter, Stage};
+use crate::component::ProcessError;
+use crate::envelope::Envelope;
+use crate::lab_file::LabFile;
+use crate::oscar::matching::{match_patient, MatchSettings};
+use crate::store::Store;
+
+/// `[stages.<id>] type = "match_patient"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatchPatientConfig {
+    /// OSCAR's `LAB_NOMATCH_NAMES` (default true): names are not compared. When false, the
+    /// initials of last and first name must match as well.
+    pub nomatch_names: bool,
+    /// OSCAR 19's relaxation: charts whose sex is neither F nor M match any lab sex.
+    pub relax_sex_for_non_binary: bool,
+    /// Parallel match calls.
+    pub concurrency: usize,
+}
+
+impl Default for MatchPatientConfig {
+    fn default() -> Self {
+        let s = MatchSettings::default();
+        Self {
+            nomatch_names: s.nomatch_names,
+            relax_sex_for_non_binary: s.relax_sex_for_non_binary,
+            concurrency: 2,
+        }
+    }
+}
+
+/// The stage.
+pub struct MatchPatient {
+    store: Store,
+    settings: MatchSettings,
+}
+
+impl MatchPatient {
+    pub fn new(store: Store, cfg: &MatchPatientConfig) -> Self {
+        Self {
+            store,
+            settings: MatchSettings {
+                nomatch_names: cfg.nomatch_names,
+                relax_sex_for_non_binary: cfg.relax_sex_for_non_binary,
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Stage<LabFile, LabFile> for MatchPatient {
+    fn kind(&self) -> &'static str {
+        "match_patient"
+    }
+
+    async fn process(
+        &self,
+        input: &Envelope<LabFile>,
+        out: &mut Emitter<LabFile>,
+    ) -> Result<(), ProcessError> {
+        let mut conn = self
+            .store
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| ProcessError::from_sqlx("patient match", &e))?;
+        let mut file = input.payload.clone();
+        for entry in &mut file.messages {
+            let outcome = match_patient(&mut conn, &entry.lab.patient, &self.settings)
+                .await
+                .map_err(|e| ProcessError::from_sqlx("patient match", &e))?;
+            entry.matched = Some(outcome);
+        }
+        out.emit(input, file);
+        Ok(())
+    }
+}

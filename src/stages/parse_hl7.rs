@@ -1,0 +1,237 @@
+//! `parse_hl7`: raw bytes → [`LabFile`].
+//!
+//! Frames the input (multi-message files, batches, XML wrappers, BOM, any line ending),
+//! decodes each message (UTF-8, else the configured single-byte fallback or MSH-18's
+//! Latin-1), parses it and builds the lab model. Every message that fails — empty input, not
+//! HL7, stray text, a bad MSH, a missing PID/OBR (truncated), over the size limit, a message
+//! type this pipeline does not import — is rejected **on its own** with its original bytes;
+//! the file's other messages go on. Nothing here touches a database.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use md5::{Digest, Md5};
+use serde::Deserialize;
+
+use super::{Emitter, Stage};
+use crate::component::ProcessError;
+use crate::dead_letter::ReasonCode;
+use crate::envelope::{Envelope, Raw};
+use crate::hl7::framing::{self, Container, FrameError};
+use crate::hl7::lab::LabMessage;
+use crate::hl7::text::{self, Fallback};
+use crate::hl7::Message;
+use crate::lab_file::{LabEntry, LabFile};
+use crate::telemetry::{Event, Observers};
+
+/// `[stages.<id>] type = "parse_hl7"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParseHl7Config {
+    /// Inputs larger than this are rejected whole (`too_large`).
+    pub max_input_bytes: usize,
+    /// Single messages larger than this are rejected (`too_large`).
+    pub max_message_bytes: usize,
+    /// Decoding of input that is not valid UTF-8: `windows-1252` or `latin1`.
+    pub encoding_fallback: Fallback,
+    /// MSH-9.1 values this pipeline imports (empty: all). Others are rejected as
+    /// `unsupported_message`.
+    pub message_types: Vec<String>,
+    /// Parallel parse calls.
+    pub concurrency: usize,
+}
+
+impl Default for ParseHl7Config {
+    fn default() -> Self {
+        Self {
+            max_input_bytes: 64 * 1024 * 1024,
+            max_message_bytes: 16 * 1024 * 1024,
+            encoding_fallback: Fallback::Windows1252,
+            message_types: vec!["ORU".to_string()],
+            concurrency: 2,
+        }
+    }
+}
+
+/// The stage.
+pub struct ParseHl7 {
+    cfg: ParseHl7Config,
+    id: Arc<str>,
+    observers: Observers,
+}
+
+impl ParseHl7 {
+    pub fn new(cfg: ParseHl7Config, id: Arc<str>, observers: Observers) -> Self {
+        Self { cfg, id, observers }
+    }
+
+    /// Parses one input into a lab file and rejections; pure and synchronous.
+    pub fn parse(&self, input: &Envelope<Raw>, out: &mut Emitter<LabFile>) -> u32 {
+        let raw = &input.payload.bytes;
+        if raw.len() > self.cfg.max_input_bytes {
+            out.reject(
+                input,
+                None,
+                raw.clone(),
+                ReasonCode::TooLarge,
+                format!(
+                    "input is {} bytes, over the limit of {}",
+                    raw.len(),
+                    self.cfg.max_input_bytes
+                ),
+            );
+            return 0;
+        }
+        let framed = framing::frame(raw);
+        // Messages are frames that start with MSH; stray text and empty input are not.
+        let found = framed.messages.len() as u32;
+        let whole = framed.messages.is_empty() && framed.rejected.len() == 1;
+        for r in &framed.rejected {
+            let reason = match r.error {
+                FrameError::Empty => ReasonCode::EmptyInput,
+                FrameError::NoMessage => ReasonCode::NotHl7,
+                FrameError::Stray { .. } | FrameError::BadXml(_) => ReasonCode::Malformed,
+            };
+            let part = if whole { None } else { Some(r.index) };
+            out.reject(input, part, r.raw.clone(), reason, r.error.to_string());
+        }
+        let mut entries = Vec::with_capacity(framed.messages.len());
+        for f in &framed.messages {
+            if f.raw.len() > self.cfg.max_message_bytes {
+                out.reject(
+                    input,
+                    Some(f.index),
+                    f.raw.clone(),
+                    ReasonCode::TooLarge,
+                    format!(
+                        "message {} is {} bytes, over the limit of {}",
+                        f.index + 1,
+                        f.raw.len(),
+                        self.cfg.max_message_bytes
+                    ),
+                );
+                continue;
+            }
+            let joined = f.joined(b"\r");
+            let msh18 = text::sniff_msh18(&joined);
+            let (decoded, encoding) =
+                text::decode(&joined, self.cfg.encoding_fallback, msh18.as_deref());
+            let msg = match Message::parse(&decoded) {
+                Ok(m) => m,
+                Err(e) => {
+                    out.reject(
+                        input,
+                        Some(f.index),
+                        f.raw.clone(),
+                        ReasonCode::Malformed,
+                        format!("message {}: {e}", f.index + 1),
+                    );
+                    continue;
+                }
+            };
+            let msg_type = msg.get("MSH-9.1").trim().to_ascii_uppercase();
+            if !self.cfg.message_types.is_empty()
+                && !self
+                    .cfg
+                    .message_types
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(&msg_type))
+            {
+                out.reject(
+                    input,
+                    Some(f.index),
+                    f.raw.clone(),
+                    ReasonCode::UnsupportedMessage,
+                    format!(
+                        "message {}: MSH-9.1 `{}` is not imported by this pipeline",
+                        f.index + 1,
+                        sanitize_code(&msg_type)
+                    ),
+                );
+                continue;
+            }
+            let lab = match LabMessage::from_message(&msg) {
+                Ok(l) => l,
+                Err(e) => {
+                    out.reject(
+                        input,
+                        Some(f.index),
+                        f.raw.clone(),
+                        ReasonCode::MissingSegment,
+                        format!("message {}: {e}", f.index + 1),
+                    );
+                    continue;
+                }
+            };
+            // What OSCAR stores: XML content verbatim (as its PATHL7 handler does), pipe files
+            // with CRLF after every segment (as Utilities.separateMessages does).
+            let stored_text = match framed.container {
+                Container::Xml => {
+                    text::decode(&f.raw, self.cfg.encoding_fallback, msh18.as_deref())
+                        .0
+                        .into_owned()
+                }
+                Container::Plain | Container::Batch => text::decode(
+                    &f.joined(b"\r\n"),
+                    self.cfg.encoding_fallback,
+                    msh18.as_deref(),
+                )
+                .0
+                .into_owned(),
+            };
+            entries.push(LabEntry {
+                index: f.index,
+                raw: f.raw.clone(),
+                stored_text,
+                encoding,
+                segment_count: msg.segment_count(),
+                lab,
+                matched: None,
+            });
+        }
+        if !entries.is_empty() {
+            let md5 = hex::encode(Md5::digest(raw));
+            out.emit(
+                input,
+                LabFile {
+                    name: input.payload.name.clone(),
+                    raw: raw.clone(),
+                    md5,
+                    container: framed.container,
+                    messages_found: found,
+                    messages: entries,
+                },
+            );
+        }
+        found
+    }
+}
+
+/// A message type code for an error text: letters, digits and `_` only, at most 8.
+fn sanitize_code(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(8)
+        .collect()
+}
+
+#[async_trait]
+impl Stage<Raw, LabFile> for ParseHl7 {
+    fn kind(&self) -> &'static str {
+        "parse_hl7"
+    }
+
+    async fn process(
+        &self,
+        input: &Envelope<Raw>,
+        out: &mut Emitter<LabFile>,
+    ) -> Result<(), ProcessError> {
+        let found = self.parse(input, out);
+        self.observers.emit(Event::Parsed {
+            prov: &input.provenance,
+            component: &self.id,
+            found,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,346 @@
+//! The database: [`Store`], one pool for OSCAR's tables and the pipeline's own.
+//!
+//! Two backends with the same tables and the same SQL (sqlx `Any`, runtime queries, bound
+//! parameters only): MySQL/MariaDB — production, the clinic's OSCAR database — and an
+//! embedded SQLite file under `./var/`, the default when no URL is given. Migrations are
+//! embedded in the binary: for MySQL they create only oscarflow's own tables (OSCAR's schema
+//! belongs to OSCAR and must already be there); for SQLite they also create the OSCAR tables
+//! the import needs, with OSCAR's column names and types. Applied migrations are recorded in
+//! `oscarflow_migrations`.
+//!
+//! Timestamps are bound as `YYYY-MM-DD HH:MM:SS` strings in the server's local time, which is
+//! what OSCAR writes with `new Date()`; both backends store them unchanged.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor, Row};
+use thiserror::Error;
+
+use crate::error::{classify_sqlx, describe_sqlx, Classify, ErrorKind};
+
+/// Which database engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    MySql,
+    Sqlite,
+}
+
+/// Errors opening or migrating the store.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("unsupported database url scheme `{0}` (use mysql:// or sqlite://)")]
+    Scheme(String),
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database: {0}")]
+    Connect(String, #[source] sqlx::Error),
+    #[error("migration {version} ({name}) failed: {detail}")]
+    Migrate {
+        version: i64,
+        name: &'static str,
+        detail: String,
+    },
+    #[error(
+        "the database has no OSCAR schema (table `{0}` is missing); load OSCAR's schema first"
+    )]
+    NoOscarSchema(&'static str),
+    #[error("{0}")]
+    Query(String, #[source] sqlx::Error),
+}
+
+impl Classify for StoreError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Connect(_, e) | StoreError::Query(_, e) => match classify_sqlx(e) {
+                ErrorKind::Data => ErrorKind::Fatal,
+                k => k,
+            },
+            _ => ErrorKind::Fatal,
+        }
+    }
+}
+
+impl StoreError {
+    pub(crate) fn query(e: sqlx::Error) -> Self {
+        StoreError::Query(describe_sqlx(&e), e)
+    }
+}
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+const MYSQL_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "pipeline_tables",
+    sql: include_str!("../../migrations/mysql/0001_pipeline_tables.sql"),
+}];
+
+const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "pipeline_tables",
+        sql: include_str!("../../migrations/sqlite/0001_pipeline_tables.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "oscar_tables",
+        sql: include_str!("../../migrations/sqlite/0002_oscar_tables.sql"),
+    },
+];
+
+/// A connection pool plus the backend it talks to.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// The embedded default: `sqlite://<state_dir>/oscarflow.db`.
+pub fn default_sqlite_url(state_dir: &Path) -> String {
+    format!("sqlite://{}", state_dir.join("oscarflow.db").display())
+}
+
+/// The URL with any password replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Store {
+    /// Connects and applies pending migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let scheme = url.split(':').next().unwrap_or_default();
+        let backend = match scheme {
+            "mysql" | "mariadb" => Backend::MySql,
+            "sqlite" => Backend::Sqlite,
+            other => return Err(StoreError::Scheme(other.to_string())),
+        };
+        let url = if scheme == "mariadb" {
+            format!("mysql{}", &url["mariadb".len()..])
+        } else {
+            url.to_string()
+        };
+        let mut url = url;
+        if backend == Backend::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or_default();
+            if path != ":memory:" {
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::StateDir {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+                if !url.contains('?') {
+                    url.push_str("?mode=rwc");
+                }
+            }
+        }
+        let opts = AnyConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Connect(redact_url(&url), e))?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let pool = match backend {
+            // One connection: SQLite has a single writer; sharing one connection removes
+            // SQLITE_BUSY from the picture. The embedded store is for replay and small sites.
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA synchronous=FULL").await?;
+                        conn.execute("PRAGMA busy_timeout=10000").await?;
+                        Ok(())
+                    })
+                }),
+            Backend::MySql => AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // Strict mode: an over-long value is an error we handle, never a
+                        // silent truncation by the server. Our own code truncates
+                        // deliberately where OSCAR's columns are narrow.
+                        conn.execute(
+                            "SET SESSION sql_mode = CONCAT_WS(',', @@SESSION.sql_mode, 'STRICT_TRANS_TABLES')",
+                        )
+                        .await?;
+                        conn.execute("SET NAMES utf8mb4").await?;
+                        Ok(())
+                    })
+                }),
+        }
+        .connect_with(opts)
+        .await
+        .map_err(|e| StoreError::Connect(redact_url(&url), e))?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS oscarflow_migrations (version BIGINT NOT NULL PRIMARY KEY, name VARCHAR(100) NOT NULL, applied_at VARCHAR(19) NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query)?;
+        let rows = sqlx::query("SELECT version FROM oscarflow_migrations")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query)?;
+        let applied: Vec<i64> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<i64, _>(0).ok())
+            .collect();
+        let list = match self.backend {
+            Backend::MySql => MYSQL_MIGRATIONS,
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+        };
+        for m in list {
+            if applied.contains(&m.version) {
+                continue;
+            }
+            let mut tx = self.pool.begin().await.map_err(StoreError::query)?;
+            for stmt in split_sql(m.sql) {
+                tx.execute(stmt).await.map_err(|e| StoreError::Migrate {
+                    version: m.version,
+                    name: m.name,
+                    detail: describe_sqlx(&e),
+                })?;
+            }
+            sqlx::query(
+                "INSERT INTO oscarflow_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now_sql())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query)?;
+            tx.commit().await.map_err(StoreError::query)?;
+        }
+        if self.backend == Backend::MySql {
+            for table in [
+                "hl7TextMessage",
+                "hl7TextInfo",
+                "fileUploadCheck",
+                "providerLabRouting",
+                "demographic",
+            ] {
+                if !self.table_exists(table).await? {
+                    return Err(StoreError::NoOscarSchema(table));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when `table` exists in the current database.
+    pub async fn table_exists(&self, table: &str) -> Result<bool, StoreError> {
+        let sql = match self.backend {
+            Backend::MySql => "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = ?",
+            Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+        };
+        let n: i64 = sqlx::query_scalar(sql)
+            .bind(table)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query)?;
+        Ok(n > 0)
+    }
+
+    /// True when `table` has `column`.
+    pub async fn column_exists(&self, table: &str, column: &str) -> Result<bool, StoreError> {
+        let n: i64 = match self.backend {
+            Backend::MySql => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?",
+            )
+            .bind(table)
+            .bind(column)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query)?,
+            Backend::Sqlite => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?",
+            )
+            .bind(table)
+            .bind(column)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query)?,
+        };
+        Ok(n > 0)
+    }
+
+    /// Checks that the database answers (for readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::query)
+    }
+}
+
+/// Splits a migration file into statements at `;` line ends. Migration files keep `;` out
+/// of comments and literals so this stays trivially correct.
+fn split_sql(sql: &str) -> impl Iterator<Item = &str> {
+    sql.split(';').map(str::trim).filter(|s| {
+        s.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+    })
+}
+
+/// Now, as OSCAR writes timestamps: local time, `YYYY-MM-DD HH:MM:SS`.
+pub fn now_sql() -> String {
+    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_the_password_only() {
+        assert_eq!(
+            redact_url("mysql://oscar:s3cret@127.0.0.1:3306/oscar"),
+            "mysql://oscar:***@127.0.0.1:3306/oscar"
+        );
+        assert_eq!(redact_url("sqlite://var/x.db"), "sqlite://var/x.db");
+    }
+
+    #[test]
+    fn split_sql_skips_comment_only_chunks() {
+        let v: Vec<_> = split_sql(
+            "-- hi\nCREATE TABLE a (x int);\n-- only a comment\n;\nCREATE TABLE b (y int);\n",
+        )
+        .collect();
+        assert_eq!(v.len(), 2);
+        assert!(v[1].starts_with("CREATE TABLE b"));
+    }
+}

@@ -1,0 +1,305 @@
+//! Telemetry: [`Event`]s that every component emits, observed by logs + metrics
+//! ([`Telemetry`]) and by reports (`replay`).
+//!
+//! One event emits both the log line and the metric, so they cannot drift. Metric names come
+//! from [`MetricName`] (`oscarflow_<noun>_<unit>[_total]`), labels carry bounded values only
+//! (pipeline, component, reason, outcome). Log fields are ids, hashes, counts and positions:
+//! no names, health numbers, dates of birth or message bodies.
+
+use std::sync::Arc;
+
+use crate::ack::BatchStatus;
+use crate::dead_letter::ReasonCode;
+use crate::envelope::Provenance;
+use crate::error::ErrorKind;
+
+/// Every metric oscarflow records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricName {
+    InputsReceived,
+    InputBytesReceived,
+    MessagesParsed,
+    MessagesImported,
+    MessagesDuplicate,
+    MessagesDeadLettered,
+    Retries,
+    InputsReleased,
+    InputReleaseFailures,
+    ImportDurationSeconds,
+}
+
+impl MetricName {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MetricName::InputsReceived => "oscarflow_inputs_received_total",
+            MetricName::InputBytesReceived => "oscarflow_input_bytes_received_total",
+            MetricName::MessagesParsed => "oscarflow_messages_parsed_total",
+            MetricName::MessagesImported => "oscarflow_messages_imported_total",
+            MetricName::MessagesDuplicate => "oscarflow_messages_duplicate_total",
+            MetricName::MessagesDeadLettered => "oscarflow_messages_dead_lettered_total",
+            MetricName::Retries => "oscarflow_retries_total",
+            MetricName::InputsReleased => "oscarflow_inputs_released_total",
+            MetricName::InputReleaseFailures => "oscarflow_input_release_failures_total",
+            MetricName::ImportDurationSeconds => "oscarflow_import_duration_seconds",
+        }
+    }
+}
+
+/// Something that happened to an input or message.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// A source made an envelope from an input.
+    Received { prov: &'a Provenance, bytes: usize },
+    /// The parse stage framed an input: `found` messages (good and bad).
+    Parsed {
+        prov: &'a Provenance,
+        component: &'a str,
+        found: u32,
+    },
+    /// A message was committed to OSCAR.
+    Imported {
+        prov: &'a Provenance,
+        component: &'a str,
+        part: u32,
+        lab_no: i64,
+        outcome: &'static str,
+    },
+    /// An input's messages were already imported (same file MD5).
+    Duplicate {
+        prov: &'a Provenance,
+        component: &'a str,
+        messages: u32,
+    },
+    /// A message (or a whole input) went to the dead-letter store.
+    DeadLettered {
+        prov: &'a Provenance,
+        component: &'a str,
+        part: Option<u32>,
+        reason: ReasonCode,
+        dead_letter_id: &'a str,
+    },
+    /// A transient error; the component retries after a backoff.
+    Retrying {
+        prov: &'a Provenance,
+        component: &'a str,
+        attempt: u32,
+        kind: ErrorKind,
+        error: &'a str,
+    },
+    /// A message could not be committed nor dead-lettered: its input stays for re-delivery.
+    NotDelivered {
+        prov: &'a Provenance,
+        component: &'a str,
+        error: &'a str,
+    },
+    /// The source acted on the batch outcome (released or kept its input).
+    Settled {
+        prov: &'a Provenance,
+        status: BatchStatus,
+        released: bool,
+    },
+    /// Releasing an input failed (it will be re-delivered; the sink dedupes).
+    ReleaseFailed {
+        prov: &'a Provenance,
+        error: &'a str,
+    },
+}
+
+/// Receives events.
+pub trait Observer: Send + Sync {
+    fn observe(&self, event: &Event<'_>);
+}
+
+/// A set of observers.
+#[derive(Clone, Default)]
+pub struct Observers(Vec<Arc<dyn Observer>>);
+
+impl Observers {
+    /// Logs and metrics only.
+    pub fn standard() -> Self {
+        Observers(vec![Arc::new(Telemetry)])
+    }
+    pub fn with(mut self, o: Arc<dyn Observer>) -> Self {
+        self.0.push(o);
+        self
+    }
+    pub fn emit(&self, e: Event<'_>) {
+        for o in &self.0 {
+            o.observe(&e);
+        }
+    }
+}
+
+/// The standard observer: a `tracing` line and a `metrics` update per event.
+pub struct Telemetry;
+
+fn counter(name: MetricName, labels: &[(&'static str, String)], n: u64) {
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+        .collect();
+    metrics::counter!(name.as_str(), labels).increment(n);
+}
+
+impl Observer for Telemetry {
+    fn observe(&self, e: &Event<'_>) {
+        match e {
+            Event::Received { prov, bytes } => {
+                tracing::debug!(pipeline = %prov.pipeline, source = %prov.source, sha = %prov.short_hash(), bytes, "Input received.");
+                let l = [
+                    ("pipeline", prov.pipeline.to_string()),
+                    ("component", prov.source.to_string()),
+                ];
+                counter(MetricName::InputsReceived, &l, 1);
+                counter(MetricName::InputBytesReceived, &l, *bytes as u64);
+            }
+            Event::Parsed {
+                prov,
+                component,
+                found,
+            } => {
+                tracing::debug!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), found, "Input framed.");
+                counter(
+                    MetricName::MessagesParsed,
+                    &[
+                        ("pipeline", prov.pipeline.to_string()),
+                        ("component", component.to_string()),
+                    ],
+                    u64::from(*found),
+                );
+            }
+            Event::Imported {
+                prov,
+                component,
+                part,
+                lab_no,
+                outcome,
+            } => {
+                tracing::info!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part, lab_no, patient = outcome, "Lab imported.");
+                counter(
+                    MetricName::MessagesImported,
+                    &[
+                        ("pipeline", prov.pipeline.to_string()),
+                        ("component", component.to_string()),
+                        ("outcome", outcome.to_string()),
+                    ],
+                    1,
+                );
+            }
+            Event::Duplicate {
+                prov,
+                component,
+                messages,
+            } => {
+                tracing::info!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), messages, "Input already imported; nothing written.");
+                counter(
+                    MetricName::MessagesDuplicate,
+                    &[
+                        ("pipeline", prov.pipeline.to_string()),
+                        ("component", component.to_string()),
+                    ],
+                    u64::from(*messages),
+                );
+            }
+            Event::DeadLettered {
+                prov,
+                component,
+                part,
+                reason,
+                dead_letter_id,
+            } => {
+                tracing::warn!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part = ?part, reason = %reason, dead_letter = dead_letter_id, "Message dead-lettered.");
+                counter(
+                    MetricName::MessagesDeadLettered,
+                    &[
+                        ("pipeline", prov.pipeline.to_string()),
+                        ("component", component.to_string()),
+                        ("reason", reason.as_str().to_string()),
+                    ],
+                    1,
+                );
+            }
+            Event::Retrying {
+                prov,
+                component,
+                attempt,
+                kind,
+                error,
+            } => {
+                tracing::warn!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), attempt, kind = %kind, error, "Retrying after error.");
+                counter(
+                    MetricName::Retries,
+                    &[
+                        ("pipeline", prov.pipeline.to_string()),
+                        ("component", component.to_string()),
+                    ],
+                    1,
+                );
+            }
+            Event::NotDelivered {
+                prov,
+                component,
+                error,
+            } => {
+                tracing::error!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), error, "Message neither committed nor dead-lettered; its input stays for re-delivery.");
+            }
+            Event::Settled {
+                prov,
+                status,
+                released,
+            } => {
+                tracing::debug!(pipeline = %prov.pipeline, source = %prov.source, sha = %prov.short_hash(), status = ?status, released, "Input settled.");
+                if *released {
+                    counter(
+                        MetricName::InputsReleased,
+                        &[
+                            ("pipeline", prov.pipeline.to_string()),
+                            ("component", prov.source.to_string()),
+                        ],
+                        1,
+                    );
+                }
+            }
+            Event::ReleaseFailed { prov, error } => {
+                tracing::error!(pipeline = %prov.pipeline, source = %prov.source, sha = %prov.short_hash(), error, "Releasing the input failed; it will be re-delivered and deduplicated.");
+                counter(
+                    MetricName::InputReleaseFailures,
+                    &[
+                        ("pipeline", prov.pipeline.to_string()),
+                        ("component", prov.source.to_string()),
+                    ],
+                    1,
+                );
+            }
+        }
+    }
+}
+
+/// Initialises `tracing`: human-readable on a terminal, JSON otherwise (journald, files).
+/// `RUST_LOG` overrides the default level (`info`).
+pub fn init_logging(json: Option<bool>) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let json = json.unwrap_or_else(|| !std::io::stderr().is_terminal());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+impl Observers {
+    /// This set plus every observer of `other`.
+    pub fn extend(mut self, other: &Observers) -> Self {
+        self.0.extend(other.0.iter().cloned());
+        self
+    }
+    /// No observers at all (tests, tools).
+    pub fn none() -> Self {
+        Observers(Vec::new())
+    }
+}

@@ -1,0 +1,307 @@
+//! [`build`]: a validated pipeline file → running tasks ([`RunningPipeline`]).
+//!
+//! Every consumer (stage or sink) owns one bounded channel of its input type; each of its
+//! inputs gets a clone of the sender (fan-in). Port types were checked by validation, so a
+//! mismatch here is a bug and reported as such, not a panic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::ack::InFlight;
+use crate::config::{ComponentKind, PipelineConfig, PortType};
+use crate::dead_letter::DeadLetterStore;
+use crate::envelope::{Envelope, Raw};
+use crate::lab_file::LabFile;
+use crate::sinks::oscar_lab::OscarLab;
+use crate::sinks::{Sink, SinkConfig};
+use crate::sources::folder::{FolderMode, FolderSource, ReleaseHook};
+use crate::sources::{Source, SourceConfig, SourceContext};
+use crate::stages::match_patient::MatchPatient;
+use crate::stages::parse_hl7::ParseHl7;
+use crate::stages::{Stage, StageConfig};
+use crate::store::Store;
+use crate::telemetry::Observers;
+
+use super::run::{run_sink, run_stage, Fatal, RunContext};
+use super::shutdown::{Shutdown, Trigger};
+
+/// Knobs for how a pipeline is built.
+#[derive(Clone, Default)]
+pub struct BuildOptions {
+    /// Force every folder source into one-shot mode (replay).
+    pub one_shot: bool,
+    /// Fault-injection: called before a folder source releases a file.
+    pub release_hook: Option<ReleaseHook>,
+    /// Extra observers (reports).
+    pub observers: Observers,
+    /// Replace every source by this one (dead-letter re-drive, tests).
+    pub source_override: Option<Arc<std::sync::Mutex<Option<Box<dyn Source>>>>>,
+}
+
+/// A pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("pipeline `{pipeline}`: {detail}")]
+    Invalid { pipeline: String, detail: String },
+}
+
+enum Tx {
+    Raw(mpsc::Sender<Envelope<Raw>>),
+    Lab(mpsc::Sender<Envelope<LabFile>>),
+}
+enum Rx {
+    Raw(mpsc::Receiver<Envelope<Raw>>),
+    Lab(mpsc::Receiver<Envelope<LabFile>>),
+}
+
+/// A pipeline's tasks.
+pub struct RunningPipeline {
+    pub name: String,
+    trigger: Trigger,
+    tasks: JoinSet<Result<(), Fatal>>,
+    /// Unacknowledged batches; its high-water mark shows the bound held.
+    pub in_flight: Arc<InFlight>,
+    /// The bound on unacknowledged batches implied by capacities and concurrency.
+    pub in_flight_bound: usize,
+}
+
+impl RunningPipeline {
+    /// Stop intake: sources stop reading; what is in flight drains.
+    pub fn stop_intake(&self) {
+        self.trigger.trigger();
+    }
+
+    /// Waits for every task; the first fatal error, if any.
+    pub async fn wait(&mut self) -> Result<(), Fatal> {
+        let mut first = None;
+        while let Some(r) = self.tasks.join_next().await {
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => Err(Fatal {
+                    component: self.name.clone(),
+                    detail: if e.is_panic() {
+                        "task panicked".into()
+                    } else {
+                        "task cancelled".into()
+                    },
+                }),
+            };
+            if let Err(f) = r {
+                tracing::error!(pipeline = %self.name, component = %f.component, error = %f.detail, "Component stopped.");
+                // A fatal component: stop taking input, let the rest drain.
+                self.trigger.trigger();
+                first.get_or_insert(f);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Stops intake and waits up to `grace` for in-flight work; then aborts what is left
+    /// (its acks fail, inputs stay for re-delivery; transactions roll back). Returns true
+    /// when everything drained in time.
+    pub async fn shutdown(&mut self, grace: Duration) -> bool {
+        self.stop_intake();
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(_) => true,
+            Err(_) => {
+                self.tasks.abort_all();
+                while self.tasks.join_next().await.is_some() {}
+                false
+            }
+        }
+    }
+}
+
+fn invalid(cfg: &PipelineConfig, detail: impl Into<String>) -> BuildError {
+    BuildError::Invalid {
+        pipeline: cfg.name.clone(),
+        detail: detail.into(),
+    }
+}
+
+/// Builds and starts a pipeline on `store`.
+pub fn build(
+    cfg: &PipelineConfig,
+    store: &Store,
+    opts: BuildOptions,
+) -> Result<RunningPipeline, BuildError> {
+    let pipeline: Arc<str> = Arc::from(cfg.name.as_str());
+    let cap = cfg.settings.channel_capacity.max(1);
+    let dead_letters = DeadLetterStore::new(store.clone());
+    let observers = Observers::standard();
+    let observers = opts.observers_into(observers);
+    let (trigger, shutdown) = Shutdown::new();
+    let in_flight = InFlight::new();
+    let mut tasks: JoinSet<Result<(), Fatal>> = JoinSet::new();
+
+    // Channels: one per consumer, typed by its input port.
+    let mut txs: HashMap<String, Tx> = HashMap::new();
+    let mut rxs: HashMap<String, Rx> = HashMap::new();
+    let mut bound = 1usize; // the source holds one envelope while blocked on send
+    let consumers = cfg
+        .stages
+        .iter()
+        .map(|c| {
+            (
+                c.id.as_str(),
+                c.config.input_port(),
+                c.input_ids().map(String::from).collect::<Vec<_>>(),
+            )
+        })
+        .chain(cfg.sinks.iter().map(|c| {
+            (
+                c.id.as_str(),
+                c.config.input_port(),
+                c.input_ids().map(String::from).collect(),
+            )
+        }));
+    for (id, port, inputs) in consumers {
+        bound += cap;
+        let (tx, rx) = match port {
+            Some(PortType::Raw) => {
+                let (tx, rx) = mpsc::channel(cap);
+                (Tx::Raw(tx), Rx::Raw(rx))
+            }
+            Some(PortType::LabFile) => {
+                let (tx, rx) = mpsc::channel(cap);
+                (Tx::Lab(tx), Rx::Lab(rx))
+            }
+            None => return Err(invalid(cfg, format!("`{id}` has no input port"))),
+        };
+        for input in inputs {
+            let clone = match &tx {
+                Tx::Raw(t) => Tx::Raw(t.clone()),
+                Tx::Lab(t) => Tx::Lab(t.clone()),
+            };
+            txs.insert(input, clone);
+        }
+        rxs.insert(id.to_string(), rx);
+    }
+
+    let cx = |id: &str, kind: &'static str| RunContext {
+        pipeline: pipeline.clone(),
+        component: Arc::from(id),
+        component_kind: kind,
+        dead_letters: dead_letters.clone(),
+        retry: cfg.settings.retry.clone(),
+        observers: observers.clone(),
+    };
+
+    for c in &cfg.sinks {
+        let Some(Rx::Lab(rx)) = rxs.remove(&c.id) else {
+            return Err(invalid(
+                cfg,
+                format!("sink `{}` has no lab-file input", c.id),
+            ));
+        };
+        match &c.config {
+            SinkConfig::OscarLab(sc) => {
+                bound += sc.concurrency;
+                let sink: Arc<dyn Sink<LabFile>> = Arc::new(OscarLab::new(
+                    store.clone(),
+                    sc,
+                    Arc::from(c.id.as_str()),
+                    observers.clone(),
+                ));
+                tasks.spawn(run_sink(
+                    sink,
+                    rx,
+                    cx(&c.id, "oscar_lab"),
+                    sc.concurrency,
+                    sc.order_by,
+                ));
+            }
+        }
+    }
+
+    for c in &cfg.stages {
+        let rx = rxs.remove(&c.id);
+        let tx = txs.remove(&c.id);
+        let conc = c.config.concurrency();
+        bound += conc;
+        match (&c.config, rx, tx) {
+            (StageConfig::ParseHl7(pc), Some(Rx::Raw(rx)), Some(Tx::Lab(tx))) => {
+                let stage: Arc<dyn Stage<Raw, LabFile>> = Arc::new(ParseHl7::new(
+                    pc.clone(),
+                    Arc::from(c.id.as_str()),
+                    observers.clone(),
+                ));
+                tasks.spawn(run_stage(stage, rx, tx, cx(&c.id, "parse_hl7"), conc));
+            }
+            (StageConfig::MatchPatient(mc), Some(Rx::Lab(rx)), Some(Tx::Lab(tx))) => {
+                let stage: Arc<dyn Stage<LabFile, LabFile>> =
+                    Arc::new(MatchPatient::new(store.clone(), mc));
+                tasks.spawn(run_stage(stage, rx, tx, cx(&c.id, "match_patient"), conc));
+            }
+            _ => {
+                return Err(invalid(
+                    cfg,
+                    format!("stage `{}` is not wired to matching ports", c.id),
+                ))
+            }
+        }
+    }
+
+    let mut overridden = opts
+        .source_override
+        .as_ref()
+        .and_then(|m| m.lock().ok().and_then(|mut g| g.take()));
+    for c in &cfg.sources {
+        let Some(Tx::Raw(out)) = txs.remove(&c.id) else {
+            return Err(invalid(
+                cfg,
+                format!("source `{}` is not wired to a raw-bytes input", c.id),
+            ));
+        };
+        let source: Box<dyn Source> = match overridden.take() {
+            Some(s) => s,
+            None if opts.source_override.is_some() => continue, // only one re-drive source
+            None => match &c.config {
+                SourceConfig::Folder(fc) => {
+                    let mut fc = fc.clone();
+                    if opts.one_shot {
+                        fc.mode = FolderMode::Once;
+                    }
+                    Box::new(
+                        FolderSource::new(fc, opts.release_hook.clone()).map_err(|e| {
+                            invalid(cfg, format!("source `{}`: {}", c.id, e.detail))
+                        })?,
+                    )
+                }
+            },
+        };
+        let scx = SourceContext {
+            pipeline: pipeline.clone(),
+            id: Arc::from(c.id.as_str()),
+            out,
+            shutdown: shutdown.clone(),
+            in_flight: in_flight.clone(),
+            observers: observers.clone(),
+        };
+        let id = c.id.clone();
+        tasks.spawn(async move {
+            source.run(scx).await.map_err(|e| Fatal {
+                component: id,
+                detail: e.detail,
+            })
+        });
+    }
+    Ok(RunningPipeline {
+        name: cfg.name.clone(),
+        trigger,
+        tasks,
+        in_flight,
+        in_flight_bound: bound,
+    })
+}
+
+impl BuildOptions {
+    fn observers_into(&self, mut base: Observers) -> Observers {
+        base = base.extend(&self.observers);
+        base
+    }
+}

@@ -1,0 +1,366 @@
+//! The generic runners: [`run_stage`], [`run_sink`] and dead-lettering, shared by every
+//! component so that every component keeps the same promises.
+//!
+//! - **Retry.** A `Transient` error is retried with exponential backoff and jitter (delay
+//!   `initial × 2^(n-1)`, capped, drawn uniformly from its upper half) up to
+//!   `retry.max_attempts`; then the message is dead-lettered as `retries_exhausted`.
+//! - **Dead letter.** A `Data` error (or spent retries) writes the payload's original bytes to
+//!   the dead-letter store and resolves the ack as `DeadLettered`, which lets the source
+//!   release its input: the message is kept, not lost. If even the dead-letter write fails,
+//!   the ack fails and the input stays for re-delivery.
+//! - **Fatal.** A `Fatal` error stops the component (and so the pipeline); the envelope's
+//!   ack fails, its input stays.
+//! - **Order.** Stages keep arrival order (`buffered`). The sink runs up to `concurrency`
+//!   writes at once, but an envelope waits for every earlier envelope that shares one of its
+//!   ordering keys: same-key messages commit in order, different keys in parallel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{FutureExt, Shared};
+use futures::StreamExt;
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::ack::{AckToken, BatchStatus};
+use crate::component::ProcessError;
+use crate::config::RetrySettings;
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::envelope::{Envelope, Provenance, RawBytes};
+use crate::error::ErrorKind;
+use crate::lab_file::{Keyed, OrderKey};
+use crate::sinks::Sink;
+use crate::stages::{Emitter, Reject, Stage};
+use crate::telemetry::{Event, Observers};
+
+/// What a runner needs to know about its component and pipeline.
+#[derive(Clone)]
+pub struct RunContext {
+    pub pipeline: Arc<str>,
+    pub component: Arc<str>,
+    pub component_kind: &'static str,
+    pub dead_letters: DeadLetterStore,
+    pub retry: RetrySettings,
+    pub observers: Observers,
+}
+
+/// A component stopped on a fatal error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("component `{component}` stopped: {detail}")]
+pub struct Fatal {
+    pub component: String,
+    pub detail: String,
+}
+
+/// The delay before attempt `attempt + 1`.
+pub fn backoff(retry: &RetrySettings, attempt: u32) -> Duration {
+    let exp = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+    let full = retry
+        .initial_backoff
+        .saturating_mul(exp)
+        .min(retry.max_backoff);
+    let half = full / 2;
+    let jitter = rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64);
+    half + Duration::from_millis(jitter).min(full - half)
+}
+
+/// Runs `f` until it succeeds, fails with a non-transient error, or the retry budget is
+/// spent. Returns the attempts used with the result.
+async fn with_retry<T, F, Fut>(
+    cx: &RunContext,
+    prov: &Provenance,
+    mut f: F,
+) -> (u32, Result<T, ProcessError>)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProcessError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Ok(v) => return (attempt, Ok(v)),
+            Err(e) if e.kind == ErrorKind::Transient && attempt < cx.retry.max_attempts => {
+                cx.observers.emit(Event::Retrying {
+                    prov,
+                    component: &cx.component,
+                    attempt,
+                    kind: e.kind,
+                    error: &e.detail,
+                });
+                tokio::time::sleep(backoff(&cx.retry, attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return (attempt, Err(e)),
+        }
+    }
+}
+
+/// Writes a dead letter (retrying the write itself briefly) and resolves `ack` accordingly.
+pub async fn dead_letter(cx: &RunContext, dl: DeadLetter, ack: AckToken) {
+    let mut last_err = String::new();
+    for attempt in 1..=cx.retry.max_attempts.max(3) {
+        match cx.dead_letters.put(&dl).await {
+            Ok(id) => {
+                cx.observers.emit(Event::DeadLettered {
+                    prov: &dl.provenance,
+                    component: &cx.component,
+                    part: dl.part,
+                    reason: dl.reason,
+                    dead_letter_id: &id,
+                });
+                ack.resolve(BatchStatus::DeadLettered);
+                return;
+            }
+            Err(e) => {
+                last_err = e.to_string();
+                tokio::time::sleep(backoff(&cx.retry, attempt)).await;
+            }
+        }
+    }
+    cx.observers.emit(Event::NotDelivered {
+        prov: &dl.provenance,
+        component: &cx.component,
+        error: &format!("dead-letter store unavailable: {last_err}"),
+    });
+    drop(ack); // fails the batch: the input stays and is re-delivered
+}
+
+async fn dead_letter_reject(cx: &RunContext, r: Reject) {
+    let Reject {
+        id,
+        provenance,
+        part,
+        raw,
+        reason,
+        detail,
+        ack,
+    } = r;
+    let dl = DeadLetter {
+        id,
+        provenance,
+        part,
+        raw,
+        stage: cx.component.clone(),
+        stage_kind: cx.component_kind,
+        reason,
+        error_kind: ErrorKind::Data,
+        detail,
+        attempts: 1,
+    };
+    dead_letter(cx, dl, ack).await;
+}
+
+async fn dead_letter_error<T: RawBytes>(
+    cx: &RunContext,
+    env: Envelope<T>,
+    err: ProcessError,
+    attempts: u32,
+) {
+    let Envelope {
+        id,
+        provenance,
+        payload,
+        ack,
+    } = env;
+    let detail = if err.kind == ErrorKind::Transient {
+        format!("{} (after {attempts} attempts)", err.detail)
+    } else {
+        err.detail.clone()
+    };
+    let dl = DeadLetter {
+        id,
+        provenance,
+        part: None,
+        raw: payload.raw_bytes(),
+        stage: cx.component.clone(),
+        stage_kind: cx.component_kind,
+        reason: err.reason,
+        error_kind: err.kind,
+        detail,
+        attempts,
+    };
+    dead_letter(cx, dl, ack).await;
+}
+
+/// Runs a stage until its input channel closes. Outputs keep arrival order.
+pub async fn run_stage<I, O>(
+    stage: Arc<dyn Stage<I, O>>,
+    rx: mpsc::Receiver<Envelope<I>>,
+    tx: mpsc::Sender<Envelope<O>>,
+    cx: RunContext,
+    concurrency: usize,
+) -> Result<(), Fatal>
+where
+    I: RawBytes + Send + Sync + 'static,
+    O: Send + 'static,
+{
+    let cx = Arc::new(cx);
+    let mut results = ReceiverStream::new(rx)
+        .map(|env: Envelope<I>| {
+            let stage = stage.clone();
+            let cx = cx.clone();
+            async move {
+                let (attempts, r) = with_retry(&cx, &env.provenance, || {
+                    let stage = stage.clone();
+                    let env = &env;
+                    async move {
+                        let mut em = Emitter::default();
+                        stage.process(env, &mut em).await.map(|()| em)
+                    }
+                })
+                .await;
+                match r {
+                    Ok(em) => {
+                        for rej in em.rejects {
+                            dead_letter_reject(&cx, rej).await;
+                        }
+                        env.ack.hand_over();
+                        Ok(em.outputs)
+                    }
+                    Err(e) if e.kind == ErrorKind::Fatal => {
+                        cx.observers.emit(Event::NotDelivered {
+                            prov: &env.provenance,
+                            component: &cx.component,
+                            error: &e.detail,
+                        });
+                        Err(Fatal {
+                            component: cx.component.to_string(),
+                            detail: e.detail,
+                        })
+                    }
+                    Err(e) => {
+                        dead_letter_error(&cx, env, e, attempts).await;
+                        Ok(Vec::new())
+                    }
+                }
+            }
+        })
+        .buffered(concurrency.max(1));
+    while let Some(r) = results.next().await {
+        for out in r? {
+            if tx.send(out).await.is_err() {
+                // Downstream stopped; dropped envelopes fail their batches (re-delivery).
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn deliver<T>(
+    sink: Arc<dyn Sink<T>>,
+    env: Envelope<T>,
+    cx: Arc<RunContext>,
+) -> Result<(), Fatal>
+where
+    T: RawBytes + Send + Sync + 'static,
+{
+    let (attempts, r) = with_retry(&cx, &env.provenance, || sink.write(&env)).await;
+    match r {
+        Ok(()) => {
+            env.ack.resolve(BatchStatus::Delivered);
+            Ok(())
+        }
+        Err(e) if e.kind == ErrorKind::Fatal => {
+            cx.observers.emit(Event::NotDelivered {
+                prov: &env.provenance,
+                component: &cx.component,
+                error: &e.detail,
+            });
+            Err(Fatal {
+                component: cx.component.to_string(),
+                detail: e.detail,
+            })
+        }
+        Err(e) => {
+            dead_letter_error(&cx, env, e, attempts).await;
+            Ok(())
+        }
+    }
+}
+
+/// Runs a sink until its input channel closes. See the module docs for ordering.
+pub async fn run_sink<T>(
+    sink: Arc<dyn Sink<T>>,
+    mut rx: mpsc::Receiver<Envelope<T>>,
+    cx: RunContext,
+    concurrency: usize,
+    order_by: OrderKey,
+) -> Result<(), Fatal>
+where
+    T: RawBytes + Keyed + Send + Sync + 'static,
+{
+    let cx = Arc::new(cx);
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tails: HashMap<String, Shared<oneshot::Receiver<()>>> = HashMap::new();
+    let mut tasks: JoinSet<Result<(), Fatal>> = JoinSet::new();
+    let mut fatal: Option<Fatal> = None;
+    while let Some(env) = rx.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let keys = env.payload.keys(order_by);
+        let mut waits = Vec::new();
+        for k in &keys {
+            if let Some(t) = tails.get(k) {
+                waits.push(t.clone());
+            }
+        }
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let done = done_rx.shared();
+        for k in keys {
+            tails.insert(k, done.clone());
+        }
+        let sink = sink.clone();
+        let cx2 = cx.clone();
+        tasks.spawn(async move {
+            for w in waits {
+                let _ = w.await;
+            }
+            let r = deliver(sink, env, cx2).await;
+            drop(done_tx);
+            drop(permit);
+            r
+        });
+        while let Some(res) = tasks.try_join_next() {
+            if let Some(f) = join_fatal(res, &cx) {
+                fatal.get_or_insert(f);
+            }
+        }
+        if fatal.is_some() {
+            break;
+        }
+        tails.retain(|_, t| t.peek().is_none());
+    }
+    drop(rx);
+    while let Some(res) = tasks.join_next().await {
+        if let Some(f) = join_fatal(res, &cx) {
+            fatal.get_or_insert(f);
+        }
+    }
+    match fatal {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+fn join_fatal(
+    res: Result<Result<(), Fatal>, tokio::task::JoinError>,
+    cx: &RunContext,
+) -> Option<Fatal> {
+    match res {
+        Ok(Ok(())) => None,
+        Ok(Err(f)) => Some(f),
+        Err(e) => Some(Fatal {
+            component: cx.component.to_string(),
+            detail: if e.is_panic() {
+                "task panicked".into()
+            } else {
+                "task cancelled".into()
+            },
+        }),
+    }
+}
