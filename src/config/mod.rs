@@ -150,6 +150,8 @@ struct Loader<'a> {
     path: &'a Path,
     text: &'a str,
     diags: Vec<Diagnostic>,
+    /// Components that exist but failed to load: references to them are not reported again.
+    failed: HashSet<String>,
 }
 
 impl Loader<'_> {
@@ -185,6 +187,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<PipelineConfig, Vec<Diagnosti
         path,
         text,
         diags: Vec::new(),
+        failed: HashSet::new(),
     };
     let doc = match toml_edit::ImDocument::parse(text.to_string()) {
         Ok(d) => d,
@@ -387,7 +390,10 @@ fn load_components<C>(
                     span: kspan,
                 });
             }
-            Err((msg, span)) => l.err(span.or(kspan), format!("{section}.{id}: {msg}")),
+            Err((msg, span)) => {
+                l.failed.insert(id.to_string());
+                l.err(span.or(kspan), format!("{section}.{id}: {msg}"))
+            }
         }
     }
 }
@@ -509,6 +515,7 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
                 continue;
             }
             match nodes.get(name) {
+                None if l.failed.contains(name) => {}
                 None => {
                     let known: Vec<&str> = nodes
                         .values()

@@ -30,8 +30,9 @@ pub enum Container {
 pub struct Frame {
     /// 0-based index of the message in its input (rejected frames count too).
     pub index: u32,
-    /// The original bytes of this message as they appear in the input (for XML: the element
-    /// content after CDATA/entity decoding).
+    /// The original bytes of this message as they appear in the input, from the start of its
+    /// MSH line through the terminator of its last segment (for XML: the element content
+    /// after CDATA/entity decoding). A single-message file without a BOM is its own frame.
     pub raw: Bytes,
     /// The message's segments, each without its terminator, blank lines removed.
     pub segments: Vec<Bytes>,
@@ -194,7 +195,7 @@ fn frame_plain(body: &Bytes, out: &mut Framed, top_level: bool) {
             flush_msg(&mut current, out);
             current = Some(Current {
                 start: ls,
-                end: le,
+                end: next,
                 line: line_no,
                 segments: vec![body.slice(ls..le)],
             });
@@ -205,15 +206,15 @@ fn frame_plain(body: &Bytes, out: &mut Framed, top_level: bool) {
                 out.container = Container::Batch;
             }
         } else if let Some(c) = current.as_mut() {
-            c.end = le;
+            c.end = next;
             c.segments.push(body.slice(ls..le));
         } else {
             match stray.as_mut() {
                 Some(s) => {
-                    s.1 = le;
+                    s.1 = next;
                     s.3 += 1;
                 }
-                None => stray = Some((ls, le, line_no, 1)),
+                None => stray = Some((ls, next, line_no, 1)),
             }
         }
         pos = next;
@@ -457,7 +458,7 @@ mod tests {
         assert_eq!(f.messages.len(), 1);
         assert_eq!(f.rejected.len(), 1);
         assert_eq!(f.rejected[0].error, FrameError::Stray { line: 1, lines: 2 });
-        assert_eq!(&f.rejected[0].raw[..], b"Dear clinic,\rplease see below");
+        assert_eq!(&f.rejected[0].raw[..], b"Dear clinic,\rplease see below\r");
         assert_eq!(f.messages[0].index, 1);
     }
 
@@ -479,7 +480,7 @@ mod tests {
         assert_eq!(f.container, Container::Xml);
         assert_eq!(f.messages.len(), 2);
         assert_eq!(&f.messages[1].segments[1][..], b"PID||2");
-        assert_eq!(&f.messages[0].raw[..], b"MSH|^~\\&|PATHL7\nPID||1");
+        assert_eq!(&f.messages[0].raw[..], b"MSH|^~\\&|PATHL7\nPID||1\n");
     }
 
     #[test]

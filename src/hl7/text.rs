@@ -13,8 +13,10 @@ use std::borrow::Cow;
 pub enum Fallback {
     /// Windows-1252 (a superset of Latin-1 for printable characters): the common case.
     #[default]
+    #[serde(rename = "windows-1252")]
     Windows1252,
     /// ISO 8859-1.
+    #[serde(rename = "latin1")]
     Latin1,
 }
 

@@ -64,6 +64,27 @@ fn upload_filename(name: &str) -> String {
     )
 }
 
+/// The auto-increment id of the row just inserted on this connection. MySQL reports it with
+/// the result; sqlx's `Any` driver drops it for SQLite, where `last_insert_rowid()` gives it.
+async fn generated_id(
+    tx: &mut Transaction<'static, Any>,
+    reported: Option<i64>,
+    table: &'static str,
+) -> Result<i64, ProcessError> {
+    if let Some(id) = reported.filter(|id| *id > 0) {
+        return Ok(id);
+    }
+    let id: i64 = sqlx::query_scalar("SELECT last_insert_rowid()")
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("read generated id"))?;
+    if id > 0 {
+        Ok(id)
+    } else {
+        Err(ProcessError::fatal(format!("insert {table}: no generated id")))
+    }
+}
+
 async fn is_duplicate(tx: &mut Transaction<'static, Any>, md5: &str) -> Result<bool, ProcessError> {
     let ours: Option<i64> = sqlx::query_scalar(
         "SELECT file_upload_check_id FROM oscarflow_lab_import WHERE md5sum = ?",
@@ -105,9 +126,7 @@ pub async fn import_file(
         .execute(&mut *tx)
         .await
         .map_err(db("insert fileUploadCheck"))?;
-    let file_id = fuc
-        .last_insert_id()
-        .ok_or_else(|| ProcessError::fatal("insert fileUploadCheck: no generated id"))?;
+    let file_id = generated_id(&mut tx, fuc.last_insert_id(), "fileUploadCheck").await?;
 
     let mut labs = Vec::with_capacity(file.messages.len());
     for entry in &file.messages {
@@ -125,9 +144,7 @@ pub async fn import_file(
         .execute(&mut *tx)
         .await
         .map_err(db("insert hl7TextMessage"))?;
-        let lab_no = r
-            .last_insert_id()
-            .ok_or_else(|| ProcessError::fatal("insert hl7TextMessage: no generated id"))?;
+        let lab_no = generated_id(&mut tx, r.last_insert_id(), "hl7TextMessage").await?;
 
         let info = Hl7TextInfo::from_lab(lab, opts.flavour);
         if !info.truncated.is_empty() {
