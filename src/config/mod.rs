@@ -321,6 +321,7 @@ fn load_components<C>(
                 kspan.clone(),
                 format!("{section}.{id}: a component must be a table"),
             );
+            l.failed.insert(id.to_string());
             continue;
         };
         if !valid_id(id) {
@@ -339,10 +340,12 @@ fn load_components<C>(
                     other.span(),
                     format!("{section}.{id}: `type` must be a string"),
                 );
+                l.failed.insert(id.to_string());
                 continue;
             }
             None => {
                 l.err(kspan.clone(), format!("{section}.{id}: missing `type`"));
+                l.failed.insert(id.to_string());
                 continue;
             }
         };
