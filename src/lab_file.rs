@@ -94,3 +94,10 @@ impl Keyed for LabFile {
         out
     }
 }
+
+impl Keyed for crate::envelope::Raw {
+    /// Raw bytes carry no ordering key: any parallelism.
+    fn keys(&self, _key: OrderKey) -> Vec<String> {
+        Vec::new()
+    }
+}

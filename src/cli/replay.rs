@@ -30,6 +30,10 @@ pub struct ReplayArgs {
     pub pipeline: Option<PathBuf>,
     #[command(flatten)]
     pub db: DbArgs,
+    /// A SQL script run before the replay (synthetic patients and providers for a QA
+    /// database, e.g. fixtures/sql/bc_clinic.sql). Not for production databases.
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -105,6 +109,15 @@ pub async fn run(a: ReplayArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    if let Some(seed) = &a.seed {
+        let sql = match std::fs::read_to_string(seed) {
+            Ok(s) => s,
+            Err(e) => return fail(format!("cannot read {}: {e}", seed.display())),
+        };
+        if let Err(e) = store.execute_script(&sql).await {
+            return fail(format!("seed {}: {e}", seed.display()));
+        }
+    }
     let progress = (std::io::stderr().is_terminal() && files.len() > 20).then(|| {
         let p = indicatif::ProgressBar::new(files.len() as u64);
         if let Ok(style) =

@@ -297,6 +297,19 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Runs a SQL script of `;`-terminated statements in one transaction (seed data for
+    /// tests and QA databases; the same splitting rule as migrations).
+    pub async fn execute_script(&self, sql: &str) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::query)?;
+        let mut n = 0;
+        for stmt in split_sql(sql) {
+            tx.execute(stmt).await.map_err(StoreError::query)?;
+            n += 1;
+        }
+        tx.commit().await.map_err(StoreError::query)?;
+        Ok(n)
+    }
+
     /// Checks that the database answers (for readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")

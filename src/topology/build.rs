@@ -141,7 +141,10 @@ pub fn build(
     // Channels: one per consumer, typed by its input port.
     let mut txs: HashMap<String, Tx> = HashMap::new();
     let mut rxs: HashMap<String, Rx> = HashMap::new();
-    let mut bound = 1usize; // the source holds one envelope while blocked on send
+    // Unacknowledged batches are bounded by: one envelope per source blocked on `send`,
+    // each channel's capacity, each stage's concurrency (outputs wait inside its buffer),
+    // each sink's concurrency plus the envelope waiting for a permit.
+    let mut bound = cfg.sources.len().max(1);
     let consumers = cfg
         .stages
         .iter()
@@ -200,7 +203,8 @@ pub fn build(
         };
         match &c.config {
             SinkConfig::OscarLab(sc) => {
-                bound += sc.concurrency;
+                // `concurrency` writes plus the one envelope waiting for a permit.
+                bound += sc.concurrency + 1;
                 let sink: Arc<dyn Sink<LabFile>> = Arc::new(OscarLab::new(
                     store.clone(),
                     sc,

@@ -1,0 +1,91 @@
+//! Shared helpers for integration tests: temporary embedded stores, seeding, running a
+//! pipeline over a list of inputs, and counting rows.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use oscarflow::config::{load_str, PipelineConfig};
+use oscarflow::sources::list::{ListItem, ListSource};
+use oscarflow::sources::Source;
+use oscarflow::store::Store;
+use oscarflow::telemetry::{Observer, Observers};
+use oscarflow::topology::{build, BuildOptions};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_oscarflow"))
+}
+
+/// A fresh embedded store in `dir`.
+pub async fn sqlite_store(dir: &Path) -> Store {
+    Store::open(&format!("sqlite://{}", dir.join("oscarflow.db").display()))
+        .await
+        .expect("open store")
+}
+
+/// A fresh embedded store holding the synthetic BC clinic.
+pub async fn seeded_store(dir: &Path) -> Store {
+    let store = sqlite_store(dir).await;
+    let sql = std::fs::read_to_string(repo().join("fixtures/sql/bc_clinic.sql")).expect("seed file");
+    store.execute_script(&sql).await.expect("seed");
+    store
+}
+
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("oscarflow.db").display())
+}
+
+/// The built-in lab pipeline (parse → match → import).
+pub fn lab_pipeline() -> PipelineConfig {
+    load_str(Path::new("builtin.toml"), oscarflow::cli::DEFAULT_LAB_PIPELINE).expect("built-in pipeline")
+}
+
+/// Runs `items` once through `cfg`; returns when every input settled.
+pub async fn run_items(cfg: &PipelineConfig, store: &Store, items: Vec<ListItem>, observer: Option<Arc<dyn Observer>>) {
+    let source: Box<dyn Source> = Box::new(ListSource::new(items, "test"));
+    let mut observers = Observers::none();
+    if let Some(o) = observer {
+        observers = observers.with(o);
+    }
+    let mut running = build(
+        cfg,
+        store,
+        BuildOptions {
+            one_shot: true,
+            observers,
+            source_override: Some(Arc::new(Mutex::new(Some(source)))),
+            ..Default::default()
+        },
+    )
+    .expect("build");
+    running.wait().await.expect("pipeline ran without a fatal error");
+}
+
+pub async fn count(store: &Store, sql: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(sql).fetch_one(&store.pool).await.expect(sql)
+}
+
+/// A copy of a fixture with a distinct control id, so each copy has its own MD5.
+pub fn variant(fixture: &str, n: usize) -> Vec<u8> {
+    let text = std::fs::read_to_string(repo().join(fixture)).expect("fixture");
+    let mut out = String::new();
+    for (i, seg) in text.split('\r').enumerate() {
+        if i > 0 {
+            out.push('\r');
+        }
+        if seg.starts_with("MSH|") {
+            let mut f: Vec<String> = seg.split('|').map(String::from).collect();
+            if f.len() > 9 {
+                f[9] = format!("{}V{n}", f[9]);
+            }
+            out.push_str(&f.join("|"));
+        } else {
+            out.push_str(seg);
+        }
+    }
+    out.into_bytes()
+}

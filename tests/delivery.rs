@@ -1,0 +1,415 @@
+//! End-to-end acknowledgement, crash re-delivery, backpressure, retries and dead letters,
+//! on the embedded store with the real components (and small custom ones where a test must
+//! control a failure or a rate).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::*;
+use oscarflow::ack::{BatchNotifier, BatchStatus, InFlight};
+use oscarflow::component::ProcessError;
+use oscarflow::config::{load_str, RetrySettings};
+use oscarflow::dead_letter::{DeadLetterStore, Filter, ReasonCode};
+use oscarflow::envelope::{sha256, Envelope, Origin, Provenance, Raw};
+use oscarflow::lab_file::OrderKey;
+use oscarflow::sinks::Sink;
+use oscarflow::stages::{Emitter, Stage};
+use oscarflow::telemetry::Observers;
+use oscarflow::topology::run::{run_sink, run_stage, RunContext};
+use oscarflow::topology::{build, BuildOptions};
+use tokio::sync::mpsc;
+
+fn folder_pipeline(inbox: &Path, processed: &Path) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "lab_folder_test"
+channel_capacity = 4
+
+[sources.inbox]
+type = "folder"
+path = "{}"
+after = "move"
+processed_dir = "{}"
+min_age = "0s"
+poll_interval = "50ms"
+retry_after = "100ms"
+
+[stages.parse]
+type = "parse_hl7"
+inputs = ["inbox"]
+
+[stages.match]
+type = "match_patient"
+inputs = ["parse"]
+
+[sinks.oscar]
+type = "oscar_lab"
+inputs = ["match"]
+"#,
+        inbox.display(),
+        processed.display()
+    )
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn source_file_stays_until_commit_and_a_crash_before_release_redelivers_without_a_second_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    let processed = tmp.path().join("processed");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let cfg = load_str(Path::new("t.toml"), &folder_pipeline(&inbox, &processed)).unwrap();
+    let file = inbox.join("lab.hl7");
+    std::fs::copy(repo().join("fixtures/hl7/pathl7/matched_chem.hl7"), &file).unwrap();
+
+    // Run 1: hold the only database connection, so nothing can commit: the file must stay.
+    // Then let go; the sink commits; the "crash" happens inside the release hook, before the
+    // file is moved: the runtime is dropped there.
+    let rt = runtime();
+    let store = rt.block_on(seeded_store(tmp.path()));
+    let (reached_tx, reached_rx) = std::sync::mpsc::channel::<PathBuf>();
+    let reached_tx = Arc::new(Mutex::new(reached_tx));
+    let hook: oscarflow::sources::folder::ReleaseHook = Arc::new(move |p: &Path| {
+        let _ = reached_tx.lock().unwrap().send(p.to_path_buf());
+        Box::pin(futures::future::pending::<()>())
+    });
+    let held = rt.block_on(store.pool.acquire()).unwrap();
+    let running = rt.block_on(async {
+        build(
+            &cfg,
+            &store,
+            BuildOptions {
+                release_hook: Some(hook),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(file.exists(), "the file left the inbox before anything was committed");
+    assert!(reached_rx.try_recv().is_err(), "release was attempted before commit");
+    rt.block_on(async move { drop(held) });
+    let released = reached_rx.recv_timeout(Duration::from_secs(20)).expect("sink committed and the source reached release");
+    assert_eq!(released, file);
+    assert!(file.exists(), "file must still be in the inbox at the moment of the crash");
+    let committed = rt.block_on(count(&store, "SELECT COUNT(*) FROM hl7TextMessage"));
+    assert_eq!(committed, 1, "the sink committed before release");
+    let routing_before = rt.block_on(count(&store, "SELECT COUNT(*) FROM providerLabRouting"));
+    {
+        let _in_runtime = rt.enter();
+        drop(running);
+        drop(store);
+    }
+    rt.shutdown_background(); // the crash: no drain, no release
+
+    // Run 2: a fresh process-like start on the same database and folder.
+    let rt = runtime();
+    let store = rt.block_on(sqlite_store(tmp.path()));
+    let mut running = rt.block_on(async { build(&cfg, &store, BuildOptions::default()).unwrap() });
+    assert!(
+        wait_until(Duration::from_secs(20), || !file.exists() && processed.join("lab.hl7").exists()),
+        "the re-delivered file was released to processed/"
+    );
+    rt.block_on(async {
+        assert!(running.shutdown(Duration::from_secs(10)).await);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM fileUploadCheck").await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM hl7TextInfo").await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM patientLabRouting").await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM providerLabRouting").await, routing_before);
+    });
+}
+
+// ---- generic runners with controlled components -------------------------------------
+
+fn prov(label: &str, bytes: &[u8]) -> Arc<Provenance> {
+    Arc::new(Provenance {
+        pipeline: Arc::from("runner_test"),
+        source: Arc::from("src"),
+        source_kind: Arc::from("test"),
+        origin: Origin::Memory { label: label.into() },
+        received_at: time::OffsetDateTime::now_utc(),
+        attempt: 1,
+        content_sha256: sha256(bytes),
+    })
+}
+
+struct PassThrough;
+
+#[async_trait]
+impl Stage<Raw, Raw> for PassThrough {
+    fn kind(&self) -> &'static str {
+        "pass"
+    }
+    async fn process(&self, input: &Envelope<Raw>, out: &mut Emitter<Raw>) -> Result<(), ProcessError> {
+        out.emit(input, input.payload.clone());
+        Ok(())
+    }
+}
+
+struct SlowSink {
+    delay: Duration,
+    written: AtomicUsize,
+}
+
+#[async_trait]
+impl Sink<Raw> for SlowSink {
+    fn kind(&self) -> &'static str {
+        "slow"
+    }
+    async fn write(&self, _env: &Envelope<Raw>) -> Result<(), ProcessError> {
+        tokio::time::sleep(self.delay).await;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn cx(store: &oscarflow::store::Store, component: &str, retry: RetrySettings) -> RunContext {
+    RunContext {
+        pipeline: Arc::from("runner_test"),
+        component: Arc::from(component),
+        component_kind: "test",
+        dead_letters: DeadLetterStore::new(store.clone()),
+        retry,
+        observers: Observers::none(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sink_bounds_the_envelopes_in_flight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = sqlite_store(tmp.path()).await;
+    let (cap, stage_conc, sink_conc) = (4usize, 2usize, 2usize);
+    let total = 400usize;
+    let in_flight = InFlight::new();
+    let (tx1, rx1) = mpsc::channel::<Envelope<Raw>>(cap);
+    let (tx2, rx2) = mpsc::channel::<Envelope<Raw>>(cap);
+    let sink = Arc::new(SlowSink {
+        delay: Duration::from_millis(2),
+        written: AtomicUsize::new(0),
+    });
+    let stage_task = tokio::spawn(run_stage(
+        Arc::new(PassThrough) as Arc<dyn Stage<Raw, Raw>>,
+        rx1,
+        tx2,
+        cx(&store, "pass", RetrySettings::default()),
+        stage_conc,
+    ));
+    let sink_task = tokio::spawn(run_sink(
+        sink.clone() as Arc<dyn Sink<Raw>>,
+        rx2,
+        cx(&store, "slow", RetrySettings::default()),
+        sink_conc,
+        OrderKey::None,
+    ));
+    // The source offers far more than the channels hold, as fast as it can.
+    let mut receivers = Vec::new();
+    for i in 0..total {
+        let bytes = Bytes::from(format!("message {i}"));
+        let (n, r) = BatchNotifier::new(Some(in_flight.clone()));
+        let env = Envelope::new(prov(&i.to_string(), &bytes), Raw { bytes, name: format!("{i}") }, n.token());
+        drop(n);
+        receivers.push(r);
+        tx1.send(env).await.unwrap();
+    }
+    drop(tx1);
+    stage_task.await.unwrap().unwrap();
+    sink_task.await.unwrap().unwrap();
+    for r in receivers {
+        assert_eq!(r.wait().await, BatchStatus::Delivered);
+    }
+    // One envelope held by the source while blocked, each channel, each stage slot, each
+    // sink slot plus the one waiting for a permit.
+    let bound = 1 + cap + stage_conc + cap + sink_conc + 1;
+    assert_eq!(sink.written.load(Ordering::SeqCst), total);
+    assert!(
+        in_flight.high_water() <= bound,
+        "{} envelopes were in flight, bound {bound}",
+        in_flight.high_water()
+    );
+    assert!(in_flight.high_water() > cap, "the source was not held back by the pipeline");
+    assert_eq!(in_flight.current(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_pipeline_reports_a_bound_matching_its_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = sqlite_store(tmp.path()).await;
+    let inbox = tmp.path().join("in");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let cfg = load_str(Path::new("t.toml"), &folder_pipeline(&inbox, &tmp.path().join("done"))).unwrap();
+    let mut running = build(&cfg, &store, BuildOptions::default()).unwrap();
+    // 1 source + 3 channels of 4 + parse 2 + match 2 + sink 4 + 1
+    assert_eq!(running.in_flight_bound, 1 + 12 + 2 + 2 + 5);
+    assert!(running.shutdown(Duration::from_secs(5)).await);
+}
+
+/// Fails with a transient error `failures` times, then succeeds; records call times.
+struct FlakySink {
+    failures: u32,
+    calls: AtomicU32,
+    times: Mutex<Vec<tokio::time::Instant>>,
+}
+
+#[async_trait]
+impl Sink<Raw> for FlakySink {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+    async fn write(&self, _env: &Envelope<Raw>) -> Result<(), ProcessError> {
+        self.times.lock().unwrap().push(tokio::time::Instant::now());
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n < self.failures {
+            Err(ProcessError::transient("database restarting"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+struct RejectingSink;
+
+#[async_trait]
+impl Sink<Raw> for RejectingSink {
+    fn kind(&self) -> &'static str {
+        "rejecting"
+    }
+    async fn write(&self, _env: &Envelope<Raw>) -> Result<(), ProcessError> {
+        Err(ProcessError::data(ReasonCode::ImportRejected, "value refused by the database"))
+    }
+}
+
+async fn send_one(sink: Arc<dyn Sink<Raw>>, store: &oscarflow::store::Store, retry: RetrySettings, bytes: Bytes) -> BatchStatus {
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(run_sink(sink, rx, cx(store, "sink", retry), 1, OrderKey::None));
+    let (n, r) = BatchNotifier::new(None);
+    let env = Envelope::new(prov("one", &bytes), Raw { bytes, name: "one".into() }, n.token());
+    drop(n);
+    tx.send(env).await.unwrap();
+    drop(tx);
+    task.await.unwrap().unwrap();
+    r.wait().await
+}
+
+fn retry(max_attempts: u32) -> RetrySettings {
+    RetrySettings {
+        max_attempts,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_secs(10),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_sink_failure_is_retried_with_growing_backoff_then_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = sqlite_store(tmp.path()).await;
+    let sink = Arc::new(FlakySink {
+        failures: 3,
+        calls: AtomicU32::new(0),
+        times: Mutex::new(Vec::new()),
+    });
+    let status = send_one(sink.clone(), &store, retry(6), Bytes::from_static(b"MSH|x")).await;
+    assert_eq!(status, BatchStatus::Delivered);
+    let times = sink.times.lock().unwrap().clone();
+    assert_eq!(times.len(), 4, "three failures and one success");
+    // Delay n is drawn from [d/2, d] with d = 20ms · 2^(n-1): each wait lasts at least d/2.
+    for (i, w) in times.windows(2).enumerate() {
+        let gap = w[1] - w[0];
+        let full = Duration::from_millis(20 * (1 << i));
+        assert!(gap >= full / 2, "wait {i} was {gap:?}, shorter than the backoff floor {:?}", full / 2);
+    }
+    let open = DeadLetterStore::new(store.clone()).list(&Filter::default()).await.unwrap();
+    assert!(open.is_empty(), "a success after retries leaves no dead letter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_past_the_retry_budget_is_dead_lettered_as_retries_exhausted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = sqlite_store(tmp.path()).await;
+    let sink = Arc::new(FlakySink {
+        failures: u32::MAX,
+        calls: AtomicU32::new(0),
+        times: Mutex::new(Vec::new()),
+    });
+    let status = send_one(sink.clone(), &store, retry(3), Bytes::from_static(b"MSH|y")).await;
+    assert_eq!(status, BatchStatus::DeadLettered);
+    assert_eq!(sink.calls.load(Ordering::SeqCst), 3);
+    let dls = DeadLetterStore::new(store.clone()).list(&Filter::default()).await.unwrap();
+    assert_eq!(dls.len(), 1);
+    assert_eq!(dls[0].reason, "retries_exhausted");
+    assert_eq!(dls[0].attempts, 3);
+    assert_eq!(dls[0].error_kind, "transient");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_sink_failure_is_dead_lettered_with_the_original_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = sqlite_store(tmp.path()).await;
+    // Bytes that are not text at all: NUL, invalid UTF-8, CR/LF, a BOM in the middle.
+    let mut raw = b"MSH|^~\\&|X\r\x00\xff\xfe\xef\xbb\xbfPID|1\r\n".to_vec();
+    raw.extend((0u8..=255).collect::<Vec<u8>>());
+    let bytes = Bytes::from(raw.clone());
+    let status = send_one(Arc::new(RejectingSink), &store, retry(5), bytes).await;
+    assert_eq!(status, BatchStatus::DeadLettered);
+    let dlq = DeadLetterStore::new(store.clone());
+    let list = dlq.list(&Filter::default()).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].reason, "import_rejected");
+    assert_eq!(list[0].attempts, 1, "data errors are not retried");
+    let full = dlq.get(&list[0].id).await.unwrap().unwrap();
+    assert_eq!(full.raw, raw, "dead letter keeps the bytes byte for byte");
+    assert_eq!(full.content_sha256, hex::encode(sha256(&raw)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_accession_files_commit_in_arrival_order_while_other_keys_run_in_parallel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let cfg = lab_pipeline();
+    let items = [
+        "fixtures/hl7/versions/accession_26-200000001_1_prelim.hl7",
+        "fixtures/hl7/pathl7/matched_chem.hl7",
+        "fixtures/hl7/versions/accession_26-200000001_2_final.hl7",
+        "fixtures/hl7/pathl7/multi_message.hl7",
+        "fixtures/hl7/versions/accession_26-200000001_3_corrected.hl7",
+    ]
+    .iter()
+    .map(|p| oscarflow::sources::list::ListItem::File(repo().join(p)))
+    .collect();
+    run_items(&cfg, &store, items, None).await;
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT lab_no, final_result_count FROM hl7TextInfo WHERE accessionNum = '26-200000001' ORDER BY lab_no",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 3);
+    let counts: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    // prelim (+0) < final (+100) < corrected (+150): lab numbers follow arrival order.
+    assert!(counts[0] < 100 && (100..150).contains(&counts[1]) && counts[2] >= 150, "{counts:?}");
+}
