@@ -152,6 +152,10 @@ struct Loader<'a> {
     diags: Vec<Diagnostic>,
     /// Components that exist but failed to load: references to them are not reported again.
     failed: HashSet<String>,
+    /// Inputs named by components that failed to load (they still consume those inputs).
+    failed_inputs: Vec<String>,
+    /// Sections present in the file (even if every component in them failed).
+    sections: HashSet<&'static str>,
 }
 
 impl Loader<'_> {
@@ -188,6 +192,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<PipelineConfig, Vec<Diagnosti
         text,
         diags: Vec::new(),
         failed: HashSet::new(),
+        failed_inputs: Vec::new(),
+        sections: HashSet::new(),
     };
     let doc = match toml_edit::ImDocument::parse(text.to_string()) {
         Ok(d) => d,
@@ -314,6 +320,9 @@ fn load_components<C>(
         );
         return;
     };
+    if table.iter().next().is_some() {
+        l.sections.insert(section);
+    }
     for (id, comp) in table.iter() {
         let kspan = table.key(id).and_then(|k| k.span());
         let Some(toml_edit::Value::InlineTable(mut fields)) = table_value(comp) else {
@@ -395,6 +404,7 @@ fn load_components<C>(
             }
             Err((msg, span)) => {
                 l.failed.insert(id.to_string());
+                l.failed_inputs.extend(inputs.iter().map(|i| i.get_ref().clone()));
                 l.err(span.or(kspan), format!("{section}.{id}: {msg}"))
             }
         }
@@ -433,6 +443,7 @@ struct Node<'a> {
 
 fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
     let mut nodes: BTreeMap<&str, Node<'_>> = BTreeMap::new();
+    let mut duplicates = false;
     type Entry<'a> = (
         &'static str,
         &'a str,
@@ -452,6 +463,7 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
     }
     for (section, id, kind, span, _) in &all {
         if let Some(prev) = nodes.get(id) {
+            duplicates = true;
             l.err(
                 span.clone(),
                 format!(
@@ -520,11 +532,13 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
             match nodes.get(name) {
                 None if l.failed.contains(name) => {}
                 None => {
-                    let known: Vec<&str> = nodes
+                    let mut known: Vec<&str> = nodes
                         .values()
                         .filter(|n| n.output.is_some() && n.id != *id)
                         .map(|n| n.id)
+                        .chain(l.failed.iter().map(String::as_str))
                         .collect();
+                    known.sort_unstable();
                     l.err(
                         Some(input.span()),
                         format!(
@@ -560,7 +574,9 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
         }
     }
     for n in nodes.values() {
+        let consumed_by_failed = l.failed_inputs.iter().any(|i| i == n.id);
         match (n.output, consumers.get(n.id)) {
+            (Some(_), None) if consumed_by_failed => {}
             (Some(_), None) => l.err(
                 n.span.clone(),
                 format!(
@@ -580,11 +596,15 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
             _ => {}
         }
     }
-    if cfg.sources.is_empty() {
+    if !l.sections.contains("sources") {
         l.err(None, "the pipeline has no [sources]");
     }
-    if cfg.sinks.is_empty() {
+    if !l.sections.contains("sinks") {
         l.err(None, "the pipeline has no [sinks]");
+    }
+    if duplicates {
+        // Wiring through a duplicated id is ambiguous; cycle analysis would only add noise.
+        return;
     }
     // Cycles among stages.
     let mut adj: HashMap<&str, Vec<&str>> = HashMap::new();

@@ -1,0 +1,234 @@
+//! The `oscarflow` binary as users run it: `check`, `replay` (golden reports), `dlq`, `run`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn oscarflow(args: &[&str], cwd: &Path) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run oscarflow")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_column() {
+    let o = oscarflow(&["check", "tests/data/bad_pipelines"], &repo());
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    let expected = [
+        "tests/data/bad_pipelines/bad_duration.toml:4:11: error: sources.inbox: invalid duration `5 parsecs`",
+        "tests/data/bad_pipelines/duplicate_id.toml:5:9: error: stages.parse: duplicate component id (already used in sources)",
+        "tests/data/bad_pipelines/many_problems.toml:3:47: error: [pipeline]: invalid duration `fast`",
+        "tests/data/bad_pipelines/many_problems.toml:6:8: error: sources.inbox: unknown source type `ftp` (known: folder)",
+        "tests/data/bad_pipelines/many_problems.toml:12:21: error: stages.parse: invalid value: integer `-1`, expected usize",
+        "tests/data/bad_pipelines/many_problems.toml:16:11: error: stages.match: unknown input `prase`",
+        "tests/data/bad_pipelines/many_problems.toml:21:12: error: sinks.oscar: unknown variant `colour`",
+        "tests/data/bad_pipelines/missing_env.toml:2:20: error: pipeline.database_url_env: environment variable `OSCARFLOW_TEST_VARIABLE_THAT_IS_NOT_SET` is not set",
+        "tests/data/bad_pipelines/unknown_field.toml:4:1: error: sources.inbox: unknown field `colour`",
+        "tests/data/bad_pipelines/unknown_input.toml:7:11: error: stages.parse: unknown input `inbx` (known: inbox)",
+        "tests/data/bad_pipelines/wrong_type.toml:2:20: error: [pipeline]: invalid type: string \"sixteen\", expected usize",
+        "tests/data/bad_pipelines/wrong_type.toml:15:15: error: sinks.oscar: invalid type: boolean `true`, expected usize",
+    ];
+    for e in expected {
+        assert!(out.lines().any(|l| l.starts_with(e)), "missing diagnostic:\n  {e}\nin:\n{out}");
+    }
+    // Every diagnostic line has the file:line:col shape.
+    for l in out.lines().filter(|l| l.contains("error:")) {
+        let mut parts = l.splitn(4, ':');
+        let (file, line, col) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+        assert!(file.ends_with(".toml") && line.parse::<usize>().is_ok() && col.parse::<usize>().is_ok(), "{l}");
+    }
+}
+
+#[test]
+fn check_accepts_the_shipped_pipelines() {
+    let o = oscarflow(&["check", "pipelines"], &repo());
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+/// The JSON report without the machine-specific database path.
+fn normalised_report(o: &Output) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    v.as_object_mut().unwrap().remove("database");
+    if let Some(files) = v["files"].as_array_mut() {
+        for f in files {
+            f.as_object_mut().unwrap().remove("dead_letter_ids");
+        }
+    }
+    v
+}
+
+fn assert_golden(name: &str, actual: &serde_json::Value) {
+    let path = repo().join("tests/golden").join(name);
+    let pretty = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &pretty).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("golden file {} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    assert_eq!(pretty, expected, "report differs from {}", path.display());
+}
+
+#[test]
+fn replay_imports_every_fixture_then_reports_all_duplicates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().to_str().unwrap();
+    let first = oscarflow(
+        &["replay", "fixtures/hl7", "--json", "--seed", "fixtures/sql/bc_clinic.sql", "--state-dir", state],
+        &repo(),
+    );
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    let report = normalised_report(&first);
+    assert_golden("replay_fixtures_hl7.json", &report);
+    let t = &report["totals"];
+    assert_eq!(t["imported"], t["messages_found"], "every fixture message imported");
+    assert_eq!(t["dead_lettered"], 0);
+
+    let second = oscarflow(&["replay", "fixtures/hl7", "--json", "--state-dir", state], &repo());
+    assert_eq!(second.status.code(), Some(0));
+    let again = normalised_report(&second);
+    assert_eq!(again["totals"]["imported"], 0);
+    assert_eq!(again["totals"]["duplicates"], t["messages_found"]);
+    for f in again["files"].as_array().unwrap() {
+        assert_eq!(f["imported"], 0, "{f}");
+        assert_eq!(f["duplicates"], f["messages_found"], "{f}");
+    }
+}
+
+#[test]
+fn replay_dead_letters_bad_input_and_keeps_the_good_messages_of_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().to_str().unwrap();
+    let o = oscarflow(&["replay", "fixtures/bad", "--json", "--state-dir", state], &repo());
+    assert_eq!(o.status.code(), Some(0), "bad input is dead-lettered, not fatal");
+    assert_golden("replay_fixtures_bad.json", &normalised_report(&o));
+}
+
+#[test]
+fn dlq_show_returns_the_original_bytes_and_retry_redrives_through_the_pipeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let state_s = state.to_str().unwrap();
+    let lab = repo().join("fixtures/hl7/pathl7/matched_chem.hl7");
+    // A pipeline that only imports ADT: the ORU lab is rejected as unsupported.
+    let strict = tmp.path().join("strict.toml");
+    let pipeline = |types: &str| {
+        format!(
+            "[pipeline]\nname = \"strict_lab\"\n[sources.in]\ntype = \"folder\"\npath = \".\"\n[stages.parse]\ntype = \"parse_hl7\"\ninputs = [\"in\"]\nmessage_types = [{types}]\n[stages.match]\ntype = \"match_patient\"\ninputs = [\"parse\"]\n[sinks.oscar]\ntype = \"oscar_lab\"\ninputs = [\"match\"]\n"
+        )
+    };
+    std::fs::write(&strict, pipeline("\"ADT\"")).unwrap();
+    let o = oscarflow(
+        &["replay", lab.to_str().unwrap(), "--pipeline", strict.to_str().unwrap(), "--json", "--state-dir", state_s],
+        &repo(),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["totals"]["dead_lettered"], 1);
+    let id = r["files"][0]["dead_letter_ids"][0].as_str().unwrap().to_string();
+
+    let listed = oscarflow(&["dlq", "list", "--json", "--state-dir", state_s], &repo());
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows[0]["id"], id.as_str());
+    assert_eq!(rows[0]["reason"], "unsupported_message");
+    assert_eq!(rows[0]["pipeline"], "strict_lab");
+
+    let raw = oscarflow(&["dlq", "show", &id, "--raw", "--state-dir", state_s], &repo());
+    assert_eq!(raw.stdout, std::fs::read(&lab).unwrap(), "dead letter holds the file's bytes exactly");
+
+    // The integrator fixes the pipeline; the dead letter is re-driven through it.
+    let dir = tmp.path().join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("strict.toml"), pipeline("\"ORU\"")).unwrap();
+    let retried = oscarflow(&["dlq", "retry", &id, "--pipelines", dir.to_str().unwrap(), "--state-dir", state_s], &repo());
+    assert_eq!(retried.status.code(), Some(0), "{}{}", stdout(&retried), String::from_utf8_lossy(&retried.stderr));
+    assert!(stdout(&retried).contains(&format!("{id}  resolved  (imported 1")), "{}", stdout(&retried));
+    let open = oscarflow(&["dlq", "list", "--json", "--state-dir", state_s], &repo());
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&open.stdout).unwrap(), serde_json::json!([]));
+    // Re-driving again finds nothing open.
+    let again = oscarflow(&["dlq", "retry", "--all", "--pipelines", dir.to_str().unwrap(), "--state-dir", state_s], &repo());
+    assert!(stdout(&again).contains("nothing to retry"));
+
+    let purge = oscarflow(&["dlq", "purge", "--all", "--status", "resolved", "--state-dir", state_s], &repo());
+    assert!(stdout(&purge).contains("purged 1"), "{}", stdout(&purge));
+}
+
+#[test]
+fn run_drains_and_exits_zero_on_sigterm_with_nothing_half_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    let processed = tmp.path().join("processed");
+    let pipelines = tmp.path().join("pipelines");
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::create_dir_all(&pipelines).unwrap();
+    std::fs::write(
+        pipelines.join("lab.toml"),
+        format!(
+            "[sources.inbox]\ntype = \"folder\"\npath = \"{}\"\nprocessed_dir = \"{}\"\nmin_age = \"0s\"\npoll_interval = \"50ms\"\n[stages.parse]\ntype = \"parse_hl7\"\ninputs = [\"inbox\"]\n[stages.match]\ntype = \"match_patient\"\ninputs = [\"parse\"]\n[sinks.oscar]\ntype = \"oscar_lab\"\ninputs = [\"match\"]\n",
+            inbox.display(),
+            processed.display()
+        ),
+    )
+    .unwrap();
+    let total = 60;
+    for i in 0..total {
+        std::fs::write(inbox.join(format!("lab{i:03}.hl7")), variant("fixtures/hl7/pathl7/multi_message.hl7", i)).unwrap();
+    }
+    let mut child = Command::new(bin())
+        .args(["run", "--pipelines", pipelines.to_str().unwrap(), "--state-dir", tmp.path().join("state").to_str().unwrap(), "--grace-period", "20s"])
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it work for a while, then stop it mid-stream.
+    let started = Instant::now();
+    while std::fs::read_dir(&processed).map(|d| d.count()).unwrap_or(0) < 5 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(25), "did not exit within the grace period");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", {
+        let mut s = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut s).ok();
+        s
+    });
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = sqlite_store(&tmp.path().join("state")).await;
+        let files = count(&store, "SELECT COUNT(*) FROM fileUploadCheck").await;
+        let done = std::fs::read_dir(&processed).unwrap().count() as i64;
+        let left = std::fs::read_dir(&inbox).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count() as i64;
+        assert_eq!(done + left, total as i64, "no file lost");
+        assert!(files >= done, "every released file was committed first");
+        // Nothing half-written: each committed file has all three messages and its routing.
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await, files * 3);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM hl7TextInfo").await, files * 3);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM oscarflow_lab_import").await, files);
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM hl7TextInfo i WHERE NOT EXISTS (SELECT 1 FROM providerLabRouting p WHERE p.lab_no = i.lab_no)").await,
+            0
+        );
+    });
+}

@@ -1,0 +1,971 @@
+//! Integration tests against the real OSCAR (Open-O BC) schema on MariaDB.
+//!
+//! `OSCARFLOW_TEST_MYSQL_URL` names a database that holds OSCAR's schema and the synthetic
+//! clinic of `fixtures/sql/bc_clinic.sql` (`.ci/run` builds it as `oscarflow_ci` with
+//! `../shared/oscar/load-open-o-bc.sh`). Each test clones the tables the import reads and
+//! writes into its own fresh database `oscarflow_t_<ulid>`, so tests run in parallel and can be
+//! re-run, and drops it at the end. Without the variable the tests print a notice and pass,
+//! unless `OSCARFLOW_REQUIRE_MYSQL=1` (CI), where they fail.
+//!
+//! Expected outcomes come from `fixtures/hl7/README.md`, per message control id (MSH-10).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use futures::FutureExt;
+use md5::{Digest, Md5};
+use sqlx::{Connection, Row};
+
+use oscarflow::ack::BatchStatus;
+use oscarflow::cli::report::{InputReport, ReportCollector};
+use oscarflow::dead_letter::{DeadLetterStore, Filter};
+use oscarflow::sources::list::{ListItem, ListSource};
+use oscarflow::sources::Source;
+use oscarflow::store::{redact_url, Store};
+use oscarflow::telemetry::Observers;
+use oscarflow::topology::{build, BuildOptions};
+
+const URL_VAR: &str = "OSCARFLOW_TEST_MYSQL_URL";
+const REQUIRE_VAR: &str = "OSCARFLOW_REQUIRE_MYSQL";
+
+/// OSCAR tables the import reads or writes, plus the seeded ones it needs.
+const CLONED_TABLES: &[&str] = &[
+    "fileUploadCheck",
+    "hl7TextMessage",
+    "hl7TextInfo",
+    "patientLabRouting",
+    "providerLabRouting",
+    "incomingLabRules",
+    "demographic",
+    "demographic_merged",
+    "provider",
+    "measurements",
+    "measurementsExt",
+    "measurementsDeleted",
+    "measurementMap",
+    "measurementType",
+    "recyclebin",
+];
+
+/// Tables a lab import writes (OSCAR's and oscarflow's own).
+const WRITTEN_TABLES: &[&str] = &[
+    "fileUploadCheck",
+    "hl7TextMessage",
+    "hl7TextInfo",
+    "patientLabRouting",
+    "providerLabRouting",
+    "measurements",
+    "measurementsExt",
+    "measurementsDeleted",
+    "recyclebin",
+    "oscarflow_lab_import",
+    "oscarflow_dead_letter",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Expected outcomes (fixtures/hl7/README.md)
+// ---------------------------------------------------------------------------------------------
+
+/// One fixture message as the README describes its import.
+struct Expected {
+    file: &'static str,
+    msh10: &'static str,
+    accession: &'static str,
+    /// `patientLabRouting.demographic_no`; `None` = no row (unmatched).
+    demographic: Option<i64>,
+    /// `providerLabRouting.provider_no` rows.
+    routed: &'static [&'static str],
+    /// Open-O `hl7TextInfo.report_status`.
+    report_status: &'static str,
+    final_result_count: i64,
+    /// `hl7TextInfo.result_status` (`None` = NULL).
+    result_status: Option<&'static str>,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn e(
+    file: &'static str,
+    msh10: &'static str,
+    accession: &'static str,
+    demographic: Option<i64>,
+    routed: &'static [&'static str],
+    report_status: &'static str,
+    final_result_count: i64,
+    result_status: Option<&'static str>,
+) -> Expected {
+    Expected {
+        file,
+        msh10,
+        accession,
+        demographic,
+        routed,
+        report_status,
+        final_result_count,
+        result_status,
+    }
+}
+
+const A: Option<&str> = Some("A");
+const NULL: Option<&str> = None;
+
+#[rustfmt::skip]
+const EXPECTED: &[Expected] = &[
+    e("pathl7/matched_chem.hl7", "ZZ0101", "26-100000001", Some(1001), &["100001", "100002", "100003"], "complete", 107, A),
+    e("pathl7/multi_message.hl7", "ZZ0201", "26-100000002", Some(1002), &["100004"], "complete", 104, NULL),
+    e("pathl7/multi_message.hl7", "ZZ0202", "26-100000003", Some(1009), &["100005", "100003"], "complete", 101, A),
+    e("pathl7/multi_message.hl7", "ZZ0203", "26-100000004", Some(1008), &["100003"], "complete", 101, NULL),
+    e("pathl7/lf_terminators.hl7", "ZZ0301", "26-100000005", Some(1011), &["100001"], "complete", 103, A),
+    e("pathl7/crlf_bom.hl7", "ZZ0401", "26-100000006", Some(1012), &["100002", "100003"], "complete", 101, NULL),
+    e("pathl7/unmatched_patient.hl7", "ZZ0501", "26-100000007", None, &["0"], "complete", 103, NULL),
+    e("pathl7/ambiguous_phn.hl7", "ZZ0601", "26-100000008", None, &["100004"], "complete", 101, NULL),
+    e("pathl7/merged_patient.hl7", "ZZ0701", "26-100000009", Some(1007), &["100003"], "complete", 101, NULL),
+    // README note 1: OSCAR routes a matched patient without MRP to provider '', oscarflow to '0'.
+    e("pathl7/no_mrp_no_provider.hl7", "ZZ0801", "26-100000010", Some(1003), &["0"], "complete", 101, NULL),
+    e("versions/accession_26-200000001_1_prelim.hl7", "ZZ0901", "26-200000001", Some(1002), &["100004", "100005"], "preliminary", 2, A),
+    e("versions/accession_26-200000001_2_final.hl7", "ZZ0902", "26-200000001", Some(1002), &["100004", "100005"], "complete", 103, A),
+    e("versions/accession_26-200000001_3_corrected.hl7", "ZZ0903", "26-200000001", Some(1002), &["100004", "100005"], "corrected", 153, NULL),
+    e("batch/fhs_batch.hl7", "ZZ1001", "26-100000011", Some(1013), &["100003"], "complete", 102, NULL),
+    e("batch/fhs_batch.hl7", "ZZ1002", "26-100000012", Some(1001), &["100005"], "complete", 101, A),
+    e("excelleris/pull_two_messages.xml", "ZZ1101", "26-100000013", Some(1001), &["100002", "100003"], "complete", 101, A),
+    e("excelleris/pull_two_messages.xml", "ZZ1102", "26-100000014", Some(1007), &["100003"], "complete", 101, NULL),
+    e("escapes/escaped_text.hl7", "ZZ1201", "26-100000015", Some(1010), &["100002", "100003"], "complete", 102, A),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Per-test database
+// ---------------------------------------------------------------------------------------------
+
+/// The server URL from the environment, or `None` (after a notice) when tests should skip.
+fn server_url() -> Option<String> {
+    match std::env::var(URL_VAR) {
+        Ok(u) if !u.trim().is_empty() => Some(u.trim().to_string()),
+        _ => {
+            if std::env::var(REQUIRE_VAR).is_ok_and(|v| v.trim() == "1") {
+                panic!(
+                    "{REQUIRE_VAR}=1 but {URL_VAR} is not set: point it at a MariaDB database \
+                     holding OSCAR's schema and fixtures/sql/bc_clinic.sql (see .ci/run)"
+                );
+            }
+            eprintln!(
+                "note: {URL_VAR} is not set; skipping the MariaDB integration test (run .ci/run)"
+            );
+            None
+        }
+    }
+}
+
+/// `(URL up to the database path, database name, query string including '?')`.
+fn split_url(url: &str) -> (String, String, String) {
+    let after_scheme = url
+        .find("://")
+        .map(|i| i + 3)
+        .unwrap_or_else(|| panic!("{URL_VAR} is not a URL: {}", redact_url(url)));
+    let path_start = url[after_scheme..]
+        .find('/')
+        .map(|i| after_scheme + i)
+        .unwrap_or_else(|| panic!("{URL_VAR} names no database: {}", redact_url(url)));
+    let rest = &url[path_start + 1..];
+    let (db, query) = match rest.find('?') {
+        Some(q) => (&rest[..q], &rest[q..]),
+        None => (rest, ""),
+    };
+    assert!(
+        !db.is_empty(),
+        "{URL_VAR} names no database: {}",
+        redact_url(url)
+    );
+    (
+        url[..path_start].to_string(),
+        db.to_string(),
+        query.to_string(),
+    )
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// A fresh database cloned from the source database's OSCAR tables.
+struct TestDb {
+    /// URL of the source database (used for admin statements).
+    source_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn create(source_url: &str) -> TestDb {
+        sqlx::any::install_default_drivers();
+        let (base, source_db, query) = split_url(source_url);
+        let name = format!(
+            "oscarflow_t_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        let mut conn = sqlx::AnyConnection::connect(source_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", redact_url(source_url)));
+        // OSCAR's schema needs these (see ../shared/oscar/load-open-o-bc.sh).
+        for s in [
+            "SET SESSION innodb_strict_mode = 0",
+            "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'",
+        ] {
+            sqlx::query(s).execute(&mut conn).await.expect(s);
+        }
+        let row = sqlx::query(
+            "SELECT CAST(default_character_set_name AS CHAR), CAST(default_collation_name AS CHAR) FROM information_schema.schemata WHERE schema_name = ?",
+        )
+        .bind(&source_db)
+        .fetch_optional(&mut conn)
+        .await
+        .expect("read the source schema's charset")
+        .unwrap_or_else(|| panic!("the source database `{source_db}` does not exist"));
+        let charset: String = row.get(0);
+        let collation: String = row.get(1);
+        sqlx::query(&format!(
+            "CREATE DATABASE {} DEFAULT CHARACTER SET {charset} COLLATE {collation}",
+            quote_ident(&name)
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+
+        let present: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = ? AND table_type = 'BASE TABLE'",
+        )
+        .bind(&source_db)
+        .fetch_all(&mut conn)
+        .await
+        .expect("list the source tables");
+        let present: BTreeSet<String> = present.into_iter().collect();
+        for table in CLONED_TABLES {
+            assert!(
+                present.contains(*table),
+                "the source database `{source_db}` has no table `{table}`: load OSCAR's schema (.ci/run)"
+            );
+            let (new_t, old_t) = (
+                format!("{}.{}", quote_ident(&name), quote_ident(table)),
+                format!("{}.{}", quote_ident(&source_db), quote_ident(table)),
+            );
+            sqlx::query(&format!("CREATE TABLE {new_t} LIKE {old_t}"))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("clone table {table}: {e}"));
+            sqlx::query(&format!("INSERT INTO {new_t} SELECT * FROM {old_t}"))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("copy rows of {table}: {e}"));
+        }
+        let _ = conn.close().await;
+        TestDb {
+            source_url: source_url.to_string(),
+            url: format!("{base}/{name}{query}"),
+            name,
+        }
+    }
+
+    async fn drop_database(&self) {
+        if std::env::var("OSCARFLOW_TEST_KEEP_DB").is_ok_and(|v| v == "1") {
+            eprintln!("keeping test database {}", self.name);
+            return;
+        }
+        match sqlx::AnyConnection::connect(&self.source_url).await {
+            Ok(mut conn) => {
+                let sql = format!("DROP DATABASE IF EXISTS {}", quote_ident(&self.name));
+                if let Err(e) = sqlx::query(&sql).execute(&mut conn).await {
+                    eprintln!("warning: cannot drop test database {}: {e}", self.name);
+                }
+                let _ = conn.close().await;
+            }
+            Err(e) => eprintln!("warning: cannot drop test database {}: {e}", self.name),
+        }
+    }
+}
+
+/// Runs `body` on a fresh database (skipping without MariaDB); drops the database afterwards,
+/// also when `body` panics.
+async fn with_test_db<F, Fut>(body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(source) = server_url() else {
+        return;
+    };
+    let db = TestDb::create(&source).await;
+    let result = AssertUnwindSafe(body(db.url.clone())).catch_unwind().await;
+    db.drop_database().await;
+    if let Err(panic) = result {
+        eprintln!("test database was {}", db.name);
+        std::panic::resume_unwind(panic);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the pipeline
+// ---------------------------------------------------------------------------------------------
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn files_under(dir: &str) -> Vec<PathBuf> {
+    let files = ListSource::expand(&[fixtures().join(dir)]).expect("list fixtures");
+    assert!(!files.is_empty(), "no files under fixtures/{dir}");
+    files
+}
+
+/// `fixtures/hl7/<rel>` → `<rel>` (the key used by [`EXPECTED`]).
+fn rel_name(path: &Path) -> String {
+    path.strip_prefix(fixtures().join("hl7"))
+        .or_else(|_| path.strip_prefix(fixtures()))
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// Runs `files` once through the built-in lab pipeline (parse → match → import), as
+/// `oscarflow replay` does; returns the per-input reports.
+async fn replay(store: &Store, files: &[PathBuf]) -> Vec<InputReport> {
+    let cfg =
+        oscarflow::config::load_str(Path::new("t.toml"), oscarflow::cli::DEFAULT_LAB_PIPELINE)
+            .unwrap_or_else(|d| {
+                panic!(
+                    "built-in pipeline: {}",
+                    d.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            });
+    let collector = Arc::new(ReportCollector::new(None));
+    let items = files.iter().cloned().map(ListItem::File).collect();
+    let source: Box<dyn Source> = Box::new(ListSource::new(items, "test"));
+    let opts = BuildOptions {
+        one_shot: true,
+        observers: Observers::none().with(collector.clone()),
+        source_override: Some(Arc::new(Mutex::new(Some(source)))),
+        ..Default::default()
+    };
+    let mut running = build(&cfg, store, opts).expect("build the pipeline");
+    if let Err(f) = running.wait().await {
+        panic!("the pipeline stopped: {f}");
+    }
+    let reports = collector.reports();
+    assert_eq!(
+        reports.len(),
+        files.len(),
+        "one report per input: {reports:#?}"
+    );
+    reports
+}
+
+fn report_for<'a>(reports: &'a [InputReport], file: &str) -> &'a InputReport {
+    reports
+        .iter()
+        .find(|r| r.input.replace('\\', "/").ends_with(file))
+        .unwrap_or_else(|| panic!("no report for {file}: {reports:#?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading OSCAR's tables
+// ---------------------------------------------------------------------------------------------
+
+async fn count(store: &Store, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", quote_ident(table)))
+        .fetch_one(&store.pool)
+        .await
+        .unwrap_or_else(|e| panic!("count {table}: {e}"))
+}
+
+async fn counts(store: &Store) -> BTreeMap<&'static str, i64> {
+    let mut out = BTreeMap::new();
+    for t in WRITTEN_TABLES {
+        out.insert(*t, count(store, t).await);
+    }
+    out
+}
+
+/// One imported lab: hl7TextMessage joined to hl7TextInfo and its file.
+#[derive(Debug)]
+struct Lab {
+    lab_no: i64,
+    msh10: String,
+    text: String,
+    message_b64: String,
+    msg_type: String,
+    file_md5: String,
+    accession: Option<String>,
+    report_status: String,
+    final_result_count: Option<i64>,
+    result_status: Option<String>,
+    info_rows: i64,
+}
+
+/// MSH-10 of an HL7 text (the first MSH segment).
+fn msh10(text: &str) -> String {
+    let start = text.find("MSH").unwrap_or_else(|| {
+        panic!(
+            "stored message has no MSH: {:?}",
+            &text[..text.len().min(80)]
+        )
+    });
+    let msh = &text[start..];
+    let msh = &msh[..msh.find(['\r', '\n']).unwrap_or(msh.len())];
+    let sep = msh[3..].chars().next().expect("MSH field separator");
+    // Fields after splitting: [0] = "MSH", [1] = MSH-2, ... [n-1] = MSH-n.
+    msh.split(sep).nth(9).unwrap_or_default().to_string()
+}
+
+async fn labs(store: &Store) -> Vec<Lab> {
+    let rows = sqlx::query(
+        "SELECT m.lab_id, CAST(m.message AS CHAR) AS message, CAST(m.type AS CHAR) AS type, CAST(f.md5sum AS CHAR) AS md5sum, \
+         (SELECT COUNT(*) FROM hl7TextInfo c WHERE c.lab_no = m.lab_id) AS info_rows, \
+         CAST(i.accessionNum AS CHAR) AS accessionNum, CAST(i.report_status AS CHAR) AS report_status, \
+         i.final_result_count, CAST(i.result_status AS CHAR) AS result_status \
+         FROM hl7TextMessage m JOIN fileUploadCheck f ON f.id = m.fileUploadCheck_id \
+         LEFT JOIN hl7TextInfo i ON i.lab_no = m.lab_id ORDER BY m.lab_id",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .expect("read hl7TextMessage/hl7TextInfo");
+    rows.iter()
+        .map(|r| {
+            let message_b64 = text_col(r, "message").expect("hl7TextMessage.message");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(message_b64.as_bytes())
+                .unwrap_or_else(|e| panic!("hl7TextMessage.message is not standard Base64: {e}"));
+            let text = String::from_utf8(bytes).expect("stored message is UTF-8");
+            Lab {
+                lab_no: r.get("lab_id"),
+                msh10: msh10(&text),
+                text,
+                message_b64,
+                msg_type: r.get("type"),
+                file_md5: r.get("md5sum"),
+                accession: r.get("accessionNum"),
+                report_status: r
+                    .get::<Option<String>, _>("report_status")
+                    .unwrap_or_default(),
+                final_result_count: r.get("final_result_count"),
+                result_status: r.get("result_status"),
+                info_rows: r.get("info_rows"),
+            }
+        })
+        .collect()
+}
+
+async fn patient_routes(store: &Store) -> BTreeMap<i64, Vec<(i64, String)>> {
+    let rows = sqlx::query(
+        "SELECT lab_no, demographic_no, CAST(lab_type AS CHAR) AS lab_type FROM patientLabRouting ORDER BY id",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .expect("read patientLabRouting");
+    let mut out: BTreeMap<i64, Vec<(i64, String)>> = BTreeMap::new();
+    for r in rows {
+        out.entry(r.get("lab_no"))
+            .or_default()
+            .push((r.get("demographic_no"), r.get("lab_type")));
+    }
+    out
+}
+
+/// lab_no → [(provider_no, status, lab_type)].
+async fn provider_routes(store: &Store) -> BTreeMap<i64, Vec<(String, String, String)>> {
+    let rows = sqlx::query(
+        "SELECT lab_no, CAST(provider_no AS CHAR) AS provider_no, CAST(status AS CHAR) AS status, CAST(lab_type AS CHAR) AS lab_type FROM providerLabRouting ORDER BY id",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .expect("read providerLabRouting");
+    let mut out: BTreeMap<i64, Vec<(String, String, String)>> = BTreeMap::new();
+    for r in rows {
+        let status: Option<String> = r.get("status");
+        let lab_type: Option<String> = r.get("lab_type");
+        out.entry(r.get("lab_no")).or_default().push((
+            r.get("provider_no"),
+            status.unwrap_or_default(),
+            lab_type.unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// A text column. MariaDB sends TEXT-family values (also `CAST(text AS CHAR)` of a long
+/// column) as BLOB on the wire, which sqlx's `Any` driver only decodes as bytes.
+fn text_col(r: &sqlx::any::AnyRow, col: &str) -> Option<String> {
+    match r.try_get::<Option<String>, _>(col) {
+        Ok(s) => s,
+        Err(_) => r
+            .try_get::<Option<Vec<u8>>, _>(col)
+            .unwrap_or_else(|e| panic!("column {col}: {e}"))
+            .map(|b| String::from_utf8(b).unwrap_or_else(|e| panic!("column {col}: {e}"))),
+    }
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    hex::encode(Md5::digest(bytes))
+}
+
+fn is_standard_base64(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() % 4 == 0
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_fixture_labs_into_real_oscar_schema_like_oscar() {
+    with_test_db(check_imports).await;
+}
+
+async fn check_imports(url: String) {
+    let store = Store::open(&url)
+        .await
+        .expect("open the store on the test database");
+    let files = files_under("hl7");
+    let reports = replay(&store, &files).await;
+
+    // Every file delivered: no dead letters, every message imported.
+    for r in &reports {
+        assert_eq!(r.status, Some(BatchStatus::Delivered), "{r:#?}");
+        assert_eq!(r.dead_lettered, 0, "{r:#?}");
+        assert_eq!(r.imported, r.messages_found, "{r:#?}");
+    }
+    assert_eq!(count(&store, "oscarflow_dead_letter").await, 0);
+
+    // One fileUploadCheck row per file, keyed by the MD5 of the file's bytes.
+    let md5_of: BTreeMap<String, String> = files
+        .iter()
+        .map(|f| {
+            (
+                rel_name(f),
+                md5_hex(&std::fs::read(f).expect("read fixture")),
+            )
+        })
+        .collect();
+    let stored_md5: Vec<String> =
+        sqlx::query_scalar("SELECT CAST(md5sum AS CHAR) FROM fileUploadCheck ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .expect("read fileUploadCheck");
+    assert_eq!(
+        stored_md5.len(),
+        files.len(),
+        "one fileUploadCheck row per file"
+    );
+    assert_eq!(
+        stored_md5.iter().cloned().collect::<BTreeSet<_>>(),
+        md5_of.values().cloned().collect::<BTreeSet<_>>(),
+        "fileUploadCheck.md5sum = MD5 of each file"
+    );
+    let fixture_files: BTreeSet<&str> = EXPECTED.iter().map(|x| x.file).collect();
+    assert_eq!(
+        md5_of.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        fixture_files,
+        "the README lists every file under fixtures/hl7"
+    );
+
+    // One hl7TextMessage + one hl7TextInfo per message.
+    let labs = labs(&store).await;
+    assert_eq!(
+        labs.len(),
+        EXPECTED.len(),
+        "hl7TextMessage rows = messages (18)"
+    );
+    assert_eq!(count(&store, "hl7TextInfo").await, EXPECTED.len() as i64);
+    let patients = patient_routes(&store).await;
+    let providers = provider_routes(&store).await;
+    let mut seen = BTreeSet::new();
+    for lab in &labs {
+        let ctx = format!("lab_no {} (MSH-10 {})", lab.lab_no, lab.msh10);
+        let want = EXPECTED
+            .iter()
+            .find(|x| x.msh10 == lab.msh10)
+            .unwrap_or_else(|| panic!("{ctx}: not a fixture message"));
+        assert!(seen.insert(lab.msh10.clone()), "{ctx}: imported twice");
+
+        // hl7TextMessage: PATHL7, Base64 without line breaks, in the right file.
+        assert_eq!(lab.msg_type, "PATHL7", "{ctx}: hl7TextMessage.type");
+        assert!(
+            is_standard_base64(&lab.message_b64),
+            "{ctx}: hl7TextMessage.message must be standard Base64 without line breaks"
+        );
+        assert!(
+            lab.text.starts_with("MSH|"),
+            "{ctx}: stored text starts with MSH"
+        );
+        if !want.file.ends_with(".xml") {
+            // Pipe files: every segment ends with CRLF (Utilities.separateMessages).
+            assert!(lab.text.ends_with("\r\n"), "{ctx}: segments end with CRLF");
+            assert_eq!(
+                lab.text.matches('\r').count(),
+                lab.text.matches("\r\n").count(),
+                "{ctx}: no bare CR in the stored text"
+            );
+            assert_eq!(
+                lab.text.matches('\n').count(),
+                lab.text.matches("\r\n").count(),
+                "{ctx}: no bare LF in the stored text"
+            );
+        }
+        assert_eq!(
+            Some(&lab.file_md5),
+            md5_of.get(want.file),
+            "{ctx}: stored under the fileUploadCheck row of {}",
+            want.file
+        );
+
+        // hl7TextInfo.
+        assert_eq!(lab.info_rows, 1, "{ctx}: one hl7TextInfo row");
+        assert_eq!(
+            lab.accession.as_deref(),
+            Some(want.accession),
+            "{ctx}: accessionNum"
+        );
+        assert_eq!(
+            lab.report_status, want.report_status,
+            "{ctx}: report_status"
+        );
+        assert_eq!(
+            lab.final_result_count,
+            Some(want.final_result_count),
+            "{ctx}: final_result_count"
+        );
+        assert_eq!(
+            lab.result_status.as_deref(),
+            want.result_status,
+            "{ctx}: result_status"
+        );
+
+        // patientLabRouting: the matched (head) chart, or no row at all.
+        let got_patient = patients.get(&lab.lab_no).cloned().unwrap_or_default();
+        match want.demographic {
+            Some(d) => assert_eq!(
+                got_patient,
+                vec![(d, "HL7".to_string())],
+                "{ctx}: patientLabRouting"
+            ),
+            None => assert!(
+                got_patient.is_empty(),
+                "{ctx}: unmatched, so no patientLabRouting row: {got_patient:?}"
+            ),
+        }
+
+        // providerLabRouting: exactly the README's providers, status N, lab_type HL7.
+        let got = providers.get(&lab.lab_no).cloned().unwrap_or_default();
+        let got_set: BTreeSet<&str> = got.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(
+            got.len(),
+            got_set.len(),
+            "{ctx}: one row per provider: {got:?}"
+        );
+        assert_eq!(
+            got_set,
+            want.routed.iter().copied().collect::<BTreeSet<_>>(),
+            "{ctx}: providerLabRouting.provider_no"
+        );
+        for (p, status, lab_type) in &got {
+            assert_eq!(status, "N", "{ctx}: status of provider {p}");
+            assert_eq!(lab_type, "HL7", "{ctx}: lab_type of provider {p}");
+        }
+    }
+    assert_eq!(seen.len(), EXPECTED.len(), "every fixture message imported");
+
+    // Routing rows only for imported labs.
+    let lab_nos: BTreeSet<i64> = labs.iter().map(|l| l.lab_no).collect();
+    assert!(patients.keys().all(|k| lab_nos.contains(k)));
+    assert!(providers.keys().all(|k| lab_nos.contains(k)));
+
+    // UTF-8 survives: the accented name in the stored text and in hl7TextInfo.
+    let escaped = labs.iter().find(|l| l.msh10 == "ZZ1201").expect("ZZ1201");
+    assert!(
+        escaped.text.contains("BÉLANGER-ZZTEST^ÉLODIE"),
+        "UTF-8 name kept in the stored text"
+    );
+    let last_name: Option<String> =
+        sqlx::query_scalar("SELECT CAST(last_name AS CHAR) FROM hl7TextInfo WHERE lab_no = ?")
+            .bind(escaped.lab_no)
+            .fetch_one(&store.pool)
+            .await
+            .expect("read hl7TextInfo.last_name");
+    assert_eq!(last_name.as_deref(), Some("BÉLANGER-ZZTEST"));
+
+    // The three versions: three lab_nos linked only by accessionNum; by OSCAR's version
+    // order (final_result_count, obr_date) the corrected report is current.
+    let msh10_of: BTreeMap<i64, &str> = labs.iter().map(|l| (l.lab_no, l.msh10.as_str())).collect();
+    let versions: Vec<i64> = sqlx::query_scalar(
+            "SELECT lab_no FROM hl7TextInfo WHERE accessionNum = '26-200000001' ORDER BY final_result_count, obr_date",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .expect("read the versions");
+    let versions: Vec<&str> = versions.iter().map(|n| msh10_of[n]).collect();
+    assert_eq!(versions, ["ZZ0901", "ZZ0902", "ZZ0903"]);
+
+    store.pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_the_same_files_adds_no_rows() {
+    with_test_db(check_replay).await;
+}
+
+async fn check_replay(url: String) {
+    let store = Store::open(&url)
+        .await
+        .expect("open the store on the test database");
+    let mut files = files_under("hl7");
+    files.extend(files_under("bad"));
+
+    let first = replay(&store, &files).await;
+    let after_first = counts(&store).await;
+    assert_eq!(
+        after_first["hl7TextMessage"],
+        EXPECTED.len() as i64 + 2,
+        "18 fixture messages + 2 good ones of mixed_good_bad"
+    );
+    assert!(
+        after_first["oscarflow_dead_letter"] > 0,
+        "the bad inputs were dead-lettered"
+    );
+    for r in &first {
+        assert_ne!(r.status, Some(BatchStatus::Failed), "{r:#?}");
+    }
+
+    let second = replay(&store, &files).await;
+    let after_second = counts(&store).await;
+    assert_eq!(
+        after_second, after_first,
+        "row counts after the second replay"
+    );
+    for f in files_under("hl7") {
+        let r = report_for(&second, &rel_name(&f));
+        assert_eq!(r.imported, 0, "{r:#?}");
+        assert_eq!(
+            r.duplicates, r.messages_found,
+            "every message a duplicate: {r:#?}"
+        );
+        assert_eq!(r.status, Some(BatchStatus::Delivered), "{r:#?}");
+    }
+
+    // A third run on a new connection pool (a restarted daemon) changes nothing either.
+    store.pool.close().await;
+    let store = Store::open(&url).await.expect("reopen the store");
+    replay(&store, &files).await;
+    assert_eq!(
+        counts(&store).await,
+        after_first,
+        "row counts after a replay on a reopened store"
+    );
+    store.pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_labs_show_in_oscars_unmatched_inbox_query() {
+    with_test_db(check_unmatched_inbox).await;
+}
+
+async fn check_unmatched_inbox(url: String) {
+    let store = Store::open(&url)
+        .await
+        .expect("open the store on the test database");
+    replay(&store, &files_under("hl7")).await;
+    let labs = labs(&store).await;
+    let msh10_of: BTreeMap<i64, &str> = labs.iter().map(|l| (l.lab_no, l.msh10.as_str())).collect();
+
+    // Hl7TextInfoDao.findLabAndDocsViaMagic's unmatched filter (IMPORT-SPEC §2.6).
+    let unmatched: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT info.lab_no FROM patientLabRouting plr2 \
+             RIGHT JOIN providerLabRouting plr ON plr.lab_no = plr2.lab_no AND plr2.lab_type = 'HL7' \
+             RIGHT JOIN hl7TextInfo info ON plr.lab_no = info.lab_no \
+             WHERE plr.lab_type = 'HL7' AND (plr2.demographic_no IS NULL OR plr2.demographic_no = '0') \
+             ORDER BY info.lab_no",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .expect("OSCAR's unmatched-inbox query");
+    let unmatched: BTreeSet<&str> = unmatched
+        .iter()
+        .map(|n| {
+            *msh10_of
+                .get(n)
+                .unwrap_or_else(|| panic!("lab_no {n} has no hl7TextMessage"))
+        })
+        .collect();
+    let expected_unmatched: BTreeSet<&str> = EXPECTED
+        .iter()
+        .filter(|x| x.demographic.is_none())
+        .map(|x| x.msh10)
+        .collect();
+    assert_eq!(expected_unmatched, BTreeSet::from(["ZZ0501", "ZZ0601"]));
+    assert_eq!(
+        unmatched, expected_unmatched,
+        "OSCAR's unmatched inbox shows exactly the unmatched labs"
+    );
+
+    // No lab is invisible: every hl7TextInfo row has a providerLabRouting row.
+    let invisible: Vec<i64> = sqlx::query_scalar(
+            "SELECT info.lab_no FROM hl7TextInfo info WHERE NOT EXISTS (SELECT 1 FROM providerLabRouting plr WHERE plr.lab_no = info.lab_no AND plr.lab_type = 'HL7')",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .expect("labs without providerLabRouting");
+    assert!(invisible.is_empty(), "labs in no inbox: {invisible:?}");
+
+    // The unclaimed inbox ('0') holds the lab no provider claimed.
+    let unclaimed: Vec<i64> = sqlx::query_scalar(
+            "SELECT lab_no FROM providerLabRouting WHERE provider_no = '0' AND lab_type = 'HL7' ORDER BY lab_no",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .expect("unclaimed labs");
+    let unclaimed: BTreeSet<&str> = unclaimed.iter().map(|n| msh10_of[n]).collect();
+    assert_eq!(unclaimed, BTreeSet::from(["ZZ0501", "ZZ0801"]));
+    store.pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_keep_original_bytes_on_mariadb() {
+    with_test_db(check_dead_letters).await;
+}
+
+async fn check_dead_letters(url: String) {
+    let store = Store::open(&url)
+        .await
+        .expect("open the store on the test database");
+    let files = files_under("bad");
+    let reports = replay(&store, &files).await;
+    for r in &reports {
+        assert_ne!(
+            r.status,
+            Some(BatchStatus::Failed),
+            "nothing left undelivered: {r:#?}"
+        );
+    }
+
+    let dls = DeadLetterStore::new(store.clone());
+    let listed = dls
+        .list(&Filter::default())
+        .await
+        .expect("list dead letters");
+    let file_of = |d: &oscarflow::dead_letter::StoredDeadLetter| -> String {
+        let path = d
+            .origin
+            .get("path")
+            .and_then(|p| p.as_str())
+            .unwrap_or_default();
+        Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let got: BTreeMap<String, Vec<(String, Option<i64>)>> =
+        listed.iter().fold(BTreeMap::new(), |mut m, d| {
+            m.entry(file_of(d))
+                .or_insert_with(Vec::new)
+                .push((d.reason.clone(), d.part));
+            m
+        });
+    let reasons: BTreeSet<&str> = listed.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        BTreeSet::from(["empty_input", "not_hl7", "missing_segment", "malformed"]),
+        "dead letters by file: {got:#?}"
+    );
+    assert_eq!(
+        listed.len(),
+        4,
+        "one dead letter per rejected unit: {got:#?}"
+    );
+    let reason_of = |file: &str| -> Vec<&str> {
+        listed
+            .iter()
+            .filter(|d| file_of(d) == file)
+            .map(|d| d.reason.as_str())
+            .collect()
+    };
+    assert_eq!(reason_of("empty.hl7"), ["empty_input"]);
+    assert_eq!(reason_of("not_hl7.txt"), ["not_hl7"]);
+    assert_eq!(reason_of("truncated.hl7").len(), 1, "{got:#?}");
+    assert_eq!(
+        reason_of("mixed_good_bad.hl7").len(),
+        1,
+        "only ZZ1402 is rejected: {got:#?}"
+    );
+
+    for d in &listed {
+        assert_eq!(d.status, "open");
+        assert_eq!(d.stage_kind, "parse_hl7", "{d:?}");
+        let full = dls
+            .get(&d.id)
+            .await
+            .expect("get dead letter")
+            .expect("dead letter exists");
+        assert_eq!(full.raw.len() as i64, full.raw_len);
+        let file = file_of(d);
+        let original = std::fs::read(fixtures().join("bad").join(&file)).expect("read fixture");
+        match file.as_str() {
+            // Whole-file rejects keep the file's exact bytes.
+            "empty.hl7" | "not_hl7.txt" | "truncated.hl7" => {
+                assert_eq!(full.raw, original, "{file}: raw bytes")
+            }
+            // A rejected message of a multi-message file keeps that message's bytes.
+            _ => {
+                assert!(d.part.is_some(), "{file}: a part of the file");
+                let raw = String::from_utf8(full.raw.clone()).expect("utf-8");
+                assert!(
+                    raw.starts_with("MSH|") && msh10(&raw) == "ZZ1402",
+                    "{file}: the bytes of ZZ1402"
+                );
+                assert!(
+                    original
+                        .windows(full.raw.len())
+                        .any(|w| w == full.raw.as_slice()),
+                    "{file}: the dead letter's bytes are a slice of the file"
+                );
+            }
+        }
+    }
+
+    // The bad inputs wrote no OSCAR rows; the good messages of mixed_good_bad did.
+    let labs = labs(&store).await;
+    let mut got: Vec<&str> = labs.iter().map(|l| l.msh10.as_str()).collect();
+    got.sort();
+    assert_eq!(got, ["ZZ1401", "ZZ1403"]);
+    let patients = patient_routes(&store).await;
+    let providers = provider_routes(&store).await;
+    for (msh, demo, prov, accession) in [
+        ("ZZ1401", 1001, "100001", "26-100000016"),
+        ("ZZ1403", 1002, "100004", "26-100000018"),
+    ] {
+        let lab = labs.iter().find(|l| l.msh10 == msh).expect("lab");
+        assert_eq!(
+            patients.get(&lab.lab_no).cloned().unwrap_or_default(),
+            vec![(demo, "HL7".to_string())],
+            "{msh}"
+        );
+        let p: Vec<&str> = providers
+            .get(&lab.lab_no)
+            .map(|v| v.iter().map(|(p, _, _)| p.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(p, [prov], "{msh}");
+        assert_eq!(lab.accession.as_deref(), Some(accession), "{msh}");
+        assert_eq!(lab.report_status, "complete", "{msh}");
+        assert_eq!(lab.final_result_count, Some(101), "{msh}");
+    }
+    assert_eq!(
+        count(&store, "fileUploadCheck").await,
+        1,
+        "only mixed_good_bad.hl7 was imported"
+    );
+    store.pool.close().await;
+}
