@@ -42,13 +42,25 @@ fn check_reports_every_problem_with_file_line_and_column() {
         "tests/data/bad_pipelines/wrong_type.toml:15:15: error: sinks.oscar: invalid type: boolean `true`, expected usize",
     ];
     for e in expected {
-        assert!(out.lines().any(|l| l.starts_with(e)), "missing diagnostic:\n  {e}\nin:\n{out}");
+        assert!(
+            out.lines().any(|l| l.starts_with(e)),
+            "missing diagnostic:\n  {e}\nin:\n{out}"
+        );
     }
     // Every diagnostic line has the file:line:col shape.
     for l in out.lines().filter(|l| l.contains("error:")) {
         let mut parts = l.splitn(4, ':');
-        let (file, line, col) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
-        assert!(file.ends_with(".toml") && line.parse::<usize>().is_ok() && col.parse::<usize>().is_ok(), "{l}");
+        let (file, line, col) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        assert!(
+            file.ends_with(".toml")
+                && line.parse::<usize>().is_ok()
+                && col.parse::<usize>().is_ok(),
+            "{l}"
+        );
     }
 }
 
@@ -76,7 +88,8 @@ fn assert_golden(name: &str, actual: &serde_json::Value) {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &pretty).unwrap();
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("golden file {} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("golden file {} (UPDATE_GOLDEN=1 writes it)", path.display()));
     assert_eq!(pretty, expected, "report differs from {}", path.display());
 }
 
@@ -85,17 +98,36 @@ fn replay_imports_every_fixture_then_reports_all_duplicates() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().to_str().unwrap();
     let first = oscarflow(
-        &["replay", "fixtures/hl7", "--json", "--seed", "fixtures/sql/bc_clinic.sql", "--state-dir", state],
+        &[
+            "replay",
+            "fixtures/hl7",
+            "--json",
+            "--seed",
+            "fixtures/sql/bc_clinic.sql",
+            "--state-dir",
+            state,
+        ],
         &repo(),
     );
-    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let report = normalised_report(&first);
     assert_golden("replay_fixtures_hl7.json", &report);
     let t = &report["totals"];
-    assert_eq!(t["imported"], t["messages_found"], "every fixture message imported");
+    assert_eq!(
+        t["imported"], t["messages_found"],
+        "every fixture message imported"
+    );
     assert_eq!(t["dead_lettered"], 0);
 
-    let second = oscarflow(&["replay", "fixtures/hl7", "--json", "--state-dir", state], &repo());
+    let second = oscarflow(
+        &["replay", "fixtures/hl7", "--json", "--state-dir", state],
+        &repo(),
+    );
     assert_eq!(second.status.code(), Some(0));
     let again = normalised_report(&second);
     assert_eq!(again["totals"]["imported"], 0);
@@ -110,8 +142,15 @@ fn replay_imports_every_fixture_then_reports_all_duplicates() {
 fn replay_dead_letters_bad_input_and_keeps_the_good_messages_of_a_file() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().to_str().unwrap();
-    let o = oscarflow(&["replay", "fixtures/bad", "--json", "--state-dir", state], &repo());
-    assert_eq!(o.status.code(), Some(0), "bad input is dead-lettered, not fatal");
+    let o = oscarflow(
+        &["replay", "fixtures/bad", "--json", "--state-dir", state],
+        &repo(),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "bad input is dead-lettered, not fatal"
+    );
     assert_golden("replay_fixtures_bad.json", &normalised_report(&o));
 }
 
@@ -130,13 +169,24 @@ fn dlq_show_returns_the_original_bytes_and_retry_redrives_through_the_pipeline()
     };
     std::fs::write(&strict, pipeline("\"ADT\"")).unwrap();
     let o = oscarflow(
-        &["replay", lab.to_str().unwrap(), "--pipeline", strict.to_str().unwrap(), "--json", "--state-dir", state_s],
+        &[
+            "replay",
+            lab.to_str().unwrap(),
+            "--pipeline",
+            strict.to_str().unwrap(),
+            "--json",
+            "--state-dir",
+            state_s,
+        ],
         &repo(),
     );
     assert_eq!(o.status.code(), Some(0));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["totals"]["dead_lettered"], 1);
-    let id = r["files"][0]["dead_letter_ids"][0].as_str().unwrap().to_string();
+    let id = r["files"][0]["dead_letter_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let listed = oscarflow(&["dlq", "list", "--json", "--state-dir", state_s], &repo());
     let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
@@ -144,23 +194,76 @@ fn dlq_show_returns_the_original_bytes_and_retry_redrives_through_the_pipeline()
     assert_eq!(rows[0]["reason"], "unsupported_message");
     assert_eq!(rows[0]["pipeline"], "strict_lab");
 
-    let raw = oscarflow(&["dlq", "show", &id, "--raw", "--state-dir", state_s], &repo());
-    assert_eq!(raw.stdout, std::fs::read(&lab).unwrap(), "dead letter holds the file's bytes exactly");
+    let raw = oscarflow(
+        &["dlq", "show", &id, "--raw", "--state-dir", state_s],
+        &repo(),
+    );
+    assert_eq!(
+        raw.stdout,
+        std::fs::read(&lab).unwrap(),
+        "dead letter holds the file's bytes exactly"
+    );
 
     // The integrator fixes the pipeline; the dead letter is re-driven through it.
     let dir = tmp.path().join("pipelines");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("strict.toml"), pipeline("\"ORU\"")).unwrap();
-    let retried = oscarflow(&["dlq", "retry", &id, "--pipelines", dir.to_str().unwrap(), "--state-dir", state_s], &repo());
-    assert_eq!(retried.status.code(), Some(0), "{}{}", stdout(&retried), String::from_utf8_lossy(&retried.stderr));
-    assert!(stdout(&retried).contains(&format!("{id}  resolved  (imported 1")), "{}", stdout(&retried));
+    let retried = oscarflow(
+        &[
+            "dlq",
+            "retry",
+            &id,
+            "--pipelines",
+            dir.to_str().unwrap(),
+            "--state-dir",
+            state_s,
+        ],
+        &repo(),
+    );
+    assert_eq!(
+        retried.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&retried),
+        String::from_utf8_lossy(&retried.stderr)
+    );
+    assert!(
+        stdout(&retried).contains(&format!("{id}  resolved  (imported 1")),
+        "{}",
+        stdout(&retried)
+    );
     let open = oscarflow(&["dlq", "list", "--json", "--state-dir", state_s], &repo());
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&open.stdout).unwrap(), serde_json::json!([]));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&open.stdout).unwrap(),
+        serde_json::json!([])
+    );
     // Re-driving again finds nothing open.
-    let again = oscarflow(&["dlq", "retry", "--all", "--pipelines", dir.to_str().unwrap(), "--state-dir", state_s], &repo());
+    let again = oscarflow(
+        &[
+            "dlq",
+            "retry",
+            "--all",
+            "--pipelines",
+            dir.to_str().unwrap(),
+            "--state-dir",
+            state_s,
+        ],
+        &repo(),
+    );
     assert!(stdout(&again).contains("nothing to retry"));
 
-    let purge = oscarflow(&["dlq", "purge", "--all", "--status", "resolved", "--state-dir", state_s], &repo());
+    let purge = oscarflow(
+        &[
+            "dlq",
+            "purge",
+            "--all",
+            "--status",
+            "resolved",
+            "--state-dir",
+            state_s,
+        ],
+        &repo(),
+    );
     assert!(stdout(&purge).contains("purged 1"), "{}", stdout(&purge));
 }
 
@@ -183,10 +286,22 @@ fn run_drains_and_exits_zero_on_sigterm_with_nothing_half_written() {
     .unwrap();
     let total = 60;
     for i in 0..total {
-        std::fs::write(inbox.join(format!("lab{i:03}.hl7")), variant("fixtures/hl7/pathl7/multi_message.hl7", i)).unwrap();
+        std::fs::write(
+            inbox.join(format!("lab{i:03}.hl7")),
+            variant("fixtures/hl7/pathl7/multi_message.hl7", i),
+        )
+        .unwrap();
     }
     let mut child = Command::new(bin())
-        .args(["run", "--pipelines", pipelines.to_str().unwrap(), "--state-dir", tmp.path().join("state").to_str().unwrap(), "--grace-period", "20s"])
+        .args([
+            "run",
+            "--pipelines",
+            pipelines.to_str().unwrap(),
+            "--state-dir",
+            tmp.path().join("state").to_str().unwrap(),
+            "--grace-period",
+            "20s",
+        ])
         .env_remove("OSCARFLOW_DATABASE_URL")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -195,17 +310,28 @@ fn run_drains_and_exits_zero_on_sigterm_with_nothing_half_written() {
         .unwrap();
     // Let it work for a while, then stop it mid-stream.
     let started = Instant::now();
-    while std::fs::read_dir(&processed).map(|d| d.count()).unwrap_or(0) < 5 && started.elapsed() < Duration::from_secs(30) {
+    while std::fs::read_dir(&processed)
+        .map(|d| d.count())
+        .unwrap_or(0)
+        < 5
+        && started.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let stopped = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(25), "did not exit within the grace period");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(25),
+            "did not exit within the grace period"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "{}", {

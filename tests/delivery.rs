@@ -111,12 +111,23 @@ fn source_file_stays_until_commit_and_a_crash_before_release_redelivers_without_
         .unwrap()
     });
     std::thread::sleep(Duration::from_millis(600));
-    assert!(file.exists(), "the file left the inbox before anything was committed");
-    assert!(reached_rx.try_recv().is_err(), "release was attempted before commit");
+    assert!(
+        file.exists(),
+        "the file left the inbox before anything was committed"
+    );
+    assert!(
+        reached_rx.try_recv().is_err(),
+        "release was attempted before commit"
+    );
     rt.block_on(async move { drop(held) });
-    let released = reached_rx.recv_timeout(Duration::from_secs(20)).expect("sink committed and the source reached release");
+    let released = reached_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("sink committed and the source reached release");
     assert_eq!(released, file);
-    assert!(file.exists(), "file must still be in the inbox at the moment of the crash");
+    assert!(
+        file.exists(),
+        "file must still be in the inbox at the moment of the crash"
+    );
     let committed = rt.block_on(count(&store, "SELECT COUNT(*) FROM hl7TextMessage"));
     assert_eq!(committed, 1, "the sink committed before release");
     let routing_before = rt.block_on(count(&store, "SELECT COUNT(*) FROM providerLabRouting"));
@@ -132,16 +143,29 @@ fn source_file_stays_until_commit_and_a_crash_before_release_redelivers_without_
     let store = rt.block_on(sqlite_store(tmp.path()));
     let mut running = rt.block_on(async { build(&cfg, &store, BuildOptions::default()).unwrap() });
     assert!(
-        wait_until(Duration::from_secs(20), || !file.exists() && processed.join("lab.hl7").exists()),
+        wait_until(Duration::from_secs(20), || !file.exists()
+            && processed.join("lab.hl7").exists()),
         "the re-delivered file was released to processed/"
     );
     rt.block_on(async {
         assert!(running.shutdown(Duration::from_secs(10)).await);
-        assert_eq!(count(&store, "SELECT COUNT(*) FROM fileUploadCheck").await, 1);
-        assert_eq!(count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await, 1);
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM fileUploadCheck").await,
+            1
+        );
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+            1
+        );
         assert_eq!(count(&store, "SELECT COUNT(*) FROM hl7TextInfo").await, 1);
-        assert_eq!(count(&store, "SELECT COUNT(*) FROM patientLabRouting").await, 1);
-        assert_eq!(count(&store, "SELECT COUNT(*) FROM providerLabRouting").await, routing_before);
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM patientLabRouting").await,
+            1
+        );
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM providerLabRouting").await,
+            routing_before
+        );
     });
 }
 
@@ -152,7 +176,9 @@ fn prov(label: &str, bytes: &[u8]) -> Arc<Provenance> {
         pipeline: Arc::from("runner_test"),
         source: Arc::from("src"),
         source_kind: Arc::from("test"),
-        origin: Origin::Memory { label: label.into() },
+        origin: Origin::Memory {
+            label: label.into(),
+        },
         received_at: time::OffsetDateTime::now_utc(),
         attempt: 1,
         content_sha256: sha256(bytes),
@@ -166,7 +192,11 @@ impl Stage<Raw, Raw> for PassThrough {
     fn kind(&self) -> &'static str {
         "pass"
     }
-    async fn process(&self, input: &Envelope<Raw>, out: &mut Emitter<Raw>) -> Result<(), ProcessError> {
+    async fn process(
+        &self,
+        input: &Envelope<Raw>,
+        out: &mut Emitter<Raw>,
+    ) -> Result<(), ProcessError> {
         out.emit(input, input.payload.clone());
         Ok(())
     }
@@ -232,7 +262,14 @@ async fn a_slow_sink_bounds_the_envelopes_in_flight() {
     for i in 0..total {
         let bytes = Bytes::from(format!("message {i}"));
         let (n, r) = BatchNotifier::new(Some(in_flight.clone()));
-        let env = Envelope::new(prov(&i.to_string(), &bytes), Raw { bytes, name: format!("{i}") }, n.token());
+        let env = Envelope::new(
+            prov(&i.to_string(), &bytes),
+            Raw {
+                bytes,
+                name: format!("{i}"),
+            },
+            n.token(),
+        );
         drop(n);
         receivers.push(r);
         tx1.send(env).await.unwrap();
@@ -252,7 +289,10 @@ async fn a_slow_sink_bounds_the_envelopes_in_flight() {
         "{} envelopes were in flight, bound {bound}",
         in_flight.high_water()
     );
-    assert!(in_flight.high_water() > cap, "the source was not held back by the pipeline");
+    assert!(
+        in_flight.high_water() > cap,
+        "the source was not held back by the pipeline"
+    );
     assert_eq!(in_flight.current(), 0);
 }
 
@@ -262,7 +302,11 @@ async fn the_built_pipeline_reports_a_bound_matching_its_configuration() {
     let store = sqlite_store(tmp.path()).await;
     let inbox = tmp.path().join("in");
     std::fs::create_dir_all(&inbox).unwrap();
-    let cfg = load_str(Path::new("t.toml"), &folder_pipeline(&inbox, &tmp.path().join("done"))).unwrap();
+    let cfg = load_str(
+        Path::new("t.toml"),
+        &folder_pipeline(&inbox, &tmp.path().join("done")),
+    )
+    .unwrap();
     let mut running = build(&cfg, &store, BuildOptions::default()).unwrap();
     // 1 source + 3 channels of 4 + parse 2 + match 2 + sink 4 + 1
     assert_eq!(running.in_flight_bound, 1 + 12 + 2 + 2 + 5);
@@ -300,15 +344,36 @@ impl Sink<Raw> for RejectingSink {
         "rejecting"
     }
     async fn write(&self, _env: &Envelope<Raw>) -> Result<(), ProcessError> {
-        Err(ProcessError::data(ReasonCode::ImportRejected, "value refused by the database"))
+        Err(ProcessError::data(
+            ReasonCode::ImportRejected,
+            "value refused by the database",
+        ))
     }
 }
 
-async fn send_one(sink: Arc<dyn Sink<Raw>>, store: &oscarflow::store::Store, retry: RetrySettings, bytes: Bytes) -> BatchStatus {
+async fn send_one(
+    sink: Arc<dyn Sink<Raw>>,
+    store: &oscarflow::store::Store,
+    retry: RetrySettings,
+    bytes: Bytes,
+) -> BatchStatus {
     let (tx, rx) = mpsc::channel(1);
-    let task = tokio::spawn(run_sink(sink, rx, cx(store, "sink", retry), 1, OrderKey::None));
+    let task = tokio::spawn(run_sink(
+        sink,
+        rx,
+        cx(store, "sink", retry),
+        1,
+        OrderKey::None,
+    ));
     let (n, r) = BatchNotifier::new(None);
-    let env = Envelope::new(prov("one", &bytes), Raw { bytes, name: "one".into() }, n.token());
+    let env = Envelope::new(
+        prov("one", &bytes),
+        Raw {
+            bytes,
+            name: "one".into(),
+        },
+        n.token(),
+    );
     drop(n);
     tx.send(env).await.unwrap();
     drop(tx);
@@ -341,10 +406,20 @@ async fn a_transient_sink_failure_is_retried_with_growing_backoff_then_succeeds(
     for (i, w) in times.windows(2).enumerate() {
         let gap = w[1] - w[0];
         let full = Duration::from_millis(20 * (1 << i));
-        assert!(gap >= full / 2, "wait {i} was {gap:?}, shorter than the backoff floor {:?}", full / 2);
+        assert!(
+            gap >= full / 2,
+            "wait {i} was {gap:?}, shorter than the backoff floor {:?}",
+            full / 2
+        );
     }
-    let open = DeadLetterStore::new(store.clone()).list(&Filter::default()).await.unwrap();
-    assert!(open.is_empty(), "a success after retries leaves no dead letter");
+    let open = DeadLetterStore::new(store.clone())
+        .list(&Filter::default())
+        .await
+        .unwrap();
+    assert!(
+        open.is_empty(),
+        "a success after retries leaves no dead letter"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,7 +434,10 @@ async fn a_transient_failure_past_the_retry_budget_is_dead_lettered_as_retries_e
     let status = send_one(sink.clone(), &store, retry(3), Bytes::from_static(b"MSH|y")).await;
     assert_eq!(status, BatchStatus::DeadLettered);
     assert_eq!(sink.calls.load(Ordering::SeqCst), 3);
-    let dls = DeadLetterStore::new(store.clone()).list(&Filter::default()).await.unwrap();
+    let dls = DeadLetterStore::new(store.clone())
+        .list(&Filter::default())
+        .await
+        .unwrap();
     assert_eq!(dls.len(), 1);
     assert_eq!(dls[0].reason, "retries_exhausted");
     assert_eq!(dls[0].attempts, 3);
@@ -411,5 +489,43 @@ async fn same_accession_files_commit_in_arrival_order_while_other_keys_run_in_pa
     assert_eq!(rows.len(), 3);
     let counts: Vec<i64> = rows.iter().map(|r| r.1).collect();
     // prelim (+0) < final (+100) < corrected (+150): lab numbers follow arrival order.
-    assert!(counts[0] < 100 && (100..150).contains(&counts[1]) && counts[2] >= 150, "{counts:?}");
+    assert!(
+        counts[0] < 100 && (100..150).contains(&counts[1]) && counts[2] >= 150,
+        "{counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_same_accession_files_on_a_one_connection_store_all_commit() {
+    // Regression: a stage call frozen mid-query (holding the embedded store's only
+    // connection) while its runner waited on a full sink channel deadlocked the pipeline.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let dir = tmp.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = 120;
+    for i in 0..n {
+        std::fs::write(
+            dir.join(format!("{i:04}.hl7")),
+            variant("fixtures/hl7/pathl7/multi_message.hl7", i),
+        )
+        .unwrap();
+    }
+    let items = oscarflow::sources::list::ListSource::expand(&[dir])
+        .unwrap()
+        .into_iter()
+        .map(oscarflow::sources::list::ListItem::File)
+        .collect();
+    let mut cfg = lab_pipeline();
+    cfg.settings.channel_capacity = 2;
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        run_items(&cfg, &store, items, None),
+    )
+    .await
+    .expect("the pipeline finished instead of deadlocking");
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        3 * n as i64
+    );
 }

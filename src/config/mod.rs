@@ -404,7 +404,8 @@ fn load_components<C>(
             }
             Err((msg, span)) => {
                 l.failed.insert(id.to_string());
-                l.failed_inputs.extend(inputs.iter().map(|i| i.get_ref().clone()));
+                l.failed_inputs
+                    .extend(inputs.iter().map(|i| i.get_ref().clone()));
                 l.err(span.or(kspan), format!("{section}.{id}: {msg}"))
             }
         }

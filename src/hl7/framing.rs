@@ -245,10 +245,7 @@ fn frame_xml(body: &Bytes, out: &mut Framed) {
     let b = &body[..];
     let mut pos = 0;
     let mut found_any_element = false;
-    loop {
-        let Some(open) = find_ci(b, pos, b"<message") else {
-            break;
-        };
+    while let Some(open) = find_ci(b, pos, b"<message") {
         let after_name = open + b"<message".len();
         // `<messages>` is the POI list element, not a message.
         match b.get(after_name) {

@@ -81,7 +81,9 @@ async fn generated_id(
     if id > 0 {
         Ok(id)
     } else {
-        Err(ProcessError::fatal(format!("insert {table}: no generated id")))
+        Err(ProcessError::fatal(format!(
+            "insert {table}: no generated id"
+        )))
     }
 }
 

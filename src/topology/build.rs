@@ -29,6 +29,9 @@ use crate::telemetry::Observers;
 use super::run::{run_sink, run_stage, Fatal, RunContext};
 use super::shutdown::{Shutdown, Trigger};
 
+/// A source handed in from outside; taken once by [`build`].
+pub type SourceOverride = Arc<std::sync::Mutex<Option<Box<dyn Source>>>>;
+
 /// Knobs for how a pipeline is built.
 #[derive(Clone, Default)]
 pub struct BuildOptions {
@@ -38,8 +41,8 @@ pub struct BuildOptions {
     pub release_hook: Option<ReleaseHook>,
     /// Extra observers (reports).
     pub observers: Observers,
-    /// Replace every source by this one (dead-letter re-drive, tests).
-    pub source_override: Option<Arc<std::sync::Mutex<Option<Box<dyn Source>>>>>,
+    /// Replace the pipeline's sources by this one (replay, dead-letter re-drive, tests).
+    pub source_override: Option<SourceOverride>,
 }
 
 /// A pipeline could not be built.

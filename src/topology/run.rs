@@ -202,7 +202,11 @@ where
         .map(|env: Envelope<I>| {
             let stage = stage.clone();
             let cx = cx.clone();
-            async move {
+            // Each call runs in its own task: it must finish (and give back any pooled
+            // connection it holds) even while this loop is blocked sending downstream.
+            // Polling it only from here would freeze it mid-query and deadlock a pipeline
+            // whose sink needs that connection.
+            tokio::spawn(async move {
                 let (attempts, r) = with_retry(&cx, &env.provenance, || {
                     let stage = stage.clone();
                     let env = &env;
@@ -236,10 +240,20 @@ where
                         Ok(Vec::new())
                     }
                 }
-            }
+            })
         })
         .buffered(concurrency.max(1));
-    while let Some(r) = results.next().await {
+    while let Some(joined) = results.next().await {
+        let r = joined.unwrap_or_else(|e| {
+            Err(Fatal {
+                component: cx.component.to_string(),
+                detail: if e.is_panic() {
+                    "task panicked".into()
+                } else {
+                    "task cancelled".into()
+                },
+            })
+        });
         for out in r? {
             if tx.send(out).await.is_err() {
                 // Downstream stopped; dropped envelopes fail their batches (re-delivery).

@@ -30,7 +30,8 @@ pub async fn sqlite_store(dir: &Path) -> Store {
 /// A fresh embedded store holding the synthetic BC clinic.
 pub async fn seeded_store(dir: &Path) -> Store {
     let store = sqlite_store(dir).await;
-    let sql = std::fs::read_to_string(repo().join("fixtures/sql/bc_clinic.sql")).expect("seed file");
+    let sql =
+        std::fs::read_to_string(repo().join("fixtures/sql/bc_clinic.sql")).expect("seed file");
     store.execute_script(&sql).await.expect("seed");
     store
 }
@@ -41,11 +42,20 @@ pub fn sqlite_url(dir: &Path) -> String {
 
 /// The built-in lab pipeline (parse → match → import).
 pub fn lab_pipeline() -> PipelineConfig {
-    load_str(Path::new("builtin.toml"), oscarflow::cli::DEFAULT_LAB_PIPELINE).expect("built-in pipeline")
+    load_str(
+        Path::new("builtin.toml"),
+        oscarflow::cli::DEFAULT_LAB_PIPELINE,
+    )
+    .expect("built-in pipeline")
 }
 
 /// Runs `items` once through `cfg`; returns when every input settled.
-pub async fn run_items(cfg: &PipelineConfig, store: &Store, items: Vec<ListItem>, observer: Option<Arc<dyn Observer>>) {
+pub async fn run_items(
+    cfg: &PipelineConfig,
+    store: &Store,
+    items: Vec<ListItem>,
+    observer: Option<Arc<dyn Observer>>,
+) {
     let source: Box<dyn Source> = Box::new(ListSource::new(items, "test"));
     let mut observers = Observers::none();
     if let Some(o) = observer {
@@ -62,11 +72,17 @@ pub async fn run_items(cfg: &PipelineConfig, store: &Store, items: Vec<ListItem>
         },
     )
     .expect("build");
-    running.wait().await.expect("pipeline ran without a fatal error");
+    running
+        .wait()
+        .await
+        .expect("pipeline ran without a fatal error");
 }
 
 pub async fn count(store: &Store, sql: &str) -> i64 {
-    sqlx::query_scalar::<_, i64>(sql).fetch_one(&store.pool).await.expect(sql)
+    sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(&store.pool)
+        .await
+        .expect(sql)
 }
 
 /// A copy of a fixture with a distinct control id, so each copy has its own MD5.
