@@ -529,3 +529,196 @@ async fn many_same_accession_files_on_a_one_connection_store_all_commit() {
         3 * n as i64
     );
 }
+
+/// A payload with an explicit ordering key.
+struct KeyedMsg {
+    key: &'static str,
+    name: &'static str,
+}
+
+impl oscarflow::envelope::RawBytes for KeyedMsg {
+    fn raw_bytes(&self) -> Bytes {
+        Bytes::from_static(self.name.as_bytes())
+    }
+}
+
+impl oscarflow::lab_file::Keyed for KeyedMsg {
+    fn keys(&self, _key: OrderKey) -> Vec<String> {
+        vec![self.key.to_string()]
+    }
+}
+
+/// Holds "A1" until "B1" was written; logs starts and ends.
+struct GateSink {
+    log: Mutex<Vec<String>>,
+    b1_done: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Sink<KeyedMsg> for GateSink {
+    fn kind(&self) -> &'static str {
+        "gate"
+    }
+    async fn write(&self, env: &Envelope<KeyedMsg>) -> Result<(), ProcessError> {
+        let name = env.payload.name;
+        self.log.lock().unwrap().push(format!("start {name}"));
+        if name == "A1" {
+            self.b1_done.notified().await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.log.lock().unwrap().push(format!("end {name}"));
+        if name == "B1" {
+            self.b1_done.notify_one();
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_key_does_not_block_other_keys_and_same_key_messages_keep_their_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = sqlite_store(tmp.path()).await;
+    let sink = Arc::new(GateSink {
+        log: Mutex::new(Vec::new()),
+        b1_done: tokio::sync::Notify::new(),
+    });
+    let (tx, rx) = mpsc::channel(8);
+    let task = tokio::spawn(run_sink(
+        sink.clone() as Arc<dyn Sink<KeyedMsg>>,
+        rx,
+        cx(&store, "gate", RetrySettings::default()),
+        4,
+        OrderKey::Accession,
+    ));
+    for (key, name) in [
+        ("A", "A1"),
+        ("A", "A2"),
+        ("B", "B1"),
+        ("A", "A3"),
+        ("B", "B2"),
+    ] {
+        let env = Envelope::new(
+            prov(name, name.as_bytes()),
+            KeyedMsg { key, name },
+            oscarflow::ack::AckToken::detached(),
+        );
+        tx.send(env).await.unwrap();
+    }
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("key B went ahead while key A waited")
+        .unwrap()
+        .unwrap();
+    let log = sink.log.lock().unwrap().clone();
+    let pos = |e: &str| {
+        log.iter()
+            .position(|l| l == e)
+            .unwrap_or_else(|| panic!("{e} missing in {log:?}"))
+    };
+    assert!(
+        pos("end B1") < pos("end A1"),
+        "B1 committed while A1 waited: {log:?}"
+    );
+    assert!(
+        pos("end A1") < pos("start A2") && pos("end A2") < pos("start A3"),
+        "key A in order: {log:?}"
+    );
+    assert!(pos("end B1") < pos("start B2"), "key B in order: {log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_being_written_is_taken_only_once_complete_then_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let toml = folder_pipeline(&inbox, &tmp.path().join("unused"))
+        .replace("after = \"move\"", "after = \"delete\"")
+        .replace("min_age = \"0s\"", "min_age = \"400ms\"");
+    let cfg = load_str(Path::new("t.toml"), &toml).unwrap();
+    let mut running = build(&cfg, &store, BuildOptions::default()).unwrap();
+    // A slow writer: the file grows in three steps over ~300 ms.
+    let full = std::fs::read(repo().join("fixtures/hl7/pathl7/multi_message.hl7")).unwrap();
+    let path = inbox.join("incoming.hl7");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).unwrap();
+        let third = full.len() / 3;
+        for chunk in [&full[..third], &full[third..2 * third], &full[2 * third..]] {
+            f.write_all(chunk).unwrap();
+            f.flush().unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert_eq!(
+                count(&store, "SELECT COUNT(*) FROM fileUploadCheck").await,
+                0,
+                "a growing file was taken"
+            );
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while path.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!path.exists(), "the complete file was imported and deleted");
+    assert!(running.shutdown(Duration::from_secs(10)).await);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM fileUploadCheck").await,
+        1
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        3,
+        "all three messages, not a fragment"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_size_limit_is_dead_lettered_and_the_rest_of_its_file_goes_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let mut cfg = lab_pipeline();
+    // Make the second message of a three-message file too large.
+    let mut text = String::from_utf8(
+        std::fs::read(repo().join("fixtures/hl7/pathl7/multi_message.hl7")).unwrap(),
+    )
+    .unwrap();
+    let second_msh = text.match_indices("\rMSH|").nth(0).unwrap().0 + 1;
+    let third_msh = text.match_indices("\rMSH|").nth(1).unwrap().0 + 1;
+    let filler = format!("NTE|||{}\r", "x".repeat(4000));
+    text.insert_str(third_msh, &filler);
+    let limit = 3000;
+    for s in &mut cfg.stages {
+        if let oscarflow::stages::StageConfig::ParseHl7(c) = &mut s.config {
+            c.max_message_bytes = limit;
+        }
+    }
+    let path = tmp.path().join("big.hl7");
+    std::fs::write(&path, &text).unwrap();
+    run_items(
+        &cfg,
+        &store,
+        vec![oscarflow::sources::list::ListItem::File(path)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        2
+    );
+    let dlq = DeadLetterStore::new(store.clone());
+    let list = dlq.list(&Filter::default()).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].reason, "too_large");
+    assert_eq!(list[0].part, Some(1));
+    let raw = dlq.get(&list[0].id).await.unwrap().unwrap().raw;
+    assert_eq!(
+        raw,
+        text.as_bytes()[second_msh..third_msh + filler.len()].to_vec(),
+        "the rejected message's own bytes"
+    );
+}

@@ -15,6 +15,7 @@
 //!   ordering keys: same-key messages commit in order, different keys in parallel.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -309,7 +310,10 @@ where
 {
     let cx = Arc::new(cx);
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tails: HashMap<String, Shared<oneshot::Receiver<()>>> = HashMap::new();
+    // Per key, the completion of the latest envelope holding it, and a flag that says it
+    // finished (so entries can be dropped even when nobody waited on them).
+    let mut tails: HashMap<String, (Shared<oneshot::Receiver<()>>, Arc<AtomicBool>)> =
+        HashMap::new();
     let mut tasks: JoinSet<Result<(), Fatal>> = JoinSet::new();
     let mut fatal: Option<Fatal> = None;
     while let Some(env) = rx.recv().await {
@@ -319,14 +323,15 @@ where
         let keys = env.payload.keys(order_by);
         let mut waits = Vec::new();
         for k in &keys {
-            if let Some(t) = tails.get(k) {
+            if let Some((t, _)) = tails.get(k) {
                 waits.push(t.clone());
             }
         }
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let done = done_rx.shared();
+        let finished = Arc::new(AtomicBool::new(false));
         for k in keys {
-            tails.insert(k, done.clone());
+            tails.insert(k, (done.clone(), finished.clone()));
         }
         let sink = sink.clone();
         let cx2 = cx.clone();
@@ -335,6 +340,7 @@ where
                 let _ = w.await;
             }
             let r = deliver(sink, env, cx2).await;
+            finished.store(true, AtomicOrdering::SeqCst);
             drop(done_tx);
             drop(permit);
             r
@@ -347,7 +353,7 @@ where
         if fatal.is_some() {
             break;
         }
-        tails.retain(|_, t| t.peek().is_none());
+        tails.retain(|_, (_, finished)| !finished.load(AtomicOrdering::SeqCst));
     }
     drop(rx);
     while let Some(res) = tasks.join_next().await {
