@@ -687,7 +687,7 @@ async fn a_message_over_the_size_limit_is_dead_lettered_and_the_rest_of_its_file
         std::fs::read(repo().join("fixtures/hl7/pathl7/multi_message.hl7")).unwrap(),
     )
     .unwrap();
-    let second_msh = text.match_indices("\rMSH|").nth(0).unwrap().0 + 1;
+    let second_msh = text.match_indices("\rMSH|").next().unwrap().0 + 1;
     let third_msh = text.match_indices("\rMSH|").nth(1).unwrap().0 + 1;
     let filler = format!("NTE|||{}\r", "x".repeat(4000));
     text.insert_str(third_msh, &filler);
