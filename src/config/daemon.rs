@@ -70,3 +70,35 @@ impl DaemonConfig {
         Ok(crate::store::default_sqlite_url(&self.state_dir))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_config_reads_every_field_and_rejects_unknown_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("oscarflow.toml");
+        std::fs::write(
+            &p,
+            "database_url_env = \"OSCARFLOW_TEST_DB_URL_FOR_CONFIG\"\npipelines_dir = \"/etc/oscarflow/pipelines\"\nstate_dir = \"/var/lib/oscarflow\"\ngrace_period = \"45s\"\n",
+        )
+        .unwrap();
+        let c = DaemonConfig::load(&p).unwrap();
+        assert_eq!(c.grace_period, Duration::from_secs(45));
+        assert_eq!(c.pipelines_dir, PathBuf::from("/etc/oscarflow/pipelines"));
+        assert!(c
+            .database_url()
+            .unwrap_err()
+            .contains("OSCARFLOW_TEST_DB_URL_FOR_CONFIG"));
+        std::fs::write(&p, "state_dir = \"x\"\ncolour = 1\n").unwrap();
+        let e = DaemonConfig::load(&p).unwrap_err();
+        assert!(e.contains(":2:1:") && e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn without_a_url_the_embedded_store_is_used() {
+        let c = DaemonConfig::default();
+        assert_eq!(c.database_url().unwrap(), "sqlite://var/oscarflow.db");
+    }
+}

@@ -307,6 +307,20 @@ impl Source for FolderSource {
             in_flight,
             observers,
         } = cx;
+        // A drop folder that does not exist yet is created (watch mode); a replay of a
+        // missing folder is an error.
+        if self.cfg.mode == FolderMode::Watch && !self.cfg.path.exists() {
+            if let Err(e) = std::fs::create_dir_all(&self.cfg.path) {
+                return Err(SourceError {
+                    kind: ErrorKind::Fatal,
+                    detail: format!(
+                        "cannot create folder {}: {}",
+                        self.cfg.path.display(),
+                        e.kind()
+                    ),
+                });
+            }
+        }
         if !self.cfg.path.is_dir() {
             return Err(SourceError {
                 kind: ErrorKind::Fatal,
