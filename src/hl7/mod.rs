@@ -12,6 +12,7 @@
 //!
 //! Errors name positions (`MSH-2`, `segment 4`), never values: message content is PHI.
 
+pub mod ack;
 pub mod escape;
 pub mod framing;
 pub mod lab;
