@@ -358,3 +358,43 @@ fn run_drains_and_exits_zero_on_sigterm_with_nothing_half_written() {
         );
     });
 }
+
+#[test]
+fn inspect_prints_each_message_and_one_decoded_field_per_message() {
+    let o = oscarflow(
+        &["inspect", "fixtures/hl7/pathl7/multi_message.hl7", "--json"],
+        &repo(),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let msgs = v["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3);
+    assert_eq!(msgs[0]["control_id"], "ZZ0201");
+    assert_eq!(msgs[0]["message_type"], "ORU^R01");
+    assert_eq!(msgs[0]["segments"], 8);
+    assert_eq!(msgs[0]["lab"]["lab_type"], "PATHL7");
+    let f = oscarflow(
+        &[
+            "inspect",
+            "fixtures/bad/mixed_good_bad.hl7",
+            "--field",
+            "MSH-10",
+        ],
+        &repo(),
+    );
+    assert_eq!(
+        stdout(&f),
+        "ZZ1401\n\nZZ1403\n",
+        "one line per message, empty when unreadable"
+    );
+    let bad = oscarflow(
+        &[
+            "inspect",
+            "fixtures/bad/mixed_good_bad.hl7",
+            "--field",
+            "PID5",
+        ],
+        &repo(),
+    );
+    assert_eq!(bad.status.code(), Some(1));
+}

@@ -6,6 +6,7 @@
 
 mod check;
 mod dlq;
+mod inspect;
 mod replay;
 pub mod report;
 mod run;
@@ -78,6 +79,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Run every pipeline in the pipelines directory until SIGTERM/SIGINT.
     Run(run::RunArgs),
+    /// Show the messages of an HL7 file (type, control id, segments, lab model) or one field.
+    Inspect(inspect::InspectArgs),
     /// List, show, re-drive and purge dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -107,6 +110,7 @@ pub fn main() -> i32 {
             Command::Check(a) => check::run(a),
             Command::Run(a) => run::run(a).await,
             Command::Dlq(c) => dlq::run(c).await,
+            Command::Inspect(a) => inspect::run(a),
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(5));

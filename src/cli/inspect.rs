@@ -1,0 +1,149 @@
+//! `oscarflow inspect FILE`: what the HL7 layer sees in a file — each message's type,
+//! control id, segment count and lab model — or, with `--field PATH`, one decoded value per
+//! message. It prints message content (PHI) to stdout on purpose: it is a tool for the
+//! person who already holds the file. Nothing is logged.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::fail;
+use crate::hl7::framing::frame;
+use crate::hl7::lab::LabMessage;
+use crate::hl7::text::{decode, sniff_msh18, Fallback};
+use crate::hl7::Message;
+
+/// Arguments of `inspect`.
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// An HL7 file (plain, batch, Excelleris or POI XML).
+    pub file: PathBuf,
+    /// Print only this field of each message, decoded (e.g. `PID-5.1`, `OBX[3]-5`).
+    #[arg(long)]
+    pub field: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Found {
+    index: u32,
+    line: usize,
+    message_type: Option<String>,
+    control_id: Option<String>,
+    segments: Option<usize>,
+    error: Option<String>,
+    lab: Option<LabMessage>,
+}
+
+pub fn run(a: InspectArgs) -> i32 {
+    let bytes = match std::fs::read(&a.file) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => return fail(format!("cannot read {}: {e}", a.file.display())),
+    };
+    if let Some(f) = &a.field {
+        if crate::hl7::message::FieldPath::parse(f).is_none() {
+            return fail(format!(
+                "`{f}` is not a field path (e.g. PID-5.1, OBX[3]-5, PID-3[2].1)"
+            ));
+        }
+    }
+    let framed = frame(&bytes);
+    let mut found = Vec::new();
+    for r in &framed.rejected {
+        found.push(Found {
+            index: r.index,
+            line: 0,
+            message_type: None,
+            control_id: None,
+            segments: None,
+            error: Some(r.error.to_string()),
+            lab: None,
+        });
+    }
+    for m in &framed.messages {
+        let joined = m.joined(b"\r");
+        let msh18 = sniff_msh18(&joined);
+        let (text, _) = decode(&joined, Fallback::Windows1252, msh18.as_deref());
+        match Message::parse(&text) {
+            Ok(msg) => {
+                if let Some(f) = &a.field {
+                    println!("{}", msg.get(f).replace(['\r', '\n'], " "));
+                    continue;
+                }
+                let lab = LabMessage::from_message(&msg);
+                found.push(Found {
+                    index: m.index,
+                    line: m.line,
+                    message_type: Some(msg.get("MSH-9").into_owned()),
+                    control_id: Some(msg.get("MSH-10").into_owned()),
+                    segments: Some(msg.segment_count()),
+                    error: lab.as_ref().err().map(|e| e.to_string()),
+                    lab: lab.ok(),
+                });
+            }
+            Err(e) => {
+                if a.field.is_some() {
+                    println!();
+                    continue;
+                }
+                found.push(Found {
+                    index: m.index,
+                    line: m.line,
+                    message_type: None,
+                    control_id: None,
+                    segments: Some(m.segments.len()),
+                    error: Some(e.to_string()),
+                    lab: None,
+                });
+            }
+        }
+    }
+    if a.field.is_some() {
+        return 0;
+    }
+    found.sort_by_key(|f| f.index);
+    if a.json {
+        let out = serde_json::json!({ "container": framed.container, "messages": found });
+        match serde_json::to_string_pretty(&out) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return fail(e),
+        }
+        return 0;
+    }
+    println!(
+        "{} message(s), container {:?}",
+        found.len(),
+        framed.container
+    );
+    for f in &found {
+        match &f.error {
+            Some(e) if f.lab.is_none() => {
+                println!("#{} line {}: rejected: {e}", f.index + 1, f.line)
+            }
+            _ => {
+                println!(
+                    "#{} line {}: {} control {} segments {}",
+                    f.index + 1,
+                    f.line,
+                    f.message_type.as_deref().unwrap_or("?"),
+                    f.control_id.as_deref().unwrap_or("?"),
+                    f.segments.unwrap_or(0)
+                );
+                if let Some(l) = &f.lab {
+                    println!(
+                        "    lab type {} facility {} accession {} orders {} observations {}",
+                        l.lab_type.as_str(),
+                        l.sending_facility,
+                        l.accession(),
+                        l.orders.len(),
+                        l.orders.iter().map(|o| o.observations.len()).sum::<usize>()
+                    );
+                }
+            }
+        }
+    }
+    0
+}
