@@ -52,6 +52,10 @@ pub enum ParseError {
 pub struct Segment<'a> {
     pub name: &'a str,
     pub line: &'a str,
+    /// Index of this segment's first entry in the message's field-boundary table.
+    first: u32,
+    /// Number of separator-delimited parts of the line (the name is part 0).
+    parts: u32,
 }
 
 /// A parsed message.
@@ -60,6 +64,9 @@ pub struct Message<'a> {
     pub text: &'a str,
     pub seps: Separators,
     segments: Vec<Segment<'a>>,
+    /// Byte ranges (start, end) of every part of every segment line, relative to the line:
+    /// field access is an index lookup, not a re-split of the line.
+    bounds: Vec<(u32, u32)>,
 }
 
 /// A parsed value address (`SEG[n]-F[r].C.S`).
@@ -152,13 +159,34 @@ impl<'a> Message<'a> {
         if sorted.len() != distinct.len() || enc.iter().any(|c| c.is_alphanumeric()) {
             return Err(ParseError::BadSeparators);
         }
-        let mut segments = Vec::new();
+        let mut segments = Vec::with_capacity(16);
+        let mut bounds: Vec<(u32, u32)> = Vec::with_capacity(text.len() / 8);
+        let mut fb = [0u8; 4];
+        let field_bytes = field.encode_utf8(&mut fb).as_bytes().to_vec();
         for (i, line) in text.split(['\r', '\n']).enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let name_end = line.find(field).unwrap_or(line.len());
-            let name = &line[..name_end];
+            let first = bounds.len() as u32;
+            let lb = line.as_bytes();
+            let mut start = 0usize;
+            if field_bytes.len() == 1 {
+                let f = field_bytes[0];
+                for (p, b) in lb.iter().enumerate() {
+                    if *b == f {
+                        bounds.push((start as u32, p as u32));
+                        start = p + 1;
+                    }
+                }
+            } else {
+                for (p, _) in line.match_indices(field) {
+                    bounds.push((start as u32, p as u32));
+                    start = p + field_bytes.len();
+                }
+            }
+            bounds.push((start as u32, lb.len() as u32));
+            let (ns, ne) = bounds[first as usize];
+            let name = &line[ns as usize..ne as usize];
             if name.len() != 3
                 || !name
                     .bytes()
@@ -166,12 +194,19 @@ impl<'a> Message<'a> {
             {
                 return Err(ParseError::BadSegmentName { index: i + 1 });
             }
-            segments.push(Segment { name, line });
+            let parts = bounds.len() as u32 - first;
+            segments.push(Segment {
+                name,
+                line,
+                first,
+                parts,
+            });
         }
         Ok(Message {
             text,
             seps,
             segments,
+            bounds,
         })
     }
 
@@ -220,13 +255,22 @@ impl<'a> Message<'a> {
                     let start = 3;
                     seg.line.get(start..start + self.seps.field.len_utf8())
                 }
-                n => seg.line.split(self.seps.field).nth(n - 1),
+                n => self.part(seg, n - 1),
             };
         }
         if field == 0 {
             return None;
         }
-        seg.line.split(self.seps.field).nth(field)
+        self.part(seg, field)
+    }
+
+    /// Part `i` of a segment line (part 0 is the name).
+    fn part(&self, seg: &Segment<'a>, i: usize) -> Option<&'a str> {
+        if i >= seg.parts as usize {
+            return None;
+        }
+        let (s, e) = *self.bounds.get(seg.first as usize + i)?;
+        seg.line.get(s as usize..e as usize)
     }
 
     /// The piece of `seg` at field/repetition/component/subcomponent (1-based).

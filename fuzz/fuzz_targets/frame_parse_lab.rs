@@ -1,0 +1,32 @@
+//! Any bytes through framing, decoding, parsing, the lab model, the hl7TextInfo mapping and
+//! the ACK builder: nothing may panic.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use oscarflow::hl7::ack::{build_ack, AckCode, AckMode};
+use oscarflow::hl7::lab::LabMessage;
+use oscarflow::hl7::text::{decode, sniff_msh18, Fallback};
+use oscarflow::hl7::{frame, Message};
+use oscarflow::oscar::info::{doc_nums, Hl7TextInfo};
+use oscarflow::oscar::Flavour;
+
+fuzz_target!(|data: &[u8]| {
+    let framed = frame(&Bytes::copy_from_slice(data));
+    for m in &framed.messages {
+        let joined = m.joined(b"\r");
+        let msh18 = sniff_msh18(&joined);
+        let (text, _) = decode(&joined, Fallback::Windows1252, msh18.as_deref());
+        let Ok(msg) = Message::parse(&text) else { continue };
+        for path in ["MSH-9.2", "PID-5.1", "PID-3[2].1", "OBX[3]-5", "OBR-16.1.1", "NTE-3"] {
+            let _ = msg.get(path);
+        }
+        let _ = build_ack(&msg, AckCode::Reject, AckMode::Original, Some("x|y"), "A", "2026");
+        if let Ok(lab) = LabMessage::from_message(&msg) {
+            let _ = lab.accession();
+            let _ = doc_nums(&lab);
+            let _ = Hl7TextInfo::from_lab(&lab, Flavour::OpenO);
+            let _ = Hl7TextInfo::from_lab(&lab, Flavour::Oscar19);
+        }
+    }
+});
