@@ -69,6 +69,17 @@ pub struct Message<'a> {
     bounds: Vec<(u32, u32)>,
 }
 
+/// Where a leaf value sits: segment index (0-based, in message order) and the 1-based
+/// field, repetition, component and subcomponent numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeafPos {
+    pub segment: usize,
+    pub field: usize,
+    pub repetition: usize,
+    pub component: usize,
+    pub subcomponent: usize,
+}
+
 /// A parsed value address (`SEG[n]-F[r].C.S`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldPath<'p> {
@@ -300,6 +311,51 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// Number of fields of `seg` (for MSH, counting MSH-1 and MSH-2).
+    pub fn field_count(&self, seg: &Segment<'a>) -> usize {
+        if seg.name == "MSH" {
+            seg.parts as usize
+        } else {
+            seg.parts.saturating_sub(1) as usize
+        }
+    }
+
+    /// Calls `f` with the position and **escaped** text of every leaf value (subcomponent)
+    /// of the message, in order. MSH-1 and MSH-2 are single leaves. Empty leaves are
+    /// included, so the walk mirrors the message's structure exactly.
+    pub fn for_each_leaf(&self, mut f: impl FnMut(LeafPos, &'a str)) {
+        for (si, seg) in self.segments.iter().enumerate() {
+            for field in 1..=self.field_count(seg) {
+                let Some(raw) = self.whole_field(seg, field) else {
+                    continue;
+                };
+                let pos = |rep, comp, sub| LeafPos {
+                    segment: si,
+                    field,
+                    repetition: rep,
+                    component: comp,
+                    subcomponent: sub,
+                };
+                if seg.name == "MSH" && field <= 2 {
+                    f(pos(1, 1, 1), raw);
+                    continue;
+                }
+                for (ri, rep) in raw.split(self.seps.repetition).enumerate() {
+                    for (ci, comp) in rep.split(self.seps.component).enumerate() {
+                        match self.seps.subcomponent {
+                            Some(sc) => {
+                                for (ki, sub) in comp.split(sc).enumerate() {
+                                    f(pos(ri + 1, ci + 1, ki + 1), sub);
+                                }
+                            }
+                            None => f(pos(ri + 1, ci + 1, 1), comp),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Number of repetitions of a field (0 when empty or absent).
     pub fn repetitions(&self, seg: &Segment<'a>, field: usize) -> usize {
         match self.whole_field(seg, field) {
@@ -377,6 +433,37 @@ mod tests {
         assert_eq!(
             Message::parse("MSH|^~\\&|A\rthis is text").unwrap_err(),
             ParseError::BadSegmentName { index: 2 }
+        );
+    }
+
+    #[test]
+    fn leaf_walk_visits_every_value_in_order() {
+        let m = Message::parse("MSH|^~\\&|A\rPID|1|a^b&c~d||e").unwrap();
+        let mut leaves = Vec::new();
+        m.for_each_leaf(|p, v| {
+            leaves.push((
+                m.segments()[p.segment].name,
+                p.field,
+                p.repetition,
+                p.component,
+                p.subcomponent,
+                v,
+            ))
+        });
+        assert_eq!(
+            leaves,
+            vec![
+                ("MSH", 1, 1, 1, 1, "|"),
+                ("MSH", 2, 1, 1, 1, "^~\\&"),
+                ("MSH", 3, 1, 1, 1, "A"),
+                ("PID", 1, 1, 1, 1, "1"),
+                ("PID", 2, 1, 1, 1, "a"),
+                ("PID", 2, 1, 2, 1, "b"),
+                ("PID", 2, 1, 2, 2, "c"),
+                ("PID", 2, 2, 1, 1, "d"),
+                ("PID", 3, 1, 1, 1, ""),
+                ("PID", 4, 1, 1, 1, "e"),
+            ]
         );
     }
 
