@@ -16,7 +16,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use oscarflow::hl7::escape::unescape;
 use oscarflow::hl7::text::{decode, Fallback};
 use oscarflow::hl7::{frame, Message};
 
@@ -27,7 +26,10 @@ fn corpus_mix() -> (Vec<String>, usize) {
     let files = oscarflow::sources::list::ListSource::expand(&[dir]).expect("corpus directory");
     let mut out = Vec::new();
     let mut skipped = 0;
-    for f in files.iter().filter(|f| !f.to_string_lossy().contains("BadInputs")) {
+    for f in files
+        .iter()
+        .filter(|f| !f.to_string_lossy().contains("BadInputs"))
+    {
         let bytes = Bytes::from(std::fs::read(f).expect("read"));
         for fr in frame(&bytes).messages {
             let joined = fr.joined(b"\r");
@@ -35,7 +37,8 @@ fn corpus_mix() -> (Vec<String>, usize) {
             let ok_ours = Message::parse(&text).is_ok();
             let ok_er7 = er7::parse(&text).is_ok();
             let t = text.clone();
-            let ok_h = std::panic::catch_unwind(move || hl7_parser_walk(&t).is_some()).unwrap_or(false);
+            let ok_h =
+                std::panic::catch_unwind(move || hl7_parser_walk(&t).is_some()).unwrap_or(false);
             if ok_ours && ok_er7 && ok_h {
                 out.push(text);
             } else {
@@ -47,9 +50,11 @@ fn corpus_mix() -> (Vec<String>, usize) {
 }
 
 fn ours_walk(text: &str) -> usize {
-    let Ok(m) = Message::parse(text) else { return 0 };
+    let Ok(m) = Message::parse(text) else {
+        return 0;
+    };
     let mut n = 0;
-    m.for_each_leaf(|_, raw| n += unescape(raw, &m.seps).len());
+    m.for_each_value(|_, v| n += v.len());
     n
 }
 
@@ -122,7 +127,10 @@ fn measure(name: &str, mix: &[String], min: Duration, f: impl Fn(&str) -> usize)
     }
     let secs = start.elapsed().as_secs_f64();
     let mbps = (bytes as f64 * passes as f64) / secs / 1_000_000.0;
-    println!("impl={name} mb_per_s={mbps:.2} messages={} bytes={bytes} passes={passes}", mix.len());
+    println!(
+        "impl={name} mb_per_s={mbps:.2} messages={} bytes={bytes} passes={passes}",
+        mix.len()
+    );
 }
 
 fn main() {
@@ -136,7 +144,11 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let dump = args.iter().position(|a| a == "--dump").and_then(|i| args.get(i + 1)).cloned();
+    let dump = args
+        .iter()
+        .position(|a| a == "--dump")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let (mix, skipped) = corpus_mix();
     if let Some(path) = dump {
         // Messages separated by a line holding only ASCII FS (0x1C), for the Python peer.
@@ -148,7 +160,11 @@ fn main() {
         std::fs::write(&path, out).expect("write the message mix");
     }
     println!("mix messages={} skipped={skipped}", mix.len());
-    let min = if quick { Duration::from_secs(3) } else { Duration::from_secs(12) };
+    let min = if quick {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(12)
+    };
     measure("oscarflow", &mix, min, ours_walk);
     measure("er7", &mix, min, er7_walk);
     measure("hl7-parser", &mix, min, |t| hl7_parser_walk(t).unwrap_or(0));

@@ -174,8 +174,28 @@ impl<'a> Message<'a> {
         let mut bounds: Vec<(u32, u32)> = Vec::with_capacity(text.len() / 8);
         let mut fb = [0u8; 4];
         let field_bytes = field.encode_utf8(&mut fb).as_bytes().to_vec();
-        for (i, line) in text.split(['\r', '\n']).enumerate() {
-            if line.trim().is_empty() {
+        let bytes = text.as_bytes();
+        // One pass over the text: CR and LF end lines (each terminator ends one line, so
+        // CRLF yields an empty line, skipped like any blank line), the field separator ends
+        // parts. Line numbers in errors count every terminator.
+        let mut line_no = 0usize;
+        let mut pos = 0usize;
+        while pos <= bytes.len() {
+            let end = bytes[pos..]
+                .iter()
+                .position(|b| *b == b'\r' || *b == b'\n')
+                .map_or(bytes.len(), |p| pos + p);
+            line_no += 1;
+            let line = &text[pos..end];
+            pos = end + 1;
+            // Blank lines are skipped; a segment line starts with its name, so only a line
+            // that starts with whitespace needs the full check.
+            if line
+                .as_bytes()
+                .first()
+                .is_none_or(|b| b.is_ascii_whitespace())
+                && line.bytes().all(|b| b.is_ascii_whitespace())
+            {
                 continue;
             }
             let first = bounds.len() as u32;
@@ -203,7 +223,7 @@ impl<'a> Message<'a> {
                     .bytes()
                     .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
             {
-                return Err(ParseError::BadSegmentName { index: i + 1 });
+                return Err(ParseError::BadSegmentName { index: line_no });
             }
             let parts = bounds.len() as u32 - first;
             segments.push(Segment {
@@ -324,34 +344,90 @@ impl<'a> Message<'a> {
     /// of the message, in order. MSH-1 and MSH-2 are single leaves. Empty leaves are
     /// included, so the walk mirrors the message's structure exactly.
     pub fn for_each_leaf(&self, mut f: impl FnMut(LeafPos, &'a str)) {
+        self.walk(|p, raw, _| f(p, raw));
+    }
+
+    /// Like [`Message::for_each_leaf`], with each value decoded (escapes applied). Values
+    /// without an escape character are borrowed, not copied.
+    pub fn for_each_value(&self, mut f: impl FnMut(LeafPos, Cow<'a, str>)) {
+        let seps = self.seps;
+        self.walk(|p, raw, has_escape| {
+            if has_escape {
+                f(p, unescape(raw, &seps))
+            } else {
+                f(p, Cow::Borrowed(raw))
+            }
+        });
+    }
+
+    /// The walk behind both: one pass over each field's bytes when the delimiters are ASCII
+    /// (always in practice), noting whether a leaf contains the escape character.
+    fn walk(&self, mut f: impl FnMut(LeafPos, &'a str, bool)) {
+        let s = self.seps;
+        let ascii = s.repetition.is_ascii()
+            && s.component.is_ascii()
+            && s.subcomponent.is_none_or(|c| c.is_ascii())
+            && s.escape.is_none_or(|c| c.is_ascii());
+        let (rep, comp) = (s.repetition as u8, s.component as u8);
+        let sub = s.subcomponent.map(|c| c as u8);
+        let esc = s.escape.map(|c| c as u8);
         for (si, seg) in self.segments.iter().enumerate() {
             for field in 1..=self.field_count(seg) {
                 let Some(raw) = self.whole_field(seg, field) else {
                     continue;
                 };
-                let pos = |rep, comp, sub| LeafPos {
+                let mut pos = LeafPos {
                     segment: si,
                     field,
-                    repetition: rep,
-                    component: comp,
-                    subcomponent: sub,
+                    repetition: 1,
+                    component: 1,
+                    subcomponent: 1,
                 };
                 if seg.name == "MSH" && field <= 2 {
-                    f(pos(1, 1, 1), raw);
+                    f(pos, raw, false);
                     continue;
                 }
-                for (ri, rep) in raw.split(self.seps.repetition).enumerate() {
-                    for (ci, comp) in rep.split(self.seps.component).enumerate() {
-                        match self.seps.subcomponent {
-                            Some(sc) => {
-                                for (ki, sub) in comp.split(sc).enumerate() {
-                                    f(pos(ri + 1, ci + 1, ki + 1), sub);
-                                }
+                if !ascii {
+                    for (ri, r) in raw.split(s.repetition).enumerate() {
+                        for (ci, c) in r.split(s.component).enumerate() {
+                            let subs: Vec<&str> = match s.subcomponent {
+                                Some(sc) => c.split(sc).collect(),
+                                None => vec![c],
+                            };
+                            for (ki, v) in subs.into_iter().enumerate() {
+                                pos.repetition = ri + 1;
+                                pos.component = ci + 1;
+                                pos.subcomponent = ki + 1;
+                                f(pos, v, s.escape.is_some_and(|e| v.contains(e)));
                             }
-                            None => f(pos(ri + 1, ci + 1, 1), comp),
                         }
                     }
+                    continue;
                 }
+                let b = raw.as_bytes();
+                let mut start = 0;
+                let mut has_esc = false;
+                for (i, &x) in b.iter().enumerate() {
+                    if x == rep || x == comp || Some(x) == sub {
+                        // Delimiters are ASCII, so `start..i` are char boundaries.
+                        f(pos, &raw[start..i], has_esc);
+                        has_esc = false;
+                        start = i + 1;
+                        if x == rep {
+                            pos.repetition += 1;
+                            pos.component = 1;
+                            pos.subcomponent = 1;
+                        } else if x == comp {
+                            pos.component += 1;
+                            pos.subcomponent = 1;
+                        } else {
+                            pos.subcomponent += 1;
+                        }
+                    } else if Some(x) == esc {
+                        has_esc = true;
+                    }
+                }
+                f(pos, &raw[start..], has_esc);
             }
         }
     }
