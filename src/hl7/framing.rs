@@ -10,6 +10,9 @@
 //! message (for the dead-letter store) and the segment lines (for parsing). Text that belongs
 //! to no message (a cover letter before the first `MSH`, junk between XML elements) comes back
 //! as a [`FrameError`] with its bytes. Framing never panics.
+//!
+//! [`StreamFramer`] gives the same frames for input that arrives in chunks (a property test
+//! checks it for arbitrary split points), emitting each message once the next one starts.
 
 use bytes::Bytes;
 
@@ -111,7 +114,7 @@ pub fn frame(input: &Bytes) -> Framed {
         out.container = Container::Xml;
         frame_xml(&body, &mut out);
     } else {
-        frame_plain(&body, &mut out, true);
+        frame_plain(&body, &mut out, true, true);
     }
     out
 }
@@ -127,7 +130,9 @@ fn is_msh(line: &[u8]) -> bool {
 }
 
 /// Splits pipe text into messages. `top_level` is false inside an XML element.
-fn frame_plain(body: &Bytes, out: &mut Framed, top_level: bool) {
+/// `whole` is false when more input follows `body` (a stream cut before a line-start MSH):
+/// then text without an MSH is stray text before the next message, not a non-HL7 input.
+fn frame_plain(body: &Bytes, out: &mut Framed, top_level: bool, whole: bool) {
     struct Current {
         start: usize,
         end: usize,
@@ -221,7 +226,7 @@ fn frame_plain(body: &Bytes, out: &mut Framed, top_level: bool) {
     }
     flush_stray(&mut stray, out);
     flush_msg(&mut current, out);
-    if !any_msh && out.messages.is_empty() {
+    if whole && !any_msh && out.messages.is_empty() {
         // Nothing here is HL7: one rejection for the whole body, not a stray-lines one.
         let had_stray = out
             .rejected
@@ -293,7 +298,7 @@ fn frame_xml(body: &Bytes, out: &mut Framed) {
             messages: Vec::new(),
             rejected: Vec::new(),
         };
-        frame_plain(&content, &mut inner, false);
+        frame_plain(&content, &mut inner, false, true);
         for mut m in inner.messages {
             m.index += before as u32;
             out.messages.push(m);
@@ -407,6 +412,157 @@ fn find_ci(h: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
         .map(|p| p + from)
 }
 
+/// Frames a byte stream that arrives in chunks (a file read piece by piece, a socket) into
+/// exactly the frames [`frame`] finds in the whole input, emitting each message as soon as
+/// the next one has started. An XML wrapper is buffered and framed whole at the end.
+#[derive(Debug, Default)]
+pub struct StreamFramer {
+    buf: Vec<u8>,
+    /// Frames emitted so far (indexes continue from here).
+    emitted: u32,
+    /// Lines consumed so far (line numbers continue from here).
+    lines: usize,
+    started: bool,
+    xml: bool,
+    any_msh: bool,
+    batch: bool,
+}
+
+impl StreamFramer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a chunk; returns the messages (and rejections) now known to be complete.
+    pub fn push(&mut self, chunk: &[u8]) -> Framed {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Framed {
+            container: Container::Plain,
+            messages: Vec::new(),
+            rejected: Vec::new(),
+        };
+        if !self.started {
+            // Decide on BOM and XML only once the first meaningful byte is here.
+            if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
+                return out;
+            }
+            if self.buf.starts_with(BOM) {
+                self.buf.drain(..BOM.len());
+            }
+            match self.buf.iter().position(|b| !b.is_ascii_whitespace()) {
+                None => return out,
+                Some(p) => {
+                    self.started = true;
+                    self.xml = self.buf[p] == b'<';
+                }
+            }
+        }
+        if self.xml {
+            return out;
+        }
+        // Cut before the last line-start MSH whose header is complete enough to recognise.
+        let mut cut = None;
+        let b = &self.buf;
+        for i in (1..b.len().saturating_sub(3)).rev() {
+            if matches!(b[i - 1], b'\r' | b'\n' | 0x1C) && is_msh(&b[i..]) {
+                cut = Some(i);
+                break;
+            }
+        }
+        let Some(cut) = cut else { return out };
+        let prefix = Bytes::copy_from_slice(&self.buf[..cut]);
+        self.buf.drain(..cut);
+        self.emit(&prefix, false, &mut out);
+        out
+    }
+
+    /// Ends the stream: frames what is left.
+    pub fn finish(mut self) -> Framed {
+        let mut out = Framed {
+            container: Container::Plain,
+            messages: Vec::new(),
+            rejected: Vec::new(),
+        };
+        let rest = Bytes::from(std::mem::take(&mut self.buf));
+        if self.xml {
+            return frame(&rest);
+        }
+        if !self.started
+            || rest
+                .iter()
+                .all(|b| b.is_ascii_whitespace() || *b == 0x0B || *b == 0x1C)
+        {
+            if self.emitted == 0 {
+                out.rejected.push(Rejected {
+                    index: 0,
+                    raw: rest,
+                    error: FrameError::Empty,
+                });
+            }
+            return out;
+        }
+        self.emit(&rest, !self.any_msh, &mut out);
+        out
+    }
+
+    fn emit(&mut self, body: &Bytes, whole: bool, out: &mut Framed) {
+        let mut part = Framed {
+            container: Container::Plain,
+            messages: Vec::new(),
+            rejected: Vec::new(),
+        };
+        frame_plain(body, &mut part, true, whole);
+        if part.container == Container::Batch {
+            self.batch = true;
+        }
+        if !part.messages.is_empty() {
+            self.any_msh = true;
+        }
+        let n = (part.messages.len() + part.rejected.len()) as u32;
+        for mut m in part.messages {
+            m.index += self.emitted;
+            m.line += self.lines;
+            out.messages.push(m);
+        }
+        for mut r in part.rejected {
+            r.index += self.emitted;
+            if let FrameError::Stray { line, lines } = r.error {
+                r.error = FrameError::Stray {
+                    line: line + self.lines,
+                    lines,
+                };
+            }
+            out.rejected.push(r);
+        }
+        self.emitted += n;
+        self.lines += count_lines(body);
+        out.container = if self.batch {
+            Container::Batch
+        } else {
+            Container::Plain
+        };
+    }
+}
+
+/// Lines ended in `b` the way `frame_plain` counts them (CRLF once, MLLP end byte too).
+fn count_lines(b: &[u8]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\r' if b.get(i + 1) == Some(&b'\n') => {
+                n += 1;
+                i += 2;
+                continue;
+            }
+            b'\r' | b'\n' | 0x1C => n += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,7 +656,97 @@ mod tests {
         assert_eq!(&f.messages[0].segments[1][..], b"PID|1|a<b");
     }
 
+    fn chunked(input: &[u8], cuts: &[usize]) -> Framed {
+        let mut f = StreamFramer::new();
+        let mut all = Framed {
+            container: Container::Plain,
+            messages: Vec::new(),
+            rejected: Vec::new(),
+        };
+        let mut last = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.sort_unstable();
+        for p in points.into_iter().chain(std::iter::once(input.len())) {
+            let part = f.push(&input[last..p]);
+            all.messages.extend(part.messages);
+            all.rejected.extend(part.rejected);
+            if part.container == Container::Batch {
+                all.container = Container::Batch;
+            }
+            last = p;
+        }
+        let end = f.finish();
+        if end.container != Container::Plain {
+            all.container = end.container;
+        }
+        all.messages.extend(end.messages);
+        all.rejected.extend(end.rejected);
+        all
+    }
+
+    fn summary(
+        f: &Framed,
+    ) -> (
+        Container,
+        Vec<(u32, Vec<u8>, Vec<Vec<u8>>, usize)>,
+        Vec<(u32, Vec<u8>, String)>,
+    ) {
+        (
+            f.container,
+            f.messages
+                .iter()
+                .map(|m| {
+                    (
+                        m.index,
+                        m.raw.to_vec(),
+                        m.segments.iter().map(|s| s.to_vec()).collect(),
+                        m.line,
+                    )
+                })
+                .collect(),
+            f.rejected
+                .iter()
+                .map(|r| (r.index, r.raw.to_vec(), r.error.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_stream_framed_in_chunks_gives_the_same_frames_as_the_whole() {
+        let input = b"\xEF\xBB\xBFnote\r\nFHS|^~\\&\rMSH|^~\\&|A\rPID|1\r\n\r\nMSH|^~\\&|B\nPID|2\nBTS|2\rFTS|1\r";
+        for cut in 0..input.len() {
+            assert_eq!(
+                summary(&chunked(input, &[cut])),
+                summary(&frame(&Bytes::copy_from_slice(input))),
+                "cut at {cut}"
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn framing_a_stream_split_at_arbitrary_points_matches_framing_the_whole(
+            msgs in proptest::collection::vec(
+                (proptest::collection::vec("[A-Z]{3}\\|[a-z0-9^|]{0,10}", 0..5), 0usize..3, any::<bool>()),
+                0..5,
+            ),
+            junk in "[a-z ]{0,12}",
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut text = junk.clone();
+            if !text.is_empty() { text.push('\n'); }
+            for (segs, style, blank) in &msgs {
+                let sep = ["\r", "\n", "\r\n"][*style];
+                text.push_str("MSH|^~\\&|X");
+                for s in segs { text.push_str(sep); text.push_str(s); }
+                text.push_str(sep);
+                if *blank { text.push_str(sep); }
+            }
+            let whole = frame(&Bytes::from(text.clone()));
+            let streamed = chunked(text.as_bytes(), &cuts);
+            prop_assert_eq!(summary(&streamed), summary(&whole));
+        }
+
         #[test]
         fn framing_never_panics_and_accounts_for_every_message(input in proptest::collection::vec(any::<u8>(), 0..600)) {
             let bytes = Bytes::from(input);
