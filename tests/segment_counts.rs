@@ -55,7 +55,7 @@ fn corpus_segment_counts_match_their_segment_lines_with_documented_exceptions_on
         eprintln!("skipping: {} not found", dir.display());
         return;
     }
-    let files = oscarflow::sources::list::ListSource::expand(&[dir.clone()]).unwrap();
+    let files = oscarflow::sources::list::ListSource::expand(std::slice::from_ref(&dir)).unwrap();
     let mut checked = 0;
     let mut mismatches = Vec::new();
     for f in files

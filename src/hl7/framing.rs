@@ -684,13 +684,13 @@ mod tests {
         all
     }
 
-    fn summary(
-        f: &Framed,
-    ) -> (
+    type Summary = (
         Container,
         Vec<(u32, Vec<u8>, Vec<Vec<u8>>, usize)>,
         Vec<(u32, Vec<u8>, String)>,
-    ) {
+    );
+
+    fn summary(f: &Framed) -> Summary {
         (
             f.container,
             f.messages
