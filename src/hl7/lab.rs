@@ -60,6 +60,8 @@ impl LabType {
         match app.as_str() {
             "PATHL7" => LabType::Pathl7,
             "IHALAB" => LabType::IhaPoi,
+            // Interior Health POI: MSH-3 `LAB`, MSH-4 an IH facility (KGH, IHxxx).
+            "LAB" if fac == "KGH" || fac.starts_with("IH") => LabType::IhaPoi,
             _ if fac == "CML" || app == "CML" => LabType::Cml,
             _ if fac == "GDML" || app == "GDML" => LabType::Gdml,
             _ if app.starts_with("MEDITECH") => LabType::Meditech,
@@ -113,6 +115,21 @@ pub struct Observation {
     pub abnormal_flag: String,
     pub status: String,
     pub observed_at: String,
+    /// For value type `ED`: the encapsulated data (e.g. a Base64 PDF); `value` then holds
+    /// the data (ED.5), as OSCAR's `getOBXResult` returns it.
+    pub embedded: Option<Embedded>,
+}
+
+/// Encapsulated data (ED) of an OBX.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Embedded {
+    pub source_application: String,
+    pub data_type: String,
+    pub subtype: String,
+    pub encoding: String,
+    #[serde(skip)]
+    pub data: String,
+    pub data_len: usize,
 }
 
 /// One OBR with its OBX and NTE.
@@ -139,8 +156,13 @@ pub struct Patient {
     pub first_name: String,
     /// Health number as the feed carries it (PATHL7: PID-2; IHA POI: PID-4).
     pub health_number: String,
+    /// Assigning authority of the health number (CX.4), e.g. `BC`.
+    pub health_number_authority: String,
+    pub middle_name: String,
     pub dob: String,
     pub sex: String,
+    /// First home phone (PID-13.1).
+    pub phone: String,
 }
 
 /// A lab result message.
@@ -180,26 +202,38 @@ fn xcn(m: &Message<'_>, seg: &Segment<'_>, field: usize, rep: usize) -> Provider
 }
 
 impl LabMessage {
-    /// Builds the model from a parsed message.
+    /// Builds the model from a parsed message, detecting the lab type.
     pub fn from_message(m: &Message<'_>) -> Result<LabMessage, LabError> {
+        Self::from_message_as(m, None)
+    }
+
+    /// Builds the model; `lab_type` overrides detection (OSCAR takes the type from the
+    /// upload's configuration, not from the message).
+    pub fn from_message_as(
+        m: &Message<'_>,
+        lab_type: Option<LabType>,
+    ) -> Result<LabMessage, LabError> {
         let Some(pid) = m.segments_named("PID").next() else {
             return Err(LabError::MissingSegment("PID"));
         };
         if !m.has("OBR") {
             return Err(LabError::MissingSegment("OBR"));
         }
-        let lab_type = LabType::detect(m);
+        let lab_type = lab_type.unwrap_or_else(|| LabType::detect(m));
         let t = |s: std::borrow::Cow<'_, str>| s.trim().to_string();
-        let health_number = match lab_type {
-            LabType::IhaPoi => t(m.value(pid, 4, 1, Some(1))),
-            _ => t(m.value(pid, 2, 1, Some(1))),
+        let hin_field = match lab_type {
+            LabType::IhaPoi => 4,
+            _ => 2,
         };
         let patient = Patient {
             last_name: t(m.value(pid, 5, 1, Some(1))),
             first_name: t(m.value(pid, 5, 1, Some(2))),
-            health_number,
+            middle_name: t(m.value(pid, 5, 1, Some(3))),
+            health_number: t(m.value(pid, hin_field, 1, Some(1))),
+            health_number_authority: t(m.value(pid, hin_field, 1, Some(4))),
             dob: t(m.value(pid, 7, 1, Some(1))),
             sex: t(m.value(pid, 8, 1, Some(1))),
+            phone: t(m.value(pid, 13, 1, Some(1))),
         };
         let first_orc_filler = m
             .segments_named("ORC")
@@ -234,11 +268,29 @@ impl LabMessage {
                 }
                 "OBX" => {
                     if let Some(o) = orders.last_mut() {
+                        let value_type = t(m.value(seg, 2, 1, None));
+                        let embedded = value_type.eq_ignore_ascii_case("ED").then(|| {
+                            let c = |n| m.value(seg, 5, 1, Some(n)).trim().to_string();
+                            let data = c(5);
+                            Embedded {
+                                source_application: c(1),
+                                data_type: c(2),
+                                subtype: c(3),
+                                encoding: c(4),
+                                data_len: data.len(),
+                                data,
+                            }
+                        });
+                        let value = match &embedded {
+                            Some(e) if !e.data.is_empty() => e.data.clone(),
+                            _ => m.value(seg, 5, 1, None).trim().to_string(),
+                        };
                         o.observations.push(Observation {
-                            value_type: t(m.value(seg, 2, 1, None)),
+                            embedded,
+                            value,
+                            value_type,
                             identifier: t(m.value(seg, 3, 1, Some(1))),
                             name: t(m.value(seg, 3, 1, Some(2))),
-                            value: m.value(seg, 5, 1, None).trim().to_string(),
                             units: t(m.value(seg, 6, 1, Some(1))),
                             reference_range: t(m.value(seg, 7, 1, None)),
                             abnormal_flag: t(m.value(seg, 8, 1, None)),
@@ -312,6 +364,40 @@ mod tests {
         assert_eq!(l.orders[0].observations[0].observed_at, "20260101100000");
         assert_eq!(l.orders[0].notes, vec!["a note".to_string()]);
         assert_eq!(l.message_type, "ORU^R01");
+    }
+
+    #[test]
+    fn embedded_pdf_is_read_from_ed_components() {
+        let l = lab("MSH|^~\\&|PATHL7|X\rPID||9000000011^^^BC|||ZZTEST^A^B||19800102|F|||||604-555-0100\rOBR|1\rOBX|1|ED|PDF^Report||LAB^Application^PDF^Base64^JVBERi0xLjQK||||||F");
+        let o = &l.orders[0].observations[0];
+        let e = o.embedded.as_ref().unwrap();
+        assert_eq!(
+            (
+                e.data_type.as_str(),
+                e.subtype.as_str(),
+                e.encoding.as_str()
+            ),
+            ("Application", "PDF", "Base64")
+        );
+        assert_eq!(o.value, "JVBERi0xLjQK");
+        assert_eq!(l.patient.health_number_authority, "BC");
+        assert_eq!(l.patient.middle_name, "B");
+        assert_eq!(l.patient.phone, "604-555-0100");
+    }
+
+    #[test]
+    fn configured_lab_type_overrides_detection_and_picks_the_health_number_field() {
+        let m = Message::parse("MSH|^~\\&|LAB^2.0|KGH\rPID|1|A1|KB2|9879597977\rOBR|1").unwrap();
+        assert_eq!(
+            LabMessage::from_message(&m).unwrap().lab_type,
+            LabType::IhaPoi
+        );
+        assert_eq!(
+            LabMessage::from_message(&m).unwrap().patient.health_number,
+            "9879597977"
+        );
+        let forced = LabMessage::from_message_as(&m, Some(LabType::Pathl7)).unwrap();
+        assert_eq!(forced.patient.health_number, "A1");
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct ParseHl7Config {
     pub message_types: Vec<String>,
     /// Parallel parse calls.
     pub concurrency: usize,
+    /// OSCAR's lab type for every message of this pipeline (`PATHL7`, `IHAPOI`, `CML`,
+    /// `GDML`, `MDS`, `MEDITECH`, `CLS`, `EPSILON`, `HL7`), as OSCAR's upload configuration
+    /// sets it. Absent: detected from MSH-3/MSH-4.
+    pub lab_type: Option<crate::hl7::lab::LabType>,
 }
 
 impl Default for ParseHl7Config {
@@ -49,6 +53,7 @@ impl Default for ParseHl7Config {
             encoding_fallback: Fallback::Windows1252,
             message_types: vec!["ORU".to_string()],
             concurrency: 2,
+            lab_type: None,
         }
     }
 }
@@ -150,7 +155,7 @@ impl ParseHl7 {
                 );
                 continue;
             }
-            let lab = match LabMessage::from_message(&msg) {
+            let lab = match LabMessage::from_message_as(&msg, self.cfg.lab_type) {
                 Ok(l) => l,
                 Err(e) => {
                     out.reject(
