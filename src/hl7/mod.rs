@@ -11,6 +11,23 @@
 //!   import needs.
 //!
 //! Errors name positions (`MSH-2`, `segment 4`), never values: message content is PHI.
+//!
+//! ## Why our own parser (decided by measurement)
+//!
+//! hl7-parser 0.3 was measured on the public corpus before anything was built on it. It
+//! returns `Ok` while silently stopping at the first line it cannot read (LF/CRLF
+//! terminators in strict mode, blank lines, long segment names, wrapped lines), does not
+//! split multi-message or batch files, mixes byte and char indices in its unescaper (a
+//! panic on `éé\T\`), decodes `\Xhh\` only for line breaks, and shifts every MSH field on
+//! a v2.7 five-character MSH-2. Wrapping it would have meant re-doing framing, length
+//! checks and unescaping around it, and it is the slowest peer (`BENCHMARKS.md`: 28 MB/s
+//! against 413 MB/s here for parse-and-visit-every-value). So `src/hl7` is ours;
+//! hl7-parser and er7 stay dev-dependencies: er7 for the differential test over the corpus
+//! (`tests/differential.rs`), both for `scripts/bench-parse`.
+//!
+//! Lines inside a message that are not segments (wrapped lines, comments) make the message
+//! unreadable (`ParseError::BadSegmentName` with the line number): it is rejected with its
+//! bytes rather than guessed at (`tests/segment_counts.rs` lists the corpus cases).
 
 pub mod ack;
 pub mod escape;
