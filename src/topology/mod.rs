@@ -1,4 +1,4 @@
-//! Running pipelines: [`build`] turns a validated [`crate::config::PipelineConfig`] into
+//! Running pipelines: [`build()`] turns a validated [`crate::config::PipelineConfig`] into
 //! tasks joined by bounded channels; [`run`] holds the generic runners that give every
 //! component the same guarantees — retries with backoff and jitter for transient errors,
 //! dead letters for data errors and spent retries, acks resolved after the durable write,
