@@ -1,5 +1,7 @@
 //! Any bytes through framing, decoding, parsing, the lab model, the hl7TextInfo mapping and
-//! the ACK builder: nothing may panic.
+//! the ACK builder: nothing may panic. Also differential: framing the bytes as a stream
+//! split in two (at a point taken from the input) must give the same frames as framing
+//! them whole.
 #![no_main]
 
 use bytes::Bytes;
@@ -7,12 +9,29 @@ use libfuzzer_sys::fuzz_target;
 use oscarflow::hl7::ack::{build_ack, AckCode, AckMode};
 use oscarflow::hl7::lab::LabMessage;
 use oscarflow::hl7::text::{decode, sniff_msh18, Fallback};
+use oscarflow::hl7::framing::StreamFramer;
 use oscarflow::hl7::{frame, Message};
 use oscarflow::oscar::info::{doc_nums, Hl7TextInfo};
 use oscarflow::oscar::Flavour;
 
 fuzz_target!(|data: &[u8]| {
     let framed = frame(&Bytes::copy_from_slice(data));
+    let cut = data.first().map_or(0, |b| *b as usize * data.len() / 256);
+    let mut stream = StreamFramer::new();
+    let mut a = stream.push(&data[..cut]);
+    let b = stream.push(&data[cut..]);
+    let c = stream.finish();
+    a.messages.extend(b.messages);
+    a.messages.extend(c.messages);
+    a.rejected.extend(b.rejected);
+    a.rejected.extend(c.rejected);
+    let key = |f: &oscarflow::hl7::Framed| {
+        (
+            f.messages.iter().map(|m| (m.index, m.raw.clone(), m.segments.clone(), m.line)).collect::<Vec<_>>(),
+            f.rejected.iter().map(|r| (r.index, r.raw.clone(), r.error.clone())).collect::<Vec<_>>(),
+        )
+    };
+    assert!(key(&a) == key(&framed), "stream framing differs from whole framing");
     for m in &framed.messages {
         let joined = m.joined(b"\r");
         let msh18 = sniff_msh18(&joined);

@@ -423,6 +423,8 @@ pub struct StreamFramer {
     /// Lines consumed so far (line numbers continue from here).
     lines: usize,
     started: bool,
+    /// A BOM was stripped (an empty input's rejection keeps it, as `frame` does).
+    bom: bool,
     xml: bool,
     any_msh: bool,
     batch: bool,
@@ -446,8 +448,9 @@ impl StreamFramer {
             if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
                 return out;
             }
-            if self.buf.starts_with(BOM) {
+            if !self.bom && self.buf.starts_with(BOM) {
                 self.buf.drain(..BOM.len());
+                self.bom = true;
             }
             match self.buf.iter().position(|b| !b.is_ascii_whitespace()) {
                 None => return out,
@@ -493,9 +496,16 @@ impl StreamFramer {
                 .all(|b| b.is_ascii_whitespace() || *b == 0x0B || *b == 0x1C)
         {
             if self.emitted == 0 {
+                let raw = if self.bom {
+                    let mut v = BOM.to_vec();
+                    v.extend_from_slice(&rest);
+                    Bytes::from(v)
+                } else {
+                    rest
+                };
                 out.rejected.push(Rejected {
                     index: 0,
-                    raw: rest,
+                    raw,
                     error: FrameError::Empty,
                 });
             }
@@ -709,6 +719,18 @@ mod tests {
                 .map(|r| (r.index, r.raw.to_vec(), r.error.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_stream_of_only_a_bom_is_rejected_as_empty_with_its_bytes() {
+        // Found by the differential fuzz target.
+        let input = b"\xEF\xBB\xBF";
+        for cut in 0..=input.len() {
+            assert_eq!(
+                summary(&chunked(input, &[cut])),
+                summary(&frame(&Bytes::copy_from_slice(input)))
+            );
+        }
     }
 
     #[test]
