@@ -463,14 +463,25 @@ impl StreamFramer {
         if self.xml {
             return out;
         }
-        // Cut before the last line-start MSH whose header is complete enough to recognise.
+        // Cut before the last complete line that starts a message, judged exactly as
+        // `frame_plain` judges lines (leading MLLP/blank trimming, the MSH test).
         let mut cut = None;
         let b = &self.buf;
-        for i in (1..b.len().saturating_sub(3)).rev() {
-            if matches!(b[i - 1], b'\r' | b'\n' | 0x1C) && is_msh(&b[i..]) {
-                cut = Some(i);
+        let mut end = b.len();
+        // Only lines whose terminator has arrived are complete.
+        while let Some(term) = b[..end]
+            .iter()
+            .rposition(|c| matches!(c, b'\r' | b'\n' | 0x1C))
+        {
+            let start = b[..term]
+                .iter()
+                .rposition(|c| matches!(c, b'\r' | b'\n' | 0x1C))
+                .map_or(0, |p| p + 1);
+            if start > 0 && line_starts_message(&b[start..term]) {
+                cut = Some(start);
                 break;
             }
+            end = term;
         }
         let Some(cut) = cut else { return out };
         let prefix = Bytes::copy_from_slice(&self.buf[..cut]);
@@ -552,6 +563,19 @@ impl StreamFramer {
             Container::Plain
         };
     }
+}
+
+/// Whether a line (without its terminator) starts a message, trimmed as `frame_plain` does.
+fn line_starts_message(line: &[u8]) -> bool {
+    let mut ls = 0;
+    while ls < line.len() && matches!(line[ls], 0x0B | b' ' | b'\t') {
+        ls += 1;
+    }
+    let mut le = line.len();
+    while le > ls && matches!(line[le - 1], b' ' | b'\t') {
+        le -= 1;
+    }
+    is_msh(&line[ls..le])
 }
 
 /// Lines ended in `b` the way `frame_plain` counts them (CRLF once, MLLP end byte too).
@@ -719,6 +743,20 @@ mod tests {
                 .map(|r| (r.index, r.raw.to_vec(), r.error.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_line_that_is_only_msh_and_a_terminator_does_not_split_a_stream() {
+        // Found by the differential fuzz target: "MSH" alone on a line (its separator is
+        // the line break) is not a message start for the whole-input framer either.
+        let input = b"MSH|^~\\&|A\rPID|1\rMSH \rOBX|1\rMSH|^~\\&|B\rPID|2\r";
+        for cut in 0..=input.len() {
+            assert_eq!(
+                summary(&chunked(input, &[cut])),
+                summary(&frame(&Bytes::copy_from_slice(input))),
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]
