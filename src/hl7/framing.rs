@@ -498,13 +498,21 @@ impl StreamFramer {
             rejected: Vec::new(),
         };
         let rest = Bytes::from(std::mem::take(&mut self.buf));
-        if self.xml {
-            return frame(&rest);
+        if self.xml || !self.started {
+            // Nothing was emitted yet: the whole input is here, frame it as `frame` does
+            // (a partial BOM, whitespace only, or an XML wrapper).
+            let whole = if self.bom {
+                let mut v = BOM.to_vec();
+                v.extend_from_slice(&rest);
+                Bytes::from(v)
+            } else {
+                rest
+            };
+            return frame(&whole);
         }
-        if !self.started
-            || rest
-                .iter()
-                .all(|b| b.is_ascii_whitespace() || *b == 0x0B || *b == 0x1C)
+        if rest
+            .iter()
+            .all(|b| b.is_ascii_whitespace() || *b == 0x0B || *b == 0x1C)
         {
             if self.emitted == 0 {
                 let raw = if self.bom {
@@ -761,13 +769,20 @@ mod tests {
 
     #[test]
     fn a_stream_of_only_a_bom_is_rejected_as_empty_with_its_bytes() {
-        // Found by the differential fuzz target.
-        let input = b"\xEF\xBB\xBF";
-        for cut in 0..=input.len() {
-            assert_eq!(
-                summary(&chunked(input, &[cut])),
-                summary(&frame(&Bytes::copy_from_slice(input)))
-            );
+        // Found by the differential fuzz target, as was the partial BOM.
+        for input in [
+            &b"\xEF\xBB\xBF"[..],
+            b"\xEF\xBB",
+            b"\xEF",
+            b"\xEF\xBB\xBF \r\n",
+        ] {
+            for cut in 0..=input.len() {
+                assert_eq!(
+                    summary(&chunked(input, &[cut])),
+                    summary(&frame(&Bytes::copy_from_slice(input))),
+                    "{input:?} cut {cut}"
+                );
+            }
         }
     }
 
