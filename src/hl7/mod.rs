@@ -21,7 +21,7 @@
 //! panic on `éé\T\`), decodes `\Xhh\` only for line breaks, and shifts every MSH field on
 //! a v2.7 five-character MSH-2. Wrapping it would have meant re-doing framing, length
 //! checks and unescaping around it, and it is the slowest peer (`BENCHMARKS.md`: 28 MB/s
-//! against 413 MB/s here for parse-and-visit-every-value). So `src/hl7` is ours;
+//! against 418 MB/s here for parse-and-visit-every-value). So `src/hl7` is ours;
 //! hl7-parser and er7 stay dev-dependencies: er7 for the differential test over the corpus
 //! (`tests/differential.rs`), both for `scripts/bench-parse`.
 //!
