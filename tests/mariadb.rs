@@ -29,6 +29,8 @@ use oscarflow::store::{redact_url, Store};
 use oscarflow::telemetry::Observers;
 use oscarflow::topology::{build, BuildOptions};
 
+mod matching_suite;
+
 const URL_VAR: &str = "OSCARFLOW_TEST_MYSQL_URL";
 const REQUIRE_VAR: &str = "OSCARFLOW_REQUIRE_MYSQL";
 
@@ -968,4 +970,20 @@ async fn check_dead_letters(url: String) {
         "only mixed_good_bad.hl7 was imported"
     );
     store.pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adversarial_matching_cases_produce_no_wrong_patient_match_on_oscars_schema() {
+    with_test_db(|url| async move {
+        let store = Store::open(&url).await.expect("open the test database");
+        let (n, failures) = matching_suite::run(&store).await;
+        assert!(n >= 30, "only {n} cases");
+        assert!(
+            failures.is_empty(),
+            "{} of {n} cases failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    })
+    .await;
 }

@@ -47,6 +47,9 @@ pub enum MatchOutcome {
     },
     /// The lab carries no usable health number: never matched (no name-only match).
     NoHealthNumber,
+    /// The lab's birth date is present but not a date: unmatched rather than widened to
+    /// "any birth date" (an absent date is a wildcard, as in OSCAR).
+    InvalidBirthDate,
     /// No chart fits.
     NotFound,
     /// Several charts fit; OSCAR treats that as unmatched.
@@ -71,6 +74,7 @@ impl MatchOutcome {
         match self {
             MatchOutcome::Matched { .. } => "matched",
             MatchOutcome::NoHealthNumber => "no_health_number",
+            MatchOutcome::InvalidBirthDate => "invalid_birth_date",
             MatchOutcome::NotFound => "not_found",
             MatchOutcome::Ambiguous { .. } => "ambiguous",
         }
@@ -89,22 +93,24 @@ pub fn normalise_hin(hin: &str) -> String {
     h.to_string()
 }
 
-/// Birth date as OSCAR's LIKE patterns (year, month, day); `%` each when absent or invalid.
-pub fn dob_parts(dob: &str) -> (String, String, String) {
-    let d: String = dob
-        .trim()
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect();
+/// Birth date as OSCAR's LIKE patterns (year, month, day): `%` each when absent (empty or
+/// `UNKNOWN`, as OSCAR does), `None` when present but not a valid `YYYYMMDD…` date.
+pub fn dob_parts(dob: &str) -> Option<(String, String, String)> {
+    let t = dob.trim();
+    if t.is_empty() || t.eq_ignore_ascii_case("UNKNOWN") {
+        return Some(("%".into(), "%".into(), "%".into()));
+    }
+    let d: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
     if d.len() >= 8 {
         let (y, m, day) = (&d[0..4], &d[4..6], &d[6..8]);
-        let ok = m.parse::<u32>().is_ok_and(|v| (1..=12).contains(&v))
+        let ok = y.parse::<u32>().is_ok_and(|v| v >= 1800)
+            && m.parse::<u32>().is_ok_and(|v| (1..=12).contains(&v))
             && day.parse::<u32>().is_ok_and(|v| (1..=31).contains(&v));
         if ok {
-            return (y.to_string(), m.to_string(), day.to_string());
+            return Some((y.to_string(), m.to_string(), day.to_string()));
         }
     }
-    ("%".into(), "%".into(), "%".into())
+    None
 }
 
 /// Escapes LIKE wildcards with `!` (the `ESCAPE '!'` character, valid on MySQL and SQLite).
@@ -129,7 +135,9 @@ pub async fn match_patient(
     if hin.is_empty() {
         return Ok(MatchOutcome::NoHealthNumber);
     }
-    let (y, m, d) = dob_parts(&patient.dob);
+    let Some((y, m, d)) = dob_parts(&patient.dob) else {
+        return Ok(MatchOutcome::InvalidBirthDate);
+    };
     let sex = patient
         .sex
         .trim()
@@ -234,18 +242,20 @@ mod tests {
     }
 
     #[test]
-    fn dob_parts_are_wildcards_when_missing_or_invalid() {
+    fn dob_parts_are_wildcards_when_missing_and_refused_when_invalid() {
+        let any = Some(("%".into(), "%".into(), "%".into()));
         assert_eq!(
             dob_parts("19770726"),
-            ("1977".into(), "07".into(), "26".into())
+            Some(("1977".into(), "07".into(), "26".into()))
         );
         assert_eq!(
             dob_parts("197707261200"),
-            ("1977".into(), "07".into(), "26".into())
+            Some(("1977".into(), "07".into(), "26".into()))
         );
-        assert_eq!(dob_parts(""), ("%".into(), "%".into(), "%".into()));
-        assert_eq!(dob_parts("UNKNOWN"), ("%".into(), "%".into(), "%".into()));
-        assert_eq!(dob_parts("19771399"), ("%".into(), "%".into(), "%".into()));
+        assert_eq!(dob_parts(""), any);
+        assert_eq!(dob_parts("UNKNOWN"), any);
+        assert_eq!(dob_parts("19771399"), None);
+        assert_eq!(dob_parts("1977-07-26"), None);
     }
 
     #[test]
