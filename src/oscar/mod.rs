@@ -26,3 +26,29 @@ pub enum Flavour {
     /// OSCAR 19: obr_date from the first OBX-14, report status as the OBR-25 letter.
     Oscar19,
 }
+
+/// The `oscar_flavour` setting: a flavour, or `auto` to read it from the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlavourSetting {
+    /// Open-O's `document.report_media` column (added by Open-O, absent from OSCAR 19)
+    /// decides; a database without OSCAR's `document` table (the embedded store) is Open-O.
+    #[default]
+    Auto,
+    OpenO,
+    Oscar19,
+}
+
+/// Reads the flavour from the schema (see [`FlavourSetting::Auto`]).
+pub async fn detect_flavour(
+    store: &crate::store::Store,
+) -> Result<Flavour, crate::store::StoreError> {
+    if !store.table_exists("document").await? {
+        return Ok(Flavour::OpenO);
+    }
+    if store.column_exists("document", "report_media").await? {
+        Ok(Flavour::OpenO)
+    } else {
+        Ok(Flavour::Oscar19)
+    }
+}

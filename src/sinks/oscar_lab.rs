@@ -13,7 +13,7 @@ use crate::component::ProcessError;
 use crate::envelope::Envelope;
 use crate::lab_file::{LabFile, OrderKey};
 use crate::oscar::import::{import_file, ImportOptions, ImportOutcome};
-use crate::oscar::Flavour;
+use crate::oscar::{detect_flavour, Flavour, FlavourSetting};
 use crate::store::Store;
 use crate::telemetry::{Event, MetricName, Observers};
 
@@ -25,8 +25,9 @@ pub struct OscarLabConfig {
     pub service_name: String,
     /// `fileUploadCheck.provider_no` (OSCAR uses `'0'` for automated uploads).
     pub upload_provider_no: String,
-    /// Which OSCAR writes the database reads (`open_o` or `oscar19`).
-    pub oscar_flavour: Flavour,
+    /// Which OSCAR reads the database: `open_o`, `oscar19`, or `auto` (read from the
+    /// schema on first use: Open-O has `document.report_media`).
+    pub oscar_flavour: FlavourSetting,
     /// Files committed in parallel (different ordering keys only).
     pub concurrency: usize,
     /// Files sharing this key are committed in arrival order.
@@ -38,7 +39,7 @@ impl Default for OscarLabConfig {
         Self {
             service_name: "oscarflow".into(),
             upload_provider_no: "0".into(),
-            oscar_flavour: Flavour::OpenO,
+            oscar_flavour: FlavourSetting::Auto,
             concurrency: 4,
             order_by: OrderKey::Accession,
         }
@@ -49,6 +50,8 @@ impl Default for OscarLabConfig {
 pub struct OscarLab {
     store: Store,
     opts: ImportOptions,
+    setting: FlavourSetting,
+    flavour: tokio::sync::OnceCell<Flavour>,
     observers: Observers,
     id: Arc<str>,
 }
@@ -60,8 +63,10 @@ impl OscarLab {
             opts: ImportOptions {
                 service_name: cfg.service_name.clone(),
                 upload_provider_no: cfg.upload_provider_no.clone(),
-                flavour: cfg.oscar_flavour,
+                flavour: Flavour::OpenO,
             },
+            setting: cfg.oscar_flavour,
+            flavour: tokio::sync::OnceCell::new(),
             observers,
             id,
         }
@@ -76,7 +81,25 @@ impl Sink<LabFile> for OscarLab {
 
     async fn write(&self, env: &Envelope<LabFile>) -> Result<(), ProcessError> {
         let started = Instant::now();
-        let outcome = import_file(&self.store, &env.payload, &env.provenance, &self.opts).await?;
+        let flavour = *self
+            .flavour
+            .get_or_try_init(|| async {
+                let f = match self.setting {
+                    FlavourSetting::OpenO => Flavour::OpenO,
+                    FlavourSetting::Oscar19 => Flavour::Oscar19,
+                    FlavourSetting::Auto => detect_flavour(&self.store)
+                        .await
+                        .map_err(|e| ProcessError::transient(format!("flavour detection: {e}")))?,
+                };
+                tracing::info!(component = %self.id, flavour = ?f, "OSCAR flavour in use.");
+                Ok::<_, ProcessError>(f)
+            })
+            .await?;
+        let opts = ImportOptions {
+            flavour,
+            ..self.opts.clone()
+        };
+        let outcome = import_file(&self.store, &env.payload, &env.provenance, &opts).await?;
         metrics::histogram!(MetricName::ImportDurationSeconds.as_str(), "pipeline" => env.provenance.pipeline.to_string())
             .record(started.elapsed().as_secs_f64());
         match outcome {

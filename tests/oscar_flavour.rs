@@ -1,0 +1,45 @@
+//! `oscar_flavour = "auto"` reads the flavour from the schema: Open-O's
+//! `document.report_media` column means Open-O; a `document` table without it, OSCAR 19; no
+//! `document` table at all (the embedded store), Open-O.
+
+mod common;
+
+use oscarflow::oscar::{detect_flavour, Flavour};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flavour_is_read_from_the_schema() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::sqlite_store(tmp.path()).await;
+    assert_eq!(detect_flavour(&store).await.unwrap(), Flavour::OpenO);
+    sqlx::query("CREATE TABLE document (document_no INTEGER PRIMARY KEY, doctype varchar(60))")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(detect_flavour(&store).await.unwrap(), Flavour::Oscar19);
+    sqlx::query("ALTER TABLE document ADD COLUMN report_media int")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(detect_flavour(&store).await.unwrap(), Flavour::OpenO);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oscar19_database_gets_oscar19_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    sqlx::query("CREATE TABLE document (document_no INTEGER PRIMARY KEY, doctype varchar(60))")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let items = vec![oscarflow::sources::list::ListItem::File(
+        common::repo().join("fixtures/hl7/versions/accession_26-200000001_3_corrected.hl7"),
+    )];
+    common::run_items(&common::lab_pipeline(), &store, items, None).await;
+    let (status, facility): (String, Option<String>) =
+        sqlx::query_as("SELECT report_status, sending_facility FROM hl7TextInfo")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "C", "OSCAR 19 stores the OBR-25 letter");
+    assert_eq!(facility, None, "OSCAR 19 leaves sending_facility empty");
+}
