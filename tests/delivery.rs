@@ -722,3 +722,60 @@ async fn a_message_over_the_size_limit_is_dead_lettered_and_the_rest_of_its_file
         "the rejected message's own bytes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_of_one_accession_keep_only_the_current_measurements() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let versions = [
+        "fixtures/hl7/versions/accession_26-200000001_1_prelim.hl7",
+        "fixtures/hl7/versions/accession_26-200000001_2_final.hl7",
+        "fixtures/hl7/versions/accession_26-200000001_3_corrected.hl7",
+    ];
+    let mut per_version = Vec::new();
+    for v in versions {
+        run_items(
+            &lab_pipeline(),
+            &store,
+            vec![oscarflow::sources::list::ListItem::File(repo().join(v))],
+            None,
+        )
+        .await;
+        let lab_no: i64 = sqlx::query_scalar("SELECT MAX(lab_no) FROM hl7TextInfo")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        let n = count(
+            &store,
+            &format!(
+                "SELECT COUNT(*) FROM measurementsExt WHERE keyval = 'lab_no' AND val = '{lab_no}'"
+            ),
+        )
+        .await;
+        assert!(n > 0, "{v}: the matched lab has measurements");
+        per_version.push((lab_no, n));
+    }
+    let (current, current_n) = per_version[2];
+    let live = count(&store, "SELECT COUNT(*) FROM measurements").await;
+    assert_eq!(
+        live, current_n,
+        "only the corrected version's measurements stay"
+    );
+    let on_current = count(
+        &store,
+        &format!("SELECT COUNT(*) FROM measurements m JOIN measurementsExt e ON e.measurement_id = m.id AND e.keyval = 'lab_no' AND e.val = '{current}'"),
+    )
+    .await;
+    assert_eq!(on_current, current_n);
+    let deleted = count(&store, "SELECT COUNT(*) FROM measurementsDeleted").await;
+    assert_eq!(
+        deleted,
+        per_version[0].1 + per_version[1].1,
+        "prelim and final measurements moved aside"
+    );
+    let patient: i64 = sqlx::query_scalar("SELECT MIN(demographicNo) FROM measurements")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(patient, 1002, "filed under the matched patient");
+}

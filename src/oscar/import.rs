@@ -9,14 +9,15 @@
 //! this with deletes, we get it from the transaction. A concurrent writer of the same file
 //! loses on the unique key and reports a duplicate.
 //!
-//! Not yet written here (the OSCAR-fidelity work): `measurements`/`measurementsExt` for matched
-//! labs and the move of a superseded version's measurements to `measurementsDeleted`.
+//! Matched labs also get `measurements`/`measurementsExt` rows, and a new version moves the
+//! previous version's measurements to `measurementsDeleted` ([`super::measurements`]).
 
 use base64::Engine;
 use sqlx::{Any, Transaction};
 
 use super::info::{doc_nums, Hl7TextInfo};
 use super::matching::{match_patient, MatchOutcome, MatchSettings};
+use super::measurements::{retire_previous_version, write_measurements};
 use super::routing::routes;
 use super::Flavour;
 use crate::component::ProcessError;
@@ -64,26 +65,17 @@ fn upload_filename(name: &str) -> String {
     )
 }
 
-/// The auto-increment id of the row just inserted on this connection. MySQL reports it with
-/// the result; sqlx's `Any` driver drops it for SQLite, where `last_insert_rowid()` gives it.
 async fn generated_id(
     tx: &mut Transaction<'static, Any>,
     reported: Option<i64>,
     table: &'static str,
 ) -> Result<i64, ProcessError> {
-    if let Some(id) = reported.filter(|id| *id > 0) {
-        return Ok(id);
-    }
-    let id: i64 = sqlx::query_scalar("SELECT last_insert_rowid()")
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("read generated id"))?;
-    if id > 0 {
-        Ok(id)
-    } else {
-        Err(ProcessError::fatal(format!(
+    match crate::store::last_insert_id(tx, reported).await {
+        Ok(id) if id > 0 => Ok(id),
+        Ok(_) => Err(ProcessError::fatal(format!(
             "insert {table}: no generated id"
-        )))
+        ))),
+        Err(e) => Err(ProcessError::from_sqlx("read generated id", &e)),
     }
 }
 
@@ -149,6 +141,7 @@ pub async fn import_file(
         let lab_no = generated_id(&mut tx, r.last_insert_id(), "hl7TextMessage").await?;
 
         let info = Hl7TextInfo::from_lab(lab, opts.flavour);
+        let info_accession = info.accession_num.clone().unwrap_or_default();
         if !info.truncated.is_empty() {
             tracing::warn!(pipeline = %prov.pipeline, sha = %prov.short_hash(), part = entry.index, lab_no, columns = ?info.truncated, "Values longer than OSCAR's hl7TextInfo columns were truncated.");
         }
@@ -182,7 +175,15 @@ pub async fn import_file(
                 .await
                 .map_err(db("patient match"))?,
         };
+        // As OSCAR's populateMeasurementsTable, for matched labs only: the previous
+        // version's measurements move aside, then this lab's are written.
         if let MatchOutcome::Matched { demographic_no, .. } = &matched {
+            retire_previous_version(&mut tx, lab_no, &info_accession, &now)
+                .await
+                .map_err(db("retire previous measurements"))?;
+            write_measurements(&mut tx, lab, lab_no, *demographic_no, &now)
+                .await
+                .map_err(db("insert measurements"))?;
             sqlx::query(
                 "INSERT INTO patientLabRouting (demographic_no, lab_no, lab_type, created, dateModified) VALUES (?, ?, 'HL7', ?, ?)",
             )

@@ -13,6 +13,7 @@
 pub mod import;
 pub mod info;
 pub mod matching;
+pub mod measurements;
 pub mod routing;
 
 /// Which OSCAR the target database belongs to. They differ in `hl7TextInfo.obr_date`,

@@ -329,6 +329,20 @@ fn split_sql(sql: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The auto-increment id of the row just inserted in `tx`. MySQL reports it with the
+/// result; sqlx's `Any` driver drops it for SQLite, where `last_insert_rowid()` gives it.
+pub async fn last_insert_id(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    reported: Option<i64>,
+) -> Result<i64, sqlx::Error> {
+    if let Some(id) = reported.filter(|id| *id > 0) {
+        return Ok(id);
+    }
+    sqlx::query_scalar("SELECT last_insert_rowid()")
+        .fetch_one(&mut **tx)
+        .await
+}
+
 /// Now, as OSCAR writes timestamps: local time, `YYYY-MM-DD HH:MM:SS`.
 pub fn now_sql() -> String {
     chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()

@@ -1,0 +1,240 @@
+//! Measurements for matched labs (IMPORT-SPEC §2.7), written inside the import transaction.
+//!
+//! For each OBX with a result (not empty, not `DNR`, a name, OBX-11 not `DNS`): one
+//! `measurements` row (type from OSCAR's `measurementMap` FLOWSHEET mapping, or `''` when
+//! unmapped, provider `'0'`, observed at OBX-14 or now) and its `measurementsExt` rows in
+//! OSCAR's order: `lab_no`, `abnormal`, `identifier`, `name`, `labname`, `accession`,
+//! `request_datetime`, `datetime`, `olis_status`, `unit`, `range` or `minimum`/`maximum`,
+//! `other_id`. Before that, when the new lab is not the first version of its accession
+//! (versions ordered by `final_result_count` then `obr_date`, within four months), the
+//! measurements of the version just before it move to `measurementsDeleted`, as OSCAR does;
+//! their `measurementsExt` rows stay.
+//!
+//! Values longer than OSCAR's columns (`dataField` 255, `type` 50) are cut deliberately.
+
+use sqlx::{Any, Row, Transaction};
+
+use super::info::format_hl7_ts;
+use crate::hl7::lab::{LabMessage, Observation};
+
+fn cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// `abnormal` ext value: `A` for OBX-8 `A` or starting with `H`, `L` starting with `L`, else `N`.
+fn abnormal(flag: &str) -> &'static str {
+    let f = flag
+        .split('~')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase();
+    if f == "A" || f.starts_with('H') {
+        "A"
+    } else if f.starts_with('L') {
+        "L"
+    } else {
+        "N"
+    }
+}
+
+/// Reference range as OSCAR stores it: `lo-hi` → minimum/maximum, `>x` → minimum,
+/// `<x` → maximum, anything else → range text.
+fn range(r: &str) -> Vec<(&'static str, String)> {
+    let t = r.trim();
+    if t.is_empty() {
+        return Vec::new();
+    }
+    let num = |s: &str| s.trim().parse::<f64>().ok().map(|_| s.trim().to_string());
+    if let Some(rest) = t.strip_prefix('>') {
+        if let Some(v) = num(rest.trim_start_matches('=')) {
+            return vec![("minimum", v)];
+        }
+    }
+    if let Some(rest) = t.strip_prefix('<') {
+        if let Some(v) = num(rest.trim_start_matches('=')) {
+            return vec![("maximum", v)];
+        }
+    }
+    if let Some((lo, hi)) = t.split_once('-') {
+        if let (Some(lo), Some(hi)) = (num(lo), num(hi)) {
+            return vec![("minimum", lo), ("maximum", hi)];
+        }
+    }
+    vec![("range", t.to_string())]
+}
+
+fn keep(x: &Observation) -> bool {
+    let v = x.value.trim();
+    !v.is_empty()
+        && !v.eq_ignore_ascii_case("DNR")
+        && !x.name.trim().is_empty()
+        && !x.status.eq_ignore_ascii_case("DNS")
+}
+
+/// Moves the previous version's measurements aside (see module docs). `lab_no` is the new
+/// lab, already in `hl7TextInfo`.
+pub async fn retire_previous_version(
+    tx: &mut Transaction<'static, Any>,
+    lab_no: i64,
+    accession: &str,
+    now: &str,
+) -> Result<u64, sqlx::Error> {
+    if accession.is_empty() {
+        return Ok(0);
+    }
+    let rows = sqlx::query(
+        "SELECT lab_no, COALESCE(final_result_count, 0), CAST(COALESCE(obr_date, '') AS CHAR) FROM hl7TextInfo WHERE accessionNum = ?",
+    )
+    .bind(accession)
+    .fetch_all(&mut **tx)
+    .await?;
+    let parse = |d: &str| chrono::NaiveDateTime::parse_from_str(d, "%Y-%m-%d %H:%M:%S").ok();
+    let mut versions: Vec<(i64, i64, String)> = Vec::new();
+    for r in &rows {
+        let date = match r.try_get::<String, _>(2) {
+            Ok(s) => s,
+            Err(_) => r
+                .try_get::<Vec<u8>, _>(2)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default(),
+        };
+        versions.push((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?, date));
+    }
+    let Some(this_date) = versions.iter().find(|v| v.0 == lab_no).map(|v| v.2.clone()) else {
+        return Ok(0);
+    };
+    // OSCAR's getMatchingLabs: versions within four months of this lab.
+    let this = parse(&this_date);
+    versions.retain(|v| match (this, parse(&v.2)) {
+        (Some(a), Some(b)) => (a - b).num_days().abs() <= 122,
+        _ => true,
+    });
+    versions.sort_by(|a, b| (a.1, &a.2, a.0).cmp(&(b.1, &b.2, b.0)));
+    let Some(pos) = versions.iter().position(|v| v.0 == lab_no) else {
+        return Ok(0);
+    };
+    if pos == 0 {
+        return Ok(0);
+    }
+    let previous = versions[pos - 1].0.to_string();
+    let ids = "SELECT measurement_id FROM measurementsExt WHERE keyval = 'lab_no' AND val = ?";
+    sqlx::query(&format!(
+        "INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) \
+         SELECT SUBSTR(m.type, 1, 4), m.demographicNo, m.providerNo, m.dataField, m.measuringInstruction, COALESCE(m.comments, ''), COALESCE(m.dateObserved, m.dateEntered), m.dateEntered, ?, m.id \
+         FROM measurements m WHERE m.id IN ({ids})"
+    ))
+    .bind(now)
+    .bind(&previous)
+    .execute(&mut **tx)
+    .await?;
+    let r = sqlx::query(&format!("DELETE FROM measurements WHERE id IN ({ids})"))
+        .bind(&previous)
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected())
+}
+
+/// Writes the measurements of a matched lab; returns how many.
+pub async fn write_measurements(
+    tx: &mut Transaction<'static, Any>,
+    lab: &LabMessage,
+    lab_no: i64,
+    demographic_no: i64,
+    now: &str,
+) -> Result<u64, sqlx::Error> {
+    let accession = lab.accession();
+    let mut n = 0;
+    for (i, order) in lab.orders.iter().enumerate() {
+        for (j, x) in order.observations.iter().enumerate() {
+            if !keep(x) {
+                continue;
+            }
+            let mapped = sqlx::query(
+                "SELECT b.ident_code, t.measuringInstruction FROM measurementMap a, measurementMap b, measurementType t WHERE b.lab_type = 'FLOWSHEET' AND a.ident_code = ? AND a.loinc_code = b.loinc_code AND t.type = b.ident_code ORDER BY b.id LIMIT 1",
+            )
+            .bind(&x.identifier)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let (mtype, instruction) = match mapped {
+                Some(r) => (r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?),
+                None => (String::new(), String::new()),
+            };
+            let observed = format_hl7_ts(&x.observed_at).unwrap_or_else(|| now.to_string());
+            let res = sqlx::query(
+                "INSERT INTO measurements (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, appointmentNo) VALUES (?, ?, '0', ?, ?, '', ?, ?, 0)",
+            )
+            .bind(cut(&mtype, 50))
+            .bind(demographic_no)
+            .bind(cut(&x.value, 255))
+            .bind(cut(&instruction, 255))
+            .bind(&observed)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            let id = crate::store::last_insert_id(tx, res.last_insert_id()).await?;
+            let mut ext: Vec<(&str, String)> = vec![
+                ("lab_no", lab_no.to_string()),
+                ("abnormal", abnormal(&x.abnormal_flag).to_string()),
+                ("identifier", x.identifier.clone()),
+                ("name", x.name.clone()),
+                ("labname", lab.sending_facility.clone()),
+                ("accession", accession.clone()),
+                (
+                    "request_datetime",
+                    format_hl7_ts(&order.requested_at).unwrap_or_default(),
+                ),
+                (
+                    "datetime",
+                    format_hl7_ts(&x.observed_at).unwrap_or_default(),
+                ),
+            ];
+            if !x.status.is_empty() {
+                ext.push(("olis_status", x.status.clone()));
+            }
+            if !x.units.is_empty() {
+                ext.push(("unit", x.units.clone()));
+            }
+            ext.extend(range(&x.reference_range));
+            ext.push(("other_id", format!("{i}-{j}")));
+            for (k, v) in ext {
+                sqlx::query(
+                    "INSERT INTO measurementsExt (measurement_id, keyval, val) VALUES (?, ?, ?)",
+                )
+                .bind(id)
+                .bind(k)
+                .bind(v)
+                .execute(&mut **tx)
+                .await?;
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_flags_follow_oscar() {
+        assert_eq!(
+            range("3.5-5.0"),
+            vec![
+                ("minimum", "3.5".to_string()),
+                ("maximum", "5.0".to_string())
+            ]
+        );
+        assert_eq!(range(">60"), vec![("minimum", "60".to_string())]);
+        assert_eq!(range("<5.2"), vec![("maximum", "5.2".to_string())]);
+        assert_eq!(range("Negative"), vec![("range", "Negative".to_string())]);
+        assert!(range("").is_empty());
+        assert_eq!(abnormal("H"), "A");
+        assert_eq!(abnormal("HH"), "A");
+        assert_eq!(abnormal("A"), "A");
+        assert_eq!(abnormal("L"), "L");
+        assert_eq!(abnormal("N"), "N");
+        assert_eq!(abnormal(""), "N");
+    }
+}
