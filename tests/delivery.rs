@@ -779,3 +779,48 @@ async fn versions_of_one_accession_keep_only_the_current_measurements() {
         .unwrap();
     assert_eq!(patient, 1002, "filed under the matched patient");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_in_the_middle_of_a_multi_message_file_leaves_no_row_of_that_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    // Injected failure: the second hl7TextInfo row of any file is refused by the database.
+    sqlx::query(
+        "CREATE TRIGGER fail_second_message BEFORE INSERT ON hl7TextInfo WHEN (SELECT COUNT(*) FROM hl7TextInfo) >= 1 BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let file = repo().join("fixtures/hl7/pathl7/multi_message.hl7");
+    run_items(
+        &lab_pipeline(),
+        &store,
+        vec![oscarflow::sources::list::ListItem::File(file.clone())],
+        None,
+    )
+    .await;
+    for table in [
+        "fileUploadCheck",
+        "hl7TextMessage",
+        "hl7TextInfo",
+        "patientLabRouting",
+        "providerLabRouting",
+        "measurements",
+        "measurementsExt",
+        "oscarflow_lab_import",
+    ] {
+        assert_eq!(
+            count(&store, &format!("SELECT COUNT(*) FROM {table}")).await,
+            0,
+            "{table} kept a row of the failed file"
+        );
+    }
+    let dlq = DeadLetterStore::new(store.clone());
+    let list = dlq.list(&Filter::default()).await.unwrap();
+    assert_eq!(list.len(), 1, "the whole file is dead-lettered");
+    assert_eq!(list[0].reason, "import_rejected");
+    assert_eq!(
+        dlq.get(&list[0].id).await.unwrap().unwrap().raw,
+        std::fs::read(&file).unwrap()
+    );
+}
