@@ -2,8 +2,9 @@
 //! wrote, including nHapi's BadInputs fuzz cases) goes through the parse stage: no panic,
 //! and every input is accounted for — parsed into labs or rejected with a reason.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+mod common;
 
 use bytes::Bytes;
 use oscarflow::ack::AckToken;
@@ -12,24 +13,11 @@ use oscarflow::stages::parse_hl7::{ParseHl7, ParseHl7Config};
 use oscarflow::stages::Emitter;
 use oscarflow::telemetry::Observers;
 
-fn corpus() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/public");
-    if p.is_dir() {
-        Some(p)
-    } else if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing: CI must have ../shared beside the checkout",
-            p.display()
-        );
-    } else {
-        eprintln!("skipping: {} not found", p.display());
-        None
-    }
-}
-
 #[test]
 fn every_corpus_file_parses_or_is_rejected_with_a_reason_and_nothing_panics() {
-    let Some(dir) = corpus() else { return };
+    let Some(dir) = common::shared_dir("corpus/public") else {
+        return;
+    };
     let files = oscarflow::sources::list::ListSource::expand(&[dir]).unwrap();
     assert!(
         files.len() > 100,

@@ -13,7 +13,8 @@
 //! Anything else is a bug in one of the two and fails the test.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+
+mod common;
 
 use bytes::Bytes;
 use oscarflow::hl7::escape::unescape;
@@ -39,16 +40,9 @@ fn reason(raw: &str) -> Option<&'static str> {
 
 #[test]
 fn every_corpus_value_agrees_with_er7_or_differs_for_a_documented_reason() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/public");
-    if !dir.is_dir() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} missing in CI",
-            dir.display()
-        );
-        eprintln!("skipping: {} not found", dir.display());
+    let Some(dir) = common::shared_dir("corpus/public") else {
         return;
-    }
+    };
     let files = oscarflow::sources::list::ListSource::expand(&[dir]).unwrap();
     let (mut messages, mut compared, mut ours_rejected, mut theirs_rejected) = (0, 0usize, 0, 0);
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();

@@ -1,7 +1,7 @@
 //! IMPORT-SPEC §2.11: the six synthetic Excelleris samples (in ../shared) give OSCAR's
 //! values through our lab model and `hl7TextInfo` mapping, for both flavours.
 
-use std::path::Path;
+mod common;
 
 use bytes::Bytes;
 use oscarflow::hl7::lab::LabMessage;
@@ -113,17 +113,9 @@ const VECTORS: &[Vector] = &[
 
 #[test]
 fn excelleris_samples_give_oscars_values_in_both_flavours() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/corpus/public/oscar/excelleris_test_lab_data");
-    if !dir.is_dir() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} missing in CI",
-            dir.display()
-        );
-        eprintln!("skipping: {} not found", dir.display());
+    let Some(dir) = common::shared_dir("corpus/public/oscar/excelleris_test_lab_data") else {
         return;
-    }
+    };
     let mut failures = Vec::new();
     for v in VECTORS {
         let bytes = Bytes::from(std::fs::read(dir.join(v.file)).unwrap());

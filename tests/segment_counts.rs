@@ -3,7 +3,7 @@
 //! reason, and for each of them the test checks that the difference is a **rejection with a
 //! reason** — never a silently shortened message (hl7-parser 0.3's failure mode).
 
-use std::path::Path;
+mod common;
 
 use bytes::Bytes;
 use oscarflow::hl7::text::{decode, Fallback};
@@ -45,16 +45,9 @@ fn segment_lines(bytes: &[u8]) -> usize {
 
 #[test]
 fn corpus_segment_counts_match_their_segment_lines_with_documented_exceptions_only() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/public");
-    if !dir.is_dir() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} missing in CI",
-            dir.display()
-        );
-        eprintln!("skipping: {} not found", dir.display());
+    let Some(dir) = common::shared_dir("corpus/public") else {
         return;
-    }
+    };
     let files = oscarflow::sources::list::ListSource::expand(std::slice::from_ref(&dir)).unwrap();
     let mut checked = 0;
     let mut mismatches = Vec::new();

@@ -105,3 +105,20 @@ pub fn variant(fixture: &str, n: usize) -> Vec<u8> {
     }
     out.into_bytes()
 }
+
+/// A folder of the read-only reference material beside the checkout (`../shared/<rel>`).
+/// Absent outside CI: a notice and `None` (the test returns). Absent in CI: a failure.
+pub fn shared_dir(rel: &str) -> Option<PathBuf> {
+    let p = repo().join("../shared").join(rel);
+    if p.is_dir() {
+        Some(p)
+    } else if std::env::var_os("CI").is_some() {
+        panic!(
+            "{} is missing: CI must have ../shared beside the checkout",
+            p.display()
+        );
+    } else {
+        eprintln!("skipping: {} not found", p.display());
+        None
+    }
+}
