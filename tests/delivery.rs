@@ -824,3 +824,60 @@ async fn a_failure_in_the_middle_of_a_multi_message_file_leaves_no_row_of_that_f
         std::fs::read(&file).unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_longer_than_oscars_columns_are_truncated_or_rejected_as_configured() {
+    let long_name = "ZZVERYLONGSURNAMEWELLPASTTHIRTYCHARACTERS";
+    let text = String::from_utf8(
+        std::fs::read(repo().join("fixtures/hl7/pathl7/matched_chem.hl7")).unwrap(),
+    )
+    .unwrap()
+    .replacen("TESTPATIENT^", &format!("{long_name}^"), 1);
+    assert!(text.contains(long_name));
+    for reject in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = seeded_store(tmp.path()).await;
+        let path = tmp.path().join("long.hl7");
+        std::fs::write(&path, &text).unwrap();
+        let mut cfg = lab_pipeline();
+        for s in &mut cfg.sinks {
+            let oscarflow::sinks::SinkConfig::OscarLab(c) = &mut s.config;
+            c.on_overflow = if reject {
+                oscarflow::oscar::import::Overflow::Reject
+            } else {
+                oscarflow::oscar::import::Overflow::Truncate
+            };
+        }
+        run_items(
+            &cfg,
+            &store,
+            vec![oscarflow::sources::list::ListItem::File(path)],
+            None,
+        )
+        .await;
+        let dlq = DeadLetterStore::new(store.clone())
+            .list(&Filter::default())
+            .await
+            .unwrap();
+        if reject {
+            assert_eq!(
+                count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+                0
+            );
+            assert_eq!(dlq.len(), 1);
+            assert_eq!(dlq[0].reason, "import_rejected");
+            assert!(
+                dlq[0].detail.contains("last_name") && !dlq[0].detail.contains(long_name),
+                "{}",
+                dlq[0].detail
+            );
+        } else {
+            let stored: String = sqlx::query_scalar("SELECT last_name FROM hl7TextInfo")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(stored, long_name.chars().take(30).collect::<String>());
+            assert!(dlq.is_empty());
+        }
+    }
+}

@@ -31,6 +31,18 @@ pub struct ImportOptions {
     pub service_name: String,
     pub upload_provider_no: String,
     pub flavour: Flavour,
+    pub on_overflow: Overflow,
+}
+
+/// What to do with a value longer than its OSCAR column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// Cut it at a character boundary and log the column name (never the value).
+    #[default]
+    Truncate,
+    /// Refuse the file: it goes to the dead-letter store, nothing is written.
+    Reject,
 }
 
 /// What the import did.
@@ -142,6 +154,17 @@ pub async fn import_file(
 
         let info = Hl7TextInfo::from_lab(lab, opts.flavour);
         let info_accession = info.accession_num.clone().unwrap_or_default();
+        if !info.truncated.is_empty() && opts.on_overflow == Overflow::Reject {
+            let _ = tx.rollback().await;
+            return Err(ProcessError::data(
+                crate::dead_letter::ReasonCode::ImportRejected,
+                format!(
+                    "message {}: values longer than OSCAR's hl7TextInfo columns: {}",
+                    entry.index + 1,
+                    info.truncated.join(", ")
+                ),
+            ));
+        }
         if !info.truncated.is_empty() {
             tracing::warn!(pipeline = %prov.pipeline, sha = %prov.short_hash(), part = entry.index, lab_no, columns = ?info.truncated, "Values longer than OSCAR's hl7TextInfo columns were truncated.");
         }

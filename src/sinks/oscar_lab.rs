@@ -12,7 +12,7 @@ use super::Sink;
 use crate::component::ProcessError;
 use crate::envelope::Envelope;
 use crate::lab_file::{LabFile, OrderKey};
-use crate::oscar::import::{import_file, ImportOptions, ImportOutcome};
+use crate::oscar::import::{import_file, ImportOptions, ImportOutcome, Overflow};
 use crate::oscar::{detect_flavour, Flavour, FlavourSetting};
 use crate::store::Store;
 use crate::telemetry::{Event, MetricName, Observers};
@@ -32,6 +32,9 @@ pub struct OscarLabConfig {
     pub concurrency: usize,
     /// Files sharing this key are committed in arrival order.
     pub order_by: OrderKey,
+    /// A value longer than its OSCAR column: `truncate` (with a warning naming the column)
+    /// or `reject` (the file goes to the dead-letter store).
+    pub on_overflow: Overflow,
 }
 
 impl Default for OscarLabConfig {
@@ -42,6 +45,7 @@ impl Default for OscarLabConfig {
             oscar_flavour: FlavourSetting::Auto,
             concurrency: 4,
             order_by: OrderKey::Accession,
+            on_overflow: Overflow::Truncate,
         }
     }
 }
@@ -64,6 +68,7 @@ impl OscarLab {
                 service_name: cfg.service_name.clone(),
                 upload_provider_no: cfg.upload_provider_no.clone(),
                 flavour: Flavour::OpenO,
+                on_overflow: cfg.on_overflow,
             },
             setting: cfg.oscar_flavour,
             flavour: tokio::sync::OnceCell::new(),
