@@ -19,7 +19,7 @@ use sqlx::Row;
 
 use crate::envelope::{MessageId, Provenance};
 use crate::error::ErrorKind;
-use crate::store::{now_sql, Store, StoreError};
+use crate::store::{now_sql, text_column, Store, StoreError};
 
 /// Why a message was rejected. A closed set: it is a metric label and a CLI filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
@@ -340,20 +340,9 @@ fn filter_sql(f: &Filter) -> (String, Vec<String>) {
     }
 }
 
-/// A text column. MariaDB sends `TEXT` and long `CAST(… AS CHAR)` values as BLOB-typed
-/// columns, which sqlx's `Any` driver only decodes as bytes; those are read as UTF-8.
-fn text(r: &sqlx::any::AnyRow, col: &str) -> Result<Option<String>, StoreError> {
-    match r.try_get::<Option<String>, _>(col) {
-        Ok(v) => Ok(v),
-        Err(_) => r
-            .try_get::<Option<Vec<u8>>, _>(col)
-            .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
-            .map_err(StoreError::query),
-    }
-}
-
 fn from_row(r: &sqlx::any::AnyRow, with_raw: bool) -> Result<StoredDeadLetter, StoreError> {
-    let s = |i: &str| -> Result<String, StoreError> { text(r, i).map(Option::unwrap_or_default) };
+    let text = |i: &str| text_column(r, i).map_err(StoreError::query);
+    let s = |i: &str| -> Result<String, StoreError> { text(i).map(Option::unwrap_or_default) };
     let origin_text = s("origin")?;
     Ok(StoredDeadLetter {
         id: s("id")?,
@@ -376,7 +365,7 @@ fn from_row(r: &sqlx::any::AnyRow, with_raw: bool) -> Result<StoredDeadLetter, S
         received_at: s("received_at")?,
         first_failed_at: s("first_failed_at")?,
         last_failed_at: s("last_failed_at")?,
-        resolved_at: text(r, "resolved_at")?,
+        resolved_at: text("resolved_at")?,
         raw_len: r.try_get::<i64, _>("raw_len").map_err(StoreError::query)?,
         raw: if with_raw {
             r.try_get::<Vec<u8>, _>("raw").map_err(StoreError::query)?

@@ -92,13 +92,7 @@ pub async fn retire_previous_version(
     let parse = |d: &str| chrono::NaiveDateTime::parse_from_str(d, "%Y-%m-%d %H:%M:%S").ok();
     let mut versions: Vec<(i64, i64, String)> = Vec::new();
     for r in &rows {
-        let date = match r.try_get::<String, _>(2) {
-            Ok(s) => s,
-            Err(_) => r
-                .try_get::<Vec<u8>, _>(2)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default(),
-        };
+        let date = crate::store::text_column(r, 2)?.unwrap_or_default();
         versions.push((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?, date));
     }
     let Some(this_date) = versions.iter().find(|v| v.0 == lab_no).map(|v| v.2.clone()) else {

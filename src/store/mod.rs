@@ -329,6 +329,21 @@ fn split_sql(sql: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// A text column of a row. MariaDB sends `TEXT` and long `CAST(… AS CHAR)` values as
+/// BLOB-typed columns, which sqlx's `Any` driver only decodes as bytes: those are read as
+/// UTF-8. Works by name or position.
+pub fn text_column<I>(row: &sqlx::any::AnyRow, col: I) -> Result<Option<String>, sqlx::Error>
+where
+    I: sqlx::ColumnIndex<sqlx::any::AnyRow> + Copy,
+{
+    match row.try_get::<Option<String>, _>(col) {
+        Ok(v) => Ok(v),
+        Err(_) => row
+            .try_get::<Option<Vec<u8>>, _>(col)
+            .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned())),
+    }
+}
+
 /// The auto-increment id of the row just inserted in `tx`. MySQL reports it with the
 /// result; sqlx's `Any` driver drops it for SQLite, where `last_insert_rowid()` gives it.
 pub async fn last_insert_id(
