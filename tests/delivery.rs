@@ -14,48 +14,35 @@ use bytes::Bytes;
 use common::*;
 use oscarflow::ack::{BatchNotifier, BatchStatus, InFlight};
 use oscarflow::component::ProcessError;
-use oscarflow::config::{load_str, RetrySettings};
+use oscarflow::config::{PipelineConfig, RetrySettings};
 use oscarflow::dead_letter::{DeadLetterStore, Filter, ReasonCode};
 use oscarflow::envelope::{sha256, Envelope, Origin, Provenance, Raw};
 use oscarflow::lab_file::OrderKey;
 use oscarflow::sinks::Sink;
+use oscarflow::sources::folder::{AfterCommit, FolderConfig, FolderMode};
+use oscarflow::sources::SourceConfig;
 use oscarflow::stages::{Emitter, Stage};
 use oscarflow::telemetry::Observers;
 use oscarflow::topology::run::{run_sink, run_stage, RunContext};
 use oscarflow::topology::{build, BuildOptions};
 use tokio::sync::mpsc;
 
-fn folder_pipeline(inbox: &Path, processed: &Path) -> String {
-    format!(
-        r#"
-[pipeline]
-name = "lab_folder_test"
-channel_capacity = 4
-
-[sources.inbox]
-type = "folder"
-path = "{}"
-after = "move"
-processed_dir = "{}"
-min_age = "0s"
-poll_interval = "50ms"
-retry_after = "100ms"
-
-[stages.parse]
-type = "parse_hl7"
-inputs = ["inbox"]
-
-[stages.match]
-type = "match_patient"
-inputs = ["parse"]
-
-[sinks.oscar]
-type = "oscar_lab"
-inputs = ["match"]
-"#,
-        inbox.display(),
-        processed.display()
-    )
+/// The built-in lab pipeline reading a watched folder (move after commit, no settle time,
+/// fast polling, channels of 4).
+fn folder_pipeline(inbox: &Path, processed: &Path) -> PipelineConfig {
+    let mut cfg = lab_pipeline();
+    cfg.settings.channel_capacity = 4;
+    cfg.sources[0].config = SourceConfig::Folder(FolderConfig {
+        mode: FolderMode::Watch,
+        recursive: false,
+        after: AfterCommit::Move,
+        processed_dir: Some(processed.to_path_buf()),
+        min_age: Duration::ZERO,
+        poll_interval: Duration::from_millis(50),
+        retry_after: Duration::from_millis(100),
+        ..FolderConfig::replay(inbox.to_path_buf())
+    });
+    cfg
 }
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -83,7 +70,7 @@ fn source_file_stays_until_commit_and_a_crash_before_release_redelivers_without_
     let inbox = tmp.path().join("inbox");
     let processed = tmp.path().join("processed");
     std::fs::create_dir_all(&inbox).unwrap();
-    let cfg = load_str(Path::new("t.toml"), &folder_pipeline(&inbox, &processed)).unwrap();
+    let cfg = folder_pipeline(&inbox, &processed);
     let file = inbox.join("lab.hl7");
     std::fs::copy(repo().join("fixtures/hl7/pathl7/matched_chem.hl7"), &file).unwrap();
 
@@ -302,11 +289,7 @@ async fn the_built_pipeline_reports_a_bound_matching_its_configuration() {
     let store = sqlite_store(tmp.path()).await;
     let inbox = tmp.path().join("in");
     std::fs::create_dir_all(&inbox).unwrap();
-    let cfg = load_str(
-        Path::new("t.toml"),
-        &folder_pipeline(&inbox, &tmp.path().join("done")),
-    )
-    .unwrap();
+    let cfg = folder_pipeline(&inbox, &tmp.path().join("done"));
     let mut running = build(&cfg, &store, BuildOptions::default()).unwrap();
     // 1 source + 3 channels of 4 + parse 2 + match 2 + sink 4 + 1
     assert_eq!(running.in_flight_bound, 1 + 12 + 2 + 2 + 5);
@@ -633,10 +616,10 @@ async fn a_file_still_being_written_is_taken_only_once_complete_then_deleted() {
     let store = seeded_store(tmp.path()).await;
     let inbox = tmp.path().join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
-    let toml = folder_pipeline(&inbox, &tmp.path().join("unused"))
-        .replace("after = \"move\"", "after = \"delete\"")
-        .replace("min_age = \"0s\"", "min_age = \"400ms\"");
-    let cfg = load_str(Path::new("t.toml"), &toml).unwrap();
+    let mut cfg = folder_pipeline(&inbox, &tmp.path().join("unused"));
+    let SourceConfig::Folder(f) = &mut cfg.sources[0].config;
+    f.after = AfterCommit::Delete;
+    f.min_age = Duration::from_millis(400);
     let mut running = build(&cfg, &store, BuildOptions::default()).unwrap();
     // A slow writer: the file grows in three steps over ~300 ms.
     let full = std::fs::read(repo().join("fixtures/hl7/pathl7/multi_message.hl7")).unwrap();

@@ -8,12 +8,5 @@ mod matching_suite;
 async fn adversarial_matching_cases_produce_no_wrong_patient_match() {
     let tmp = tempfile::tempdir().unwrap();
     let store = common::sqlite_store(tmp.path()).await;
-    let (n, failures) = matching_suite::run(&store).await;
-    assert!(n >= 30, "only {n} cases");
-    assert!(
-        failures.is_empty(),
-        "{} of {n} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    matching_suite::assert_no_wrong_patient_match(&store).await;
 }

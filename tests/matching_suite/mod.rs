@@ -552,3 +552,15 @@ pub async fn run(store: &Store) -> (usize, Vec<String>) {
     }
     (cases.len(), failures)
 }
+
+/// Runs the suite and fails with every case that went wrong.
+pub async fn assert_no_wrong_patient_match(store: &Store) {
+    let (n, failures) = run(store).await;
+    assert!(n >= 30, "only {n} cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {n} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
