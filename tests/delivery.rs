@@ -822,15 +822,13 @@ async fn values_longer_than_oscars_columns_are_truncated_or_rejected_as_configur
         let store = seeded_store(tmp.path()).await;
         let path = tmp.path().join("long.hl7");
         std::fs::write(&path, &text).unwrap();
-        let mut cfg = lab_pipeline();
-        for s in &mut cfg.sinks {
-            let oscarflow::sinks::SinkConfig::OscarLab(c) = &mut s.config;
+        let cfg = common::lab_pipeline_with(|c| {
             c.on_overflow = if reject {
                 oscarflow::oscar::import::Overflow::Reject
             } else {
                 oscarflow::oscar::import::Overflow::Truncate
-            };
-        }
+            }
+        });
         run_items(
             &cfg,
             &store,

@@ -43,3 +43,56 @@ async fn an_oscar19_database_gets_oscar19_rows() {
     assert_eq!(status, "C", "OSCAR 19 stores the OBR-25 letter");
     assert_eq!(facility, None, "OSCAR 19 leaves sending_facility empty");
 }
+
+/// An older OSCAR whose `report_status` is narrower than Open-O's `varchar(20)`: the width is
+/// read from the target's schema, so "corrected" is cut to fit (truncate) or the file is
+/// refused (reject) instead of failing on a strict server or being stored too long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn column_widths_are_read_from_the_target_schema() {
+    for reject in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = common::seeded_store(tmp.path()).await;
+        let ddl: String = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'hl7TextInfo'",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        let narrowed = ddl.replace("report_status varchar(20)", "report_status varchar(4)");
+        assert_ne!(
+            ddl, narrowed,
+            "the embedded schema declares report_status varchar(20)"
+        );
+        store
+            .execute_script(&format!("DROP TABLE hl7TextInfo;\n{narrowed};\n"))
+            .await
+            .unwrap();
+        let cfg = common::lab_pipeline_with(|c| {
+            c.on_overflow = if reject {
+                oscarflow::oscar::import::Overflow::Reject
+            } else {
+                oscarflow::oscar::import::Overflow::Truncate
+            }
+        });
+        let items = vec![oscarflow::sources::list::ListItem::File(
+            common::repo().join("fixtures/hl7/versions/accession_26-200000001_3_corrected.hl7"),
+        )];
+        common::run_items(&cfg, &store, items, None).await;
+        let stored: Vec<String> = sqlx::query_scalar("SELECT report_status FROM hl7TextInfo")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let dead = common::count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await;
+        if reject {
+            assert!(stored.is_empty(), "a rejected file writes no row");
+            assert_eq!(dead, 1);
+        } else {
+            assert_eq!(
+                stored,
+                vec!["corr".to_string()],
+                "cut to the schema's 4 characters"
+            );
+            assert_eq!(dead, 0);
+        }
+    }
+}

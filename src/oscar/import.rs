@@ -15,7 +15,7 @@
 use base64::Engine;
 use sqlx::{Any, Transaction};
 
-use super::info::{doc_nums, Hl7TextInfo};
+use super::info::{doc_nums, ColumnWidths, Hl7TextInfo};
 use super::matching::{match_patient, MatchOutcome, MatchSettings};
 use super::measurements::{retire_previous_version, write_measurements};
 use super::routing::routes;
@@ -32,6 +32,8 @@ pub struct ImportOptions {
     pub upload_provider_no: String,
     pub flavour: Flavour,
     pub on_overflow: Overflow,
+    /// `hl7TextInfo` column widths of the target schema.
+    pub widths: std::sync::Arc<ColumnWidths>,
 }
 
 /// What to do with a value longer than its OSCAR column.
@@ -152,7 +154,7 @@ pub async fn import_file(
         .map_err(db("insert hl7TextMessage"))?;
         let lab_no = generated_id(&mut tx, r.last_insert_id(), "hl7TextMessage").await?;
 
-        let info = Hl7TextInfo::from_lab(lab, opts.flavour);
+        let info = Hl7TextInfo::from_lab_with(lab, opts.flavour, &opts.widths);
         let info_accession = info.accession_num.clone().unwrap_or_default();
         if !info.truncated.is_empty() && opts.on_overflow == Overflow::Reject {
             let _ = tx.rollback().await;

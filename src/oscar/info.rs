@@ -3,7 +3,10 @@
 //!
 //! Values longer than OSCAR's columns are truncated deliberately (at a character boundary)
 //! and the truncation is reported by column name, never by value; we never leave it to the
-//! server's `sql_mode`.
+//! server's `sql_mode`. The widths come from the target's own schema ([`ColumnWidths`],
+//! read once by the import sink): OSCAR versions and local schema edits differ —
+//! `report_status` is `varchar(20)` in Open-O and narrower in older OSCARs — and a width
+//! guessed wrong either fails the insert under strict mode or cuts a value that would fit.
 
 use crate::hl7::lab::{LabMessage, Order};
 
@@ -30,6 +33,60 @@ pub struct Hl7TextInfo {
     /// Columns whose value was cut to fit (names only).
     #[serde(skip)]
     pub truncated: Vec<&'static str>,
+}
+
+/// Maximum lengths (characters) of `hl7TextInfo`'s character columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnWidths {
+    widths: std::collections::HashMap<String, usize>,
+}
+
+/// Open-O's `hl7TextInfo` (the schema `load-open-o-bc.sh` builds).
+const OPEN_O_WIDTHS: &[(&str, usize)] = &[
+    ("sex", 1),
+    ("health_no", 12),
+    ("result_status", 1),
+    ("obr_date", 20),
+    ("priority", 1),
+    ("requesting_client", 100),
+    ("discipline", 100),
+    ("last_name", 30),
+    ("first_name", 30),
+    ("report_status", 20),
+    ("accessionnum", 255),
+    ("filler_order_num", 50),
+    ("sending_facility", 50),
+    ("label", 255),
+];
+
+impl Default for ColumnWidths {
+    /// Open-O's widths.
+    fn default() -> Self {
+        Self::from_schema(Default::default())
+    }
+}
+
+impl ColumnWidths {
+    /// Widths read from the target schema (lower-case column name → characters); a column
+    /// the schema does not report keeps Open-O's width.
+    pub fn from_schema(read: std::collections::HashMap<String, usize>) -> Self {
+        let mut widths: std::collections::HashMap<String, usize> = OPEN_O_WIDTHS
+            .iter()
+            .map(|(c, w)| (c.to_string(), *w))
+            .collect();
+        for (c, w) in read {
+            widths.insert(c.to_ascii_lowercase(), w);
+        }
+        Self { widths }
+    }
+
+    /// The width of `column` (case-insensitive); unknown columns are unlimited.
+    pub fn of(&self, column: &str) -> usize {
+        self.widths
+            .get(&column.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(usize::MAX)
+    }
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -159,9 +216,17 @@ pub fn doc_nums(lab: &LabMessage) -> Vec<String> {
 }
 
 impl Hl7TextInfo {
-    /// Computes the row for `lab` in `flavour`.
+    /// Computes the row for `lab` in `flavour`, with Open-O's column widths.
     pub fn from_lab(lab: &LabMessage, flavour: Flavour) -> Hl7TextInfo {
+        Self::from_lab_with(lab, flavour, &ColumnWidths::default())
+    }
+
+    /// Computes the row for `lab` in `flavour`, cutting values to `widths`.
+    pub fn from_lab_with(lab: &LabMessage, flavour: Flavour, widths: &ColumnWidths) -> Hl7TextInfo {
         let mut truncated = Vec::new();
+        let fit = |s: Option<String>, column: &'static str, truncated: &mut Vec<&'static str>| {
+            fit(s, widths.of(column), column, truncated)
+        };
         let abnormal = lab.orders.iter().flat_map(|o| &o.observations).any(|x| {
             let f = x.abnormal_flag.split('~').next().unwrap_or("").trim();
             !f.is_empty() && !f.eq_ignore_ascii_case("N")
@@ -185,9 +250,9 @@ impl Hl7TextInfo {
                     .join(", ")
             })
             .unwrap_or_default();
-        let (report_status, status_max) = match flavour {
-            Flavour::Oscar19 => (report_status_letter(lab), 10),
-            Flavour::OpenO => (open_o_status_word(lab), 20),
+        let report_status = match flavour {
+            Flavour::Oscar19 => report_status_letter(lab),
+            Flavour::OpenO => open_o_status_word(lab),
         };
         let label = match flavour {
             Flavour::Oscar19 => None,
@@ -208,10 +273,9 @@ impl Hl7TextInfo {
         };
         let sex = non_empty(lab.patient.sex.clone());
         let mut info = Hl7TextInfo {
-            sex: fit(sex, 1, "sex", &mut truncated),
+            sex: fit(sex, "sex", &mut truncated),
             health_no: fit(
                 non_empty(lab.patient.health_number.clone()),
-                12,
                 "health_no",
                 &mut truncated,
             ),
@@ -221,47 +285,33 @@ impl Hl7TextInfo {
             priority: None,
             requesting_client: fit(
                 non_empty(requesting_client),
-                100,
                 "requesting_client",
                 &mut truncated,
             ),
             discipline: fit(
                 non_empty(discipline(&lab.orders)),
-                100,
                 "discipline",
                 &mut truncated,
             ),
             last_name: fit(
                 non_empty(lab.patient.last_name.clone()),
-                30,
                 "last_name",
                 &mut truncated,
             ),
             first_name: fit(
                 non_empty(lab.patient.first_name.clone()),
-                30,
                 "first_name",
                 &mut truncated,
             ),
             report_status: String::new(),
-            accession_num: fit(
-                non_empty(lab.accession()),
-                255,
-                "accessionNum",
-                &mut truncated,
-            ),
+            accession_num: fit(non_empty(lab.accession()), "accessionNum", &mut truncated),
             filler_order_num: String::new(),
-            sending_facility: fit(sending_facility, 50, "sending_facility", &mut truncated),
-            label: fit(label, 255, "label", &mut truncated),
+            sending_facility: fit(sending_facility, "sending_facility", &mut truncated),
+            label: fit(label, "label", &mut truncated),
             truncated: Vec::new(),
         };
-        info.report_status = fit(
-            Some(report_status),
-            status_max,
-            "report_status",
-            &mut truncated,
-        )
-        .unwrap_or_default();
+        info.report_status =
+            fit(Some(report_status), "report_status", &mut truncated).unwrap_or_default();
         info.truncated = truncated;
         info
     }

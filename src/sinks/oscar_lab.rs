@@ -13,6 +13,7 @@ use crate::component::ProcessError;
 use crate::envelope::Envelope;
 use crate::lab_file::{LabFile, OrderKey};
 use crate::oscar::import::{import_file, ImportOptions, ImportOutcome, Overflow};
+use crate::oscar::info::ColumnWidths;
 use crate::oscar::{detect_flavour, Flavour, FlavourSetting};
 use crate::store::Store;
 use crate::telemetry::{Event, MetricName, Observers};
@@ -55,7 +56,8 @@ pub struct OscarLab {
     store: Store,
     opts: ImportOptions,
     setting: FlavourSetting,
-    flavour: tokio::sync::OnceCell<Flavour>,
+    /// The flavour and `hl7TextInfo` widths of the target, read once on first use.
+    target: tokio::sync::OnceCell<(Flavour, Arc<ColumnWidths>)>,
     observers: Observers,
     id: Arc<str>,
 }
@@ -69,9 +71,10 @@ impl OscarLab {
                 upload_provider_no: cfg.upload_provider_no.clone(),
                 flavour: Flavour::OpenO,
                 on_overflow: cfg.on_overflow,
+                widths: Arc::default(),
             },
             setting: cfg.oscar_flavour,
-            flavour: tokio::sync::OnceCell::new(),
+            target: tokio::sync::OnceCell::new(),
             observers,
             id,
         }
@@ -86,8 +89,8 @@ impl Sink<LabFile> for OscarLab {
 
     async fn write(&self, env: &Envelope<LabFile>) -> Result<(), ProcessError> {
         let started = Instant::now();
-        let flavour = *self
-            .flavour
+        let (flavour, widths) = self
+            .target
             .get_or_try_init(|| async {
                 let f = match self.setting {
                     FlavourSetting::OpenO => Flavour::OpenO,
@@ -96,12 +99,20 @@ impl Sink<LabFile> for OscarLab {
                         .await
                         .map_err(|e| ProcessError::transient(format!("flavour detection: {e}")))?,
                 };
-                tracing::info!(component = %self.id, flavour = ?f, "OSCAR flavour in use.");
-                Ok::<_, ProcessError>(f)
+                let read = self
+                    .store
+                    .char_widths("hl7TextInfo")
+                    .await
+                    .map_err(|e| ProcessError::transient(format!("reading hl7TextInfo widths: {e}")))?;
+                let widths = ColumnWidths::from_schema(read);
+                tracing::info!(component = %self.id, flavour = ?f, report_status_width = widths.of("report_status"), "OSCAR flavour in use.");
+                Ok::<_, ProcessError>((f, Arc::new(widths)))
             })
-            .await?;
+            .await?
+            .clone();
         let opts = ImportOptions {
             flavour,
+            widths,
             ..self.opts.clone()
         };
         let outcome = import_file(&self.store, &env.payload, &env.provenance, &opts).await?;

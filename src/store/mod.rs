@@ -297,6 +297,50 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// The declared maximum length, in characters, of each character column of `table`
+    /// (`varchar(N)`, `char(N)`; column names lower-cased). Columns without a limit
+    /// (`text`, numbers, dates) are absent. Empty when the table does not exist.
+    pub async fn char_widths(
+        &self,
+        table: &str,
+    ) -> Result<std::collections::HashMap<String, usize>, StoreError> {
+        let rows: Vec<(String, Option<i64>)> = match self.backend {
+            Backend::MySql => {
+                let rows = sqlx::query(
+                    "SELECT CAST(column_name AS CHAR) AS n, CAST(character_maximum_length AS SIGNED) AS w FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? AND data_type IN ('varchar', 'char')",
+                )
+                .bind(table)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::query)?;
+                rows.iter()
+                    .map(|r| {
+                        let name = text_column(r, "n").ok().flatten().unwrap_or_default();
+                        (name, r.try_get::<Option<i64>, _>("w").ok().flatten())
+                    })
+                    .collect()
+            }
+            Backend::Sqlite => {
+                let rows = sqlx::query("SELECT name, type FROM pragma_table_info(?)")
+                    .bind(table)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::query)?;
+                rows.iter()
+                    .map(|r| {
+                        let name = text_column(r, "name").ok().flatten().unwrap_or_default();
+                        let ty = text_column(r, "type").ok().flatten().unwrap_or_default();
+                        (name, declared_char_width(&ty))
+                    })
+                    .collect()
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|(n, w)| Some((n.to_ascii_lowercase(), usize::try_from(w?).ok()?)))
+            .collect())
+    }
+
     /// Runs a SQL script of `;`-terminated statements in one transaction (seed data for
     /// tests and QA databases; the same splitting rule as migrations).
     pub async fn execute_script(&self, sql: &str) -> Result<u64, StoreError> {
@@ -344,6 +388,18 @@ where
     }
 }
 
+/// The width of a declared `varchar(N)` / `char(N)` / `character varying(N)` type, as SQLite
+/// keeps declarations verbatim.
+fn declared_char_width(ty: &str) -> Option<i64> {
+    let t = ty.trim().to_ascii_lowercase();
+    let (base, rest) = t.split_once('(')?;
+    let base = base.trim();
+    if !(base == "varchar" || base == "char" || base == "character varying" || base == "nvarchar") {
+        return None;
+    }
+    rest.strip_suffix(')')?.trim().parse().ok()
+}
+
 /// The auto-increment id of the row just inserted in `tx`. MySQL reports it with the
 /// result; sqlx's `Any` driver drops it for SQLite, where `last_insert_rowid()` gives it.
 pub async fn last_insert_id(
@@ -384,5 +440,29 @@ mod tests {
         .collect();
         assert_eq!(v.len(), 2);
         assert!(v[1].starts_with("CREATE TABLE b"));
+    }
+
+    #[test]
+    fn declared_char_widths_are_read_from_sqlite_type_names() {
+        assert_eq!(declared_char_width("varchar(30)"), Some(30));
+        assert_eq!(declared_char_width("VARCHAR ( 12 )"), Some(12));
+        assert_eq!(declared_char_width("char(1)"), Some(1));
+        assert_eq!(declared_char_width("int(10)"), None);
+        assert_eq!(declared_char_width("text"), None);
+        assert_eq!(declared_char_width("varchar"), None);
+    }
+
+    #[tokio::test]
+    async fn char_widths_of_the_embedded_oscar_schema_match_open_o() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", dir.path().join("w.db").display()))
+            .await
+            .unwrap();
+        let w = store.char_widths("hl7TextInfo").await.unwrap();
+        assert_eq!(w.get("last_name"), Some(&30));
+        assert_eq!(w.get("report_status"), Some(&20));
+        assert_eq!(w.get("health_no"), Some(&12));
+        assert_eq!(w.get("final_result_count"), None);
+        assert!(store.char_widths("no_such_table").await.unwrap().is_empty());
     }
 }

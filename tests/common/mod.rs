@@ -49,6 +49,18 @@ pub fn lab_pipeline() -> PipelineConfig {
     .expect("built-in pipeline")
 }
 
+/// The built-in lab pipeline with its import sink's settings changed by `edit`.
+pub fn lab_pipeline_with(
+    mut edit: impl FnMut(&mut oscarflow::sinks::oscar_lab::OscarLabConfig),
+) -> PipelineConfig {
+    let mut cfg = lab_pipeline();
+    for s in &mut cfg.sinks {
+        let oscarflow::sinks::SinkConfig::OscarLab(c) = &mut s.config;
+        edit(c);
+    }
+    cfg
+}
+
 /// Runs `items` once through `cfg`; returns when every input settled.
 pub async fn run_items(
     cfg: &PipelineConfig,
