@@ -220,7 +220,7 @@ pub async fn import_file(
             .await
             .map_err(db("insert patientLabRouting"))?;
         }
-        let routed = routes(&mut tx, &doc_nums(lab), matched.mrp())
+        let routed = routes(&mut tx, lab.lab_type, &doc_nums(lab), matched.mrp())
             .await
             .map_err(db("provider routing"))?;
         for route in routed {

@@ -1,7 +1,9 @@
 //! Provider inbox routing (IMPORT-SPEC §2.8): who sees a lab.
 //!
 //! For each practitioner number on the lab (OBR-16, OBR-28), `provider.ohip_no LIKE ?` (the
-//! BC rule; the number is escaped, so it matches literally). With no provider found, the
+//! BC rule; the number is escaped, so it matches literally). As `MessageUploader` does, two
+//! lab types search another column: Interior Health POI (`IHAPOI`) `provider.hso_no`, and
+//! `MEDITECH` `provider.practitionerNo` ([`search_column`]). With no provider found, the
 //! matched patient's MRP; failing that, `'0'` — the unclaimed inbox. Every lab ends with at
 //! least one `providerLabRouting` row, or OSCAR would never show it. Each routed provider's
 //! `incomingLabRules` apply: the first active rule's status (e.g. `F`, auto-file) instead of
@@ -13,6 +15,17 @@
 use sqlx::AnyConnection;
 
 use super::matching::like_literal;
+use crate::hl7::lab::LabType;
+
+/// The `provider` column practitioner numbers are looked up in, per lab type (IMPORT-SPEC
+/// §2.4 step 10). A fixed set of identifiers, never built from input.
+pub fn search_column(lab_type: LabType) -> &'static str {
+    match lab_type {
+        LabType::IhaPoi => "hso_no",
+        LabType::Meditech => "practitionerNo",
+        _ => "ohip_no",
+    }
+}
 
 /// One routing decision: provider and status.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -27,17 +40,20 @@ pub const UNCLAIMED: &str = "0";
 /// Computes the routes for a lab.
 pub async fn routes(
     conn: &mut AnyConnection,
+    lab_type: LabType,
     doc_nums: &[String],
     mrp: Option<&str>,
 ) -> Result<Vec<Route>, sqlx::Error> {
     let mut providers: Vec<String> = Vec::new();
-    for num in doc_nums {
-        let found: Vec<String> = sqlx::query_scalar(
-            "SELECT provider_no FROM provider WHERE ohip_no LIKE ? ESCAPE '!' ORDER BY provider_no",
-        )
-        .bind(like_literal(num.trim()))
-        .fetch_all(&mut *conn)
-        .await?;
+    let search = format!(
+        "SELECT provider_no FROM provider WHERE {} LIKE ? ESCAPE '!' ORDER BY provider_no",
+        search_column(lab_type)
+    );
+    for num in doc_nums.iter().filter(|n| !n.trim().is_empty()) {
+        let found: Vec<String> = sqlx::query_scalar(&search)
+            .bind(like_literal(num.trim()))
+            .fetch_all(&mut *conn)
+            .await?;
         for p in found {
             if !p.trim().is_empty() && !providers.contains(&p) {
                 providers.push(p);

@@ -2,6 +2,8 @@
 //! pipeline over a list of inputs, and counting rows.
 #![allow(dead_code)]
 
+pub mod mariadb;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
