@@ -79,7 +79,7 @@ impl Keyed for LabFile {
         let mut out: Vec<String> = Vec::new();
         for m in &self.messages {
             let k = match key {
-                OrderKey::Accession => m.lab.accession(),
+                OrderKey::Accession => crate::oscar::handlers::accession(&m.lab),
                 OrderKey::HealthNumber => m.lab.patient.health_number.trim().to_string(),
                 OrderKey::None => String::new(),
             };

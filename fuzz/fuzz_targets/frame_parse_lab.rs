@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = build_ack(&msg, AckCode::Reject, AckMode::Original, Some("x|y"), "A", "2026");
         if let Ok(lab) = LabMessage::from_message(&msg) {
-            let _ = lab.accession();
+            let _ = oscarflow::oscar::handlers::accession(&lab);
             let _ = doc_nums(&lab);
             let _ = Hl7TextInfo::from_lab(&lab, Flavour::OpenO);
             let _ = Hl7TextInfo::from_lab(&lab, Flavour::Oscar19);

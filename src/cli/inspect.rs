@@ -137,7 +137,7 @@ pub fn run(a: InspectArgs) -> i32 {
                         "    lab type {} facility {} accession {} orders {} observations {}",
                         l.lab_type.as_str(),
                         l.sending_facility,
-                        l.accession(),
+                        crate::oscar::handlers::accession(l),
                         l.orders.len(),
                         l.orders.iter().map(|o| o.observations.len()).sum::<usize>()
                     );

@@ -107,6 +107,8 @@ impl ProviderRef {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Observation {
     pub value_type: String,
+    /// OBX-4 components 1–3 (sub-ID; CML puts the section heading there).
+    pub sub_id: [String; 3],
     pub identifier: String,
     pub name: String,
     pub value: String,
@@ -145,8 +147,44 @@ pub struct Order {
     pub copy_to: Vec<ProviderRef>,
     pub section: String,
     pub result_status: String,
+    /// OBR-4.5 (alternate text; Interior Health's header).
+    pub service_alt_text: String,
+    /// OBR-14.1 (specimen received).
+    pub received_at: String,
+    /// OBR-20.1 (filler field 1; CLS keeps the accession there).
+    pub filler_field1: String,
     pub observations: Vec<Observation>,
     pub notes: Vec<String>,
+}
+
+/// The first ORC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CommonOrder {
+    /// ORC-2.1.
+    pub placer_order: String,
+    /// ORC-3.1.
+    pub filler_order: String,
+    /// ORC-4.1.
+    pub placer_group: String,
+    /// ORC-5.
+    pub status: String,
+    /// ORC-15.1.
+    pub effective_at: String,
+}
+
+/// The visit (PV1): where the patient was seen and by whom.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Visit {
+    /// PV1-3.1 (point of care).
+    pub location: String,
+    /// PV1-3.4.1 (facility).
+    pub facility: String,
+    /// PV1-7 (attending doctors).
+    pub attending: Vec<ProviderRef>,
+    /// PV1-17 (admitting doctors).
+    pub admitting: Vec<ProviderRef>,
+    /// PV1-52 (other healthcare providers).
+    pub other: Vec<ProviderRef>,
 }
 
 /// The patient (PID).
@@ -178,6 +216,12 @@ pub struct LabMessage {
     pub patient: Patient,
     /// ORC-3.1 of the first ORC (OSCAR derives `accessionNum` from it).
     pub first_orc_filler: String,
+    /// The first ORC, when there is one.
+    pub first_orc: Option<CommonOrder>,
+    /// The first PV1, when there is one.
+    pub visit: Option<Visit>,
+    /// Component 1 of each field of the last `ZDR` segment (Interior Health's doctor list).
+    pub zdr_ids: Vec<String>,
     pub orders: Vec<Order>,
 }
 
@@ -221,24 +265,71 @@ impl LabMessage {
         }
         let lab_type = lab_type.unwrap_or_else(|| LabType::detect(m));
         let t = |s: std::borrow::Cow<'_, str>| s.trim().to_string();
+        // Where each OSCAR parser reads the health number (`getHealthNum`).
         let hin_field = match lab_type {
-            LabType::IhaPoi => 4,
+            LabType::IhaPoi | LabType::Cml | LabType::Epsilon => 4,
             _ => 2,
         };
+        let mut health_number = t(m.value(pid, hin_field, 1, Some(1)));
+        let mut hin_from = hin_field;
+        if lab_type == LabType::Cml && health_number.is_empty() {
+            // CMLHandler: an empty PID-4 falls back to a PID-2 of the form `MU<number>`.
+            let alt = t(m.value(pid, 2, 1, Some(1)));
+            if let Some(n) = alt.strip_prefix("MU") {
+                health_number = n.trim().to_string();
+                hin_from = 2;
+            }
+        }
+        let (mut last_name, mut first_name) = (
+            t(m.value(pid, 5, 1, Some(1))),
+            t(m.value(pid, 5, 1, Some(2))),
+        );
+        if lab_type == LabType::Cls {
+            // CLSHandler: PID-5.1 holds `Last, First Middle`.
+            (last_name, first_name) = split_cls_name(&last_name);
+        }
         let patient = Patient {
-            last_name: t(m.value(pid, 5, 1, Some(1))),
-            first_name: t(m.value(pid, 5, 1, Some(2))),
+            last_name,
+            first_name,
             middle_name: t(m.value(pid, 5, 1, Some(3))),
-            health_number: t(m.value(pid, hin_field, 1, Some(1))),
-            health_number_authority: t(m.value(pid, hin_field, 1, Some(4))),
+            health_number,
+            health_number_authority: t(m.value(pid, hin_from, 1, Some(4))),
             dob: t(m.value(pid, 7, 1, Some(1))),
             sex: t(m.value(pid, 8, 1, Some(1))),
             phone: t(m.value(pid, 13, 1, Some(1))),
         };
-        let first_orc_filler = m
-            .segments_named("ORC")
-            .next()
-            .map(|orc| t(m.value(orc, 3, 1, Some(1))))
+        let first_orc = m.segments_named("ORC").next().map(|orc| CommonOrder {
+            placer_order: t(m.value(orc, 2, 1, Some(1))),
+            filler_order: t(m.value(orc, 3, 1, Some(1))),
+            placer_group: t(m.value(orc, 4, 1, Some(1))),
+            status: t(m.value(orc, 5, 1, None)),
+            effective_at: t(m.value(orc, 15, 1, Some(1))),
+        });
+        let first_orc_filler = first_orc
+            .as_ref()
+            .map(|o| o.filler_order.clone())
+            .unwrap_or_default();
+        let xcns = |seg: &Segment<'_>, field: usize| -> Vec<ProviderRef> {
+            (1..=m.repetitions(seg, field).max(1))
+                .map(|r| xcn(m, seg, field, r))
+                .filter(|p| p != &ProviderRef::default())
+                .collect()
+        };
+        let visit = m.segments_named("PV1").next().map(|pv1| Visit {
+            location: t(m.value(pv1, 3, 1, Some(1))),
+            facility: t(m.sub_value(pv1, 3, 1, 4, 1)),
+            attending: xcns(pv1, 7),
+            admitting: xcns(pv1, 17),
+            other: xcns(pv1, 52),
+        });
+        let zdr_ids = m
+            .segments_named("ZDR")
+            .last()
+            .map(|zdr| {
+                (1..=m.field_count(zdr))
+                    .map(|f| t(m.value(zdr, f, 1, Some(1))))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut orders: Vec<Order> = Vec::new();
         for seg in m.segments() {
@@ -260,6 +351,9 @@ impl LabMessage {
                             .map(|r| xcn(m, seg, 28, r))
                             .filter(|p| p != &ProviderRef::default())
                             .collect(),
+                        service_alt_text: t(m.value(seg, 4, 1, Some(5))),
+                        received_at: t(m.value(seg, 14, 1, Some(1))),
+                        filler_field1: t(m.value(seg, 20, 1, Some(1))),
                         section: t(m.value(seg, 24, 1, None)),
                         result_status: t(m.value(seg, 25, 1, None)),
                         observations: Vec::new(),
@@ -286,6 +380,7 @@ impl LabMessage {
                             _ => m.value(seg, 5, 1, None).trim().to_string(),
                         };
                         o.observations.push(Observation {
+                            sub_id: [1, 2, 3].map(|c| t(m.value(seg, 4, 1, Some(c)))),
                             embedded,
                             value,
                             value_type,
@@ -317,29 +412,27 @@ impl LabMessage {
             version: t(m.get("MSH-12.1")),
             patient,
             first_orc_filler,
+            first_orc,
+            visit,
+            zdr_ids,
             orders,
         })
     }
+}
 
-    /// OSCAR's accession number (PATHL7 rule, §2.5): ORC-3.1 of the first ORC split on `-`:
-    /// 3 parts → part 1; 5 parts → parts 1–3; otherwise with >1 part → parts 1–2; else "".
-    /// Without an ORC, the first OBR-3.1 is used the same way.
-    pub fn accession(&self) -> String {
-        let src = if self.first_orc_filler.is_empty() {
-            self.orders
-                .first()
-                .map(|o| o.filler_order.as_str())
-                .unwrap_or("")
-        } else {
-            self.first_orc_filler.as_str()
-        };
-        let parts: Vec<&str> = src.split('-').collect();
-        match parts.len() {
-            3 => parts[0].to_string(),
-            5 => parts[..3].join("-"),
-            n if n > 1 => parts[..2].join("-"),
-            _ => String::new(),
+/// CLSHandler's name split: `Last, First Middle` → (`Last`, `First`): the text before the
+/// comma, and the rest cut at its last space. Without a comma, all of it is the last name.
+fn split_cls_name(full: &str) -> (String, String) {
+    match full.split_once(',') {
+        Some((last, rest)) => {
+            let rest = rest.trim();
+            let first = match rest.rfind(' ') {
+                Some(i) => &rest[..i],
+                None => rest,
+            };
+            (last.trim().to_string(), first.trim().to_string())
         }
+        None => (full.trim().to_string(), String::new()),
     }
 }
 
@@ -357,7 +450,6 @@ mod tests {
         assert_eq!(l.lab_type, LabType::Pathl7);
         assert_eq!(l.patient.health_number, "9000000011");
         assert_eq!(l.patient.dob, "19800102");
-        assert_eq!(l.accession(), "26-100000001");
         assert_eq!(l.orders[0].ordering[0].id, "91001");
         assert_eq!(l.orders[0].copy_to.len(), 2);
         assert_eq!(l.orders[0].copy_to[1].id, "91003");
@@ -398,17 +490,6 @@ mod tests {
         );
         let forced = LabMessage::from_message_as(&m, Some(LabType::Pathl7)).unwrap();
         assert_eq!(forced.patient.health_number, "A1");
-    }
-
-    #[test]
-    fn accession_split_rule() {
-        let mk = |orc: &str| {
-            lab(&format!("MSH|^~\\&|PATHL7|X\rPID||1\rORC|RE||{orc}\rOBR|1")).accession()
-        };
-        assert_eq!(mk("14-999936014-HP-1"), "14-999936014");
-        assert_eq!(mk("X99961-28380311-RESPC"), "X99961");
-        assert_eq!(mk("14-999-999968-TVOL-0"), "14-999-999968");
-        assert_eq!(mk("149993763"), "");
     }
 
     #[test]

@@ -440,6 +440,21 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// Decoded value of one subcomponent of `seg`; empty when absent.
+    pub fn sub_value(
+        &self,
+        seg: &Segment<'a>,
+        field: usize,
+        repetition: usize,
+        component: usize,
+        subcomponent: usize,
+    ) -> Cow<'a, str> {
+        match self.select(seg, field, repetition, Some(component), Some(subcomponent)) {
+            Some(r) => unescape(r, &self.seps),
+            None => Cow::Borrowed(""),
+        }
+    }
+
     /// Decoded value of a piece of `seg`; empty when absent.
     pub fn value(
         &self,

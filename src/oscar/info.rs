@@ -8,7 +8,9 @@
 //! `report_status` is `varchar(20)` in Open-O and narrower in older OSCARs — and a width
 //! guessed wrong either fails the insert under strict mode or cuts a value that would fit.
 
-use crate::hl7::lab::{LabMessage, Order};
+use crate::hl7::lab::{LabMessage, LabType};
+
+use super::handlers;
 
 use super::Flavour;
 
@@ -132,22 +134,12 @@ pub fn format_hl7_ts(ts: &str) -> Option<String> {
     Some(format!("{y}-{mo}-{d} {h}:{mi}:{s}"))
 }
 
-/// The OBR-25 letter of the first OBR, replaced by `C` when any OBX-11 is `C`.
+/// OSCAR 19's `report_status`: the lab type's order status letter (see [`handlers`]).
 pub fn report_status_letter(lab: &LabMessage) -> String {
-    let corrected = lab
-        .orders
-        .iter()
-        .flat_map(|o| &o.observations)
-        .any(|x| x.status.eq_ignore_ascii_case("C"));
-    if corrected {
-        return "C".into();
-    }
-    lab.orders
-        .first()
-        .map(|o| o.result_status.trim().to_ascii_uppercase())
-        .unwrap_or_default()
+    handlers::order_status(lab)
 }
 
+/// Open-O's `report_status`: the order status in words.
 fn open_o_status_word(lab: &LabMessage) -> String {
     match report_status_letter(lab).as_str() {
         "C" => "corrected",
@@ -162,58 +154,7 @@ fn open_o_status_word(lab: &LabMessage) -> String {
     .to_string()
 }
 
-/// OSCAR's `getOBXFinalResultCount`: OBX with status F or C, +100 final, +150 corrected.
-pub fn final_result_count(lab: &LabMessage) -> i64 {
-    let count = lab
-        .orders
-        .iter()
-        .flat_map(|o| &o.observations)
-        .filter(|x| x.status.eq_ignore_ascii_case("F") || x.status.eq_ignore_ascii_case("C"))
-        .count() as i64;
-    count
-        + match report_status_letter(lab).as_str() {
-            "F" => 100,
-            "C" => 150,
-            _ => 0,
-        }
-}
-
-/// OSCAR's discipline: OBR-24 per OBR, consecutive duplicates removed, joined with `/`.
-pub fn discipline(orders: &[Order]) -> String {
-    let mut headers: Vec<&str> = Vec::new();
-    for o in orders {
-        let h = o.section.trim();
-        if headers.last() != Some(&h) {
-            headers.push(h);
-        }
-    }
-    let mut out = String::new();
-    for (i, h) in headers.iter().enumerate() {
-        let first_word = h.split_whitespace().next().unwrap_or("");
-        if i == 0 {
-            out.push_str(first_word);
-        } else if !first_word.is_empty() {
-            out.push('/');
-            out.push_str(first_word);
-        }
-    }
-    out
-}
-
-/// Practitioner numbers to route to: OBR-16.1 of the first OBR, then every OBR-28.1 of the
-/// first OBR that differs from it, blanks skipped, duplicates removed (order kept).
-pub fn doc_nums(lab: &LabMessage) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    if let Some(o) = lab.orders.first() {
-        for p in o.ordering.iter().take(1).chain(o.copy_to.iter()) {
-            let id = p.id.trim();
-            if !id.is_empty() && !out.iter().any(|x| x == id) {
-                out.push(id.to_string());
-            }
-        }
-    }
-    out
-}
+pub use handlers::{discipline, doc_nums, final_result_count};
 
 impl Hl7TextInfo {
     /// Computes the row for `lab` in `flavour`, with Open-O's column widths.
@@ -227,36 +168,18 @@ impl Hl7TextInfo {
         let fit = |s: Option<String>, column: &'static str, truncated: &mut Vec<&'static str>| {
             fit(s, widths.of(column), column, truncated)
         };
-        let abnormal = lab.orders.iter().flat_map(|o| &o.observations).any(|x| {
-            let f = x.abnormal_flag.split('~').next().unwrap_or("").trim();
-            !f.is_empty() && !f.eq_ignore_ascii_case("N")
-        });
-        let first = lab.orders.first();
         let obr_date = match flavour {
-            Flavour::Oscar19 => first
-                .and_then(|o| o.observations.first())
-                .and_then(|x| format_hl7_ts(&x.observed_at)),
-            Flavour::OpenO => first
-                .and_then(|o| format_hl7_ts(&o.observed_at))
-                .or_else(|| format_hl7_ts(&lab.message_date)),
+            Flavour::Oscar19 => handlers::first_time_stamp(lab),
+            Flavour::OpenO => handlers::service_date(lab).or_else(|| handlers::message_date(lab)),
         };
-        let requesting_client = first
-            .map(|o| {
-                o.ordering
-                    .iter()
-                    .map(|p| p.display_name())
-                    .filter(|n| !n.is_empty())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+        let requesting_client = handlers::doc_name(lab);
         let report_status = match flavour {
             Flavour::Oscar19 => report_status_letter(lab),
             Flavour::OpenO => open_o_status_word(lab),
         };
-        let label = match flavour {
-            Flavour::Oscar19 => None,
-            Flavour::OpenO => {
+        // Open-O's label is PATHL7Handler.getLabel(): the distinct OBR-4.2 texts.
+        let label = match (flavour, lab.lab_type) {
+            (Flavour::OpenO, LabType::Pathl7) => {
                 let mut seen: Vec<&str> = Vec::new();
                 for o in &lab.orders {
                     let t = o.service_text.trim();
@@ -266,10 +189,11 @@ impl Hl7TextInfo {
                 }
                 non_empty(seen.join(" | "))
             }
+            _ => None,
         };
         let sending_facility = match flavour {
             Flavour::Oscar19 => None,
-            Flavour::OpenO => Some(lab.sending_facility.clone()),
+            Flavour::OpenO => Some(handlers::patient_location(lab)),
         };
         let sex = non_empty(lab.patient.sex.clone());
         let mut info = Hl7TextInfo {
@@ -279,7 +203,7 @@ impl Hl7TextInfo {
                 "health_no",
                 &mut truncated,
             ),
-            result_status: abnormal.then(|| "A".to_string()),
+            result_status: handlers::any_abnormal(lab).then(|| "A".to_string()),
             final_result_count: final_result_count(lab),
             obr_date,
             priority: None,
@@ -288,11 +212,7 @@ impl Hl7TextInfo {
                 "requesting_client",
                 &mut truncated,
             ),
-            discipline: fit(
-                non_empty(discipline(&lab.orders)),
-                "discipline",
-                &mut truncated,
-            ),
+            discipline: fit(non_empty(discipline(lab)), "discipline", &mut truncated),
             last_name: fit(
                 non_empty(lab.patient.last_name.clone()),
                 "last_name",
@@ -304,8 +224,17 @@ impl Hl7TextInfo {
                 &mut truncated,
             ),
             report_status: String::new(),
-            accession_num: fit(non_empty(lab.accession()), "accessionNum", &mut truncated),
-            filler_order_num: String::new(),
+            accession_num: fit(
+                non_empty(handlers::accession(lab)),
+                "accessionNum",
+                &mut truncated,
+            ),
+            filler_order_num: fit(
+                Some(handlers::filler_order_num(lab)),
+                "filler_order_num",
+                &mut truncated,
+            )
+            .unwrap_or_default(),
             sending_facility: fit(sending_facility, "sending_facility", &mut truncated),
             label: fit(label, "label", &mut truncated),
             truncated: Vec::new(),

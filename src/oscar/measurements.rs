@@ -137,7 +137,7 @@ pub async fn write_measurements(
     demographic_no: i64,
     now: &str,
 ) -> Result<u64, sqlx::Error> {
-    let accession = lab.accession();
+    let accession = super::handlers::accession(lab);
     let mut n = 0;
     for (i, order) in lab.orders.iter().enumerate() {
         for (j, x) in order.observations.iter().enumerate() {

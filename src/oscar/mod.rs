@@ -1,5 +1,7 @@
 //! OSCAR table knowledge: how OSCAR's own lab uploader fills its tables.
 //!
+//! - [`handlers`]: what OSCAR's parser for each lab type (PATHL7, CML, MEDITECH, IHAPOI,
+//!   CLS) reads where — accession, order status, dates, discipline, practitioner numbers.
 //! - [`info`]: the `hl7TextInfo` row for a lab message (IMPORT-SPEC §2.5), in the Open-O or
 //!   OSCAR 19 flavour ([`Flavour`]).
 //! - [`matching`]: OSCAR's patient-match predicates (§2.6) with bound parameters — health
@@ -10,6 +12,7 @@
 //! - [`import`]: one file = one transaction: `fileUploadCheck`, `hl7TextMessage`,
 //!   `hl7TextInfo`, `patientLabRouting`, `providerLabRouting`.
 
+pub mod handlers;
 pub mod import;
 pub mod info;
 pub mod matching;
