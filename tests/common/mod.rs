@@ -2,6 +2,7 @@
 //! pipeline over a list of inputs, and counting rows.
 #![allow(dead_code)]
 
+pub mod harness;
 pub mod mariadb;
 
 use std::path::{Path, PathBuf};
