@@ -31,6 +31,12 @@
 //! section code outside its list; an unparseable date), we store the value as read (or NULL)
 //! and import the lab — losing a result is worse than an unusual discipline text. Where
 //! OSCAR's order is a `HashMap`'s (MEDITECH practitioner numbers), ours is the message's.
+//! OSCAR's CLS (and BIOTEST/CDL) uploader skips a final message whose accession number is
+//! already on file (IMPORT-SPEC §2.9); we import it as a new version of that accession
+//! instead: in OSCAR's own CLS sample a later message of one accession carries 13 results
+//! where the earlier one had 8, and skipping it would silently drop five results. The
+//! versions are linked by `accessionNum` and OSCAR shows the latest as current.
+//! Open-O's `hl7TextInfo.label` is `PATHL7Handler.getLabel()`; other types get NULL.
 
 use crate::hl7::lab::{LabMessage, LabType, Observation, ProviderRef};
 

@@ -8,6 +8,13 @@
 //! relaxation for charts whose sex is neither F nor M as an option. More than one row means
 //! unmatched. A match on a merged chart is followed through `demographic_merged` to its head.
 //! Wildcards in lab values are escaped, so a `%` in a field cannot widen the match.
+//!
+//! Deliberately **not** implemented: OSCAR 19's fallback for a lab without a health number
+//! (`last_name LIKE 'FULL%' AND first_name LIKE 'FULL%'` plus birth date and sex, no health
+//! number). Twins, namesakes and data-entry duplicates share exactly those values, so it files
+//! labs to the wrong chart; Open-O dropped it too. Such labs stay unmatched: they reach the
+//! ordering provider's inbox (or the unclaimed inbox `'0'`) and OSCAR's unmatched list, where
+//! a person files them. No option turns it on.
 
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
