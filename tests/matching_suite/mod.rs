@@ -505,14 +505,131 @@ async fn setup(store: &Store, case: &Case) {
     }
 }
 
+/// A PATHL7 lab for `case`'s patient, ordered by a practitioner no provider has.
+fn lab_message(i: usize, c: &Case) -> String {
+    let l = &c.lab;
+    format!(
+        "MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ZZ|20260101120000||ORU^R01|MATCH{i}|P|2.3\rPID||{}|||{}^{}||{}|{}\rORC|RE||26-9{i:07}-X-1\rOBR|1||26-9{i:07}-X-1|X^Test||20260101090000|20260101090000|||||||||99999^ZZNOBODY^DOC||||||||CHEM1|F\rOBX|1|NM|X1^Result||1|u|0-2|N|||F|||20260101100000\r",
+        l.hin, l.last, l.first, l.dob, l.sex
+    )
+}
+
+/// Imports `case`'s lab with the match outcome `got` (one transaction, as the sink does) and
+/// checks where it landed: the matched chart only, or — unmatched — no `patientLabRouting`
+/// row, in OSCAR's unmatched-inbox query, and in some provider's inbox (or `'0'`).
+async fn import_and_check_inbox(
+    store: &Store,
+    i: usize,
+    c: &Case,
+    got: &MatchOutcome,
+) -> Result<(), String> {
+    use oscarflow::ack::AckToken;
+    use oscarflow::envelope::{sha256, Envelope, Origin, Provenance, Raw};
+    use oscarflow::oscar::import::{import_file, ImportOptions, ImportOutcome, Overflow};
+    use oscarflow::stages::parse_hl7::{ParseHl7, ParseHl7Config};
+    use oscarflow::stages::Emitter;
+    use std::sync::Arc;
+
+    let bytes = bytes::Bytes::from(lab_message(i, c));
+    let prov = Arc::new(Provenance {
+        pipeline: Arc::from("matching_suite"),
+        source: Arc::from("cases"),
+        source_kind: Arc::from("test"),
+        origin: Origin::Memory {
+            label: c.name.to_string(),
+        },
+        received_at: time::OffsetDateTime::now_utc(),
+        attempt: 1,
+        content_sha256: sha256(&bytes),
+    });
+    let env = Envelope::new(
+        prov.clone(),
+        Raw {
+            bytes,
+            name: format!("case{i}.hl7"),
+        },
+        AckToken::detached(),
+    );
+    let stage = ParseHl7::new(
+        ParseHl7Config::default(),
+        Arc::from("parse"),
+        oscarflow::telemetry::Observers::none(),
+    );
+    let mut out = Emitter::default();
+    stage.parse(&env, &mut out);
+    let mut file = match out.outputs.pop() {
+        Some(o) if out.rejects.is_empty() => o.payload,
+        _ => return Err("the case's lab did not parse".into()),
+    };
+    for m in &mut file.messages {
+        m.matched = Some(got.clone());
+    }
+    let opts = ImportOptions {
+        service_name: "matching_suite".into(),
+        upload_provider_no: "0".into(),
+        flavour: oscarflow::oscar::Flavour::OpenO,
+        on_overflow: Overflow::Truncate,
+        widths: Arc::default(),
+    };
+    let lab_no = match import_file(store, &file, &prov, &opts).await {
+        Ok(ImportOutcome::Imported { labs }) if labs.len() == 1 => labs[0].1,
+        other => return Err(format!("import: {other:?}")),
+    };
+    let patients: Vec<i64> =
+        sqlx::query_scalar("SELECT demographic_no FROM patientLabRouting WHERE lab_no = ?")
+            .bind(lab_no)
+            .fetch_all(&store.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+    let inboxes: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM providerLabRouting WHERE lab_no = ? AND lab_type = 'HL7'",
+    )
+    .bind(lab_no)
+    .fetch_one(&store.pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    if inboxes == 0 {
+        return Err("the lab is in no provider's inbox".into());
+    }
+    match got {
+        MatchOutcome::Matched { demographic_no, .. } => {
+            if patients != vec![*demographic_no] {
+                return Err(format!("patientLabRouting {patients:?}"));
+            }
+        }
+        _ => {
+            if !patients.is_empty() {
+                return Err(format!("unmatched but filed to {patients:?}"));
+            }
+            // Hl7TextInfoDao.findLabAndDocsViaMagic's unmatched filter (IMPORT-SPEC §2.6).
+            let listed: i64 = sqlx::query_scalar(
+                "SELECT COUNT(DISTINCT info.lab_no) FROM patientLabRouting plr2 \
+                 RIGHT JOIN providerLabRouting plr ON plr.lab_no = plr2.lab_no AND plr2.lab_type = 'HL7' \
+                 RIGHT JOIN hl7TextInfo info ON plr.lab_no = info.lab_no \
+                 WHERE plr.lab_type = 'HL7' AND (plr2.demographic_no IS NULL OR plr2.demographic_no = '0') \
+                 AND info.lab_no = ?",
+            )
+            .bind(lab_no)
+            .fetch_one(&store.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+            if listed != 1 {
+                return Err("unmatched, but not in OSCAR's unmatched-inbox query".into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs every case; returns (cases run, failures). A wrong-patient match is reported as such.
+/// Each case's lab is also imported, and its inbox visibility checked.
 pub async fn run(store: &Store) -> (usize, Vec<String>) {
     let cases = cases();
     for c in &cases {
         setup(store, c).await;
     }
     let mut failures = Vec::new();
-    for c in &cases {
+    for (i, c) in cases.iter().enumerate() {
         let patient = Patient {
             last_name: c.lab.last.into(),
             first_name: c.lab.first.into(),
@@ -529,6 +646,8 @@ pub async fn run(store: &Store) -> (usize, Vec<String>) {
                 continue;
             }
         };
+        // The embedded store has one connection: give it back before the import.
+        drop(conn);
         let ok = match (&got, c.expect) {
             (MatchOutcome::Matched { demographic_no, .. }, Expect::Chart(n)) => {
                 *demographic_no == n
@@ -548,6 +667,9 @@ pub async fn run(store: &Store) -> (usize, Vec<String>) {
                 c.expect,
                 got
             ));
+        }
+        if let Err(e) = import_and_check_inbox(store, i, c, &got).await {
+            failures.push(format!("{}: {e}", c.name));
         }
     }
     (cases.len(), failures)
