@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use crate::dead_letter::ReasonCode;
+
 /// The merged outcome of every envelope made from one input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,8 +79,17 @@ impl InFlight {
 
 struct Shared {
     status: AtomicU8,
-    tx: Mutex<Option<oneshot::Sender<BatchStatus>>>,
+    /// Why the first dead-lettered part was dead-lettered (PHI-free code).
+    reason: Mutex<Option<ReasonCode>>,
+    tx: Mutex<Option<oneshot::Sender<BatchOutcome>>>,
     in_flight: Option<Arc<InFlight>>,
+}
+
+/// A batch's merged status and, when something was dead-lettered, the first reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub status: BatchStatus,
+    pub reason: Option<ReasonCode>,
 }
 
 impl Shared {
@@ -90,10 +101,11 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         let status = BatchStatus::from_u8(self.status.load(Ordering::SeqCst));
+        let reason = self.reason.get_mut().ok().and_then(|r| *r);
         if let Some(tx) = self.tx.get_mut().ok().and_then(|t| t.take()) {
             // The receiver may be gone (source stopped); then nobody releases anything,
             // which is the safe direction.
-            let _ = tx.send(status);
+            let _ = tx.send(BatchOutcome { status, reason });
         }
         if let Some(f) = &self.in_flight {
             f.dec();
@@ -108,14 +120,23 @@ pub struct BatchNotifier {
 
 /// Resolves when every token of the batch is gone.
 pub struct BatchReceiver {
-    rx: oneshot::Receiver<BatchStatus>,
+    rx: oneshot::Receiver<BatchOutcome>,
 }
 
 impl BatchReceiver {
     /// Waits for the merged status. A vanished sender (cannot happen by construction) is
     /// reported as `Failed`, the safe direction.
     pub async fn wait(self) -> BatchStatus {
-        self.rx.await.unwrap_or(BatchStatus::Failed)
+        self.wait_outcome().await.status
+    }
+
+    /// Waits for the merged status and the first dead-letter reason (a source that answers
+    /// its peer per input, like MLLP, tells it why).
+    pub async fn wait_outcome(self) -> BatchOutcome {
+        self.rx.await.unwrap_or(BatchOutcome {
+            status: BatchStatus::Failed,
+            reason: None,
+        })
     }
 }
 
@@ -128,6 +149,7 @@ impl BatchNotifier {
         }
         let shared = Arc::new(Shared {
             status: AtomicU8::new(BatchStatus::Delivered as u8),
+            reason: Mutex::new(None),
             tx: Mutex::new(Some(tx)),
             in_flight,
         });
@@ -179,6 +201,17 @@ impl AckToken {
     pub fn resolve(mut self, status: BatchStatus) {
         if let Some(s) = &self.shared {
             s.merge(status);
+        }
+        self.settled = true;
+    }
+
+    /// Marks this envelope's part as written to the dead-letter store for `reason`.
+    pub fn dead_lettered(mut self, reason: ReasonCode) {
+        if let Some(s) = &self.shared {
+            if let Ok(mut r) = s.reason.lock() {
+                r.get_or_insert(reason);
+            }
+            s.merge(BatchStatus::DeadLettered);
         }
         self.settled = true;
     }
@@ -240,6 +273,29 @@ mod tests {
         d1.resolve(BatchStatus::DeadLettered);
         d2.resolve(BatchStatus::Delivered);
         assert_eq!(rx.wait().await, BatchStatus::DeadLettered);
+    }
+
+    #[tokio::test]
+    async fn the_first_dead_letter_reason_reaches_the_source() {
+        let (n, rx) = BatchNotifier::new(None);
+        let (a, b, c) = (n.token(), n.token(), n.token());
+        drop(n);
+        a.resolve(BatchStatus::Delivered);
+        b.dead_lettered(ReasonCode::MissingSegment);
+        c.dead_lettered(ReasonCode::TooLarge);
+        let out = rx.wait_outcome().await;
+        assert_eq!(out.status, BatchStatus::DeadLettered);
+        assert_eq!(out.reason, Some(ReasonCode::MissingSegment));
+        let (n, rx) = BatchNotifier::new(None);
+        n.token().resolve(BatchStatus::Delivered);
+        drop(n);
+        assert_eq!(
+            rx.wait_outcome().await,
+            BatchOutcome {
+                status: BatchStatus::Delivered,
+                reason: None
+            }
+        );
     }
 
     #[tokio::test]

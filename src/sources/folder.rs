@@ -306,6 +306,7 @@ impl Source for FolderSource {
             mut shutdown,
             in_flight,
             observers,
+            ..
         } = cx;
         // A drop folder that does not exist yet is created (watch mode); a replay of a
         // missing folder is an error.

@@ -35,6 +35,8 @@ pub struct SourceContext {
     pub shutdown: Shutdown,
     pub in_flight: Arc<InFlight>,
     pub observers: Observers,
+    /// The pipeline's database (sources that keep state: MLLP answers, checkpoints).
+    pub store: crate::store::Store,
 }
 
 /// A source failure that stops the source.

@@ -79,11 +79,18 @@ struct Migration {
     sql: &'static str,
 }
 
-const MYSQL_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "pipeline_tables",
-    sql: include_str!("../../migrations/mysql/0001_pipeline_tables.sql"),
-}];
+const MYSQL_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "pipeline_tables",
+        sql: include_str!("../../migrations/mysql/0001_pipeline_tables.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "mllp_answers",
+        sql: include_str!("../../migrations/mysql/0002_mllp_answers.sql"),
+    },
+];
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
     Migration {
@@ -95,6 +102,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "oscar_tables",
         sql: include_str!("../../migrations/sqlite/0002_oscar_tables.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "mllp_answers",
+        sql: include_str!("../../migrations/sqlite/0003_mllp_answers.sql"),
     },
 ];
 

@@ -288,6 +288,7 @@ pub fn build(
             shutdown: shutdown.clone(),
             in_flight: in_flight.clone(),
             observers: observers.clone(),
+            store: store.clone(),
         };
         let id = c.id.clone();
         tasks.spawn(async move {

@@ -112,7 +112,7 @@ pub async fn dead_letter(cx: &RunContext, dl: DeadLetter, ack: AckToken) {
                     reason: dl.reason,
                     dead_letter_id: &id,
                 });
-                ack.resolve(BatchStatus::DeadLettered);
+                ack.dead_lettered(dl.reason);
                 return;
             }
             Err(e) => {
