@@ -617,7 +617,9 @@ async fn a_file_still_being_written_is_taken_only_once_complete_then_deleted() {
     let inbox = tmp.path().join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
     let mut cfg = folder_pipeline(&inbox, &tmp.path().join("unused"));
-    let SourceConfig::Folder(f) = &mut cfg.sources[0].config;
+    let SourceConfig::Folder(f) = &mut cfg.sources[0].config else {
+        panic!("a folder source");
+    };
     f.after = AfterCommit::Delete;
     f.min_age = Duration::from_millis(400);
     let mut running = build(&cfg, &store, BuildOptions::default()).unwrap();

@@ -6,10 +6,11 @@
 //! status says every envelope was committed or dead-lettered**. A failed or unresolved batch
 //! is kept and re-delivered later. `run` returns when the input is exhausted (one-shot) or the
 //! shutdown signal fired, after the batches it started have settled or the channel closed.
-//! Kinds: `folder`.
+//! Kinds: `folder`, `mllp`.
 
 pub mod folder;
 pub mod list;
+pub mod mllp;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::telemetry::Observers;
 use crate::topology::Shutdown;
 
 pub use folder::FolderConfig;
+pub use mllp::MllpConfig;
 
 /// What every source gets from the topology.
 pub struct SourceContext {
@@ -63,10 +65,11 @@ pub trait Source: Send {
 #[derive(Debug, Clone)]
 pub enum SourceConfig {
     Folder(FolderConfig),
+    Mllp(MllpConfig),
 }
 
 impl SourceConfig {
-    pub const TYPES: &'static [&'static str] = &["folder"];
+    pub const TYPES: &'static [&'static str] = &["folder", "mllp"];
 
     pub fn from_table(
         raw: RawComponent,
@@ -74,6 +77,7 @@ impl SourceConfig {
     ) -> Result<Self, (String, Option<Range<usize>>)> {
         match raw.type_name.get_ref().as_str() {
             "folder" => raw.parse().map(SourceConfig::Folder),
+            "mllp" => raw.parse().map(SourceConfig::Mllp),
             _ => Err(unknown_type(
                 section.trim_end_matches('s'),
                 &raw.type_name,
@@ -91,6 +95,7 @@ impl ComponentKind for SourceConfig {
     fn type_name(&self) -> &'static str {
         match self {
             SourceConfig::Folder(_) => "folder",
+            SourceConfig::Mllp(_) => "mllp",
         }
     }
     fn input_port(&self) -> Option<PortType> {
@@ -102,6 +107,7 @@ impl ComponentKind for SourceConfig {
     fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
         match self {
             SourceConfig::Folder(c) => c.validate(),
+            SourceConfig::Mllp(c) => c.validate(),
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::lab_file::LabFile;
 use crate::sinks::oscar_lab::OscarLab;
 use crate::sinks::{Sink, SinkConfig};
 use crate::sources::folder::{FolderMode, FolderSource, ReleaseHook};
+use crate::sources::mllp::MllpSource;
 use crate::sources::{Source, SourceConfig, SourceContext};
 use crate::stages::match_patient::MatchPatient;
 use crate::stages::parse_hl7::ParseHl7;
@@ -279,6 +280,7 @@ pub fn build(
                         })?,
                     )
                 }
+                SourceConfig::Mllp(mc) => Box::new(MllpSource::new(mc.clone())),
             },
         };
         let scx = SourceContext {

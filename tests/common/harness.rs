@@ -232,8 +232,12 @@ pub async fn run(
         })
         .collect();
     let source: Box<dyn Source> = Box::new(ListSource::new(items, "harness"));
-    run_with_source(cfg, pipeline, store, source, cases, false).await
+    run_with_source(cfg, pipeline, store, source, cases, false, None).await
 }
+
+/// Drives a long-running source (a listener): sends the cases, then returns; the harness
+/// then stops the pipeline's intake and waits for it to drain.
+pub type Driver = futures::future::BoxFuture<'static, ()>;
 
 /// Runs `source` (which must emit exactly the bytes of `cases`) through `cfg` (renamed
 /// `pipeline`) on `store`. Asserts that every input's ack resolved exactly once with the
@@ -247,6 +251,7 @@ pub async fn run_with_source(
     source: Box<dyn Source>,
     cases: Vec<Case>,
     releases: bool,
+    driver: Option<Driver>,
 ) -> Outcome {
     let _ = metrics();
     cfg.name = pipeline.to_string();
@@ -256,14 +261,18 @@ pub async fn run_with_source(
         &cfg,
         store,
         BuildOptions {
-            one_shot: true,
             // The pipeline adds the standard telemetry (logs, metrics) itself.
             observers: Observers::none().with(ledger.clone()),
+            one_shot: driver.is_none(),
             source_override: Some(Arc::new(Mutex::new(Some(source)))),
             ..Default::default()
         },
     )
     .expect("build");
+    if let Some(d) = driver {
+        d.await;
+        running.stop_intake();
+    }
     running
         .wait()
         .await

@@ -1,0 +1,413 @@
+//! The MLLP listener (`src/sources/mllp.rs`) in a real pipeline on loopback: messages sent
+//! by python-hl7's `mllp_send` (PyPI `hl7`) and by a Rust client are imported and answered
+//! only after commit; MSA-2 echoes MSH-10; malformed messages get `AR` with a reason and are
+//! in the dead-letter store; re-sends get the same answer without a second import, also
+//! after a crash between commit and ACK; a full pipeline stops the reading.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use oscarflow::ack::BatchStatus;
+use oscarflow::hl7::Message;
+use oscarflow::sources::mllp::{self, MllpConfig, MllpSource};
+use oscarflow::sources::Source;
+use oscarflow::store::Store;
+use oscarflow::topology::{build, BuildOptions, RunningPipeline};
+
+use common::harness::{self, Case};
+
+fn cfg() -> MllpConfig {
+    MllpConfig {
+        listen: "127.0.0.1:0".into(),
+        max_frame_bytes: 1024 * 1024,
+        idle_timeout: Duration::from_secs(30),
+        max_connections: 4,
+    }
+}
+
+/// The built-in lab pipeline with an MLLP listener on a free loopback port.
+async fn start(store: &Store, source: MllpSource) -> (RunningPipeline, SocketAddr) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let source: Box<dyn Source> = Box::new(source.with_bound_address(tx));
+    let running = build(
+        &common::lab_pipeline(),
+        store,
+        BuildOptions {
+            source_override: Some(Arc::new(Mutex::new(Some(source)))),
+            ..Default::default()
+        },
+    )
+    .expect("build");
+    let addr = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("the listener binds")
+        .expect("bound address");
+    (running, addr)
+}
+
+async fn stop(mut running: RunningPipeline) {
+    running.stop_intake();
+    tokio::time::timeout(Duration::from_secs(30), running.wait())
+        .await
+        .expect("the pipeline drains")
+        .expect("no fatal error");
+}
+
+/// Sends one framed message on `conn` and reads its ACK.
+async fn exchange(conn: &mut TcpStream, msg: &[u8]) -> String {
+    conn.write_all(&mllp::encode(msg)).await.unwrap();
+    read_ack(conn).await
+}
+
+async fn read_ack(conn: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut chunk))
+            .await
+            .expect("an answer within 30 s")
+            .unwrap();
+        assert!(n > 0, "the listener closed without answering");
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.ends_with(&[mllp::END, b'\r']) {
+            break;
+        }
+    }
+    assert_eq!(buf[0], mllp::START);
+    String::from_utf8(buf[1..buf.len() - 2].to_vec()).unwrap()
+}
+
+fn msa(ack: &str) -> (String, String, String) {
+    let m = Message::parse(ack).unwrap_or_else(|e| panic!("ACK does not parse: {e:?}: {ack:?}"));
+    (
+        m.get("MSA-1").into(),
+        m.get("MSA-2").into(),
+        m.get("MSA-3").into(),
+    )
+}
+
+fn fixture(rel: &str) -> Vec<u8> {
+    std::fs::read(common::repo().join("fixtures/hl7").join(rel)).unwrap()
+}
+
+/// The messages of a fixture file, each with its control id.
+fn messages_of(rel: &str) -> Vec<(String, Vec<u8>)> {
+    let text = String::from_utf8(fixture(rel)).unwrap();
+    let text = text.replace("\r\n", "\r").replace('\n', "\r");
+    let mut out = Vec::new();
+    for part in text.split("MSH|").filter(|p| !p.trim().is_empty()) {
+        let msg = format!("MSH|{}", part.trim_end_matches(['\r', '\n']));
+        let m = Message::parse(&msg).unwrap();
+        out.push((m.get("MSH-10").to_string(), msg.into_bytes()));
+    }
+    out
+}
+
+/// A virtual environment with python-hl7 (`mllp_send`); `None` outside CI when Python or
+/// PyPI is unavailable.
+fn mllp_send_bin() -> Option<std::path::PathBuf> {
+    let venv = common::repo().join("target/py-hl7-venv");
+    let bin = venv.join("bin/mllp_send");
+    if bin.exists() {
+        return Some(bin);
+    }
+    let ok = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "hl7==0.4.5"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok && bin.exists() {
+        Some(bin)
+    } else if std::env::var_os("CI").is_some() {
+        panic!(
+            "cannot install python-hl7 (pip install hl7==0.4.5) into {}",
+            venv.display()
+        );
+    } else {
+        eprintln!("skipping: python-hl7 could not be installed");
+        None
+    }
+}
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    common::count(store, sql).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_by_python_hl7_mllp_send_are_imported_and_acked_with_their_control_ids() {
+    let Some(mllp_send) = mllp_send_bin() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let (running, addr) = start(&store, MllpSource::new(cfg())).await;
+
+    // Three good labs and one without PID/OBR (a truncated message).
+    let mut msgs = messages_of("pathl7/multi_message.hl7");
+    msgs.push((
+        "TRUNC1".into(),
+        b"MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ZZ|20260101120000||ORU^R01|TRUNC1|P|2.3".to_vec(),
+    ));
+    let file = tmp.path().join("to_send.hl7");
+    let mut body = Vec::new();
+    for (_, m) in &msgs {
+        body.extend_from_slice(m);
+        body.extend_from_slice(b"\r\n");
+    }
+    std::fs::write(&file, &body).unwrap();
+    let out = tokio::process::Command::new(&mllp_send)
+        .args(["--loose", "-p", &addr.port().to_string(), "-f"])
+        .arg(&file)
+        .arg("127.0.0.1")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // mllp_send prints each raw answer (with its MLLP blocks) on its own line.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let acks: Vec<String> = stdout
+        .split(['\x0b', '\x1c'])
+        .map(|s| s.trim_matches(['\r', '\n']))
+        .filter(|s| s.starts_with("MSH"))
+        .map(String::from)
+        .collect();
+    assert_eq!(acks.len(), msgs.len(), "one ACK per message: {stdout:?}");
+    for ((control, _), ack) in msgs.iter().zip(&acks) {
+        let (code, echoed, reason) = msa(ack);
+        assert_eq!(&echoed, control, "MSA-2 equals the message's MSH-10");
+        if control == "TRUNC1" {
+            assert_eq!(code, "AR");
+            assert_eq!(reason, "missing_segment");
+        } else {
+            assert_eq!(code, "AA", "{ack:?}");
+        }
+    }
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        3
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await,
+        1
+    );
+    let dl_raw: Vec<u8> = sqlx::query_scalar("SELECT raw FROM oscarflow_dead_letter")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        dl_raw, msgs[3].1,
+        "the rejected message is kept byte for byte"
+    );
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_message_gets_the_same_answer_and_is_not_processed_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let (running, addr) = start(&store, MllpSource::new(cfg())).await;
+    let (control, msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
+    let bad = b"MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ZZ|20260101120000||ORU^R01|BAD1|P|2.3\rPID||1"
+        .to_vec();
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    for round in 0..3 {
+        let (code, echoed, _) = msa(&exchange(&mut conn, &msg).await);
+        assert_eq!(
+            (code.as_str(), echoed.as_str()),
+            ("AA", control.as_str()),
+            "round {round}"
+        );
+        let (code, echoed, reason) = msa(&exchange(&mut conn, &bad).await);
+        assert_eq!(
+            (code.as_str(), echoed.as_str(), reason.as_str()),
+            ("AR", "BAD1", "missing_segment"),
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        1
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await,
+        1,
+        "a re-sent bad message is answered from the record, not dead-lettered again"
+    );
+    // A different message reusing the control id is processed, not swallowed.
+    let reused = String::from_utf8(msg.clone())
+        .unwrap()
+        .replace("20260114", "20260115")
+        .into_bytes();
+    assert_ne!(reused, msg);
+    let (code, _, _) = msa(&exchange(&mut conn, &reused).await);
+    assert_eq!(code, "AA");
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        2
+    );
+    drop(conn);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_commit_before_the_ack_does_not_import_the_resent_message_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let (_, msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
+
+    // First life: the message is committed, then the process "dies" before answering.
+    let crashed = Arc::new(AtomicBool::new(false));
+    let c = crashed.clone();
+    let source = MllpSource::new(cfg()).with_crash_before_answer(Arc::new(move || {
+        c.store(true, Ordering::SeqCst);
+        true
+    }));
+    let (running, addr) = start(&store, source).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&mllp::encode(&msg)).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut buf))
+        .await
+        .expect("the connection ends")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no ACK was sent");
+    assert!(crashed.load(Ordering::SeqCst));
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        1,
+        "it was committed"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_mllp_answer").await,
+        0
+    );
+    stop(running).await;
+
+    // Second life: the peer re-sends; one row, answered AA.
+    let (running, addr) = start(&store, MllpSource::new(cfg())).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let (code, _, _) = msa(&exchange(&mut conn, &msg).await);
+    assert_eq!(code, "AA");
+    for table in [
+        "hl7TextMessage",
+        "hl7TextInfo",
+        "fileUploadCheck",
+        "patientLabRouting",
+    ] {
+        assert_eq!(
+            count(&store, &format!("SELECT COUNT(*) FROM {table}")).await,
+            1,
+            "{table}: no second row"
+        );
+    }
+    drop(conn);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pipeline_stops_the_listener_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let (running, addr) = start(&store, MllpSource::new(cfg())).await;
+    let in_flight = running.in_flight.clone();
+    // Another writer holds the database's write lock: reads go on (WAL), nothing commits.
+    let other = Store::open(&common::sqlite_url(tmp.path())).await.unwrap();
+    let mut held = other.pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM oscarflow_mllp_answer WHERE pipeline = 'lock'")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let (_, msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    // The peer pipelines 50 distinct messages without waiting for answers.
+    let mut burst = Vec::new();
+    for i in 0..50 {
+        let m =
+            String::from_utf8(msg.clone())
+                .unwrap()
+                .replacen("ZZ0101", &format!("ZZ0101B{i}"), 1);
+        burst.extend(mllp::encode(m.as_bytes()));
+    }
+    let writer = tokio::spawn(async move {
+        conn.write_all(&burst).await.unwrap();
+        conn
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        in_flight.current(),
+        1,
+        "one connection: one message in flight while it cannot commit, the rest unread"
+    );
+    held.rollback().await.unwrap();
+    let mut conn = writer.await.unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    for _ in 0..50 {
+        let (code, _, _) = msa(&read_ack(&mut conn).await);
+        assert_eq!(code, "AA");
+        answered.fetch_add(1, Ordering::SeqCst);
+    }
+    assert!(
+        in_flight.high_water() <= 1,
+        "never more than one message in flight"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        50
+    );
+    drop(conn);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mllp_listener_passes_the_component_harness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let (_, good) = messages_of("pathl7/matched_chem.hl7").remove(0);
+    let bad =
+        b"MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ZZ|20260101120000||ORU^R01|BAD2|P|2.3".to_vec();
+    let cases = vec![
+        Case {
+            name: "good",
+            bytes: good.clone(),
+            expect: BatchStatus::Delivered,
+        },
+        Case {
+            name: "truncated",
+            bytes: bad.clone(),
+            expect: BatchStatus::DeadLettered,
+        },
+    ];
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let source: Box<dyn Source> = Box::new(MllpSource::new(cfg()).with_bound_address(tx));
+    let driver: harness::Driver = Box::pin(async move {
+        let addr = rx.await.unwrap();
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(msa(&exchange(&mut conn, &good).await).0, "AA");
+        assert_eq!(msa(&exchange(&mut conn, &bad).await).0, "AR");
+    });
+    harness::run_with_source(
+        common::lab_pipeline(),
+        "harness_mllp",
+        &store,
+        source,
+        cases,
+        true,
+        Some(driver),
+    )
+    .await;
+}
