@@ -53,6 +53,12 @@ pub enum Origin {
     QueueRow { table: String, id: i64 },
     /// An MLLP peer and the message control id (MSH-10).
     Mllp { peer: String, control_id: String },
+    /// One message of a pull batch (Excelleris `hl7pull`, Interior Health POI).
+    Pull {
+        host: String,
+        batch: String,
+        index: u32,
+    },
     /// A re-drive of a dead letter.
     DeadLetter { id: String },
     /// Bytes handed in directly (tests, tools).
@@ -68,6 +74,7 @@ impl Origin {
             Origin::Fax { message_id } => format!("fax:{message_id}"),
             Origin::QueueRow { table, id } => format!("{table}#{id}"),
             Origin::Mllp { peer, control_id } => format!("mllp:{peer}/{control_id}"),
+            Origin::Pull { host, batch, index } => format!("pull:{host}/{batch}#{index}"),
             Origin::DeadLetter { id } => format!("dead-letter:{id}"),
             Origin::Memory { label } => format!("memory:{label}"),
         }

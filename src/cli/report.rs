@@ -100,7 +100,11 @@ impl Observer for ReportCollector {
                     p.inc(1);
                 }
             }
-            Event::Retrying { .. } | Event::NotDelivered { .. } | Event::ReleaseFailed { .. } => {}
+            Event::Retrying { .. }
+            | Event::NotDelivered { .. }
+            | Event::ReleaseFailed { .. }
+            | Event::Polled { .. }
+            | Event::PollFailed { .. } => {}
         }
     }
 }

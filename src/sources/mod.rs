@@ -6,8 +6,9 @@
 //! status says every envelope was committed or dead-lettered**. A failed or unresolved batch
 //! is kept and re-delivered later. `run` returns when the input is exhausted (one-shot) or the
 //! shutdown signal fired, after the batches it started have settled or the channel closed.
-//! Kinds: `folder`, `mllp`.
+//! Kinds: `folder`, `mllp`, `excelleris`.
 
+pub mod excelleris;
 pub mod folder;
 pub mod list;
 pub mod mllp;
@@ -25,6 +26,7 @@ use crate::error::{Classify, ErrorKind};
 use crate::telemetry::Observers;
 use crate::topology::Shutdown;
 
+pub use excelleris::ExcellerisConfig;
 pub use folder::FolderConfig;
 pub use mllp::MllpConfig;
 
@@ -66,10 +68,11 @@ pub trait Source: Send {
 pub enum SourceConfig {
     Folder(FolderConfig),
     Mllp(MllpConfig),
+    Excelleris(ExcellerisConfig),
 }
 
 impl SourceConfig {
-    pub const TYPES: &'static [&'static str] = &["folder", "mllp"];
+    pub const TYPES: &'static [&'static str] = &["folder", "mllp", "excelleris"];
 
     pub fn from_table(
         raw: RawComponent,
@@ -78,6 +81,7 @@ impl SourceConfig {
         match raw.type_name.get_ref().as_str() {
             "folder" => raw.parse().map(SourceConfig::Folder),
             "mllp" => raw.parse().map(SourceConfig::Mllp),
+            "excelleris" => raw.parse().map(SourceConfig::Excelleris),
             _ => Err(unknown_type(
                 section.trim_end_matches('s'),
                 &raw.type_name,
@@ -96,6 +100,7 @@ impl ComponentKind for SourceConfig {
         match self {
             SourceConfig::Folder(_) => "folder",
             SourceConfig::Mllp(_) => "mllp",
+            SourceConfig::Excelleris(_) => "excelleris",
         }
     }
     fn input_port(&self) -> Option<PortType> {
@@ -108,6 +113,13 @@ impl ComponentKind for SourceConfig {
         match self {
             SourceConfig::Folder(c) => c.validate(),
             SourceConfig::Mllp(c) => c.validate(),
+            SourceConfig::Excelleris(c) => c.validate(),
+        }
+    }
+    fn env_refs(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
+        match self {
+            SourceConfig::Excelleris(c) => c.env_refs(),
+            _ => Vec::new(),
         }
     }
 }

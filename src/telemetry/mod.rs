@@ -26,6 +26,9 @@ pub enum MetricName {
     InputsReleased,
     InputReleaseFailures,
     ImportDurationSeconds,
+    SourcePolls,
+    SourcePollFailures,
+    SourceLastSuccess,
 }
 
 impl MetricName {
@@ -41,6 +44,9 @@ impl MetricName {
             MetricName::InputsReleased => "oscarflow_inputs_released_total",
             MetricName::InputReleaseFailures => "oscarflow_input_release_failures_total",
             MetricName::ImportDurationSeconds => "oscarflow_import_duration_seconds",
+            MetricName::SourcePolls => "oscarflow_source_polls_total",
+            MetricName::SourcePollFailures => "oscarflow_source_poll_failures_total",
+            MetricName::SourceLastSuccess => "oscarflow_source_last_success_timestamp_seconds",
         }
     }
 }
@@ -101,6 +107,18 @@ pub enum Event<'a> {
     /// Releasing an input failed (it will be re-delivered; the sink dedupes).
     ReleaseFailed {
         prov: &'a Provenance,
+        error: &'a str,
+    },
+    /// A polling source finished a poll.
+    Polled {
+        pipeline: &'a str,
+        component: &'a str,
+        messages: u32,
+    },
+    /// A polling source's poll failed (PHI-free reason); it tries again at the next poll.
+    PollFailed {
+        pipeline: &'a str,
+        component: &'a str,
         error: &'a str,
     },
 }
@@ -259,6 +277,35 @@ impl Observer for Telemetry {
                         1,
                     );
                 }
+            }
+            Event::Polled {
+                pipeline,
+                component,
+                messages,
+            } => {
+                tracing::debug!(pipeline, component, messages, "Poll done.");
+                let l = [
+                    ("pipeline", pipeline.to_string()),
+                    ("component", component.to_string()),
+                ];
+                counter(MetricName::SourcePolls, &l, 1);
+                let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+                metrics::gauge!(MetricName::SourceLastSuccess.as_str(), "pipeline" => pipeline.to_string(), "component" => component.to_string()).set(now);
+            }
+            Event::PollFailed {
+                pipeline,
+                component,
+                error,
+            } => {
+                tracing::warn!(pipeline, component, error, "Poll failed.");
+                counter(
+                    MetricName::SourcePollFailures,
+                    &[
+                        ("pipeline", pipeline.to_string()),
+                        ("component", component.to_string()),
+                    ],
+                    1,
+                );
             }
             Event::ReleaseFailed { prov, error } => {
                 tracing::error!(pipeline = %prov.pipeline, source = %prov.source, sha = %prov.short_hash(), error, "Releasing the input failed; it will be re-delivered and deduplicated.");

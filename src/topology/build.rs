@@ -18,6 +18,7 @@ use crate::envelope::{Envelope, Raw};
 use crate::lab_file::LabFile;
 use crate::sinks::oscar_lab::OscarLab;
 use crate::sinks::{Sink, SinkConfig};
+use crate::sources::excelleris::ExcellerisSource;
 use crate::sources::folder::{FolderMode, FolderSource, ReleaseHook};
 use crate::sources::mllp::MllpSource;
 use crate::sources::{Source, SourceConfig, SourceContext};
@@ -281,6 +282,14 @@ pub fn build(
                     )
                 }
                 SourceConfig::Mllp(mc) => Box::new(MllpSource::new(mc.clone())),
+                SourceConfig::Excelleris(ec) => {
+                    let s = ExcellerisSource::new(ec.clone());
+                    Box::new(if opts.one_shot {
+                        s.with_max_polls(1)
+                    } else {
+                        s
+                    })
+                }
             },
         };
         let scx = SourceContext {

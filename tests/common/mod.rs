@@ -2,6 +2,7 @@
 //! pipeline over a list of inputs, and counting rows.
 #![allow(dead_code)]
 
+pub mod excelleris_emulator;
 pub mod harness;
 pub mod mariadb;
 
