@@ -6,12 +6,13 @@
 //! status says every envelope was committed or dead-lettered**. A failed or unresolved batch
 //! is kept and re-delivered later. `run` returns when the input is exhausted (one-shot) or the
 //! shutdown signal fired, after the batches it started have settled or the channel closed.
-//! Kinds: `folder`, `mllp`, `excelleris`.
+//! Kinds: `folder`, `mllp`, `excelleris`, `sftp`.
 
 pub mod excelleris;
 pub mod folder;
 pub mod list;
 pub mod mllp;
+pub mod sftp;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::topology::Shutdown;
 pub use excelleris::ExcellerisConfig;
 pub use folder::FolderConfig;
 pub use mllp::MllpConfig;
+pub use sftp::SftpConfig;
 
 /// What every source gets from the topology.
 pub struct SourceContext {
@@ -69,10 +71,11 @@ pub enum SourceConfig {
     Folder(FolderConfig),
     Mllp(MllpConfig),
     Excelleris(ExcellerisConfig),
+    Sftp(SftpConfig),
 }
 
 impl SourceConfig {
-    pub const TYPES: &'static [&'static str] = &["folder", "mllp", "excelleris"];
+    pub const TYPES: &'static [&'static str] = &["folder", "mllp", "excelleris", "sftp"];
 
     pub fn from_table(
         raw: RawComponent,
@@ -82,6 +85,7 @@ impl SourceConfig {
             "folder" => raw.parse().map(SourceConfig::Folder),
             "mllp" => raw.parse().map(SourceConfig::Mllp),
             "excelleris" => raw.parse().map(SourceConfig::Excelleris),
+            "sftp" => raw.parse().map(SourceConfig::Sftp),
             _ => Err(unknown_type(
                 section.trim_end_matches('s'),
                 &raw.type_name,
@@ -101,6 +105,7 @@ impl ComponentKind for SourceConfig {
             SourceConfig::Folder(_) => "folder",
             SourceConfig::Mllp(_) => "mllp",
             SourceConfig::Excelleris(_) => "excelleris",
+            SourceConfig::Sftp(_) => "sftp",
         }
     }
     fn input_port(&self) -> Option<PortType> {
@@ -114,11 +119,13 @@ impl ComponentKind for SourceConfig {
             SourceConfig::Folder(c) => c.validate(),
             SourceConfig::Mllp(c) => c.validate(),
             SourceConfig::Excelleris(c) => c.validate(),
+            SourceConfig::Sftp(c) => c.validate(),
         }
     }
     fn env_refs(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
         match self {
             SourceConfig::Excelleris(c) => c.env_refs(),
+            SourceConfig::Sftp(c) => c.env_refs(),
             _ => Vec::new(),
         }
     }

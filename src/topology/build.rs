@@ -21,6 +21,7 @@ use crate::sinks::{Sink, SinkConfig};
 use crate::sources::excelleris::ExcellerisSource;
 use crate::sources::folder::{FolderMode, FolderSource, ReleaseHook};
 use crate::sources::mllp::MllpSource;
+use crate::sources::sftp::SftpSource;
 use crate::sources::{Source, SourceConfig, SourceContext};
 use crate::stages::match_patient::MatchPatient;
 use crate::stages::parse_hl7::ParseHl7;
@@ -282,6 +283,10 @@ pub fn build(
                     )
                 }
                 SourceConfig::Mllp(mc) => Box::new(MllpSource::new(mc.clone())),
+                SourceConfig::Sftp(sc) => Box::new(
+                    SftpSource::new(sc.clone())
+                        .map_err(|e| invalid(cfg, format!("source `{}`: {}", c.id, e.detail)))?,
+                ),
                 SourceConfig::Excelleris(ec) => {
                     let s = ExcellerisSource::new(ec.clone());
                     Box::new(if opts.one_shot {

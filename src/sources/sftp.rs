@@ -1,0 +1,658 @@
+//! `sftp`: files in a remote SFTP drop folder (libssh2 through `ssh2`, on blocking threads).
+//!
+//! **Trust.** The server's host key is checked against a `known_hosts` file (OpenSSH format,
+//! `[host]:port` entries for other ports) right after the key exchange and before
+//! authentication: an unknown or changed key refuses the connection, and no byte of any file
+//! is read. Authentication by private key file or password; secrets come from environment
+//! variables.
+//!
+//! **Completeness.** A remote file is taken only when it is stable: the same size and
+//! modification time in two consecutive listings, and at least `min_age` old. It is
+//! downloaded to `<spool_dir>/<name>.part`, fsynced, renamed, and only then read and handed to
+//! the pipeline. A connection lost mid-transfer discards the partial copy; the file stays on
+//! the server and is taken again on a later poll.
+//!
+//! **Release.** When every message of a file is committed or dead-lettered, the remote file is
+//! deleted or moved to `archive_dir` (a name that exists there gets a unique suffix), then the
+//! spool copy is removed. A file whose batch failed stays on the server and is offered again
+//! after `retry_after`. A crash between commit and release re-delivers the file after the
+//! restart; the import's MD5 check makes it a duplicate and it is then released.
+//!
+//! **Connection.** One SSH session, reused across polls; on any error it is dropped and
+//! re-established with exponential backoff (up to `max_backoff`). Failures are reported as
+//! `PollFailed` events with PHI-free texts.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use tokio::sync::mpsc;
+
+use super::{Source, SourceContext, SourceError};
+use crate::ack::{BatchNotifier, BatchStatus};
+use crate::config::deserialize_duration;
+use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
+use crate::error::ErrorKind;
+use crate::telemetry::Event;
+
+/// What happens to a remote file after its messages are committed or dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteAfter {
+    /// Delete it from the server.
+    #[default]
+    Delete,
+    /// Move it to `archive_dir` on the server.
+    Move,
+}
+
+/// `[sources.<id>] type = "sftp"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SftpConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Environment variable holding the user name.
+    pub user_env: Spanned<String>,
+    /// Private key file (OpenSSH or PEM format).
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
+    /// Environment variable holding the private key's passphrase.
+    #[serde(default)]
+    pub private_key_passphrase_env: Option<Spanned<String>>,
+    /// Environment variable holding a password (when no key is used).
+    #[serde(default)]
+    pub password_env: Option<Spanned<String>>,
+    /// `known_hosts` file that pins the server's host key (required).
+    pub known_hosts: PathBuf,
+    /// Remote directory to read.
+    pub remote_dir: String,
+    /// Glob on the file name.
+    #[serde(default = "default_pattern")]
+    pub pattern: String,
+    #[serde(default)]
+    pub after: RemoteAfter,
+    /// Remote directory for `after = "move"`.
+    #[serde(default)]
+    pub archive_dir: Option<String>,
+    /// Local directory for downloads.
+    pub spool_dir: PathBuf,
+    #[serde(default = "default_poll", deserialize_with = "deserialize_duration")]
+    pub poll_interval: Duration,
+    /// A file must be at least this old (by its remote modification time) to be taken.
+    #[serde(default, deserialize_with = "deserialize_duration")]
+    pub min_age: Duration,
+    /// How long a file whose import failed waits before it is offered again.
+    #[serde(default = "default_retry", deserialize_with = "deserialize_duration")]
+    pub retry_after: Duration,
+    /// Upper bound of the reconnect backoff.
+    #[serde(
+        default = "default_max_backoff",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub max_backoff: Duration,
+    /// Network timeout of each operation.
+    #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
+    pub timeout: Duration,
+}
+
+fn default_port() -> u16 {
+    22
+}
+fn default_pattern() -> String {
+    "*".into()
+}
+fn default_poll() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_retry() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl SftpConfig {
+    pub(crate) fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
+        let mut v = Vec::new();
+        if glob::Pattern::new(&self.pattern).is_err() {
+            v.push((
+                format!("pattern `{}` is not a valid glob", self.pattern),
+                None,
+            ));
+        }
+        if self.private_key.is_none() && self.password_env.is_none() {
+            v.push(("set private_key or password_env".into(), None));
+        }
+        if self.after == RemoteAfter::Move && self.archive_dir.is_none() {
+            v.push(("after = \"move\" needs archive_dir".into(), None));
+        }
+        if self.poll_interval.is_zero() {
+            v.push(("poll_interval must be above zero".into(), None));
+        }
+        v
+    }
+
+    pub(crate) fn env_refs(&self) -> Vec<(&'static str, &Spanned<String>)> {
+        let mut v = vec![("user_env", &self.user_env)];
+        if let Some(p) = &self.password_env {
+            v.push(("password_env", p));
+        }
+        if let Some(p) = &self.private_key_passphrase_env {
+            v.push(("private_key_passphrase_env", p));
+        }
+        v
+    }
+}
+
+/// A PHI-free failure text.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct SftpError(pub String);
+
+fn ssh_err(step: &str, e: ssh2::Error) -> SftpError {
+    SftpError(format!("{step}: {}", e.message()))
+}
+
+/// One authenticated SFTP session.
+struct Remote {
+    _sess: ssh2::Session,
+    sftp: ssh2::Sftp,
+}
+
+fn env(var: &Spanned<String>) -> Result<String, SftpError> {
+    std::env::var(var.get_ref()).map_err(|_| {
+        SftpError(format!(
+            "environment variable `{}` is not set",
+            var.get_ref()
+        ))
+    })
+}
+
+/// Connects, checks the host key, authenticates, opens SFTP. Blocking.
+fn connect(cfg: &SftpConfig) -> Result<Remote, SftpError> {
+    let addr: SocketAddr = (cfg.host.as_str(), cfg.port)
+        .to_socket_addrs()
+        .map_err(|e| SftpError(format!("cannot resolve {}: {e}", cfg.host)))?
+        .next()
+        .ok_or_else(|| SftpError(format!("cannot resolve {}", cfg.host)))?;
+    let tcp = TcpStream::connect_timeout(&addr, cfg.timeout)
+        .map_err(|e| SftpError(format!("cannot connect to {}:{}: {e}", cfg.host, cfg.port)))?;
+    let _ = tcp.set_read_timeout(Some(cfg.timeout));
+    let _ = tcp.set_write_timeout(Some(cfg.timeout));
+    let mut sess = ssh2::Session::new().map_err(|e| ssh_err("ssh session", e))?;
+    sess.set_tcp_stream(tcp);
+    sess.set_timeout(cfg.timeout.as_millis().min(u128::from(u32::MAX)) as u32);
+    sess.handshake().map_err(|e| ssh_err("ssh handshake", e))?;
+    check_host_key(&sess, cfg)?;
+    let user = env(&cfg.user_env)?;
+    match &cfg.private_key {
+        Some(key) => {
+            let pass = cfg
+                .private_key_passphrase_env
+                .as_ref()
+                .map(env)
+                .transpose()?;
+            sess.userauth_pubkey_file(&user, None, key, pass.as_deref())
+                .map_err(|e| ssh_err("authentication with the private key was refused", e))?;
+        }
+        None => {
+            let pass = env(cfg.password_env.as_ref().expect("validated"))?;
+            sess.userauth_password(&user, &pass)
+                .map_err(|e| ssh_err("authentication with the password was refused", e))?;
+        }
+    }
+    if !sess.authenticated() {
+        return Err(SftpError("authentication failed".into()));
+    }
+    let sftp = sess.sftp().map_err(|e| ssh_err("opening SFTP", e))?;
+    Ok(Remote { _sess: sess, sftp })
+}
+
+/// Refuses unknown and changed host keys.
+fn check_host_key(sess: &ssh2::Session, cfg: &SftpConfig) -> Result<(), SftpError> {
+    let (key, _) = sess
+        .host_key()
+        .ok_or_else(|| SftpError("the server sent no host key".into()))?;
+    let mut kh = sess.known_hosts().map_err(|e| ssh_err("known_hosts", e))?;
+    kh.read_file(&cfg.known_hosts, ssh2::KnownHostFileKind::OpenSSH)
+        .map_err(|e| {
+            SftpError(format!(
+                "cannot read known_hosts {}: {}",
+                cfg.known_hosts.display(),
+                e.message()
+            ))
+        })?;
+    let fp = sess
+        .host_key_hash(ssh2::HashType::Sha256)
+        .map(base64_std)
+        .unwrap_or_default();
+    match kh.check_port(&cfg.host, cfg.port, key) {
+        ssh2::CheckResult::Match => Ok(()),
+        ssh2::CheckResult::Mismatch => Err(SftpError(format!(
+            "host key mismatch: the key of {}:{} (SHA256:{fp}) differs from the one in {}; refusing to connect (the server may have been replaced, or its key changed: verify it, then update known_hosts)",
+            cfg.host,
+            cfg.port,
+            cfg.known_hosts.display()
+        ))),
+        ssh2::CheckResult::NotFound => Err(SftpError(format!(
+            "unknown host key: {}:{} (SHA256:{fp}) is not in {}; refusing to connect (add its verified key to known_hosts)",
+            cfg.host,
+            cfg.port,
+            cfg.known_hosts.display()
+        ))),
+        ssh2::CheckResult::Failure => Err(SftpError("host key check failed".into())),
+    }
+}
+
+fn base64_std(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
+}
+
+/// A remote file seen in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listed {
+    path: String,
+    size: u64,
+    mtime: u64,
+}
+
+fn list(remote: &Remote, cfg: &SftpConfig, glob: &glob::Pattern) -> Result<Vec<Listed>, SftpError> {
+    let entries = remote
+        .sftp
+        .readdir(Path::new(&cfg.remote_dir))
+        .map_err(|e| ssh_err("listing the remote directory", e))?;
+    let mut out = Vec::new();
+    for (p, st) in entries {
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') || !st.is_file() || !glob.matches(name) {
+            continue;
+        }
+        out.push(Listed {
+            path: p.to_string_lossy().into_owned(),
+            size: st.size.unwrap_or(0),
+            mtime: st.mtime.unwrap_or(0),
+        });
+    }
+    out.sort_by(|a, b| (a.mtime, &a.path).cmp(&(b.mtime, &b.path)));
+    Ok(out)
+}
+
+/// Downloads `f` into the spool (fsynced, renamed into place). Blocking.
+fn download(remote: &Remote, f: &Listed, spool: &Path) -> Result<PathBuf, SftpError> {
+    let key = hex::encode(&sha256(f.path.as_bytes())[..12]);
+    let part = spool.join(format!("{key}.part"));
+    let done = spool.join(format!("{key}.dl"));
+    let result = (|| {
+        let mut src = remote
+            .sftp
+            .open(Path::new(&f.path))
+            .map_err(|e| ssh_err("opening the remote file", e))?;
+        let mut dst = std::fs::File::create(&part).map_err(|e| SftpError(format!("spool: {e}")))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = src
+                .read(&mut buf)
+                .map_err(|e| SftpError(format!("reading the remote file: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            dst.write_all(&buf[..n])
+                .map_err(|e| SftpError(format!("spool: {e}")))?;
+            total += n as u64;
+        }
+        if total != f.size {
+            return Err(SftpError(format!(
+                "the remote file changed during the download ({total} of {} bytes)",
+                f.size
+            )));
+        }
+        dst.sync_all()
+            .map_err(|e| SftpError(format!("spool: {e}")))?;
+        std::fs::rename(&part, &done).map_err(|e| SftpError(format!("spool: {e}")))?;
+        if let Ok(d) = std::fs::File::open(spool) {
+            let _ = d.sync_all();
+        }
+        Ok(done.clone())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    result
+}
+
+/// Deletes or archives a released file. Blocking.
+fn release_remote(remote: &Remote, cfg: &SftpConfig, path: &str) -> Result<(), SftpError> {
+    match cfg.after {
+        RemoteAfter::Delete => remote
+            .sftp
+            .unlink(Path::new(path))
+            .map_err(|e| ssh_err("deleting the remote file", e)),
+        RemoteAfter::Move => {
+            let dir = cfg.archive_dir.as_deref().unwrap_or("archive");
+            let name = Path::new(path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut dest = format!("{}/{}", dir.trim_end_matches('/'), name);
+            if remote.sftp.stat(Path::new(&dest)).is_ok() {
+                dest = format!("{dest}.{}", ulid::Ulid::new());
+            }
+            remote
+                .sftp
+                .rename(Path::new(path), Path::new(&dest), None)
+                .map_err(|e| ssh_err("moving the remote file to the archive", e))
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking SFTP task panicked")
+}
+
+/// The source.
+pub struct SftpSource {
+    cfg: SftpConfig,
+    glob: glob::Pattern,
+    /// Tests: stop once this many files were released.
+    stop_after_released: Option<usize>,
+}
+
+impl SftpSource {
+    pub fn new(cfg: SftpConfig) -> Result<Self, SourceError> {
+        let glob = glob::Pattern::new(&cfg.pattern).map_err(|e| SourceError {
+            kind: ErrorKind::Fatal,
+            detail: format!("invalid pattern: {e}"),
+        })?;
+        Ok(Self {
+            cfg,
+            glob,
+            stop_after_released: None,
+        })
+    }
+
+    /// Ends the source once `n` files were released (tests, one-shot runs).
+    pub fn stop_after_released(mut self, n: usize) -> Self {
+        self.stop_after_released = Some(n);
+        self
+    }
+}
+
+/// A file handed to the pipeline, waiting for its outcome or its release.
+struct Pending {
+    spool: PathBuf,
+    prov: Arc<Provenance>,
+}
+
+#[async_trait]
+impl Source for SftpSource {
+    async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
+        let cfg = Arc::new(self.cfg.clone());
+        std::fs::create_dir_all(&cfg.spool_dir).map_err(|e| SourceError {
+            kind: ErrorKind::Fatal,
+            detail: format!(
+                "sftp: cannot create spool_dir {}: {e}",
+                cfg.spool_dir.display()
+            ),
+        })?;
+        // Leftovers of an earlier run: the files are still on the server.
+        if let Ok(rd) = std::fs::read_dir(&cfg.spool_dir) {
+            for e in rd.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let mut shutdown = cx.shutdown.clone();
+        let (settled_tx, mut settled_rx) = mpsc::unbounded_channel::<(String, BatchStatus)>();
+        let mut remote: Option<Arc<Remote>> = None;
+        let mut backoff = Duration::from_millis(200);
+        let mut previous: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        let mut to_release: Vec<(String, BatchStatus)> = Vec::new();
+        let mut retry_at: HashMap<String, Instant> = HashMap::new();
+        let mut released = 0usize;
+        let mut next_poll = Instant::now();
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            // Outcomes that arrived meanwhile.
+            while let Ok(s) = settled_rx.try_recv() {
+                to_release.push(s);
+            }
+            // Release what settled (needs a connection).
+            if !to_release.is_empty() {
+                if remote.is_none() {
+                    remote = self.reconnect(&cx, &cfg, &mut backoff).await;
+                }
+                if let Some(r) = remote.clone() {
+                    let mut keep = Vec::new();
+                    for (path, status) in std::mem::take(&mut to_release) {
+                        let Some(p) = pending.get(&path) else {
+                            continue;
+                        };
+                        if !status.may_release() {
+                            retry_at.insert(path.clone(), Instant::now() + cfg.retry_after);
+                            let p = pending.remove(&path).expect("present");
+                            let _ = std::fs::remove_file(&p.spool);
+                            cx.observers.emit(Event::Settled {
+                                prov: &p.prov,
+                                status,
+                                released: false,
+                            });
+                            continue;
+                        }
+                        let (r2, c2, p2) = (r.clone(), cfg.clone(), path.clone());
+                        match blocking(move || release_remote(&r2, &c2, &p2)).await {
+                            Ok(()) => {
+                                let _ = std::fs::remove_file(&p.spool);
+                                cx.observers.emit(Event::Settled {
+                                    prov: &p.prov,
+                                    status,
+                                    released: true,
+                                });
+                                pending.remove(&path);
+                                released += 1;
+                            }
+                            Err(e) => {
+                                cx.observers.emit(Event::ReleaseFailed {
+                                    prov: &p.prov,
+                                    error: &e.0,
+                                });
+                                keep.push((path, status));
+                                remote = None;
+                            }
+                        }
+                    }
+                    to_release.extend(keep);
+                }
+            }
+            if self.stop_after_released.is_some_and(|n| released >= n) && pending.is_empty() {
+                break;
+            }
+            if shutdown.is_triggered() {
+                if pending.is_empty() && to_release.is_empty() {
+                    break;
+                }
+                // Drain: wait for what is in the pipeline, then release it. Past the deadline
+                // (server unreachable) the files stay on the server and come again later.
+                let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + cfg.timeout);
+                if Instant::now() >= deadline {
+                    tracing::warn!(pipeline = %cx.pipeline, source = %cx.id, files = pending.len(), "Stopping with unreleased SFTP files; they stay on the server.");
+                    break;
+                }
+                if let Ok(Some(s)) =
+                    tokio::time::timeout(Duration::from_millis(200), settled_rx.recv()).await
+                {
+                    to_release.push(s);
+                }
+                continue;
+            }
+            if Instant::now() >= next_poll {
+                next_poll = Instant::now() + cfg.poll_interval;
+                if remote.is_none() {
+                    remote = self.reconnect(&cx, &cfg, &mut backoff).await;
+                }
+                if let Some(r) = remote.clone() {
+                    match self
+                        .poll_once(
+                            &cx,
+                            &cfg,
+                            &r,
+                            &mut previous,
+                            &mut pending,
+                            &retry_at,
+                            &settled_tx,
+                        )
+                        .await
+                    {
+                        Ok(n) => {
+                            backoff = Duration::from_millis(200);
+                            cx.observers.emit(Event::Polled {
+                                pipeline: &cx.pipeline,
+                                component: &cx.id,
+                                messages: n,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(pipeline = %cx.pipeline, source = %cx.id, error = %e, "SFTP poll failed; reconnecting.");
+                            cx.observers.emit(Event::PollFailed {
+                                pipeline: &cx.pipeline,
+                                component: &cx.id,
+                                error: &e.0,
+                            });
+                            remote = None;
+                            next_poll = Instant::now() + backoff;
+                        }
+                    }
+                } else {
+                    next_poll = Instant::now() + backoff;
+                }
+                retry_at.retain(|_, t| Instant::now() < *t);
+            }
+            let wait = next_poll.saturating_duration_since(Instant::now());
+            tokio::select! {
+                _ = shutdown.wait() => {}
+                s = settled_rx.recv() => if let Some(s) = s { to_release.push(s) },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SftpSource {
+    /// Connects (blocking thread); on failure reports it and grows the backoff.
+    async fn reconnect(
+        &self,
+        cx: &SourceContext,
+        cfg: &Arc<SftpConfig>,
+        backoff: &mut Duration,
+    ) -> Option<Arc<Remote>> {
+        let c = cfg.clone();
+        match blocking(move || connect(&c)).await {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::warn!(pipeline = %cx.pipeline, source = %cx.id, error = %e, "SFTP connection failed.");
+                cx.observers.emit(Event::PollFailed {
+                    pipeline: &cx.pipeline,
+                    component: &cx.id,
+                    error: &e.0,
+                });
+                *backoff = (*backoff * 2).min(cfg.max_backoff);
+                None
+            }
+        }
+    }
+
+    /// Lists the remote directory and hands every stable, new file to the pipeline.
+    #[allow(clippy::too_many_arguments)]
+    async fn poll_once(
+        &self,
+        cx: &SourceContext,
+        cfg: &Arc<SftpConfig>,
+        remote: &Arc<Remote>,
+        previous: &mut HashMap<String, (u64, u64)>,
+        pending: &mut HashMap<String, Pending>,
+        retry_at: &HashMap<String, Instant>,
+        settled_tx: &mpsc::UnboundedSender<(String, BatchStatus)>,
+    ) -> Result<u32, SftpError> {
+        let (r, c, g) = (remote.clone(), cfg.clone(), self.glob.clone());
+        let listed = blocking(move || list(&r, &c, &g)).await?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut current = HashMap::new();
+        let mut taken = 0u32;
+        let seen: HashSet<String> = listed.iter().map(|l| l.path.clone()).collect();
+        for f in &listed {
+            current.insert(f.path.clone(), (f.size, f.mtime));
+        }
+        for f in listed {
+            let stable = previous.get(&f.path) == Some(&(f.size, f.mtime))
+                && now.saturating_sub(f.mtime) >= cfg.min_age.as_secs();
+            if !stable || pending.contains_key(&f.path) || retry_at.contains_key(&f.path) {
+                continue;
+            }
+            let (r, spool, ff) = (remote.clone(), cfg.spool_dir.clone(), f.clone());
+            let local = blocking(move || download(&r, &ff, &spool)).await?;
+            let bytes = match std::fs::read(&local) {
+                Ok(b) => Bytes::from(b),
+                Err(e) => return Err(SftpError(format!("spool: {e}"))),
+            };
+            let prov = Arc::new(Provenance {
+                pipeline: cx.pipeline.clone(),
+                source: cx.id.clone(),
+                source_kind: Arc::from("sftp"),
+                origin: Origin::Sftp {
+                    host: format!("{}:{}", cfg.host, cfg.port),
+                    path: f.path.clone(),
+                },
+                received_at: time::OffsetDateTime::now_utc(),
+                attempt: 1,
+                content_sha256: sha256(&bytes),
+            });
+            cx.observers.emit(Event::Received {
+                prov: &prov,
+                bytes: bytes.len(),
+            });
+            let (notifier, receiver) = BatchNotifier::new(Some(cx.in_flight.clone()));
+            let name = Path::new(&f.path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let env = Envelope::new(prov.clone(), Raw { bytes, name }, notifier.token());
+            drop(notifier);
+            pending.insert(f.path.clone(), Pending { spool: local, prov });
+            let (tx, path) = (settled_tx.clone(), f.path.clone());
+            tokio::spawn(async move {
+                let status = receiver.wait().await;
+                let _ = tx.send((path, status));
+            });
+            if cx.out.send(env).await.is_err() {
+                return Err(SftpError("the pipeline stopped".into()));
+            }
+            taken += 1;
+        }
+        // Forget files that vanished; remember this listing for the next stability check.
+        previous.retain(|p, _| seen.contains(p));
+        *previous = current;
+        Ok(taken)
+    }
+}
