@@ -97,7 +97,7 @@ fn yes() -> bool {
 }
 
 /// `HH:MM` → minutes after midnight.
-fn parse_time_of_day(s: &str) -> Option<u32> {
+pub(crate) fn parse_time_of_day(s: &str) -> Option<u32> {
     let (h, m) = s.trim().split_once(':')?;
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60).then_some(h * 60 + m)
@@ -139,20 +139,55 @@ impl ExcellerisConfig {
 #[error("{0}")]
 pub struct PollError(pub String);
 
-/// The loaded TLS material.
+/// The loaded TLS material (shared by the HTTPS pull sources).
 #[derive(Clone)]
-struct Tls {
-    identity: reqwest::Identity,
-    roots: Vec<reqwest::Certificate>,
+pub struct Tls {
+    identity: Option<reqwest::Identity>,
+    /// `None`: the system's roots.
+    roots: Option<Vec<reqwest::Certificate>>,
 }
 
 fn load_tls(cfg: &ExcellerisConfig) -> Result<Tls, String> {
-    let id_bytes = std::fs::read(&cfg.client_identity).map_err(|e| {
-        format!(
-            "cannot read client_identity {}: {e}",
-            cfg.client_identity.display()
-        )
-    })?;
+    load_tls_files(
+        Some(&cfg.client_identity),
+        cfg.client_identity_password_env.as_ref(),
+        Some(&cfg.trust_store),
+    )
+}
+
+/// Reads a client identity (PKCS#12 or PEM, optional) and a trust store (PEM bundle,
+/// optional: the system roots otherwise).
+pub(crate) fn load_tls_files(
+    client_identity: Option<&std::path::Path>,
+    password_env: Option<&Spanned<String>>,
+    trust_store: Option<&std::path::Path>,
+) -> Result<Tls, String> {
+    let identity = match client_identity {
+        Some(path) => Some(load_identity(path, password_env)?),
+        None => None,
+    };
+    let roots = match trust_store {
+        Some(path) => {
+            let trust = std::fs::read(path)
+                .map_err(|e| format!("cannot read trust_store {}: {e}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&trust)
+                .map_err(|e| format!("trust_store is not a PEM bundle: {e}"))?;
+            if roots.is_empty() {
+                return Err("trust_store holds no certificate".into());
+            }
+            Some(roots)
+        }
+        None => None,
+    };
+    Ok(Tls { identity, roots })
+}
+
+fn load_identity(
+    path: &std::path::Path,
+    password_env: Option<&Spanned<String>>,
+) -> Result<reqwest::Identity, String> {
+    let id_bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read client_identity {}: {e}", path.display()))?;
     let identity = if id_bytes.starts_with(b"-----BEGIN")
         || id_bytes.windows(10).any(|w| w == b"-----BEGIN")
     {
@@ -170,7 +205,7 @@ fn load_tls(cfg: &ExcellerisConfig) -> Result<Tls, String> {
         reqwest::Identity::from_pkcs8_pem(certs.join("\n").as_bytes(), key.as_bytes())
             .map_err(|e| format!("client_identity (PEM) is not usable: {e}"))?
     } else {
-        let password = match &cfg.client_identity_password_env {
+        let password = match password_env {
             Some(v) => std::env::var(v.get_ref())
                 .map_err(|_| format!("environment variable `{}` is not set", v.get_ref()))?,
             None => String::new(),
@@ -179,14 +214,7 @@ fn load_tls(cfg: &ExcellerisConfig) -> Result<Tls, String> {
             format!("client_identity (PKCS#12) cannot be opened (wrong password or file?): {e}")
         })?
     };
-    let trust = std::fs::read(&cfg.trust_store)
-        .map_err(|e| format!("cannot read trust_store {}: {e}", cfg.trust_store.display()))?;
-    let roots = reqwest::Certificate::from_pem_bundle(&trust)
-        .map_err(|e| format!("trust_store is not a PEM bundle: {e}"))?;
-    if roots.is_empty() {
-        return Err("trust_store holds no certificate".into());
-    }
-    Ok(Tls { identity, roots })
+    Ok(identity)
 }
 
 /// The `-----BEGIN …-----` … `-----END …-----` blocks of a PEM text.
@@ -356,7 +384,7 @@ impl Session {
 }
 
 /// A PHI-free description of a request failure, naming TLS problems plainly.
-fn describe_reqwest(e: &reqwest::Error) -> String {
+pub(crate) fn describe_reqwest(e: &reqwest::Error) -> String {
     let mut chain = Vec::new();
     let mut cur: Option<&dyn std::error::Error> = Some(e);
     while let Some(c) = cur {
@@ -405,21 +433,57 @@ fn first_line(s: &str) -> &str {
     &s[..s.len().min(300)]
 }
 
-impl ExcellerisSource {
-    fn client(&self, tls: &Tls) -> Result<reqwest::Client, PollError> {
-        let mut b = reqwest::Client::builder()
-            .cookie_store(true)
-            .timeout(self.cfg.timeout)
-            .connect_timeout(Duration::from_secs(60))
-            .tls_built_in_root_certs(false)
-            .identity(tls.identity.clone())
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("oscarflow/", env!("CARGO_PKG_VERSION")));
-        for r in &tls.roots {
+/// An HTTPS client with `tls`, a cookie store, no redirects.
+pub(crate) fn https_client(tls: &Tls, timeout: Duration) -> Result<reqwest::Client, PollError> {
+    let mut b = reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("oscarflow/", env!("CARGO_PKG_VERSION")));
+    if let Some(id) = &tls.identity {
+        b = b.identity(id.clone());
+    }
+    if let Some(roots) = &tls.roots {
+        b = b.tls_built_in_root_certs(false);
+        for r in roots {
             b = b.add_root_certificate(r.clone());
         }
-        b.build()
-            .map_err(|e| PollError(format!("TLS client setup: {e}")))
+    }
+    b.build()
+        .map_err(|e| PollError(format!("TLS client setup: {e}")))
+}
+
+/// How long until the next poll: `interval`, or the next of `times_of_day` (local time).
+pub(crate) fn next_delay(times_of_day: &[String], interval: Duration) -> Duration {
+    let times: Vec<u32> = times_of_day
+        .iter()
+        .filter_map(|t| parse_time_of_day(t))
+        .collect();
+    if times.is_empty() {
+        return interval;
+    }
+    use chrono::Timelike;
+    let now = chrono::Local::now();
+    let now_min = now.hour() * 60 + now.minute();
+    let next = times
+        .iter()
+        .map(|t| {
+            if *t > now_min {
+                t - now_min
+            } else {
+                t + 24 * 60 - now_min
+            }
+        })
+        .min()
+        .unwrap_or(24 * 60);
+    Duration::from_secs(u64::from(next) * 60)
+        .saturating_sub(Duration::from_secs(u64::from(now.second())))
+}
+
+impl ExcellerisSource {
+    fn client(&self, tls: &Tls) -> Result<reqwest::Client, PollError> {
+        https_client(tls, self.cfg.timeout)
     }
 
     /// One session: handshake, login, fetch, hand the messages to the pipeline, ack, logout.
@@ -584,35 +648,6 @@ impl ExcellerisSource {
             acked,
         })
     }
-
-    /// How long until the next poll.
-    fn next_delay(&self) -> Duration {
-        let times: Vec<u32> = self
-            .cfg
-            .times_of_day
-            .iter()
-            .filter_map(|t| parse_time_of_day(t))
-            .collect();
-        if times.is_empty() {
-            return self.cfg.poll_interval;
-        }
-        use chrono::Timelike;
-        let now = chrono::Local::now();
-        let now_min = now.hour() * 60 + now.minute();
-        let next = times
-            .iter()
-            .map(|t| {
-                if *t > now_min {
-                    t - now_min
-                } else {
-                    t + 24 * 60 - now_min
-                }
-            })
-            .min()
-            .unwrap_or(24 * 60);
-        Duration::from_secs(u64::from(next) * 60)
-            .saturating_sub(Duration::from_secs(u64::from(now.second())))
-    }
 }
 
 #[async_trait]
@@ -660,7 +695,7 @@ impl Source for ExcellerisSource {
             }
             tokio::select! {
                 _ = shutdown.wait() => break,
-                _ = tokio::time::sleep(self.next_delay()) => {}
+                _ = tokio::time::sleep(next_delay(&self.cfg.times_of_day, self.cfg.poll_interval)) => {}
             }
         }
         Ok(())

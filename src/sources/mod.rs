@@ -6,10 +6,11 @@
 //! status says every envelope was committed or dead-lettered**. A failed or unresolved batch
 //! is kept and re-delivered later. `run` returns when the input is exhausted (one-shot) or the
 //! shutdown signal fired, after the batches it started have settled or the channel closed.
-//! Kinds: `folder`, `mllp`, `excelleris`, `sftp`.
+//! Kinds: `folder`, `mllp`, `excelleris`, `iha_poi`, `sftp`.
 
 pub mod excelleris;
 pub mod folder;
+pub mod iha_poi;
 pub mod list;
 pub mod mllp;
 pub mod sftp;
@@ -29,6 +30,7 @@ use crate::topology::Shutdown;
 
 pub use excelleris::ExcellerisConfig;
 pub use folder::FolderConfig;
+pub use iha_poi::IhaPoiConfig;
 pub use mllp::MllpConfig;
 pub use sftp::SftpConfig;
 
@@ -72,10 +74,11 @@ pub enum SourceConfig {
     Mllp(MllpConfig),
     Excelleris(ExcellerisConfig),
     Sftp(SftpConfig),
+    IhaPoi(IhaPoiConfig),
 }
 
 impl SourceConfig {
-    pub const TYPES: &'static [&'static str] = &["folder", "mllp", "excelleris", "sftp"];
+    pub const TYPES: &'static [&'static str] = &["folder", "mllp", "excelleris", "iha_poi", "sftp"];
 
     pub fn from_table(
         raw: RawComponent,
@@ -86,6 +89,7 @@ impl SourceConfig {
             "mllp" => raw.parse().map(SourceConfig::Mllp),
             "excelleris" => raw.parse().map(SourceConfig::Excelleris),
             "sftp" => raw.parse().map(SourceConfig::Sftp),
+            "iha_poi" => raw.parse().map(SourceConfig::IhaPoi),
             _ => Err(unknown_type(
                 section.trim_end_matches('s'),
                 &raw.type_name,
@@ -106,6 +110,7 @@ impl ComponentKind for SourceConfig {
             SourceConfig::Mllp(_) => "mllp",
             SourceConfig::Excelleris(_) => "excelleris",
             SourceConfig::Sftp(_) => "sftp",
+            SourceConfig::IhaPoi(_) => "iha_poi",
         }
     }
     fn input_port(&self) -> Option<PortType> {
@@ -120,12 +125,14 @@ impl ComponentKind for SourceConfig {
             SourceConfig::Mllp(c) => c.validate(),
             SourceConfig::Excelleris(c) => c.validate(),
             SourceConfig::Sftp(c) => c.validate(),
+            SourceConfig::IhaPoi(c) => c.validate(),
         }
     }
     fn env_refs(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
         match self {
             SourceConfig::Excelleris(c) => c.env_refs(),
             SourceConfig::Sftp(c) => c.env_refs(),
+            SourceConfig::IhaPoi(c) => c.env_refs(),
             _ => Vec::new(),
         }
     }

@@ -20,6 +20,7 @@ use crate::sinks::oscar_lab::OscarLab;
 use crate::sinks::{Sink, SinkConfig};
 use crate::sources::excelleris::ExcellerisSource;
 use crate::sources::folder::{FolderMode, FolderSource, ReleaseHook};
+use crate::sources::iha_poi::IhaPoiSource;
 use crate::sources::mllp::MllpSource;
 use crate::sources::sftp::SftpSource;
 use crate::sources::{Source, SourceConfig, SourceContext};
@@ -287,6 +288,14 @@ pub fn build(
                     SftpSource::new(sc.clone())
                         .map_err(|e| invalid(cfg, format!("source `{}`: {}", c.id, e.detail)))?,
                 ),
+                SourceConfig::IhaPoi(pc) => {
+                    let s = IhaPoiSource::new(pc.clone());
+                    Box::new(if opts.one_shot {
+                        s.with_max_polls(1)
+                    } else {
+                        s
+                    })
+                }
                 SourceConfig::Excelleris(ec) => {
                     let s = ExcellerisSource::new(ec.clone());
                     Box::new(if opts.one_shot {

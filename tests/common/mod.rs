@@ -5,6 +5,7 @@
 pub mod excelleris_emulator;
 pub mod harness;
 pub mod mariadb;
+pub mod poi_emulator;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};

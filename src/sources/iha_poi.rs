@@ -1,0 +1,411 @@
+//! `iha_poi`: Interior Health's POI lab pull (`poi/interface.aspx`, what Expedius does for IHA).
+//!
+//! **Wire contract** (CONTRACTS.md §11, read from Expedius): HTTPS `GET`s with the credentials
+//! in the query string — `?usr=…&pwd=…&cmd=GETMESSAGE` answers
+//! `<result><messages><message format="HL7" msgId="…" version="2.3"><![CDATA[MSH|…]]></message>…`
+//! (an empty batch is an empty `<messages>`), and `?usr=…&pwd=…&cmd=ACKNOWLEDGE&msgid=…`
+//! acknowledges **one message**. No client certificate is required; `trust_store` can pin the
+//! server's CA (the system roots otherwise).
+//!
+//! **Nothing lost, nothing twice.** Every message is its own envelope with its own
+//! acknowledgement: it is acknowledged to IHA only after it is committed or dead-lettered,
+//! with its own `msgId`. An unacknowledged message is delivered again by IHA; the envelope is
+//! the message's own bytes, so the import's MD5 check turns the re-delivery into a duplicate.
+//! (Expedius' IHA parsing finds no message in IHA's real responses and re-uses the first id
+//! for every ack; we parse the `message` elements themselves.)
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+use super::excelleris::{
+    describe_reqwest, https_client, load_tls_files, next_delay, parse_time_of_day, PollError, Tls,
+};
+use super::{Source, SourceContext, SourceError};
+use crate::ack::BatchNotifier;
+use crate::config::deserialize_duration;
+use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
+use crate::error::ErrorKind;
+use crate::telemetry::Event;
+
+/// `[sources.<id>] type = "iha_poi"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IhaPoiConfig {
+    /// The `interface.aspx` address.
+    pub url: String,
+    pub user_env: Spanned<String>,
+    pub password_env: Spanned<String>,
+    /// PEM bundle of CAs to trust instead of the system roots.
+    #[serde(default)]
+    pub trust_store: Option<PathBuf>,
+    #[serde(
+        default = "default_poll_interval",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub poll_interval: Duration,
+    #[serde(default)]
+    pub times_of_day: Vec<String>,
+    /// Acknowledge committed messages (`false`: never, for testing).
+    #[serde(default = "yes")]
+    pub acknowledge: bool,
+    #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
+    pub timeout: Duration,
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(7200)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn yes() -> bool {
+    true
+}
+
+impl IhaPoiConfig {
+    pub(crate) fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
+        let mut v = Vec::new();
+        match url::Url::parse(&self.url) {
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(_) => v.push(("url must be https".into(), None)),
+            Err(e) => v.push((format!("url is not valid: {e}"), None)),
+        }
+        for t in &self.times_of_day {
+            if parse_time_of_day(t).is_none() {
+                v.push((format!("times_of_day: `{t}` is not HH:MM"), None));
+            }
+        }
+        v
+    }
+
+    pub(crate) fn env_refs(&self) -> Vec<(&'static str, &Spanned<String>)> {
+        vec![
+            ("user_env", &self.user_env),
+            ("password_env", &self.password_env),
+        ]
+    }
+}
+
+/// One `<message>` of a POI response: its id and its HL7 text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoiMessage {
+    pub id: String,
+    pub body: Bytes,
+}
+
+fn unescape_xml(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The `<message msgId="…">` elements of a POI response. Content in CDATA sections is taken
+/// as is; other text is entity-decoded.
+pub fn parse_messages(xml: &str) -> Result<Vec<PoiMessage>, String> {
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(p) = rest.find("<message") {
+        let after = &rest[p + "<message".len()..];
+        // `<messages>` is the container, not a message.
+        if !after.starts_with([' ', '>', '\t', '\r', '\n', '/']) {
+            rest = after;
+            continue;
+        }
+        let tag_end = after.find('>').ok_or("unterminated <message> tag")?;
+        let tag = &after[..tag_end];
+        let id = attribute(tag, "msgId").ok_or("a <message> without msgId")?;
+        if tag.ends_with('/') {
+            out.push(PoiMessage {
+                id,
+                body: Bytes::new(),
+            });
+            rest = &after[tag_end + 1..];
+            continue;
+        }
+        let content_start = &after[tag_end + 1..];
+        let close = content_start
+            .find("</message>")
+            .ok_or("unterminated <message> element")?;
+        let content = &content_start[..close];
+        let mut body = String::new();
+        let mut c = content;
+        while !c.is_empty() {
+            match c.find("<![CDATA[") {
+                Some(i) => {
+                    body.push_str(&unescape_xml(&c[..i]));
+                    let inner = &c[i + 9..];
+                    let end = inner.find("]]>").ok_or("unterminated CDATA")?;
+                    body.push_str(&inner[..end]);
+                    c = &inner[end + 3..];
+                }
+                None => {
+                    body.push_str(&unescape_xml(c));
+                    c = "";
+                }
+            }
+        }
+        let body = body.trim_matches(|ch: char| ch.is_whitespace()).to_string();
+        out.push(PoiMessage {
+            id,
+            body: Bytes::from(body),
+        });
+        rest = &content_start[close + "</message>".len()..];
+    }
+    Ok(out)
+}
+
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=");
+    let mut from = 0;
+    while let Some(p) = tag[from..].find(&key) {
+        let p = from + p;
+        if tag[..p].ends_with(char::is_whitespace) {
+            let v = &tag[p + key.len()..];
+            let q = v.chars().next()?;
+            if q == '"' || q == '\'' {
+                let v = &v[1..];
+                return Some(unescape_xml(&v[..v.find(q)?]));
+            }
+        }
+        from = p + key.len();
+    }
+    None
+}
+
+/// Fault injection for tests: called before the acks of a poll; `true` ends the source there.
+pub type CrashHook = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The source.
+pub struct IhaPoiSource {
+    cfg: IhaPoiConfig,
+    crash_before_ack: Option<CrashHook>,
+    max_polls: Option<u32>,
+}
+
+impl IhaPoiSource {
+    pub fn new(cfg: IhaPoiConfig) -> Self {
+        Self {
+            cfg,
+            crash_before_ack: None,
+            max_polls: None,
+        }
+    }
+    pub fn with_crash_before_ack(mut self, hook: CrashHook) -> Self {
+        self.crash_before_ack = Some(hook);
+        self
+    }
+    pub fn with_max_polls(mut self, n: u32) -> Self {
+        self.max_polls = Some(n);
+        self
+    }
+
+    async fn get(
+        &self,
+        client: &reqwest::Client,
+        step: &str,
+        cmd: &[(&str, &str)],
+    ) -> Result<Bytes, PollError> {
+        let user = std::env::var(self.cfg.user_env.get_ref()).map_err(|_| {
+            PollError(format!(
+                "environment variable `{}` is not set",
+                self.cfg.user_env.get_ref()
+            ))
+        })?;
+        let pass = std::env::var(self.cfg.password_env.get_ref()).map_err(|_| {
+            PollError(format!(
+                "environment variable `{}` is not set",
+                self.cfg.password_env.get_ref()
+            ))
+        })?;
+        let mut u = url::Url::parse(&self.cfg.url).map_err(|e| PollError(format!("url: {e}")))?;
+        u.query_pairs_mut()
+            .clear()
+            .append_pair("usr", &user)
+            .append_pair("pwd", &pass)
+            .extend_pairs(cmd);
+        let resp = client
+            .get(u)
+            .send()
+            .await
+            .map_err(|e| PollError(format!("{step}: {}", describe_reqwest(&e))))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(PollError(format!("{step}: HTTP {}", status.as_u16())));
+        }
+        resp.bytes().await.map_err(|e| {
+            PollError(format!(
+                "{step}: reading the answer: {}",
+                describe_reqwest(&e)
+            ))
+        })
+    }
+
+    /// One poll: fetch, hand every message over, acknowledge each settled one.
+    async fn poll(&self, cx: &SourceContext, tls: &Tls) -> Result<(u32, u32, bool), PollError> {
+        let client = https_client(tls, self.cfg.timeout)?;
+        let host = url::Url::parse(&self.cfg.url)
+            .ok()
+            .and_then(|u| u.host_str().map(String::from))
+            .unwrap_or_default();
+        let body = self.get(&client, "fetch", &[("cmd", "GETMESSAGE")]).await?;
+        let messages = parse_messages(&String::from_utf8_lossy(&body))
+            .map_err(|e| PollError(format!("fetch: the answer is not a POI message list: {e}")))?;
+        let batch = ulid::Ulid::new().to_string();
+        let mut waits = Vec::new();
+        for (index, m) in messages.iter().enumerate() {
+            let prov = Arc::new(Provenance {
+                pipeline: cx.pipeline.clone(),
+                source: cx.id.clone(),
+                source_kind: Arc::from("iha_poi"),
+                origin: Origin::Pull {
+                    host: host.clone(),
+                    batch: batch.clone(),
+                    index: index as u32,
+                },
+                received_at: time::OffsetDateTime::now_utc(),
+                attempt: 1,
+                content_sha256: sha256(&m.body),
+            });
+            cx.observers.emit(Event::Received {
+                prov: &prov,
+                bytes: m.body.len(),
+            });
+            let (notifier, receiver) = BatchNotifier::new(Some(cx.in_flight.clone()));
+            let env = Envelope::new(
+                prov.clone(),
+                Raw {
+                    name: format!("iha-poi-{}.hl7", &prov.sha256_hex()[..16]),
+                    bytes: m.body.clone(),
+                },
+                notifier.token(),
+            );
+            drop(notifier);
+            if cx.out.send(env).await.is_err() {
+                return Err(PollError("the pipeline stopped".into()));
+            }
+            waits.push((m.id.clone(), prov, receiver));
+        }
+        let total = waits.len() as u32;
+        let mut acked = 0u32;
+        let mut crashed = false;
+        for (id, prov, receiver) in waits {
+            let status = receiver.wait().await;
+            let mut released = false;
+            if status.may_release() && !crashed {
+                if self.crash_before_ack.as_ref().is_some_and(|h| h()) {
+                    crashed = true;
+                } else if self.cfg.acknowledge {
+                    match self
+                        .get(
+                            &client,
+                            "acknowledge",
+                            &[("cmd", "ACKNOWLEDGE"), ("msgid", &id)],
+                        )
+                        .await
+                    {
+                        Ok(_) => {
+                            released = true;
+                            acked += 1;
+                        }
+                        Err(e) => {
+                            cx.observers.emit(Event::ReleaseFailed {
+                                prov: &prov,
+                                error: &e.0,
+                            });
+                        }
+                    }
+                }
+            }
+            cx.observers.emit(Event::Settled {
+                prov: &prov,
+                status,
+                released,
+            });
+        }
+        Ok((total, acked, crashed))
+    }
+}
+
+#[async_trait]
+impl Source for IhaPoiSource {
+    async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
+        let tls =
+            load_tls_files(None, None, self.cfg.trust_store.as_deref()).map_err(|detail| {
+                SourceError {
+                    kind: ErrorKind::Fatal,
+                    detail: format!("iha_poi: {detail}"),
+                }
+            })?;
+        let mut shutdown = cx.shutdown.clone();
+        let mut polls = 0u32;
+        loop {
+            if shutdown.is_triggered() {
+                break;
+            }
+            polls += 1;
+            match self.poll(&cx, &tls).await {
+                Ok((_, _, true)) => {
+                    return Err(SourceError {
+                        kind: ErrorKind::Fatal,
+                        detail: "iha_poi: fault injection: crashed before the acknowledgements"
+                            .into(),
+                    })
+                }
+                Ok((messages, acked, false)) => {
+                    tracing::info!(pipeline = %cx.pipeline, source = %cx.id, messages, acked, "IHA POI poll done.");
+                    cx.observers.emit(Event::Polled {
+                        pipeline: &cx.pipeline,
+                        component: &cx.id,
+                        messages,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(pipeline = %cx.pipeline, source = %cx.id, error = %e, "IHA POI poll failed; retrying at the next scheduled time.");
+                    cx.observers.emit(Event::PollFailed {
+                        pipeline: &cx.pipeline,
+                        component: &cx.id,
+                        error: &e.0,
+                    });
+                }
+            }
+            if self.max_polls.is_some_and(|m| polls >= m) {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(next_delay(&self.cfg.times_of_day, self.cfg.poll_interval)) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_message_elements_with_ids_and_cdata() {
+        let xml = "<?xml version=\"1.0\"?>\n<result xmlns:xsd=\"x\"><messages><message format=\"HL7\" msgId=\"LAB1.hl7\" version=\"2.3\"><![CDATA[MSH|^~\\&|A\nPID|1]]></message>\n<message format=\"HL7\" msgId=\"LAB2.hl7\">MSH|^~\\&amp;|B</message></messages></result>";
+        let m = parse_messages(xml).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].id, "LAB1.hl7");
+        assert_eq!(&m[0].body[..], b"MSH|^~\\&|A\nPID|1");
+        assert_eq!(&m[1].body[..], b"MSH|^~\\&|B");
+        assert!(
+            parse_messages("<result><messages>\n \n</messages></result>")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(parse_messages("<result><messages><message format=\"HL7\">x</message>").is_err());
+    }
+}

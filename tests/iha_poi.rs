@@ -1,0 +1,263 @@
+//! The Interior Health POI source against the POI emulator (`tests/common/poi_emulator.rs`)
+//! serving Expedius' real POI responses: every message imported, each acknowledged by its
+//! own id only after commit (or dead letter); a crash before the acks re-delivers with zero
+//! duplicate rows; an empty response is a quiet poll; bad credentials are a clear error.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+
+use oscarflow::ack::BatchStatus;
+use oscarflow::sources::iha_poi::{parse_messages, IhaPoiConfig, IhaPoiSource};
+use oscarflow::sources::Source;
+use oscarflow::store::Store;
+use oscarflow::telemetry::{Event, Observer, Observers};
+use oscarflow::topology::{build, BuildOptions};
+
+use common::harness::{self, Case};
+use common::poi_emulator::{PoiEmulator, PASSWORD, USER};
+
+fn response(name: &str) -> Option<String> {
+    let dir = common::shared_dir("corpus/public/expedius")?;
+    Some(std::fs::read_to_string(dir.join(name)).unwrap())
+}
+
+fn config(emu: &PoiEmulator, tag: &str) -> IhaPoiConfig {
+    let (u, p) = (
+        format!("OSCARFLOW_T_POI_{tag}_U"),
+        format!("OSCARFLOW_T_POI_{tag}_P"),
+    );
+    std::env::set_var(&u, USER);
+    std::env::set_var(&p, PASSWORD);
+    IhaPoiConfig {
+        url: emu.url(),
+        user_env: Spanned::new(0..0, u),
+        password_env: Spanned::new(0..0, p),
+        trust_store: Some(emu.ca_pem.clone()),
+        poll_interval: Duration::from_secs(3600),
+        times_of_day: Vec::new(),
+        acknowledge: true,
+        timeout: Duration::from_secs(30),
+    }
+}
+
+/// The POI pipeline: the built-in lab pipeline with `lab_type = "IHAPOI"`.
+fn pipeline() -> oscarflow::config::PipelineConfig {
+    let mut cfg = common::lab_pipeline();
+    for s in &mut cfg.stages {
+        if let oscarflow::stages::StageConfig::ParseHl7(p) = &mut s.config {
+            p.lab_type = Some(oscarflow::hl7::lab::LabType::IhaPoi);
+        }
+    }
+    cfg
+}
+
+#[derive(Default)]
+struct Polls {
+    ok: Mutex<Vec<u32>>,
+    failed: Mutex<Vec<String>>,
+    settled: Mutex<Vec<(BatchStatus, bool)>>,
+}
+
+impl Observer for Polls {
+    fn observe(&self, e: &Event<'_>) {
+        match e {
+            Event::Polled { messages, .. } => self.ok.lock().unwrap().push(*messages),
+            Event::PollFailed { error, .. } => self.failed.lock().unwrap().push(error.to_string()),
+            Event::Settled {
+                status, released, ..
+            } => self.settled.lock().unwrap().push((*status, *released)),
+            _ => {}
+        }
+    }
+}
+
+async fn run(store: &Store, source: IhaPoiSource, polls: Arc<Polls>) -> Result<(), String> {
+    let source: Box<dyn Source> = Box::new(source);
+    let mut running = build(
+        &pipeline(),
+        store,
+        BuildOptions {
+            observers: Observers::none().with(polls),
+            source_override: Some(Arc::new(Mutex::new(Some(source)))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(120), running.wait())
+        .await
+        .expect("the pipeline ends")
+        .map_err(|f| f.to_string())
+}
+
+async fn count(store: &Store, t: &str) -> i64 {
+    common::count(store, &format!("SELECT COUNT(*) FROM {t}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_poi_message_is_imported_and_acknowledged_by_its_own_id_after_commit() {
+    let Some(doc) = response("iha_poi_hl7_test.xml") else {
+        return;
+    };
+    let expected = parse_messages(&doc).unwrap();
+    assert_eq!(expected.len(), 28, "Expedius' POI sample holds 28 messages");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = PoiEmulator::start(tmp.path(), &doc).await;
+    let polls = Arc::new(Polls::default());
+    run(
+        &store,
+        IhaPoiSource::new(config(&emu, "ALL")).with_max_polls(1),
+        polls.clone(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        polls.failed.lock().unwrap().is_empty(),
+        "{:?}",
+        polls.failed.lock().unwrap()
+    );
+    let (imported, dead) = (
+        count(&store, "hl7TextMessage").await,
+        count(&store, "oscarflow_dead_letter").await,
+    );
+    assert_eq!(
+        imported + dead,
+        28,
+        "every message committed or dead-lettered"
+    );
+    let settled = polls.settled.lock().unwrap().clone();
+    assert_eq!(settled.len(), 28);
+    assert!(settled
+        .iter()
+        .all(|(s, released)| s.may_release() && *released));
+    let acked = emu.state.lock().unwrap().acked.clone();
+    let mut want: Vec<String> = expected.iter().map(|m| m.id.clone()).collect();
+    let mut got = acked.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "each message acknowledged once, by its own id");
+    assert!(emu.message_ids().is_empty());
+    let t: Vec<String> = sqlx::query_scalar("SELECT DISTINCT type FROM hl7TextMessage")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(t, vec!["IHAPOI".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_acks_redelivers_with_zero_duplicate_rows() {
+    let Some(doc) = response("iha_poi_hl7_test.xml") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = PoiEmulator::start(tmp.path(), &doc).await;
+    let crashed = Arc::new(AtomicBool::new(false));
+    let c = crashed.clone();
+    let source =
+        IhaPoiSource::new(config(&emu, "CRASH")).with_crash_before_ack(Arc::new(move || {
+            c.store(true, Ordering::SeqCst);
+            true
+        }));
+    let err = run(&store, source, Arc::new(Polls::default()))
+        .await
+        .unwrap_err();
+    assert!(err.contains("crashed before the acknowledgements"), "{err}");
+    assert!(emu.state.lock().unwrap().acked.is_empty());
+    let before = (
+        count(&store, "hl7TextMessage").await,
+        count(&store, "fileUploadCheck").await,
+        count(&store, "oscarflow_dead_letter").await,
+    );
+    run(
+        &store,
+        IhaPoiSource::new(config(&emu, "CRASH2")).with_max_polls(1),
+        Arc::new(Polls::default()),
+    )
+    .await
+    .unwrap();
+    let after = (
+        count(&store, "hl7TextMessage").await,
+        count(&store, "fileUploadCheck").await,
+        count(&store, "oscarflow_dead_letter").await,
+    );
+    assert_eq!(after.0, before.0, "no duplicate labs");
+    assert_eq!(after.1, before.1, "no duplicate uploads");
+    assert_eq!(emu.state.lock().unwrap().acked.len(), 28);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_response_is_a_quiet_poll_and_bad_credentials_a_clear_error() {
+    let Some(doc) = response("iha_poi_hl7_empty.xml") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = PoiEmulator::start(tmp.path(), &doc).await;
+    let polls = Arc::new(Polls::default());
+    run(
+        &store,
+        IhaPoiSource::new(config(&emu, "EMPTY")).with_max_polls(1),
+        polls.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(*polls.ok.lock().unwrap(), vec![0]);
+    assert!(polls.failed.lock().unwrap().is_empty());
+    let cfg = config(&emu, "BAD");
+    std::env::set_var(cfg.password_env.get_ref(), "wrong");
+    let polls = Arc::new(Polls::default());
+    run(
+        &store,
+        IhaPoiSource::new(cfg).with_max_polls(1),
+        polls.clone(),
+    )
+    .await
+    .unwrap();
+    let failed = polls.failed.lock().unwrap().clone();
+    assert_eq!(failed, vec!["fetch: HTTP 401".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iha_poi_source_passes_the_component_harness() {
+    let Some(doc) = response("iha_poi_hl7_test.xml") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = PoiEmulator::start(tmp.path(), &doc).await;
+    // Learn each message's outcome first on a scratch store, then expect it.
+    let scratch_dir = tempfile::tempdir().unwrap();
+    let scratch = common::seeded_store(scratch_dir.path()).await;
+    let mut cases = Vec::new();
+    for m in parse_messages(&doc).unwrap() {
+        let item = oscarflow::sources::list::ListItem::Bytes {
+            origin: oscarflow::envelope::Origin::Memory {
+                label: m.id.clone(),
+            },
+            name: m.id.clone(),
+            bytes: m.body.clone(),
+            attempt: 1,
+        };
+        let before = count(&scratch, "oscarflow_dead_letter").await;
+        common::run_items(&pipeline(), &scratch, vec![item], None).await;
+        let dead = count(&scratch, "oscarflow_dead_letter").await > before;
+        cases.push(Case {
+            name: "poi message",
+            bytes: m.body.to_vec(),
+            expect: if dead {
+                BatchStatus::DeadLettered
+            } else {
+                BatchStatus::Delivered
+            },
+        });
+    }
+    let source: Box<dyn Source> =
+        Box::new(IhaPoiSource::new(config(&emu, "HARNESS")).with_max_polls(1));
+    harness::run_with_source(pipeline(), "harness_poi", &store, source, cases, true, None).await;
+}
