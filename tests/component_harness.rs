@@ -142,3 +142,51 @@ async fn import_sink_without_a_database_fails_the_ack_after_retries_and_keeps_th
     );
     assert_eq!(m.sum(IMPORTED, &[("pipeline", "harness_no_db")]), 0);
 }
+
+/// The watched-folder source: each file's ack resolves once, it is moved to `processed/` only
+/// when its messages are committed or dead-lettered, and the settled/released counters match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_source_resolves_every_ack_and_releases_only_settled_files() {
+    use oscarflow::sources::folder::{AfterCommit, FolderConfig, FolderMode, FolderSource};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let good = fixture("hl7/pathl7/matched_chem.hl7");
+    let bad = b"MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ZZ|20260101||ORU^R01|FOLDERBAD|P|2.3".to_vec();
+    std::fs::write(inbox.join("a_good.hl7"), &good).unwrap();
+    std::fs::write(inbox.join("b_bad.hl7"), &bad).unwrap();
+    let mut cfg = FolderConfig::replay(inbox.clone());
+    cfg.mode = FolderMode::Once;
+    cfg.after = AfterCommit::Move;
+    let source: Box<dyn oscarflow::sources::Source> =
+        Box::new(FolderSource::new(cfg, None).unwrap());
+    let cases = vec![
+        Case {
+            name: "good file",
+            bytes: good,
+            expect: BatchStatus::Delivered,
+        },
+        Case {
+            name: "truncated file",
+            bytes: bad,
+            expect: BatchStatus::DeadLettered,
+        },
+    ];
+    harness::run_with_source(
+        common::lab_pipeline(),
+        "harness_folder",
+        &store,
+        source,
+        cases,
+        true,
+        None,
+    )
+    .await;
+    let processed: Vec<_> = std::fs::read_dir(inbox.join("processed"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(processed.len(), 2, "{processed:?}");
+}

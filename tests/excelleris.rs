@@ -414,3 +414,47 @@ async fn excelleris_source_passes_the_component_harness() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_faults_are_reported_and_the_batch_comes_again_without_duplicates() {
+    let Some(batch) = qa_batch() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = Emulator::start(tmp.path()).await;
+    emu.push_batch(batch);
+    {
+        let mut s = emu.state.lock().unwrap();
+        s.fail_next_fetch = true;
+        s.refuse_next_ack = true;
+    }
+    let mut cfg = config(&emu, "FAULTS");
+    cfg.poll_interval = Duration::from_millis(50);
+    let polls = Arc::new(Polls::default());
+    run(
+        &store,
+        ExcellerisSource::new(cfg).with_max_polls(3),
+        polls.clone(),
+    )
+    .await
+    .unwrap();
+    let failed = polls.failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0], "fetch: HTTP 500");
+    assert!(
+        failed[1].starts_with("acknowledge refused (ReturnCode 1)"),
+        "{}",
+        failed[1]
+    );
+    assert_eq!(
+        *polls.ok.lock().unwrap(),
+        vec![18],
+        "the third poll imported nothing new and acked"
+    );
+    let (fetches, acks, logins, _) = emu.snapshot();
+    assert_eq!((fetches, acks, logins), (3, 1, 3));
+    assert_eq!(
+        count(&store, "hl7TextMessage").await,
+        18,
+        "no duplicate after the re-delivery"
+    );
+}

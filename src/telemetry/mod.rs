@@ -26,6 +26,7 @@ pub enum MetricName {
     InputsReleased,
     InputReleaseFailures,
     ImportDurationSeconds,
+    InputsSettled,
     SourcePolls,
     SourcePollFailures,
     SourceLastSuccess,
@@ -44,6 +45,7 @@ impl MetricName {
             MetricName::InputsReleased => "oscarflow_inputs_released_total",
             MetricName::InputReleaseFailures => "oscarflow_input_release_failures_total",
             MetricName::ImportDurationSeconds => "oscarflow_import_duration_seconds",
+            MetricName::InputsSettled => "oscarflow_inputs_settled_total",
             MetricName::SourcePolls => "oscarflow_source_polls_total",
             MetricName::SourcePollFailures => "oscarflow_source_poll_failures_total",
             MetricName::SourceLastSuccess => "oscarflow_source_last_success_timestamp_seconds",
@@ -267,6 +269,20 @@ impl Observer for Telemetry {
                 released,
             } => {
                 tracing::debug!(pipeline = %prov.pipeline, source = %prov.source, sha = %prov.short_hash(), status = ?status, released, "Input settled.");
+                let status_label = match status {
+                    BatchStatus::Delivered => "delivered",
+                    BatchStatus::DeadLettered => "dead_lettered",
+                    BatchStatus::Failed => "failed",
+                };
+                counter(
+                    MetricName::InputsSettled,
+                    &[
+                        ("pipeline", prov.pipeline.to_string()),
+                        ("component", prov.source.to_string()),
+                        ("status", status_label.to_string()),
+                    ],
+                    1,
+                );
                 if *released {
                     counter(
                         MetricName::InputsReleased,

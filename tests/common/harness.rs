@@ -7,7 +7,8 @@
 //!    was delivered or dead-lettered.
 //! 2. **Metrics are emitted.** A capturing `metrics` recorder (installed once per test binary)
 //!    sees the counters each event implies, labelled with the pipeline and component, and
-//!    the counts agree with the events (received = inputs, imported = labs committed, …).
+//!    the counts agree with the cases: received = inputs; settled by status (delivered,
+//!    dead-lettered, failed) = the expected statuses; released = the releasable inputs.
 //!
 //! Each harness run uses its own pipeline name, so runs in parallel do not mix their counts.
 
@@ -317,6 +318,22 @@ pub async fn run_with_source(
         "received counter: {:#?}",
         m.of_pipeline(pipeline)
     );
+    for (status, label) in [
+        (BatchStatus::Delivered, "delivered"),
+        (BatchStatus::DeadLettered, "dead_lettered"),
+        (BatchStatus::Failed, "failed"),
+    ] {
+        let want = cases.iter().filter(|c| c.expect == status).count() as u64;
+        assert_eq!(
+            m.sum(
+                "oscarflow_inputs_settled_total",
+                &[("pipeline", pipeline), ("status", label)]
+            ),
+            want,
+            "settled counter ({label}): {:#?}",
+            m.of_pipeline(pipeline)
+        );
+    }
     let released = if releases {
         cases
             .iter()
