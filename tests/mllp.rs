@@ -29,6 +29,8 @@ fn cfg() -> MllpConfig {
         max_frame_bytes: 1024 * 1024,
         idle_timeout: Duration::from_secs(30),
         max_connections: 4,
+        tls_cert_file: None,
+        tls_key_file: None,
     }
 }
 
@@ -410,4 +412,70 @@ async fn mllp_listener_passes_the_component_harness() {
         Some(driver),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mllp_over_tls_is_answered_and_a_plain_connection_gets_nothing() {
+    use common::excelleris_emulator::{ca, leaf};
+    use openssl::ssl::{SslConnector, SslMethod};
+    use std::pin::Pin;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let authority = ca("Test MLLP CA");
+    let server = leaf("localhost", &authority, true);
+    let (cert, key) = (tmp.path().join("mllp.crt"), tmp.path().join("mllp.key"));
+    let mut chain = server.cert.to_pem().unwrap();
+    chain.extend(authority.cert.to_pem().unwrap());
+    std::fs::write(&cert, chain).unwrap();
+    std::fs::write(&key, server.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let mut c = cfg();
+    c.tls_cert_file = Some(cert);
+    c.tls_key_file = Some(key);
+    let (running, addr) = start(&store, MllpSource::new(c)).await;
+
+    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    connector
+        .cert_store_mut()
+        .add_cert(authority.cert.clone())
+        .unwrap();
+    let connector = connector.build();
+    let ssl = connector
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    Pin::new(&mut tls)
+        .connect()
+        .await
+        .expect("TLS handshake with the listener");
+    let (control, msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
+    tls.write_all(&mllp::encode(&msg)).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.ends_with(&[mllp::END, b'\r']) {
+        let n = tokio::time::timeout(Duration::from_secs(30), tls.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let ack = String::from_utf8(buf[1..buf.len() - 2].to_vec()).unwrap();
+    assert_eq!(msa(&ack).0, "AA");
+    assert_eq!(msa(&ack).1, control);
+
+    // A peer that skips TLS is not answered in plain text.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain.write_all(&mllp::encode(&msg)).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut got)).await;
+    assert!(!got.windows(3).any(|w| w == b"MSA"), "no plain-text answer");
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        1
+    );
+    drop(tls);
+    stop(running).await;
 }

@@ -19,6 +19,9 @@
 //! row, answer `AA`). A *different* message that reuses a control id is processed — losing
 //! it would be worse than a duplicate — and logged.
 //!
+//! **TLS.** With `tls_cert_file` and `tls_key_file` every connection must complete a TLS
+//! handshake first (MLLP over TLS, as interface engines offer it).
+//!
 //! **Limits.** `max_frame_bytes` (an over-long frame is refused with `AR too_large` and its
 //! bytes skipped, never buffered), `idle_timeout` (a silent connection is closed),
 //! `max_connections` (further peers wait in the listen backlog).
@@ -71,6 +74,13 @@ pub struct MllpConfig {
     /// Connections handled at once.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// TLS: the server certificate chain (PEM). With `tls_key_file`, every connection must
+    /// speak TLS.
+    #[serde(default)]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// TLS: the private key (PEM, PKCS#8).
+    #[serde(default)]
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 fn default_max_frame() -> usize {
@@ -103,6 +113,12 @@ impl MllpConfig {
         }
         if self.idle_timeout.is_zero() {
             v.push(("idle_timeout must be above zero".into(), None));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            v.push((
+                "set both tls_cert_file and tls_key_file, or neither".into(),
+                None,
+            ));
         }
         v
     }
@@ -428,9 +444,28 @@ struct Conn {
     crash_before_answer: Option<CrashHook>,
 }
 
+/// The TLS acceptor for `cfg`, if TLS is configured.
+fn tls_acceptor(cfg: &MllpConfig) -> Result<Option<tokio_native_tls::TlsAcceptor>, String> {
+    let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) else {
+        return Ok(None);
+    };
+    let cert = std::fs::read(cert)
+        .map_err(|e| format!("cannot read tls_cert_file {}: {e}", cert.display()))?;
+    let key = std::fs::read(key)
+        .map_err(|e| format!("cannot read tls_key_file {}: {e}", key.display()))?;
+    let id = native_tls::Identity::from_pkcs8(&cert, &key)
+        .map_err(|e| format!("tls_cert_file/tls_key_file are not a usable PEM pair: {e}"))?;
+    let acc = native_tls::TlsAcceptor::new(id).map_err(|e| format!("TLS setup: {e}"))?;
+    Ok(Some(tokio_native_tls::TlsAcceptor::from(acc)))
+}
+
 #[async_trait]
 impl Source for MllpSource {
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
+        let tls = tls_acceptor(&self.cfg).map_err(|detail| SourceError {
+            kind: ErrorKind::Fatal,
+            detail: format!("mllp: {detail}"),
+        })?;
         let listener = TcpListener::bind(&self.cfg.listen)
             .await
             .map_err(|e| SourceError {
@@ -478,9 +513,20 @@ impl Source for MllpSource {
             let _ = stream.set_nodelay(true);
             let c = conn.clone();
             let sd = cx.shutdown.clone();
+            let tls = tls.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                if let Err(e) = serve(c.clone(), stream, peer, sd).await {
+                let result = match tls {
+                    None => serve(c.clone(), stream, peer, sd).await,
+                    Some(acc) => {
+                        match tokio::time::timeout(c.cfg.idle_timeout, acc.accept(stream)).await {
+                            Ok(Ok(s)) => serve(c.clone(), s, peer, sd).await,
+                            Ok(Err(e)) => Err(std::io::Error::other(format!("TLS handshake: {e}"))),
+                            Err(_) => Err(std::io::Error::other("TLS handshake timed out")),
+                        }
+                    }
+                };
+                if let Err(e) = result {
                     tracing::info!(source = %c.id, error = %e, "MLLP connection closed.");
                 }
             });
