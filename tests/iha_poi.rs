@@ -261,3 +261,45 @@ async fn iha_poi_source_passes_the_component_harness() {
         Box::new(IhaPoiSource::new(config(&emu, "HARNESS")).with_max_polls(1));
     harness::run_with_source(pipeline(), "harness_poi", &store, source, cases, true, None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pipeline_delays_the_next_poi_poll() {
+    let Some(doc) = response("iha_poi_hl7_test.xml") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = PoiEmulator::start(tmp.path(), &doc).await;
+    let other = Store::open(&common::sqlite_url(tmp.path())).await.unwrap();
+    let mut held = other.pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM oscarflow_mllp_answer WHERE pipeline = 'lock'")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let mut cfg = config(&emu, "BUSY");
+    cfg.poll_interval = Duration::from_millis(50);
+    let source: Box<dyn Source> = Box::new(IhaPoiSource::new(cfg).with_max_polls(2));
+    let mut running = build(
+        &pipeline(),
+        &store,
+        BuildOptions {
+            source_override: Some(Arc::new(Mutex::new(Some(source)))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        emu.state.lock().unwrap().fetches,
+        1,
+        "no new fetch while messages are uncommitted"
+    );
+    assert!(running.in_flight.current() <= running.in_flight_bound);
+    held.rollback().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), running.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(emu.state.lock().unwrap().fetches, 2);
+    assert_eq!(emu.state.lock().unwrap().acked.len(), 28);
+}

@@ -331,3 +331,50 @@ async fn sftp_source_passes_the_component_harness() {
     );
     assert!(files_in(&remote).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_being_written_is_taken_only_once_it_is_stable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(sshd) = Sshd::start(tmp.path()) else {
+        return;
+    };
+    let store = common::seeded_store(tmp.path()).await;
+    let (remote, spool) = (tmp.path().join("outbox"), tmp.path().join("spool"));
+    std::fs::create_dir_all(&remote).unwrap();
+    // Unchanged across two listings is not enough while a writer pauses between chunks as
+    // long as the poll interval: the remote mtime (whole seconds) must also be 2 s old.
+    let mut cfg = config(&sshd, sshd.port, &remote, &spool, "GROWING");
+    cfg.min_age = Duration::from_secs(2);
+    let source = SftpSource::new(cfg).unwrap().stop_after_released(1);
+    let running = start(&store, source, Arc::new(Polls::default()));
+    // A slow writer: 3 messages appended over ~1.2 s (the poll runs every 100 ms).
+    let path = remote.join("slow.hl7");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).unwrap();
+        for i in 0..3 {
+            let m = common::variant("fixtures/hl7/pathl7/matched_chem.hl7", 4000 + i);
+            for chunk in m.chunks(m.len() / 4 + 1) {
+                f.write_all(chunk).unwrap();
+                f.flush().unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            f.write_all(b"\r").unwrap();
+        }
+    }
+    finish(running, 60).await;
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM fileUploadCheck").await,
+        1,
+        "taken once, complete"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        3
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await,
+        0,
+        "never a partial file"
+    );
+}

@@ -738,6 +738,24 @@ mod tests {
     }
 
     #[test]
+    fn the_next_poll_follows_the_interval_or_the_next_time_of_day() {
+        assert_eq!(
+            next_delay(&[], Duration::from_secs(7200)),
+            Duration::from_secs(7200)
+        );
+        let d = next_delay(&["06:00".into(), "18:30".into()], Duration::from_secs(7200));
+        assert!(
+            d > Duration::ZERO && d <= Duration::from_secs(24 * 3600),
+            "{d:?}"
+        );
+        // With every minute of the day listed, the next poll is within a minute.
+        let all: Vec<String> = (0..24 * 60)
+            .map(|m| format!("{:02}:{:02}", m / 60, m % 60))
+            .collect();
+        assert!(next_delay(&all, Duration::from_secs(7200)) <= Duration::from_secs(60));
+    }
+
+    #[test]
     fn times_of_day_parse() {
         assert_eq!(parse_time_of_day("06:30"), Some(390));
         assert_eq!(parse_time_of_day("24:00"), None);

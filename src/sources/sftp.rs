@@ -88,8 +88,9 @@ pub struct SftpConfig {
     pub spool_dir: PathBuf,
     #[serde(default = "default_poll", deserialize_with = "deserialize_duration")]
     pub poll_interval: Duration,
-    /// A file must be at least this old (by its remote modification time) to be taken.
-    #[serde(default, deserialize_with = "deserialize_duration")]
+    /// A file must be at least this old (by its remote modification time, which SFTP gives
+    /// in whole seconds) to be taken — besides being unchanged across two listings.
+    #[serde(default = "default_min_age", deserialize_with = "deserialize_duration")]
     pub min_age: Duration,
     /// How long a file whose import failed waits before it is offered again.
     #[serde(default = "default_retry", deserialize_with = "deserialize_duration")]
@@ -113,6 +114,9 @@ fn default_pattern() -> String {
 }
 fn default_poll() -> Duration {
     Duration::from_secs(60)
+}
+fn default_min_age() -> Duration {
+    Duration::from_secs(2)
 }
 fn default_retry() -> Duration {
     Duration::from_secs(300)
