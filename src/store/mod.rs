@@ -455,6 +455,23 @@ mod tests {
     }
 
     #[test]
+    fn migration_comments_hold_no_statement_separator() {
+        // `split_sql` splits at every `;`: one inside a comment breaks the migration.
+        for m in MYSQL_MIGRATIONS.iter().chain(SQLITE_MIGRATIONS) {
+            for (i, line) in m.sql.lines().enumerate() {
+                if line.trim_start().starts_with("--") {
+                    assert!(
+                        !line.contains(';'),
+                        "{} line {}: `;` in a comment",
+                        m.name,
+                        i + 1
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn declared_char_widths_are_read_from_sqlite_type_names() {
         assert_eq!(declared_char_width("varchar(30)"), Some(30));
         assert_eq!(declared_char_width("VARCHAR ( 12 )"), Some(12));
