@@ -479,3 +479,38 @@ async fn mllp_over_tls_is_answered_and_a_plain_connection_gets_nothing() {
     drop(tls);
     stop(running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_long_frame_gets_ar_too_large_and_an_idle_connection_is_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let mut c = cfg();
+    c.max_frame_bytes = 4096;
+    c.idle_timeout = Duration::from_millis(400);
+    let (running, addr) = start(&store, MllpSource::new(c)).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let mut big = b"MSH|^~\\&|LAB|LIFELABS|OSCAR|CLINIC|20260101||ORU^R01|BIG1|P|2.3\r".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 10_000));
+    let (code, control, reason) = msa(&exchange(&mut conn, &big).await);
+    assert_eq!(
+        (code.as_str(), control.as_str(), reason.as_str()),
+        ("AR", "BIG1", "too_large")
+    );
+    // The connection still works after the refused frame.
+    let (_, msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
+    assert_eq!(msa(&exchange(&mut conn, &msg).await).0, "AA");
+    // Then silence: the listener closes the connection after the idle timeout.
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("closed within 10 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed by the listener");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        1
+    );
+    stop(running).await;
+}

@@ -1,5 +1,5 @@
-//! Any bytes through framing, decoding, parsing, the lab model, the hl7TextInfo mapping and
-//! the ACK builder: nothing may panic. Also differential: framing the bytes as a stream
+//! Any bytes through framing, decoding, parsing, the lab model, the hl7TextInfo mapping, the
+//! ACK builder, the MLLP decoder and answer, and the POI response parser: nothing may panic. Also differential: framing the bytes as a stream
 //! split in two (at a point taken from the input) must give the same frames as framing
 //! them whole.
 #![no_main]
@@ -15,6 +15,26 @@ use oscarflow::oscar::info::{doc_nums, Hl7TextInfo};
 use oscarflow::oscar::Flavour;
 
 fuzz_target!(|data: &[u8]| {
+    // Bytes from a network peer: MLLP framing (in two chunks) and the answer to each frame.
+    let mut dec = oscarflow::sources::mllp::Decoder::new(64);
+    let cut2 = data.last().map_or(0, |b| *b as usize * data.len() / 256);
+    dec.extend(&data[..cut2]);
+    while let Some(f) = dec.next_frame() {
+        if let oscarflow::sources::mllp::Frame::Message(m) = f {
+            let _ = oscarflow::sources::mllp::ack_for(
+                &m,
+                &oscarflow::sources::mllp::Answer {
+                    code: AckCode::Reject,
+                    reason: Some("malformed".into()),
+                },
+            );
+        }
+    }
+    dec.extend(&data[cut2..]);
+    while dec.next_frame().is_some() {}
+    // A pull server's answer.
+    let _ = oscarflow::sources::iha_poi::parse_messages(&String::from_utf8_lossy(data));
+
     let framed = frame(&Bytes::copy_from_slice(data));
     let cut = data.first().map_or(0, |b| *b as usize * data.len() / 256);
     let mut stream = StreamFramer::new();

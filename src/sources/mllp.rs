@@ -210,13 +210,23 @@ impl Decoder {
                     self.in_frame = false;
                     return Some(Frame::Message(msg));
                 }
-                _ if self.buf.len() > self.max => {
+                Some(i) => {
+                    // Complete but over the limit: refuse it and go on after its end block.
+                    let head = Bytes::copy_from_slice(&self.buf[..i.min(1024)]);
+                    self.buf.advance(i + 1);
+                    if self.buf.first() == Some(&b'\r') {
+                        self.buf.advance(1);
+                    }
+                    self.in_frame = false;
+                    return Some(Frame::TooLarge(head));
+                }
+                None if self.buf.len() > self.max => {
                     let head = Bytes::copy_from_slice(&self.buf[..self.buf.len().min(1024)]);
                     self.skipping = Some(head);
                     self.buf.clear();
                     continue;
                 }
-                _ => return None,
+                None => return None,
             }
         }
     }
@@ -709,6 +719,18 @@ mod tests {
     }
 
     #[test]
+    fn an_over_long_frame_arriving_whole_is_refused_and_the_next_one_decoded() {
+        let mut d = Decoder::new(10);
+        let mut stream = encode(b"MSH|^~\\&|A|B|C|D|E");
+        stream.extend(encode(b"MSH|ok"));
+        d.extend(&stream);
+        let got = frames(&mut d);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(matches!(&got[0], Frame::TooLarge(h) if h.starts_with(b"MSH|^~")));
+        assert_eq!(got[1], Frame::Message(Bytes::from_static(b"MSH|ok")));
+    }
+
+    #[test]
     fn answers_name_the_message_and_the_reason() {
         let raw = b"MSH|^~\\&|LAB|LIFELABS|OSCAR|CLINIC|20260101||ORU^R01|C9|P|2.3\rPID|1";
         let a = ack_for(
@@ -736,18 +758,20 @@ mod tests {
     }
 
     proptest! {
-        /// Framing is independent of how the stream is chunked.
+        /// Framing is independent of how the stream is chunked, for frames under and over
+        /// the limit (an over-long frame is reported as such, never cut into pieces).
         #[test]
         fn framing_is_independent_of_chunking(
             msgs in proptest::collection::vec(proptest::collection::vec(any::<u8>().prop_filter("no block bytes", |b| *b != START && *b != END), 0..200), 1..6),
             cuts in proptest::collection::vec(1usize..50, 1..40),
         ) {
+            const MAX: usize = 120;
             let mut stream = Vec::new();
             for m in &msgs {
                 stream.extend(encode(m));
                 stream.extend_from_slice(b"\r\n");
             }
-            let mut d = Decoder::new(1000);
+            let mut d = Decoder::new(MAX);
             let mut got = Vec::new();
             let mut pos = 0;
             for c in cuts.iter().cycle() {
@@ -757,8 +781,16 @@ mod tests {
                 pos = end;
                 got.extend(frames(&mut d));
             }
-            let want: Vec<Frame> = msgs.iter().map(|m| Frame::Message(Bytes::from(m.clone()))).collect();
-            prop_assert_eq!(got, want);
+            prop_assert_eq!(got.len(), msgs.len());
+            for (g, m) in got.iter().zip(&msgs) {
+                match g {
+                    Frame::Message(b) => prop_assert_eq!(&b[..], &m[..]),
+                    Frame::TooLarge(head) => {
+                        prop_assert!(m.len() > MAX);
+                        prop_assert!(m.starts_with(head));
+                    }
+                }
+            }
         }
     }
 }
