@@ -70,6 +70,53 @@ fn check_accepts_the_shipped_pipelines() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
 
+/// The example pipelines (`pipelines/*.toml.example`) are valid once their secrets are set,
+/// and `check` names every unset secret variable when they are not.
+#[test]
+fn check_accepts_the_example_pipelines_and_names_unset_secrets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    for e in std::fs::read_dir(repo().join("pipelines"))
+        .unwrap()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".toml.example") {
+            std::fs::copy(e.path(), tmp.path().join(format!("{stem}.toml"))).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "example pipelines found: {n}");
+    let vars = [
+        "EXCELLERIS_USER",
+        "EXCELLERIS_PASSWORD",
+        "EXCELLERIS_P12_PASSWORD",
+    ];
+    let o = Command::new(bin())
+        .args(["check"])
+        .arg(tmp.path())
+        .envs(vars.iter().map(|v| (*v, "set")))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = Command::new(bin())
+        .args(["check"])
+        .arg(tmp.path())
+        .env_remove("EXCELLERIS_USER")
+        .env_remove("EXCELLERIS_PASSWORD")
+        .env_remove("EXCELLERIS_P12_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    for v in vars {
+        assert!(
+            out.contains(&format!("environment variable `{v}` is not set")),
+            "{out}"
+        );
+    }
+}
+
 /// The JSON report without the machine-specific database path.
 fn normalised_report(o: &Output) -> serde_json::Value {
     let mut v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
