@@ -34,6 +34,7 @@ pub mod error;
 pub mod hl7;
 pub mod lab_file;
 pub mod oscar;
+pub mod ringcentral;
 pub mod sinks;
 pub mod sources;
 pub mod stages;

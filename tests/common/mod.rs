@@ -6,6 +6,7 @@ pub mod excelleris_emulator;
 pub mod harness;
 pub mod mariadb;
 pub mod poi_emulator;
+pub mod rc_emulator;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,9 @@
+//! RingCentral (CONTRACTS.md §1–§9): the REST client every fax and SMS component shares.
+//!
+//! - [`client`]: authentication (JWT bearer grant, cached token, proactive renewal, one retry
+//!   on 401), client-side throttling of the four usage-plan groups, `Retry-After`, retries,
+//!   and error mapping to `Data | Transient | Fatal`.
+
+pub mod client;
+
+pub use client::{Body, Group, Limits, RcClient, RcConfig, RcError, RcResponse};

@@ -1,0 +1,361 @@
+//! A RingCentral emulator built from CONTRACTS.md §1, §2 and §7, for tests: the OAuth token
+//! endpoint (Basic client authentication, JWT bearer grant, opaque random tokens with a
+//! configurable lifetime, at most 5 sessions per user — the oldest is dropped), Bearer checks
+//! on API calls (401 `OAU-128` expired / `OAU-213` unknown), the four usage-plan groups with
+//! sliding windows, `X-Rate-Limit-*` headers, 429 `CMN-301` with `Retry-After` and the
+//! penalty that restarts on every request during it, and fault injection (forced statuses,
+//! expired tokens). Every request is recorded (method, route, group, status, time).
+//! Plain HTTP on loopback: the client's TLS is exercised by the lab pull emulators.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub const CLIENT_ID: &str = "emu-client-id";
+pub const CLIENT_SECRET: &str = "emu-client-secret-0123";
+pub const JWT: &str = "eyJhbGciOiJFUzI1NiJ9.emulator-jwt-credential.sig";
+
+/// One recorded request.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub at: Instant,
+    pub method: String,
+    pub route: String,
+    pub group: &'static str,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct GroupLimit {
+    pub requests: usize,
+    pub window: Duration,
+    pub penalty: Duration,
+}
+
+#[derive(Default)]
+struct Bucket {
+    sent: VecDeque<Instant>,
+    penalty_until: Option<Instant>,
+}
+
+pub struct State {
+    pub token_ttl_secs: u64,
+    /// access token → expiry
+    tokens: HashMap<String, Instant>,
+    sessions: VecDeque<String>,
+    pub limits: HashMap<&'static str, GroupLimit>,
+    buckets: HashMap<&'static str, Bucket>,
+    /// Statuses forced on the next API calls (not the token endpoint).
+    pub forced: VecDeque<u16>,
+    /// `Retry-After` sent with forced 429/503.
+    pub forced_retry_after: u64,
+    pub records: Vec<Record>,
+    pub logins: usize,
+}
+
+impl State {
+    fn new() -> Self {
+        let per = |requests| GroupLimit {
+            requests,
+            window: Duration::from_secs(60),
+            penalty: Duration::from_secs(60),
+        };
+        State {
+            token_ttl_secs: 3600,
+            tokens: HashMap::new(),
+            sessions: VecDeque::new(),
+            limits: HashMap::from([
+                ("light", per(50)),
+                ("medium", per(40)),
+                ("heavy", per(10)),
+                ("auth", per(5)),
+            ]),
+            buckets: HashMap::new(),
+            forced: VecDeque::new(),
+            forced_retry_after: 1,
+            records: Vec::new(),
+            logins: 0,
+        }
+    }
+}
+
+pub struct RcEmulator {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<State>>,
+}
+
+impl RcEmulator {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Every issued access token expires now.
+    pub fn expire_all_tokens(&self) {
+        let mut s = self.state.lock().unwrap();
+        let past = Instant::now() - Duration::from_secs(1);
+        for v in s.tokens.values_mut() {
+            *v = past;
+        }
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.state.lock().unwrap().records.clone()
+    }
+
+    pub async fn start() -> RcEmulator {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State::new()));
+        let st = state.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let st = st.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(st, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        RcEmulator { addr, state }
+    }
+}
+
+fn group_of(method: &str, path: &str) -> &'static str {
+    if path.starts_with("/restapi/oauth/") {
+        "auth"
+    } else if method == "POST" && path.ends_with("/fax") {
+        "heavy"
+    } else if (method == "POST" && path.ends_with("/sms"))
+        || (path.contains("/message-store/") && method != "GET")
+        || path.contains("/content/")
+    {
+        "medium"
+    } else {
+        "light"
+    }
+}
+
+fn error_json(code: &str, message: &str) -> String {
+    serde_json::json!({"errorCode": code, "message": message, "errors": [{"errorCode": code, "message": message}]}).to_string()
+}
+
+fn respond(
+    status: u16,
+    body: String,
+    group: &'static str,
+    limit: GroupLimit,
+    remaining: usize,
+    retry_after: Option<u64>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::builder()
+        .status(status)
+        .header("Content-Type", "application/json; charset=UTF-8")
+        .header("X-Rate-Limit-Group", group)
+        .header("X-Rate-Limit-Limit", limit.requests.to_string())
+        .header("X-Rate-Limit-Remaining", remaining.to_string())
+        .header(
+            "X-Rate-Limit-Window",
+            limit.window.as_secs().max(1).to_string(),
+        )
+        .header("RCRequestId", ulid::Ulid::new().to_string());
+    if let Some(s) = retry_after {
+        r = r.header("Retry-After", s.to_string());
+    }
+    r.body(Full::new(Bytes::from(body))).unwrap()
+}
+
+async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let group = group_of(&method, &path);
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let now = Instant::now();
+    let mut s = st.lock().unwrap();
+    let limit = s.limits[group];
+    // Rate limiting, with the penalty that restarts on every request during it.
+    let (over, remaining) = {
+        let b = s.buckets.entry(group).or_default();
+        while b
+            .sent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= limit.window)
+        {
+            b.sent.pop_front();
+        }
+        if b.penalty_until.is_some_and(|u| u > now) {
+            b.penalty_until = Some(now + limit.penalty);
+            (true, 0)
+        } else {
+            b.sent.push_back(now);
+            if b.sent.len() > limit.requests {
+                b.penalty_until = Some(now + limit.penalty);
+                (true, 0)
+            } else {
+                (false, limit.requests - b.sent.len())
+            }
+        }
+    };
+    let (status, out, retry) = if over {
+        (
+            429,
+            error_json("CMN-301", "Request rate exceeded"),
+            Some(limit.penalty.as_secs().max(1)),
+        )
+    } else if group == "auth" && path == "/restapi/oauth/token" {
+        token(&mut s, auth.as_deref(), &body)
+    } else {
+        api(&mut s, auth.as_deref(), &method, &path, now)
+    };
+    s.records.push(Record {
+        at: now,
+        method,
+        route: path,
+        group,
+        status,
+    });
+    respond(status, out, group, limit, remaining, retry)
+}
+
+fn token(s: &mut State, auth: Option<&str>, body: &[u8]) -> (u16, String, Option<u64>) {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    let oauth_err = |error: &str, code: &str, msg: &str| {
+        serde_json::json!({"error": error, "error_description": msg, "errors": [{"errorCode": code, "message": msg}]}).to_string()
+    };
+    if auth != Some(expected.as_str()) {
+        return (
+            400,
+            oauth_err(
+                "invalid_client",
+                "OAU-123",
+                "Client authentication is required",
+            ),
+            None,
+        );
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        return (
+            400,
+            oauth_err(
+                "unsupported_grant_type",
+                "OAU-250",
+                "Unsupported grant type",
+            ),
+            None,
+        );
+    }
+    if form.get("assertion").map(String::as_str) != Some(JWT) {
+        return (
+            400,
+            oauth_err(
+                "invalid_grant",
+                "OAU-140",
+                "Invalid resource owner credentials",
+            ),
+            None,
+        );
+    }
+    let access = format!("emu-at-{}", ulid::Ulid::new());
+    s.tokens.insert(
+        access.clone(),
+        Instant::now() + Duration::from_secs(s.token_ttl_secs),
+    );
+    s.sessions.push_back(access.clone());
+    if s.sessions.len() > 5 {
+        if let Some(old) = s.sessions.pop_front() {
+            s.tokens.remove(&old);
+        }
+    }
+    s.logins += 1;
+    let body = serde_json::json!({
+        "access_token": access,
+        "token_type": "bearer",
+        "expires_in": s.token_ttl_secs,
+        "scope": "ReadMessages EditMessages Faxes SMS ReadAccounts",
+        "owner_id": "230919004",
+        "endpoint_id": "emu",
+        "session_id": ulid::Ulid::new().to_string(),
+    });
+    (200, body.to_string(), None)
+}
+
+fn api(
+    s: &mut State,
+    auth: Option<&str>,
+    method: &str,
+    path: &str,
+    now: Instant,
+) -> (u16, String, Option<u64>) {
+    let token = auth.and_then(|a| {
+        let (scheme, t) = a.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| t.trim().to_string())
+    });
+    let Some(token) = token else {
+        return (
+            401,
+            error_json("OAU-123", "Authorization header is not specified"),
+            None,
+        );
+    };
+    match s.tokens.get(&token) {
+        None => return (401, error_json("OAU-213", "Token not found"), None),
+        Some(exp) if *exp <= now => {
+            return (401, error_json("OAU-128", "Access token is expired"), None)
+        }
+        Some(_) => {}
+    }
+    if let Some(forced) = s.forced.pop_front() {
+        let retry = matches!(forced, 429 | 503).then_some(s.forced_retry_after);
+        let body = match forced {
+            429 => error_json("CMN-301", "Request rate exceeded"),
+            400 => error_json("CMN-101", "Parameter [to] value is invalid."),
+            _ => error_json("CMN-201", "Service temporary unavailable"),
+        };
+        return (forced, body, retry);
+    }
+    match (method, path) {
+        ("GET", "/restapi/v1.0/account/~/extension/~") => (
+            200,
+            serde_json::json!({"id": 230919004i64, "extensionNumber": "101", "uri": "/restapi/v1.0/account/230919004/extension/230919004"}).to_string(),
+            None,
+        ),
+        ("GET", p) if p.ends_with("/message-store") => (
+            200,
+            serde_json::json!({"records": [], "paging": {"page": 1, "perPage": 100}, "navigation": {}}).to_string(),
+            None,
+        ),
+        _ => (404, error_json("CMN-102", "Resource for parameter [path] is not found"), None),
+    }
+}

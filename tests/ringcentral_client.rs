@@ -1,0 +1,266 @@
+//! The RingCentral client against the emulator (`tests/common/rc_emulator.rs`): one login
+//! for many calls, renewal before expiry, one re-login on 401, `Retry-After` honoured under
+//! a 429 storm with nothing lost, the client-side window keeping under the group limit,
+//! 5xx retried, 4xx mapped to data errors, bad credentials fatal — and no token, secret or
+//! JWT in the logs (captured and checked).
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_spanned::Spanned;
+
+use oscarflow::error::ErrorKind;
+use oscarflow::ringcentral::client::GroupLimit;
+use oscarflow::ringcentral::{Body, Group, Limits, RcClient, RcConfig};
+
+use common::rc_emulator::{RcEmulator, CLIENT_ID, CLIENT_SECRET, JWT};
+
+const ME: &str = "/restapi/v1.0/account/~/extension/~";
+
+/// Every log line of this test binary (a global subscriber at debug level).
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        #[derive(Clone)]
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let w = W(buf.clone());
+        tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_writer(move || w.clone())
+            .json()
+            .init();
+        buf
+    })
+}
+
+fn assert_no_secrets_in_logs() {
+    let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(!text.is_empty(), "logs were captured");
+    for secret in [CLIENT_SECRET, JWT, "emu-at-"] {
+        assert!(!text.contains(secret), "a secret or token is in the logs");
+    }
+}
+
+fn config(emu: &RcEmulator, tag: &str) -> RcConfig {
+    let v = |n: &str| format!("OSCARFLOW_T_RC_{tag}_{n}");
+    std::env::set_var(v("ID"), CLIENT_ID);
+    std::env::set_var(v("SECRET"), CLIENT_SECRET);
+    std::env::set_var(v("JWT"), JWT);
+    RcConfig {
+        server: emu.url(),
+        client_id_env: Spanned::new(0..0, v("ID")),
+        client_secret_env: Spanned::new(0..0, v("SECRET")),
+        jwt_env: Spanned::new(0..0, v("JWT")),
+        limits: Limits::default(),
+        refresh_margin: Duration::from_secs(300),
+        timeout: Duration::from_secs(10),
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(20),
+        default_retry_after: Duration::from_secs(1),
+    }
+}
+
+async fn me(c: &RcClient) -> Result<i64, oscarflow::ringcentral::RcError> {
+    let r = c
+        .call(Group::Light, reqwest::Method::GET, ME, Body::None)
+        .await?;
+    let v: serde_json::Value = r.json()?;
+    Ok(v["id"].as_i64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_login_serves_many_calls_and_the_token_is_renewed_before_it_expires() {
+    let _ = logs();
+    let emu = RcEmulator::start().await;
+    let c = RcClient::new(config(&emu, "REUSE")).unwrap();
+    for _ in 0..20 {
+        assert_eq!(me(&c).await.unwrap(), 230919004);
+    }
+    assert_eq!(c.logins(), 1, "one login for 20 calls");
+    assert_eq!(emu.state.lock().unwrap().logins, 1);
+
+    // A 2 s token with a 300 s margin: renewed at half its life, before any 401.
+    emu.state.lock().unwrap().token_ttl_secs = 2;
+    let c = RcClient::new(config(&emu, "RENEW")).unwrap();
+    me(&c).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    me(&c).await.unwrap();
+    assert_eq!(c.logins(), 2, "renewed proactively");
+    assert!(
+        emu.records().iter().all(|r| r.status != 401),
+        "never ran into an expired token"
+    );
+    assert_no_secrets_in_logs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_logs_in_again_once_and_retries_once() {
+    let _ = logs();
+    let emu = RcEmulator::start().await;
+    let c = RcClient::new(config(&emu, "RELOGIN")).unwrap();
+    me(&c).await.unwrap();
+    emu.expire_all_tokens();
+    assert_eq!(me(&c).await.unwrap(), 230919004);
+    assert_eq!(c.logins(), 2);
+    let statuses: Vec<u16> = emu
+        .records()
+        .iter()
+        .filter(|r| r.route == ME)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, vec![200, 401, 200]);
+    assert_no_secrets_in_logs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_is_waited_out_with_retry_after_and_nothing_is_lost() {
+    let _ = logs();
+    let emu = RcEmulator::start().await;
+    {
+        let mut s = emu.state.lock().unwrap();
+        s.forced.extend([429, 429, 429]);
+        s.forced_retry_after = 1;
+    }
+    let c = RcClient::new(config(&emu, "STORM")).unwrap();
+    assert_eq!(
+        me(&c).await.unwrap(),
+        230919004,
+        "the call succeeds after the storm"
+    );
+    let calls: Vec<_> = emu
+        .records()
+        .into_iter()
+        .filter(|r| r.route == ME)
+        .collect();
+    assert_eq!(
+        calls.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![429, 429, 429, 200]
+    );
+    for pair in calls.windows(2) {
+        assert!(
+            pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(950),
+            "no request in the group before Retry-After passed"
+        );
+    }
+    assert_no_secrets_in_logs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_side_window_keeps_requests_under_the_group_limit() {
+    let _ = logs();
+    let emu = RcEmulator::start().await;
+    let limit = GroupLimit {
+        requests: 5,
+        window: Duration::from_secs(1),
+    };
+    emu.state.lock().unwrap().limits.insert(
+        "light",
+        common::rc_emulator::GroupLimit {
+            requests: 5,
+            window: Duration::from_secs(1),
+            penalty: Duration::from_secs(1),
+        },
+    );
+    let mut cfg = config(&emu, "WINDOW");
+    cfg.limits.light = limit;
+    let c = Arc::new(RcClient::new(cfg).unwrap());
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move { me(&c).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 230919004);
+    }
+    let calls: Vec<_> = emu
+        .records()
+        .into_iter()
+        .filter(|r| r.route == ME)
+        .collect();
+    assert_eq!(
+        calls.len(),
+        12,
+        "no 429, no retry: {:?}",
+        calls.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(calls.iter().all(|r| r.status == 200));
+    for (i, r) in calls.iter().enumerate() {
+        let in_window = calls[i..]
+            .iter()
+            .filter(|o| o.at.duration_since(r.at) < Duration::from_millis(1000))
+            .count();
+        assert!(in_window <= 5, "{in_window} requests within one window");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_and_client_errors_are_mapped() {
+    let _ = logs();
+    let emu = RcEmulator::start().await;
+    emu.state.lock().unwrap().forced.extend([500, 502]);
+    let c = RcClient::new(config(&emu, "ERRORS")).unwrap();
+    assert_eq!(me(&c).await.unwrap(), 230919004, "two 5xx, then success");
+    emu.state.lock().unwrap().forced.extend([400]);
+    let e = me(&c).await.unwrap_err();
+    assert_eq!(
+        (e.kind, e.status, e.code.as_deref()),
+        (ErrorKind::Data, Some(400), Some("CMN-101"))
+    );
+    emu.state
+        .lock()
+        .unwrap()
+        .forced
+        .extend([500, 500, 500, 500]);
+    let e = me(&c).await.unwrap_err();
+    assert_eq!(
+        e.kind,
+        ErrorKind::Transient,
+        "5xx past the attempts is transient"
+    );
+    let e = c
+        .call(
+            Group::Light,
+            reqwest::Method::GET,
+            "/restapi/v1.0/nowhere",
+            Body::None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.kind, e.code.as_deref()),
+        (ErrorKind::Data, Some("CMN-102"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_are_a_fatal_error_without_secrets() {
+    let _ = logs();
+    let emu = RcEmulator::start().await;
+    let cfg = config(&emu, "BADJWT");
+    std::env::set_var(cfg.jwt_env.get_ref(), "not-the-jwt");
+    let c = RcClient::new(cfg).unwrap();
+    let e = me(&c).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Fatal);
+    assert_eq!(e.code.as_deref(), Some("OAU-140"));
+    assert!(
+        e.detail.starts_with("login refused (HTTP 400 OAU-140)"),
+        "{}",
+        e.detail
+    );
+    assert!(!e.detail.contains("not-the-jwt") && !e.detail.contains(CLIENT_SECRET));
+    assert_eq!(emu.state.lock().unwrap().logins, 0);
+    assert_no_secrets_in_logs();
+}
