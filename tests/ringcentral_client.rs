@@ -264,3 +264,64 @@ async fn bad_credentials_are_a_fatal_error_without_secrets() {
     assert_eq!(emu.state.lock().unwrap().logins, 0);
     assert_no_secrets_in_logs();
 }
+
+/// Inbound faxes are listed from a watermark across every page, including faxes someone
+/// already opened (Read) and faxes older than the server's default 24-hour window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_faxes_are_listed_from_the_watermark_across_every_page() {
+    use common::rc_emulator::Fax;
+    use oscarflow::ringcentral::messages::list_inbound_faxes;
+    let _ = logs();
+    let emu = RcEmulator::start().await;
+    let now = time::OffsetDateTime::now_utc();
+    {
+        let mut s = emu.state.lock().unwrap();
+        for i in 0..250i64 {
+            // Spread over the last 3 days: a weekend outage must not lose the oldest.
+            let t = now - time::Duration::minutes(17 * i);
+            s.faxes.push(Fax {
+                id: 9_000_000_000 + i,
+                creation_time: t
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+                read: i % 7 == 0,
+                pages: 1,
+                from: "+16045550199".into(),
+                pdf: bytes::Bytes::from_static(b"%PDF-1.4"),
+            });
+        }
+        // One fax before the watermark.
+        s.faxes.push(Fax {
+            id: 1,
+            creation_time: "2020-01-01T00:00:00.000Z".into(),
+            read: false,
+            pages: 1,
+            from: "+16045550199".into(),
+            pdf: bytes::Bytes::new(),
+        });
+    }
+    let c = RcClient::new(config(&emu, "LIST")).unwrap();
+    let watermark = (now - time::Duration::days(4))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let got = list_inbound_faxes(&c, &watermark, 100).await.unwrap();
+    let mut ids: Vec<i64> = got.iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 250, "every fax since the watermark");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 250, "no fax twice");
+    assert!(!ids.contains(&1), "nothing before the watermark");
+    assert!(
+        got.iter().any(|r| r.read_status == "Read"),
+        "read faxes are listed too"
+    );
+    assert!(got
+        .iter()
+        .all(|r| r.attachments.len() == 1 && r.attachments[0].uri.contains("/content/")));
+    let pages = emu
+        .records()
+        .iter()
+        .filter(|r| r.route.ends_with("/message-store"))
+        .count();
+    assert_eq!(pages, 3, "three pages of 100");
+}

@@ -3,9 +3,11 @@
 //! - [`client`]: authentication (JWT bearer grant, cached token, proactive renewal, one retry
 //!   on 401), client-side throttling of the four usage-plan groups, `Retry-After`, retries,
 //!   and error mapping to `Data | Transient | Fatal`.
+//! - [`messages`]: the message store: inbound faxes from a watermark, every page.
 //! - [`phone`]: North American numbers as OSCAR stores them → E.164, with PHI-free refusals.
 
 pub mod client;
+pub mod messages;
 pub mod phone;
 
 pub use client::{Body, Group, Limits, RcClient, RcConfig, RcError, RcResponse};

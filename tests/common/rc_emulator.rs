@@ -48,8 +48,24 @@ struct Bucket {
     penalty_until: Option<Instant>,
 }
 
+/// A fax in the emulator's message store.
+#[derive(Debug, Clone)]
+pub struct Fax {
+    pub id: i64,
+    /// RFC 3339 UTC with milliseconds.
+    pub creation_time: String,
+    pub read: bool,
+    pub pages: u32,
+    pub from: String,
+    pub pdf: Bytes,
+}
+
 pub struct State {
     pub token_ttl_secs: u64,
+    /// Inbound faxes, any order (listings sort newest first).
+    pub faxes: Vec<Fax>,
+    /// Base URL rendered into `uri`s (the emulator's own address).
+    pub base: String,
     /// access token → expiry
     tokens: HashMap<String, Instant>,
     sessions: VecDeque<String>,
@@ -72,6 +88,8 @@ impl State {
         };
         State {
             token_ttl_secs: 3600,
+            faxes: Vec::new(),
+            base: String::new(),
             tokens: HashMap::new(),
             sessions: VecDeque::new(),
             limits: HashMap::from([
@@ -116,6 +134,7 @@ impl RcEmulator {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::new()));
+        state.lock().unwrap().base = format!("http://127.0.0.1:{}", addr.port());
         let st = state.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -182,6 +201,15 @@ fn respond(
 async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
     let group = group_of(&method, &path);
     let auth = req
         .headers()
@@ -229,7 +257,7 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
     } else if group == "auth" && path == "/restapi/oauth/token" {
         token(&mut s, auth.as_deref(), &body)
     } else {
-        api(&mut s, auth.as_deref(), &method, &path, now)
+        api(&mut s, auth.as_deref(), &method, &path, &query, now)
     };
     s.records.push(Record {
         at: now,
@@ -314,6 +342,7 @@ fn api(
     auth: Option<&str>,
     method: &str,
     path: &str,
+    query: &[(String, String)],
     now: Instant,
 ) -> (u16, String, Option<u64>) {
     let token = auth.and_then(|a| {
@@ -351,11 +380,117 @@ fn api(
             serde_json::json!({"id": 230919004i64, "extensionNumber": "101", "uri": "/restapi/v1.0/account/230919004/extension/230919004"}).to_string(),
             None,
         ),
-        ("GET", p) if p.ends_with("/message-store") => (
-            200,
-            serde_json::json!({"records": [], "paging": {"page": 1, "perPage": 100}, "navigation": {}}).to_string(),
-            None,
-        ),
+        ("GET", p) if p.ends_with("/message-store") => message_list(s, query),
         _ => (404, error_json("CMN-102", "Resource for parameter [path] is not found"), None),
     }
+}
+
+/// `GET …/message-store`: inbound faxes filtered by `messageType`, `direction`, `readStatus`
+/// and `dateFrom` (default: the last 24 h, as RingCentral), newest first, paged.
+fn message_list(s: &State, query: &[(String, String)]) -> (u16, String, Option<u64>) {
+    let all = |k: &str| -> Vec<&str> {
+        query
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let one = |k: &str| all(k).first().map(|v| v.to_string());
+    if !all("messageType").is_empty() && !all("messageType").contains(&"Fax") {
+        return (
+            200,
+            serde_json::json!({"records": [], "paging": {}, "navigation": {}}).to_string(),
+            None,
+        );
+    }
+    let date_from = match one("dateFrom") {
+        Some(d) => {
+            match time::OffsetDateTime::parse(&d, &time::format_description::well_known::Rfc3339) {
+                Ok(t) => t,
+                Err(_) => {
+                    return (
+                        400,
+                        error_json("CMN-101", "Parameter [dateFrom] value is invalid."),
+                        None,
+                    )
+                }
+            }
+        }
+        None => time::OffsetDateTime::now_utc() - time::Duration::hours(24),
+    };
+    let read_filter = all("readStatus");
+    let per_page: usize = one("perPage")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let page: usize = one("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let mut faxes: Vec<&Fax> = s
+        .faxes
+        .iter()
+        .filter(|f| {
+            time::OffsetDateTime::parse(
+                &f.creation_time,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .is_ok_and(|t| t >= date_from)
+        })
+        .filter(|f| {
+            read_filter.is_empty() || read_filter.contains(&if f.read { "Read" } else { "Unread" })
+        })
+        .collect();
+    faxes.sort_by(|a, b| (&b.creation_time, b.id).cmp(&(&a.creation_time, a.id)));
+    let total = faxes.len();
+    let pages = total.div_ceil(per_page).max(1);
+    let ext = "/restapi/v1.0/account/230919004/extension/230919004/message-store";
+    let records: Vec<serde_json::Value> = faxes
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|f| {
+            serde_json::json!({
+                "uri": format!("{}{ext}/{}", s.base, f.id),
+                "id": f.id,
+                "type": "Fax",
+                "from": {"phoneNumber": f.from},
+                "creationTime": f.creation_time,
+                "lastModifiedTime": f.creation_time,
+                "readStatus": if f.read { "Read" } else { "Unread" },
+                "direction": "Inbound",
+                "availability": "Alive",
+                "messageStatus": "Received",
+                "faxResolution": "High",
+                "faxPageCount": f.pages,
+                "attachments": [{
+                    "id": f.id,
+                    "uri": format!("{}{ext}/{}/content/{}", s.base, f.id, f.id),
+                    "type": "RenderedDocument",
+                    "contentType": "application/pdf",
+                    "size": f.pdf.len()
+                }]
+            })
+        })
+        .collect();
+    let link = |p: usize| {
+        let mut q: Vec<(String, String)> =
+            query.iter().filter(|(k, _)| k != "page").cloned().collect();
+        q.push(("page".into(), p.to_string()));
+        let qs: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(q)
+            .finish();
+        serde_json::json!({"uri": format!("{}{ext}?{qs}", s.base)})
+    };
+    let mut navigation = serde_json::json!({"firstPage": link(1), "lastPage": link(pages)});
+    if page < pages {
+        navigation["nextPage"] = link(page + 1);
+    }
+    if page > 1 {
+        navigation["previousPage"] = link(page - 1);
+    }
+    let body = serde_json::json!({
+        "uri": format!("{}{ext}", s.base),
+        "records": records,
+        "paging": {"page": page, "perPage": per_page, "totalPages": pages, "totalElements": total},
+        "navigation": navigation,
+    });
+    (200, body.to_string(), None)
 }
