@@ -325,3 +325,65 @@ async fn inbound_faxes_are_listed_from_the_watermark_across_every_page() {
         .count();
     assert_eq!(pages, 3, "three pages of 100");
 }
+
+/// A fax's attachment is streamed to disk byte for byte, and the fax can be marked read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_streams_to_disk_and_the_fax_is_marked_read() {
+    use common::rc_emulator::Fax;
+    use oscarflow::ringcentral::messages::{download_attachment, list_inbound_faxes, mark_read};
+    let _ = logs();
+    let emu = RcEmulator::start().await;
+    // A 3 MB "PDF" with varied bytes.
+    let pdf: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    emu.state.lock().unwrap().faxes.push(Fax {
+        id: 42,
+        creation_time: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
+        read: false,
+        pages: 12,
+        from: "+16045550142".into(),
+        pdf: bytes::Bytes::from(pdf.clone()),
+    });
+    let c = RcClient::new(config(&emu, "DOWNLOAD")).unwrap();
+    let from = (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let faxes = list_inbound_faxes(&c, &from, 100).await.unwrap();
+    assert_eq!(faxes.len(), 1);
+    assert_eq!(faxes[0].attachments[0].size, Some(3_000_000));
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("42.pdf");
+    let n = download_attachment(&c, &faxes[0].attachments[0], &dest)
+        .await
+        .unwrap();
+    assert_eq!(n, 3_000_000);
+    assert!(std::fs::read(&dest).unwrap() == pdf, "identical bytes");
+    assert!(!tmp.path().join("42.part").exists());
+    // A missing attachment: a data error, and no file.
+    let mut gone = faxes[0].attachments[0].clone();
+    gone.uri = gone.uri.replace("/content/42", "/content/43");
+    let e = download_attachment(&c, &gone, &tmp.path().join("43.pdf"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.kind, e.code.as_deref()),
+        (ErrorKind::Data, Some("CMN-102"))
+    );
+    assert!(!tmp.path().join("43.pdf").exists() && !tmp.path().join("43.part").exists());
+    mark_read(&c, 42).await.unwrap();
+    assert!(emu.state.lock().unwrap().faxes[0].read);
+    let groups: Vec<&str> = emu
+        .records()
+        .iter()
+        .filter(|r| r.route.contains("/message-store/"))
+        .map(|r| r.group)
+        .collect();
+    assert!(
+        groups.iter().all(|g| *g == "medium"),
+        "downloads and updates are Medium: {groups:?}"
+    );
+    assert_no_secrets_in_logs();
+}

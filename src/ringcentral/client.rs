@@ -543,6 +543,95 @@ impl RcClient {
         path: &str,
         body: Body,
     ) -> Result<RcResponse, RcError> {
+        let resp = self.send(group, method.clone(), path, body).await?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let body = resp.bytes().await.map_err(|e| {
+            RcError::new(
+                ErrorKind::Transient,
+                Some(status),
+                None,
+                format!("{} {}: {}", method, route(path), describe(&e)),
+            )
+        })?;
+        Ok(RcResponse {
+            status,
+            body,
+            content_type,
+        })
+    }
+
+    /// Streams a download (an attachment `uri`) to `dest`: written to `dest.part` chunk by
+    /// chunk (never whole in memory), fsynced, then renamed. Returns the byte count. A broken
+    /// transfer leaves no file behind.
+    pub async fn download_to(
+        &self,
+        group: Group,
+        uri: &str,
+        dest: &std::path::Path,
+    ) -> Result<u64, RcError> {
+        use tokio::io::AsyncWriteExt;
+        let io = |e: std::io::Error| {
+            RcError::new(
+                ErrorKind::Transient,
+                None,
+                None,
+                format!("writing the download: {e}"),
+            )
+        };
+        let mut resp = self
+            .send(group, reqwest::Method::GET, uri, Body::None)
+            .await?;
+        let expected = resp.content_length();
+        let part = dest.with_extension("part");
+        let mut f = tokio::fs::File::create(&part).await.map_err(io)?;
+        let mut n = 0u64;
+        let result: Result<(), RcError> = async {
+            while let Some(chunk) = resp.chunk().await.map_err(|e| {
+                RcError::new(
+                    ErrorKind::Transient,
+                    None,
+                    None,
+                    format!("GET {}: {}", route(uri), describe(&e)),
+                )
+            })? {
+                f.write_all(&chunk).await.map_err(io)?;
+                n += chunk.len() as u64;
+            }
+            if expected.is_some_and(|e| e != n) {
+                return Err(RcError::new(
+                    ErrorKind::Transient,
+                    None,
+                    None,
+                    format!("GET {}: the download broke off ({n} bytes)", route(uri)),
+                ));
+            }
+            f.sync_all().await.map_err(io)?;
+            Ok(())
+        }
+        .await;
+        drop(f);
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&part, dest).await.map_err(io)?;
+        Ok(n)
+    }
+
+    /// Sends with throttling, the token, and the retry rules; a 2xx response is returned with
+    /// its body unread.
+    async fn send(
+        &self,
+        group: Group,
+        method: reqwest::Method,
+        path: &str,
+        body: Body,
+    ) -> Result<reqwest::Response, RcError> {
         let url = if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
         } else {
@@ -590,19 +679,11 @@ impl RcClient {
                 let w = header_u64(&headers, "x-rate-limit-window").unwrap_or(60);
                 self.block(group, Duration::from_secs(w)).await;
             }
-            let content_type = headers
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
+            if (200..=299).contains(&status) {
+                return Ok(resp);
+            }
             let body_bytes = resp.bytes().await.unwrap_or_default();
             match status {
-                200..=299 => {
-                    return Ok(RcResponse {
-                        status,
-                        body: body_bytes,
-                        content_type,
-                    })
-                }
                 401 if !reauthed => {
                     // Expired, revoked or rotated out: one fresh login, one retry.
                     reauthed = true;

@@ -127,6 +127,31 @@ pub async fn list_inbound_faxes(
     Ok(out)
 }
 
+/// Marks a message read (a courtesy signal to the clinic's RingCentral app; the import's own
+/// record decides what was imported).
+pub async fn mark_read(client: &RcClient, id: i64) -> Result<(), RcError> {
+    client
+        .call(
+            Group::Medium,
+            reqwest::Method::PUT,
+            &format!("{MESSAGE_STORE}/{id}"),
+            Body::Json(serde_json::json!({"readStatus": "Read"})),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Streams a fax's attachment to `dest` (see [`RcClient::download_to`]).
+pub async fn download_attachment(
+    client: &RcClient,
+    attachment: &Attachment,
+    dest: &std::path::Path,
+) -> Result<u64, RcError> {
+    client
+        .download_to(Group::Medium, &attachment.uri, dest)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -262,10 +262,28 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
     s.records.push(Record {
         at: now,
         method,
-        route: path,
+        route: path.clone(),
         group,
         status,
     });
+    if status == 200 && out.starts_with("\u{0}PDF:") {
+        let id: i64 = path
+            .rsplit('/')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1);
+        let pdf = s
+            .faxes
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| f.pdf.clone())
+            .unwrap_or_default();
+        let mut r = respond(200, String::new(), group, limit, remaining, None);
+        r.headers_mut()
+            .insert("content-type", "application/pdf".parse().unwrap());
+        *r.body_mut() = Full::new(pdf);
+        return r;
+    }
     respond(status, out, group, limit, remaining, retry)
 }
 
@@ -381,6 +399,23 @@ fn api(
             None,
         ),
         ("GET", p) if p.ends_with("/message-store") => message_list(s, query),
+        ("GET", p) if p.contains("/message-store/") && p.contains("/content/") => {
+            let id: i64 = p.rsplit('/').next().and_then(|v| v.parse().ok()).unwrap_or(-1);
+            match s.faxes.iter().find(|f| f.id == id) {
+                Some(f) => (200, format!("\u{0}PDF:{}", f.pdf.len()), None),
+                None => (404, error_json("CMN-102", "Resource for parameter [attachmentId] is not found"), None),
+            }
+        }
+        ("PUT", p) if p.contains("/message-store/") => {
+            let id: i64 = p.rsplit('/').next().and_then(|v| v.parse().ok()).unwrap_or(-1);
+            match s.faxes.iter_mut().find(|f| f.id == id) {
+                Some(f) => {
+                    f.read = true;
+                    (200, serde_json::json!({"id": f.id, "readStatus": "Read"}).to_string(), None)
+                }
+                None => (404, error_json("CMN-102", "Resource for parameter [messageId] is not found"), None),
+            }
+        }
         _ => (404, error_json("CMN-102", "Resource for parameter [path] is not found"), None),
     }
 }
