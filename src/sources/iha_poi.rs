@@ -24,8 +24,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
-use super::excelleris::{
-    describe_reqwest, https_client, load_tls_files, next_delay, parse_time_of_day, PollError, Tls,
+use super::pull::{
+    default_poll_interval, default_timeout, env_secret, get_bytes, https_client, load_tls_files,
+    run_schedule, validate_pull, yes, PollError, Round, Schedule, Tls,
 };
 use super::{Source, SourceContext, SourceError};
 use crate::ack::BatchNotifier;
@@ -59,30 +60,9 @@ pub struct IhaPoiConfig {
     pub timeout: Duration,
 }
 
-fn default_poll_interval() -> Duration {
-    Duration::from_secs(7200)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(300)
-}
-fn yes() -> bool {
-    true
-}
-
 impl IhaPoiConfig {
     pub(crate) fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
-        let mut v = Vec::new();
-        match url::Url::parse(&self.url) {
-            Ok(u) if u.scheme() == "https" => {}
-            Ok(_) => v.push(("url must be https".into(), None)),
-            Err(e) => v.push((format!("url is not valid: {e}"), None)),
-        }
-        for t in &self.times_of_day {
-            if parse_time_of_day(t).is_none() {
-                v.push((format!("times_of_day: `{t}` is not HH:MM"), None));
-            }
-        }
-        v
+        validate_pull(&self.url, self.poll_interval, &self.times_of_day)
     }
 
     pub(crate) fn env_refs(&self) -> Vec<(&'static str, &Spanned<String>)> {
@@ -181,8 +161,7 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
     None
 }
 
-/// Fault injection for tests: called before the acks of a poll; `true` ends the source there.
-pub type CrashHook = Arc<dyn Fn() -> bool + Send + Sync>;
+pub use super::CrashHook;
 
 /// The source.
 pub struct IhaPoiSource {
@@ -214,43 +193,19 @@ impl IhaPoiSource {
         step: &str,
         cmd: &[(&str, &str)],
     ) -> Result<Bytes, PollError> {
-        let user = std::env::var(self.cfg.user_env.get_ref()).map_err(|_| {
-            PollError(format!(
-                "environment variable `{}` is not set",
-                self.cfg.user_env.get_ref()
-            ))
-        })?;
-        let pass = std::env::var(self.cfg.password_env.get_ref()).map_err(|_| {
-            PollError(format!(
-                "environment variable `{}` is not set",
-                self.cfg.password_env.get_ref()
-            ))
-        })?;
+        let user = env_secret(&self.cfg.user_env)?;
+        let pass = env_secret(&self.cfg.password_env)?;
         let mut u = url::Url::parse(&self.cfg.url).map_err(|e| PollError(format!("url: {e}")))?;
         u.query_pairs_mut()
             .clear()
             .append_pair("usr", &user)
             .append_pair("pwd", &pass)
             .extend_pairs(cmd);
-        let resp = client
-            .get(u)
-            .send()
-            .await
-            .map_err(|e| PollError(format!("{step}: {}", describe_reqwest(&e))))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(PollError(format!("{step}: HTTP {}", status.as_u16())));
-        }
-        resp.bytes().await.map_err(|e| {
-            PollError(format!(
-                "{step}: reading the answer: {}",
-                describe_reqwest(&e)
-            ))
-        })
+        get_bytes(client, u, step).await
     }
 
     /// One poll: fetch, hand every message over, acknowledge each settled one.
-    async fn poll(&self, cx: &SourceContext, tls: &Tls) -> Result<(u32, u32, bool), PollError> {
+    async fn poll(&self, cx: &SourceContext, tls: &Tls) -> Result<Round, PollError> {
         let client = https_client(tls, self.cfg.timeout)?;
         let host = url::Url::parse(&self.cfg.url)
             .ok()
@@ -331,7 +286,14 @@ impl IhaPoiSource {
                 released,
             });
         }
-        Ok((total, acked, crashed))
+        Ok(if crashed {
+            Round::Crashed
+        } else {
+            Round::Done {
+                messages: total,
+                acked,
+            }
+        })
     }
 }
 
@@ -345,47 +307,12 @@ impl Source for IhaPoiSource {
                     detail: format!("iha_poi: {detail}"),
                 }
             })?;
-        let mut shutdown = cx.shutdown.clone();
-        let mut polls = 0u32;
-        loop {
-            if shutdown.is_triggered() {
-                break;
-            }
-            polls += 1;
-            match self.poll(&cx, &tls).await {
-                Ok((_, _, true)) => {
-                    return Err(SourceError {
-                        kind: ErrorKind::Fatal,
-                        detail: "iha_poi: fault injection: crashed before the acknowledgements"
-                            .into(),
-                    })
-                }
-                Ok((messages, acked, false)) => {
-                    tracing::info!(pipeline = %cx.pipeline, source = %cx.id, messages, acked, "IHA POI poll done.");
-                    cx.observers.emit(Event::Polled {
-                        pipeline: &cx.pipeline,
-                        component: &cx.id,
-                        messages,
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(pipeline = %cx.pipeline, source = %cx.id, error = %e, "IHA POI poll failed; retrying at the next scheduled time.");
-                    cx.observers.emit(Event::PollFailed {
-                        pipeline: &cx.pipeline,
-                        component: &cx.id,
-                        error: &e.0,
-                    });
-                }
-            }
-            if self.max_polls.is_some_and(|m| polls >= m) {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                _ = tokio::time::sleep(next_delay(&self.cfg.times_of_day, self.cfg.poll_interval)) => {}
-            }
-        }
-        Ok(())
+        let schedule = Schedule {
+            times_of_day: &self.cfg.times_of_day,
+            interval: self.cfg.poll_interval,
+            max_polls: self.max_polls,
+        };
+        run_schedule(&cx, "iha_poi", schedule, || self.poll(&cx, &tls)).await
     }
 }
 

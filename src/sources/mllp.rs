@@ -407,9 +407,9 @@ async fn record_answer(
     Ok(())
 }
 
-/// Fault injection: called after a message settled and before its answer is recorded and
-/// sent; returning `true` drops the connection right there, as a crash would.
-pub type CrashHook = Arc<dyn Fn() -> bool + Send + Sync>;
+/// Fault injection ([`super::CrashHook`]): called after a message settled and before its
+/// answer is recorded and sent; `true` drops the connection right there.
+pub use super::CrashHook;
 
 /// The source.
 pub struct MllpSource {

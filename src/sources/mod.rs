@@ -13,6 +13,7 @@ pub mod folder;
 pub mod iha_poi;
 pub mod list;
 pub mod mllp;
+pub mod pull;
 pub mod sftp;
 
 use std::ops::Range;
@@ -60,6 +61,11 @@ impl Classify for SourceError {
         self.kind
     }
 }
+
+/// Fault injection for tests: called at the point where a source has seen its input settle
+/// and is about to acknowledge it upstream; `true` makes the source stop right there, as a
+/// crash would (nothing acknowledged, nothing recorded).
+pub type CrashHook = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// An input reader. See the module docs for the contract.
 #[async_trait]
