@@ -18,11 +18,10 @@ use oscarflow::ack::BatchStatus;
 use oscarflow::sources::excelleris::{wrap_message, ExcellerisConfig, ExcellerisSource};
 use oscarflow::sources::Source;
 use oscarflow::store::Store;
-use oscarflow::telemetry::{Event, Observer, Observers};
-use oscarflow::topology::{build, BuildOptions};
 
 use common::excelleris_emulator::{Emulator, P12_PASSWORD, PASSWORD, USER};
 use common::harness::{self, Case};
+use common::sources::SourceEvents as Polls;
 
 fn qa_batch() -> Option<Bytes> {
     let dir = common::shared_dir("corpus/public/expedius")?;
@@ -55,40 +54,9 @@ fn config(emu: &Emulator, tag: &str) -> ExcellerisConfig {
     }
 }
 
-/// Poll outcomes seen by the pipeline.
-#[derive(Default)]
-struct Polls {
-    ok: Mutex<Vec<u32>>,
-    failed: Mutex<Vec<String>>,
-}
-
-impl Observer for Polls {
-    fn observe(&self, e: &Event<'_>) {
-        match e {
-            Event::Polled { messages, .. } => self.ok.lock().unwrap().push(*messages),
-            Event::PollFailed { error, .. } => self.failed.lock().unwrap().push(error.to_string()),
-            _ => {}
-        }
-    }
-}
-
 /// Runs the lab pipeline with `source` until it ends; returns the pipeline's result.
 async fn run(store: &Store, source: ExcellerisSource, polls: Arc<Polls>) -> Result<(), String> {
-    let source: Box<dyn Source> = Box::new(source);
-    let mut running = build(
-        &common::lab_pipeline(),
-        store,
-        BuildOptions {
-            observers: Observers::none().with(polls),
-            source_override: Some(Arc::new(Mutex::new(Some(source)))),
-            ..Default::default()
-        },
-    )
-    .expect("build");
-    tokio::time::timeout(Duration::from_secs(120), running.wait())
-        .await
-        .expect("the pipeline ends")
-        .map_err(|f| f.to_string())
+    common::sources::run(&common::lab_pipeline(), store, Box::new(source), polls).await
 }
 
 async fn rows(store: &Store) -> Vec<(String, i64)> {
@@ -339,24 +307,11 @@ async fn a_busy_pipeline_delays_the_next_poll() {
     let emu = Emulator::start(tmp.path()).await;
     emu.push_batch(batch);
     // Another writer holds the write lock: nothing can commit.
-    let other = Store::open(&common::sqlite_url(tmp.path())).await.unwrap();
-    let mut held = other.pool.begin().await.unwrap();
-    sqlx::query("DELETE FROM oscarflow_mllp_answer WHERE pipeline = 'lock'")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let (_other, held) = common::sources::hold_write_lock(tmp.path()).await;
     let mut cfg = config(&emu, "BUSY");
     cfg.poll_interval = Duration::from_millis(50);
     let source: Box<dyn Source> = Box::new(ExcellerisSource::new(cfg).with_max_polls(3));
-    let mut running = build(
-        &common::lab_pipeline(),
-        &store,
-        BuildOptions {
-            source_override: Some(Arc::new(Mutex::new(Some(source)))),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let running = common::sources::start(&common::lab_pipeline(), &store, source, None);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         emu.snapshot().0,
@@ -365,10 +320,7 @@ async fn a_busy_pipeline_delays_the_next_poll() {
     );
     assert!(running.in_flight.current() <= 1);
     held.rollback().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(60), running.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    common::sources::wait(running, 60).await.unwrap();
     let (fetches, acks, _, _) = emu.snapshot();
     assert_eq!((fetches, acks), (3, 1));
     assert_eq!(count(&store, "hl7TextMessage").await, 18);

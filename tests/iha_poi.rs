@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_spanned::Spanned;
@@ -15,11 +15,10 @@ use oscarflow::ack::BatchStatus;
 use oscarflow::sources::iha_poi::{parse_messages, IhaPoiConfig, IhaPoiSource};
 use oscarflow::sources::Source;
 use oscarflow::store::Store;
-use oscarflow::telemetry::{Event, Observer, Observers};
-use oscarflow::topology::{build, BuildOptions};
 
 use common::harness::{self, Case};
 use common::poi_emulator::{PoiEmulator, PASSWORD, USER};
+use common::sources::SourceEvents as Polls;
 
 fn response(name: &str) -> Option<String> {
     let dir = common::shared_dir("corpus/public/expedius")?;
@@ -56,42 +55,8 @@ fn pipeline() -> oscarflow::config::PipelineConfig {
     cfg
 }
 
-#[derive(Default)]
-struct Polls {
-    ok: Mutex<Vec<u32>>,
-    failed: Mutex<Vec<String>>,
-    settled: Mutex<Vec<(BatchStatus, bool)>>,
-}
-
-impl Observer for Polls {
-    fn observe(&self, e: &Event<'_>) {
-        match e {
-            Event::Polled { messages, .. } => self.ok.lock().unwrap().push(*messages),
-            Event::PollFailed { error, .. } => self.failed.lock().unwrap().push(error.to_string()),
-            Event::Settled {
-                status, released, ..
-            } => self.settled.lock().unwrap().push((*status, *released)),
-            _ => {}
-        }
-    }
-}
-
 async fn run(store: &Store, source: IhaPoiSource, polls: Arc<Polls>) -> Result<(), String> {
-    let source: Box<dyn Source> = Box::new(source);
-    let mut running = build(
-        &pipeline(),
-        store,
-        BuildOptions {
-            observers: Observers::none().with(polls),
-            source_override: Some(Arc::new(Mutex::new(Some(source)))),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    tokio::time::timeout(Duration::from_secs(120), running.wait())
-        .await
-        .expect("the pipeline ends")
-        .map_err(|f| f.to_string())
+    common::sources::run(&pipeline(), store, Box::new(source), polls).await
 }
 
 async fn count(store: &Store, t: &str) -> i64 {
@@ -270,24 +235,11 @@ async fn a_busy_pipeline_delays_the_next_poi_poll() {
     let tmp = tempfile::tempdir().unwrap();
     let store = common::seeded_store(tmp.path()).await;
     let emu = PoiEmulator::start(tmp.path(), &doc).await;
-    let other = Store::open(&common::sqlite_url(tmp.path())).await.unwrap();
-    let mut held = other.pool.begin().await.unwrap();
-    sqlx::query("DELETE FROM oscarflow_mllp_answer WHERE pipeline = 'lock'")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let (_other, held) = common::sources::hold_write_lock(tmp.path()).await;
     let mut cfg = config(&emu, "BUSY");
     cfg.poll_interval = Duration::from_millis(50);
     let source: Box<dyn Source> = Box::new(IhaPoiSource::new(cfg).with_max_polls(2));
-    let mut running = build(
-        &pipeline(),
-        &store,
-        BuildOptions {
-            source_override: Some(Arc::new(Mutex::new(Some(source)))),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let running = common::sources::start(&pipeline(), &store, source, None);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         emu.state.lock().unwrap().fetches,
@@ -296,10 +248,7 @@ async fn a_busy_pipeline_delays_the_next_poi_poll() {
     );
     assert!(running.in_flight.current() <= running.in_flight_bound);
     held.rollback().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(60), running.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    common::sources::wait(running, 60).await.unwrap();
     assert_eq!(emu.state.lock().unwrap().fetches, 2);
     assert_eq!(emu.state.lock().unwrap().acked.len(), 28);
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,7 +19,7 @@ use oscarflow::hl7::Message;
 use oscarflow::sources::mllp::{self, MllpConfig, MllpSource};
 use oscarflow::sources::Source;
 use oscarflow::store::Store;
-use oscarflow::topology::{build, BuildOptions, RunningPipeline};
+use oscarflow::topology::RunningPipeline;
 
 use common::harness::{self, Case};
 
@@ -38,15 +38,7 @@ fn cfg() -> MllpConfig {
 async fn start(store: &Store, source: MllpSource) -> (RunningPipeline, SocketAddr) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let source: Box<dyn Source> = Box::new(source.with_bound_address(tx));
-    let running = build(
-        &common::lab_pipeline(),
-        store,
-        BuildOptions {
-            source_override: Some(Arc::new(Mutex::new(Some(source)))),
-            ..Default::default()
-        },
-    )
-    .expect("build");
+    let running = common::sources::start(&common::lab_pipeline(), store, source, None);
     let addr = tokio::time::timeout(Duration::from_secs(10), rx)
         .await
         .expect("the listener binds")
@@ -328,12 +320,7 @@ async fn a_full_pipeline_stops_the_listener_reading() {
     let (running, addr) = start(&store, MllpSource::new(cfg())).await;
     let in_flight = running.in_flight.clone();
     // Another writer holds the database's write lock: reads go on (WAL), nothing commits.
-    let other = Store::open(&common::sqlite_url(tmp.path())).await.unwrap();
-    let mut held = other.pool.begin().await.unwrap();
-    sqlx::query("DELETE FROM oscarflow_mllp_answer WHERE pipeline = 'lock'")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let (_other, held) = common::sources::hold_write_lock(tmp.path()).await;
     let (_, msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
     let mut conn = TcpStream::connect(addr).await.unwrap();
     // The peer pipelines 50 distinct messages without waiting for answers.

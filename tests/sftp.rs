@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_spanned::Spanned;
@@ -16,10 +16,10 @@ use oscarflow::ack::BatchStatus;
 use oscarflow::sources::sftp::{RemoteAfter, SftpConfig, SftpSource};
 use oscarflow::sources::Source;
 use oscarflow::store::Store;
-use oscarflow::telemetry::{Event, Observer, Observers};
-use oscarflow::topology::{build, BuildOptions, RunningPipeline};
+use oscarflow::topology::RunningPipeline;
 
 use common::harness::{self, Case};
+use common::sources::SourceEvents as Polls;
 use common::sshd::{CuttingProxy, Sshd};
 
 fn config(sshd: &Sshd, port: u16, remote: &Path, spool: &Path, tag: &str) -> SftpConfig {
@@ -46,37 +46,18 @@ fn config(sshd: &Sshd, port: u16, remote: &Path, spool: &Path, tag: &str) -> Sft
     }
 }
 
-#[derive(Default)]
-struct Polls {
-    failed: Mutex<Vec<String>>,
-}
-
-impl Observer for Polls {
-    fn observe(&self, e: &Event<'_>) {
-        if let Event::PollFailed { error, .. } = e {
-            self.failed.lock().unwrap().push(error.to_string());
-        }
-    }
-}
-
 fn start(store: &Store, source: SftpSource, polls: Arc<Polls>) -> RunningPipeline {
-    let source: Box<dyn Source> = Box::new(source);
-    build(
+    common::sources::start(
         &common::lab_pipeline(),
         store,
-        BuildOptions {
-            observers: Observers::none().with(polls),
-            source_override: Some(Arc::new(Mutex::new(Some(source)))),
-            ..Default::default()
-        },
+        Box::new(source),
+        Some(polls),
     )
-    .expect("build")
 }
 
-async fn finish(mut running: RunningPipeline, secs: u64) {
-    tokio::time::timeout(Duration::from_secs(secs), running.wait())
+async fn finish(running: RunningPipeline, secs: u64) {
+    common::sources::wait(running, secs)
         .await
-        .expect("the source ends")
         .expect("no fatal error");
 }
 
@@ -251,12 +232,7 @@ async fn a_full_pipeline_stops_the_downloads() {
         )
         .unwrap();
     }
-    let other = Store::open(&common::sqlite_url(tmp.path())).await.unwrap();
-    let mut held = other.pool.begin().await.unwrap();
-    sqlx::query("DELETE FROM oscarflow_mllp_answer WHERE pipeline = 'lock'")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let (_other, held) = common::sources::hold_write_lock(tmp.path()).await;
     let source = SftpSource::new(config(&sshd, sshd.port, &remote, &spool, "FULL"))
         .unwrap()
         .stop_after_released(60);

@@ -7,6 +7,7 @@ pub mod harness;
 pub mod mariadb;
 pub mod poi_emulator;
 pub mod rc_emulator;
+pub mod sources;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
