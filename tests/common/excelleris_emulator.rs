@@ -9,22 +9,19 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
-use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVerifyMode};
+use openssl::ssl::{SslAcceptor, SslMethod, SslVerifyMode};
 use openssl::x509::extension::{
     BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
 };
@@ -247,29 +244,13 @@ impl Emulator {
         let state = Arc::new(Mutex::new(State::default()));
         let ack_gate: Arc<Mutex<Option<AckGate>>> = Arc::new(Mutex::new(None));
         let (st, gate) = (state.clone(), ack_gate.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let (acceptor, st, gate) = (acceptor.clone(), st.clone(), gate.clone());
-                tokio::spawn(async move {
-                    let ssl = Ssl::new(acceptor.context()).unwrap();
-                    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-                    if Pin::new(&mut tls).accept().await.is_err() {
-                        st.lock().unwrap().log.push("tls handshake refused".into());
-                        return;
-                    }
-                    let svc = service_fn(move |req| {
-                        let (st, gate) = (st.clone(), gate.clone());
-                        async move { Ok::<_, std::convert::Infallible>(handle(st, gate, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
+        let log = st.clone();
+        super::http_emu::serve(
+            listener,
+            Some(acceptor),
+            Arc::new(move || log.lock().unwrap().log.push("tls handshake refused".into())),
+            move |req| handle(st.clone(), gate.clone(), req),
+        );
         Emulator {
             addr,
             state,
@@ -306,15 +287,7 @@ async fn handle(
     gate: Arc<Mutex<Option<AckGate>>>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let q: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let q = super::http_emu::query_pairs(&req);
     let get = |k: &str| {
         q.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(k))

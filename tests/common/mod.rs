@@ -4,6 +4,7 @@
 
 pub mod excelleris_emulator;
 pub mod harness;
+pub mod http_emu;
 pub mod mariadb;
 pub mod poi_emulator;
 pub mod rc_emulator;

@@ -6,16 +6,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
+use openssl::ssl::{SslAcceptor, SslMethod};
 use tokio::net::TcpListener;
 
 use super::excelleris_emulator::{ca, leaf};
@@ -106,24 +103,9 @@ impl PoiEmulator {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let st = state.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, st) = (acceptor.clone(), st.clone());
-                tokio::spawn(async move {
-                    let ssl = Ssl::new(acceptor.context()).unwrap();
-                    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-                    if Pin::new(&mut tls).accept().await.is_err() {
-                        return;
-                    }
-                    let svc = service_fn(move |req| {
-                        let st = st.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(st, req)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
+        super::http_emu::serve(listener, Some(acceptor), Arc::new(|| {}), move |req| {
+            let st = st.clone();
+            async move { handle(st, req) }
         });
         PoiEmulator {
             addr,
@@ -142,15 +124,7 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let q: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let q = super::http_emu::query_pairs(&req);
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     if req.uri().path() != "/poi/interface.aspx" {
         return reply(StatusCode::NOT_FOUND, "not found");

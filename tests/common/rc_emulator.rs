@@ -16,9 +16,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 pub const CLIENT_ID: &str = "emu-client-id";
@@ -136,19 +134,8 @@ impl RcEmulator {
         let state = Arc::new(Mutex::new(State::new()));
         state.lock().unwrap().base = format!("http://127.0.0.1:{}", addr.port());
         let st = state.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let st = st.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(st, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
+        super::http_emu::serve(listener, None, Arc::new(|| {}), move |req| {
+            handle(st.clone(), req)
         });
         RcEmulator { addr, state }
     }
@@ -201,15 +188,7 @@ fn respond(
 async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
-    let query: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let query = super::http_emu::query_pairs(&req);
     let group = group_of(&method, &path);
     let auth = req
         .headers()
