@@ -46,6 +46,33 @@ fn config(sshd: &Sshd, port: u16, remote: &Path, spool: &Path, tag: &str) -> Sft
     }
 }
 
+/// A test server, a seeded store, the remote drop folder and the local spool.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    sshd: Sshd,
+    store: Store,
+    remote: PathBuf,
+    spool: PathBuf,
+}
+
+impl Fixture {
+    /// `None` (the test returns) outside CI when OpenSSH is not installed.
+    async fn new() -> Option<Fixture> {
+        let tmp = tempfile::tempdir().unwrap();
+        let sshd = Sshd::start(tmp.path())?;
+        let store = common::seeded_store(tmp.path()).await;
+        let (remote, spool) = (tmp.path().join("outbox"), tmp.path().join("spool"));
+        std::fs::create_dir_all(&remote).unwrap();
+        Some(Fixture {
+            tmp,
+            sshd,
+            store,
+            remote,
+            spool,
+        })
+    }
+}
+
 fn start(store: &Store, source: SftpSource, polls: Arc<Polls>) -> RunningPipeline {
     common::sources::start(
         &common::lab_pipeline(),
@@ -80,13 +107,16 @@ async fn count(store: &Store, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_files_are_imported_exactly_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(sshd) = Sshd::start(tmp.path()) else {
+    let Some(Fixture {
+        tmp: _tmp,
+        sshd,
+        store,
+        remote,
+        spool,
+    }) = Fixture::new().await
+    else {
         return;
     };
-    let store = common::seeded_store(tmp.path()).await;
-    let (remote, spool) = (tmp.path().join("outbox"), tmp.path().join("spool"));
-    std::fs::create_dir_all(&remote).unwrap();
     for i in 0..500 {
         std::fs::write(
             remote.join(format!("lab{i:03}.hl7")),
@@ -130,13 +160,16 @@ async fn five_hundred_files_are_imported_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_mid_transfer_leaves_no_partial_import_and_the_file_comes_again() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(sshd) = Sshd::start(tmp.path()) else {
+    let Some(Fixture {
+        tmp: _tmp,
+        sshd,
+        store,
+        remote,
+        spool,
+    }) = Fixture::new().await
+    else {
         return;
     };
-    let store = common::seeded_store(tmp.path()).await;
-    let (remote, spool) = (tmp.path().join("outbox"), tmp.path().join("spool"));
-    std::fs::create_dir_all(&remote).unwrap();
     // One large file: 400 messages, ~600 KB.
     let mut big = Vec::new();
     for i in 0..400 {
@@ -176,13 +209,16 @@ async fn a_connection_killed_mid_transfer_leaves_no_partial_import_and_the_file_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_or_changed_host_key_is_refused_before_any_data_is_read() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(sshd) = Sshd::start(tmp.path()) else {
+    let Some(Fixture {
+        tmp: _tmp,
+        sshd,
+        store,
+        remote,
+        spool,
+    }) = Fixture::new().await
+    else {
         return;
     };
-    let store = common::seeded_store(tmp.path()).await;
-    let (remote, spool) = (tmp.path().join("outbox"), tmp.path().join("spool"));
-    std::fs::create_dir_all(&remote).unwrap();
     std::fs::write(
         remote.join("lab.hl7"),
         common::variant("fixtures/hl7/pathl7/matched_chem.hl7", 7),
@@ -218,13 +254,16 @@ async fn an_unknown_or_changed_host_key_is_refused_before_any_data_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pipeline_stops_the_downloads() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(sshd) = Sshd::start(tmp.path()) else {
+    let Some(Fixture {
+        tmp,
+        sshd,
+        store,
+        remote,
+        spool,
+    }) = Fixture::new().await
+    else {
         return;
     };
-    let store = common::seeded_store(tmp.path()).await;
-    let (remote, spool) = (tmp.path().join("outbox"), tmp.path().join("spool"));
-    std::fs::create_dir_all(&remote).unwrap();
     for i in 0..60 {
         std::fs::write(
             remote.join(format!("lab{i:02}.hl7")),
@@ -261,13 +300,16 @@ async fn a_full_pipeline_stops_the_downloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sftp_source_passes_the_component_harness() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(sshd) = Sshd::start(tmp.path()) else {
+    let Some(Fixture {
+        tmp,
+        sshd,
+        store,
+        remote,
+        spool,
+    }) = Fixture::new().await
+    else {
         return;
     };
-    let store = common::seeded_store(tmp.path()).await;
-    let (remote, spool) = (tmp.path().join("outbox"), tmp.path().join("spool"));
-    std::fs::create_dir_all(&remote).unwrap();
     let good = common::variant("fixtures/hl7/pathl7/matched_chem.hl7", 3000);
     let bad = b"MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ZZ|20260101||ORU^R01|SFTPBAD|P|2.3".to_vec();
     std::fs::write(remote.join("good.hl7"), &good).unwrap();
@@ -310,13 +352,16 @@ async fn sftp_source_passes_the_component_harness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_still_being_written_is_taken_only_once_it_is_stable() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(sshd) = Sshd::start(tmp.path()) else {
+    let Some(Fixture {
+        tmp: _tmp,
+        sshd,
+        store,
+        remote,
+        spool,
+    }) = Fixture::new().await
+    else {
         return;
     };
-    let store = common::seeded_store(tmp.path()).await;
-    let (remote, spool) = (tmp.path().join("outbox"), tmp.path().join("spool"));
-    std::fs::create_dir_all(&remote).unwrap();
     // Unchanged across two listings is not enough while a writer pauses between chunks as
     // long as the poll interval: the remote mtime (whole seconds) must also be 2 s old.
     let mut cfg = config(&sshd, sshd.port, &remote, &spool, "GROWING");
