@@ -13,13 +13,15 @@
 //! | [`error`], [`component`] | `ErrorKind` (`Data`/`Transient`/`Fatal`) and the per-message `ProcessError` |
 //! | [`config`] | pipeline files (parse → validate → build) and `oscarflow.toml` |
 //! | [`topology`] | building and running pipelines: bounded channels, retries, ordering, shutdown |
-//! | [`sources`] | `Source` trait and kinds (`folder`) |
+//! | [`sources`] | `Source` trait and kinds (`folder`, `mllp`, `sftp`, `excelleris`, `iha_poi`, `ringcentral_fax`) |
 //! | [`stages`] | `Stage` trait and kinds (`parse_hl7`, `match_patient`) |
-//! | [`sinks`] | `Sink` trait and kinds (`oscar_lab`) |
+//! | [`sinks`] | `Sink` trait and kinds (`oscar_lab`, `oscar_fax`) |
 //! | [`dead_letter`] | the dead-letter store and its reason codes |
 //! | [`hl7`] | HL7 v2 framing, parsing, escapes, lab model (pure: no I/O) |
 //! | [`oscar`] | OSCAR table knowledge: `hl7TextInfo`, patient matching, routing, import |
 //! | [`lab_file`] | the payload between parse and import |
+//! | [`document`] | the payload of received faxes: a file spooled on disk |
+//! | [`ringcentral`] | the RingCentral REST client, message store, phone numbers |
 //! | [`store`] | the database (MariaDB or embedded SQLite), migrations |
 //! | [`telemetry`] | events → logs and metrics |
 //! | [`cli`] | the `oscarflow` commands |
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod component;
 pub mod config;
 pub mod dead_letter;
+pub mod document;
 pub mod envelope;
 pub mod error;
 pub mod hl7;

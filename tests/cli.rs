@@ -31,7 +31,7 @@ fn check_reports_every_problem_with_file_line_and_column() {
         "tests/data/bad_pipelines/bad_duration.toml:4:11: error: sources.inbox: invalid duration `5 parsecs`",
         "tests/data/bad_pipelines/duplicate_id.toml:5:9: error: stages.parse: duplicate component id (already used in sources)",
         "tests/data/bad_pipelines/many_problems.toml:3:47: error: [pipeline]: invalid duration `fast`",
-        "tests/data/bad_pipelines/many_problems.toml:6:8: error: sources.inbox: unknown source type `ftp` (known: folder, mllp, excelleris, iha_poi, sftp)",
+        "tests/data/bad_pipelines/many_problems.toml:6:8: error: sources.inbox: unknown source type `ftp` (known: folder, mllp, excelleris, iha_poi, sftp, ringcentral_fax)",
         "tests/data/bad_pipelines/many_problems.toml:12:21: error: stages.parse: invalid value: integer `-1`, expected usize",
         "tests/data/bad_pipelines/many_problems.toml:16:11: error: stages.match: unknown input `prase`",
         "tests/data/bad_pipelines/many_problems.toml:21:12: error: sinks.oscar: unknown variant `colour`",
@@ -91,6 +91,9 @@ fn check_accepts_the_example_pipelines_and_names_unset_secrets() {
         "EXCELLERIS_USER",
         "EXCELLERIS_PASSWORD",
         "EXCELLERIS_P12_PASSWORD",
+        "RINGCENTRAL_CLIENT_ID",
+        "RINGCENTRAL_CLIENT_SECRET",
+        "RINGCENTRAL_JWT",
     ];
     let o = Command::new(bin())
         .args(["check"])
@@ -102,9 +105,7 @@ fn check_accepts_the_example_pipelines_and_names_unset_secrets() {
     let o = Command::new(bin())
         .args(["check"])
         .arg(tmp.path())
-        .env_remove("EXCELLERIS_USER")
-        .env_remove("EXCELLERIS_PASSWORD")
-        .env_remove("EXCELLERIS_P12_PASSWORD")
+        .env_clear()
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));

@@ -1,6 +1,7 @@
 //! `oscar_flavour = "auto"` reads the flavour from the schema: Open-O's
 //! `document.report_media` column means Open-O; a `document` table without it, OSCAR 19; no
-//! `document` table at all (the embedded store), Open-O.
+//! `document` table at all, Open-O. (The embedded store carries Open-O's `document` table
+//! for the fax import; these tests replace it with an OSCAR 19 shape.)
 
 mod common;
 
@@ -10,6 +11,11 @@ use oscarflow::oscar::{detect_flavour, Flavour};
 async fn the_flavour_is_read_from_the_schema() {
     let tmp = tempfile::tempdir().unwrap();
     let store = common::sqlite_store(tmp.path()).await;
+    assert_eq!(detect_flavour(&store).await.unwrap(), Flavour::OpenO);
+    sqlx::query("DROP TABLE document")
+        .execute(&store.pool)
+        .await
+        .unwrap();
     assert_eq!(detect_flavour(&store).await.unwrap(), Flavour::OpenO);
     sqlx::query("CREATE TABLE document (document_no INTEGER PRIMARY KEY, doctype varchar(60))")
         .execute(&store.pool)
@@ -27,6 +33,10 @@ async fn the_flavour_is_read_from_the_schema() {
 async fn an_oscar19_database_gets_oscar19_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let store = common::seeded_store(tmp.path()).await;
+    sqlx::query("DROP TABLE document")
+        .execute(&store.pool)
+        .await
+        .unwrap();
     sqlx::query("CREATE TABLE document (document_no INTEGER PRIMARY KEY, doctype varchar(60))")
         .execute(&store.pool)
         .await

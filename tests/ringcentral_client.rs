@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_spanned::Spanned;
@@ -20,38 +19,8 @@ use common::rc_emulator::{RcEmulator, CLIENT_ID, CLIENT_SECRET, JWT};
 
 const ME: &str = "/restapi/v1.0/account/~/extension/~";
 
-/// Every log line of this test binary (a global subscriber at debug level).
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        #[derive(Clone)]
-        struct W(Arc<Mutex<Vec<u8>>>);
-        impl Write for W {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let w = W(buf.clone());
-        tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_writer(move || w.clone())
-            .json()
-            .init();
-        buf
-    })
-}
-
 fn assert_no_secrets_in_logs() {
-    let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
-    assert!(!text.is_empty(), "logs were captured");
-    for secret in [CLIENT_SECRET, JWT, "emu-at-"] {
-        assert!(!text.contains(secret), "a secret or token is in the logs");
-    }
+    common::logs::assert_absent(&[CLIENT_SECRET, JWT, "emu-at-"], "a secret or token");
 }
 
 fn config(emu: &RcEmulator, tag: &str) -> RcConfig {
@@ -83,7 +52,7 @@ async fn me(c: &RcClient) -> Result<i64, oscarflow::ringcentral::RcError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_login_serves_many_calls_and_the_token_is_renewed_before_it_expires() {
-    let _ = logs();
+    let _ = common::logs::captured();
     let emu = RcEmulator::start().await;
     let c = RcClient::new(config(&emu, "REUSE")).unwrap();
     for _ in 0..20 {
@@ -108,7 +77,7 @@ async fn one_login_serves_many_calls_and_the_token_is_renewed_before_it_expires(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_logs_in_again_once_and_retries_once() {
-    let _ = logs();
+    let _ = common::logs::captured();
     let emu = RcEmulator::start().await;
     let c = RcClient::new(config(&emu, "RELOGIN")).unwrap();
     me(&c).await.unwrap();
@@ -127,7 +96,7 @@ async fn a_401_logs_in_again_once_and_retries_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_storm_is_waited_out_with_retry_after_and_nothing_is_lost() {
-    let _ = logs();
+    let _ = common::logs::captured();
     let emu = RcEmulator::start().await;
     {
         let mut s = emu.state.lock().unwrap();
@@ -160,7 +129,7 @@ async fn a_429_storm_is_waited_out_with_retry_after_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_side_window_keeps_requests_under_the_group_limit() {
-    let _ = logs();
+    let _ = common::logs::captured();
     let emu = RcEmulator::start().await;
     let limit = GroupLimit {
         requests: 5,
@@ -208,7 +177,7 @@ async fn the_client_side_window_keeps_requests_under_the_group_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_errors_are_retried_and_client_errors_are_mapped() {
-    let _ = logs();
+    let _ = common::logs::captured();
     let emu = RcEmulator::start().await;
     emu.state.lock().unwrap().forced.extend([500, 502]);
     let c = RcClient::new(config(&emu, "ERRORS")).unwrap();
@@ -247,7 +216,7 @@ async fn server_errors_are_retried_and_client_errors_are_mapped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_are_a_fatal_error_without_secrets() {
-    let _ = logs();
+    let _ = common::logs::captured();
     let emu = RcEmulator::start().await;
     let cfg = config(&emu, "BADJWT");
     std::env::set_var(cfg.jwt_env.get_ref(), "not-the-jwt");
@@ -271,7 +240,7 @@ async fn bad_credentials_are_a_fatal_error_without_secrets() {
 async fn inbound_faxes_are_listed_from_the_watermark_across_every_page() {
     use common::rc_emulator::Fax;
     use oscarflow::ringcentral::messages::list_inbound_faxes;
-    let _ = logs();
+    let _ = common::logs::captured();
     let emu = RcEmulator::start().await;
     let now = time::OffsetDateTime::now_utc();
     {
@@ -331,7 +300,7 @@ async fn inbound_faxes_are_listed_from_the_watermark_across_every_page() {
 async fn an_attachment_streams_to_disk_and_the_fax_is_marked_read() {
     use common::rc_emulator::Fax;
     use oscarflow::ringcentral::messages::{download_attachment, list_inbound_faxes, mark_read};
-    let _ = logs();
+    let _ = common::logs::captured();
     let emu = RcEmulator::start().await;
     // A 3 MB "PDF" with varied bytes.
     let pdf: Vec<u8> = (0..3_000_000u32)

@@ -35,6 +35,8 @@ pub enum PortType {
     Raw,
     /// `Envelope<LabFile>`: a parsed lab file (possibly with patient matches).
     LabFile,
+    /// `Envelope<InboundDocument>`: a received document (fax) spooled on disk.
+    Document,
 }
 
 impl PortType {
@@ -42,6 +44,7 @@ impl PortType {
         match self {
             PortType::Raw => "raw bytes",
             PortType::LabFile => "parsed lab file",
+            PortType::Document => "received document",
         }
     }
 }

@@ -15,6 +15,7 @@
 use base64::Engine;
 use sqlx::{Any, Transaction};
 
+use super::generated_id;
 use super::info::{doc_nums, ColumnWidths, Hl7TextInfo};
 use super::matching::{match_patient, MatchOutcome, MatchSettings};
 use super::measurements::{retire_previous_version, write_measurements};
@@ -77,20 +78,6 @@ fn upload_filename(name: &str) -> String {
         "LabUpload.{}{suffix}",
         cut(&base, 255 - "LabUpload.".len() - suffix.len())
     )
-}
-
-async fn generated_id(
-    tx: &mut Transaction<'static, Any>,
-    reported: Option<i64>,
-    table: &'static str,
-) -> Result<i64, ProcessError> {
-    match crate::store::last_insert_id(tx, reported).await {
-        Ok(id) if id > 0 => Ok(id),
-        Ok(_) => Err(ProcessError::fatal(format!(
-            "insert {table}: no generated id"
-        ))),
-        Err(e) => Err(ProcessError::from_sqlx("read generated id", &e)),
-    }
 }
 
 async fn is_duplicate(tx: &mut Transaction<'static, Any>, md5: &str) -> Result<bool, ProcessError> {
@@ -259,7 +246,7 @@ pub async fn import_file(
     .execute(&mut *tx)
     .await;
     if let Err(e) = r {
-        let unique = matches!(&e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation);
+        let unique = crate::store::is_unique_violation(&e);
         let _ = tx.rollback().await;
         if unique {
             // Another writer committed the same file first.

@@ -11,7 +11,9 @@
 //!   MRP, else the unclaimed inbox `'0'`; `incomingLabRules` status and forwards.
 //! - [`import`]: one file = one transaction: `fileUploadCheck`, `hl7TextMessage`,
 //!   `hl7TextInfo`, `patientLabRouting`, `providerLabRouting`.
+//! - [`fax`]: received faxes filed as OSCAR's `FaxImporter` files them (§3.3).
 
+pub mod fax;
 pub mod handlers;
 pub mod import;
 pub mod info;
@@ -54,5 +56,36 @@ pub async fn detect_flavour(
         Ok(Flavour::OpenO)
     } else {
         Ok(Flavour::Oscar19)
+    }
+}
+
+/// The flavour to write for `setting` (reading the schema for `auto`); a database that
+/// cannot be read is a transient error.
+pub async fn resolve_flavour(
+    setting: FlavourSetting,
+    store: &crate::store::Store,
+) -> Result<Flavour, crate::component::ProcessError> {
+    match setting {
+        FlavourSetting::OpenO => Ok(Flavour::OpenO),
+        FlavourSetting::Oscar19 => Ok(Flavour::Oscar19),
+        FlavourSetting::Auto => detect_flavour(store).await.map_err(|e| {
+            crate::component::ProcessError::transient(format!("flavour detection: {e}"))
+        }),
+    }
+}
+
+/// The auto-increment id of the row just inserted into `table` in `tx`.
+pub(crate) async fn generated_id(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    reported: Option<i64>,
+    table: &'static str,
+) -> Result<i64, crate::component::ProcessError> {
+    use crate::component::ProcessError;
+    match crate::store::last_insert_id(tx, reported).await {
+        Ok(id) if id > 0 => Ok(id),
+        Ok(_) => Err(ProcessError::fatal(format!(
+            "insert {table}: no generated id"
+        ))),
+        Err(e) => Err(ProcessError::from_sqlx("read generated id", &e)),
     }
 }

@@ -5,8 +5,9 @@
 //! returned `Ok` (the commit happened), retries transient errors with backoff, and
 //! dead-letters data errors and spent retries with the payload's original bytes. `write` must
 //! be idempotent: a re-delivered input (after a crash before the source released it) must not
-//! create a second row. Kinds: `oscar_lab`.
+//! create a second row. Kinds: `oscar_lab` (lab files), `oscar_fax` (received faxes).
 
+pub mod oscar_fax;
 pub mod oscar_lab;
 
 use std::ops::Range;
@@ -17,6 +18,7 @@ use crate::component::ProcessError;
 use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
 use crate::envelope::Envelope;
 
+pub use oscar_fax::OscarFaxConfig;
 pub use oscar_lab::OscarLabConfig;
 
 /// A durable, idempotent writer. See the module docs for the contract.
@@ -33,10 +35,11 @@ pub trait Sink<T: Send + Sync + 'static>: Send + Sync {
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
     OscarLab(OscarLabConfig),
+    OscarFax(OscarFaxConfig),
 }
 
 impl SinkConfig {
-    pub const TYPES: &'static [&'static str] = &["oscar_lab"];
+    pub const TYPES: &'static [&'static str] = &["oscar_lab", "oscar_fax"];
 
     pub fn from_table(
         raw: RawComponent,
@@ -44,6 +47,7 @@ impl SinkConfig {
     ) -> Result<Self, (String, Option<Range<usize>>)> {
         match raw.type_name.get_ref().as_str() {
             "oscar_lab" => raw.parse().map(SinkConfig::OscarLab),
+            "oscar_fax" => raw.parse().map(SinkConfig::OscarFax),
             _ => Err(unknown_type(
                 section.trim_end_matches('s'),
                 &raw.type_name,
@@ -57,10 +61,14 @@ impl ComponentKind for SinkConfig {
     fn type_name(&self) -> &'static str {
         match self {
             SinkConfig::OscarLab(_) => "oscar_lab",
+            SinkConfig::OscarFax(_) => "oscar_fax",
         }
     }
     fn input_port(&self) -> Option<PortType> {
-        Some(PortType::LabFile)
+        Some(match self {
+            SinkConfig::OscarLab(_) => PortType::LabFile,
+            SinkConfig::OscarFax(_) => PortType::Document,
+        })
     }
     fn output_port(&self) -> Option<PortType> {
         None
@@ -77,6 +85,7 @@ impl ComponentKind for SinkConfig {
                 }
                 v
             }
+            SinkConfig::OscarFax(c) => c.validate(),
         }
     }
 }

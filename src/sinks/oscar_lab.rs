@@ -14,7 +14,7 @@ use crate::envelope::Envelope;
 use crate::lab_file::{LabFile, OrderKey};
 use crate::oscar::import::{import_file, ImportOptions, ImportOutcome, Overflow};
 use crate::oscar::info::ColumnWidths;
-use crate::oscar::{detect_flavour, Flavour, FlavourSetting};
+use crate::oscar::{resolve_flavour, Flavour, FlavourSetting};
 use crate::store::Store;
 use crate::telemetry::{Event, MetricName, Observers};
 
@@ -92,13 +92,7 @@ impl Sink<LabFile> for OscarLab {
         let (flavour, widths) = self
             .target
             .get_or_try_init(|| async {
-                let f = match self.setting {
-                    FlavourSetting::OpenO => Flavour::OpenO,
-                    FlavourSetting::Oscar19 => Flavour::Oscar19,
-                    FlavourSetting::Auto => detect_flavour(&self.store)
-                        .await
-                        .map_err(|e| ProcessError::transient(format!("flavour detection: {e}")))?,
-                };
+                let f = resolve_flavour(self.setting, &self.store).await?;
                 let read = self
                     .store
                     .char_widths("hl7TextInfo")

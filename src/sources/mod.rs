@@ -6,7 +6,8 @@
 //! status says every envelope was committed or dead-lettered**. A failed or unresolved batch
 //! is kept and re-delivered later. `run` returns when the input is exhausted (one-shot) or the
 //! shutdown signal fired, after the batches it started have settled or the channel closed.
-//! Kinds: `folder`, `mllp`, `excelleris`, `iha_poi`, `sftp`.
+//! Kinds: `folder`, `mllp`, `excelleris`, `iha_poi`, `sftp` (raw bytes), `ringcentral_fax`
+//! (received faxes, spooled to disk: [`crate::document::InboundDocument`]).
 
 pub mod excelleris;
 pub mod folder;
@@ -14,6 +15,7 @@ pub mod iha_poi;
 pub mod list;
 pub mod mllp;
 pub mod pull;
+pub mod ringcentral_fax;
 pub mod sftp;
 
 use std::ops::Range;
@@ -33,14 +35,16 @@ pub use excelleris::ExcellerisConfig;
 pub use folder::FolderConfig;
 pub use iha_poi::IhaPoiConfig;
 pub use mllp::MllpConfig;
+pub use ringcentral_fax::RingCentralFaxConfig;
 pub use sftp::SftpConfig;
 
-/// What every source gets from the topology.
-pub struct SourceContext {
+/// What every source gets from the topology. `T` is the payload it sends: raw bytes for
+/// every kind but `ringcentral_fax`, which sends spooled documents.
+pub struct SourceContext<T = Raw> {
     pub pipeline: Arc<str>,
     pub id: Arc<str>,
     /// The bounded channel to the first stage.
-    pub out: mpsc::Sender<Envelope<Raw>>,
+    pub out: mpsc::Sender<Envelope<T>>,
     pub shutdown: Shutdown,
     pub in_flight: Arc<InFlight>,
     pub observers: Observers,
@@ -81,10 +85,18 @@ pub enum SourceConfig {
     Excelleris(ExcellerisConfig),
     Sftp(SftpConfig),
     IhaPoi(IhaPoiConfig),
+    RingCentralFax(RingCentralFaxConfig),
 }
 
 impl SourceConfig {
-    pub const TYPES: &'static [&'static str] = &["folder", "mllp", "excelleris", "iha_poi", "sftp"];
+    pub const TYPES: &'static [&'static str] = &[
+        "folder",
+        "mllp",
+        "excelleris",
+        "iha_poi",
+        "sftp",
+        "ringcentral_fax",
+    ];
 
     pub fn from_table(
         raw: RawComponent,
@@ -96,6 +108,7 @@ impl SourceConfig {
             "excelleris" => raw.parse().map(SourceConfig::Excelleris),
             "sftp" => raw.parse().map(SourceConfig::Sftp),
             "iha_poi" => raw.parse().map(SourceConfig::IhaPoi),
+            "ringcentral_fax" => raw.parse().map(SourceConfig::RingCentralFax),
             _ => Err(unknown_type(
                 section.trim_end_matches('s'),
                 &raw.type_name,
@@ -117,13 +130,17 @@ impl ComponentKind for SourceConfig {
             SourceConfig::Excelleris(_) => "excelleris",
             SourceConfig::Sftp(_) => "sftp",
             SourceConfig::IhaPoi(_) => "iha_poi",
+            SourceConfig::RingCentralFax(_) => "ringcentral_fax",
         }
     }
     fn input_port(&self) -> Option<PortType> {
         None
     }
     fn output_port(&self) -> Option<PortType> {
-        Some(PortType::Raw)
+        Some(match self {
+            SourceConfig::RingCentralFax(_) => PortType::Document,
+            _ => PortType::Raw,
+        })
     }
     fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
         match self {
@@ -132,6 +149,7 @@ impl ComponentKind for SourceConfig {
             SourceConfig::Excelleris(c) => c.validate(),
             SourceConfig::Sftp(c) => c.validate(),
             SourceConfig::IhaPoi(c) => c.validate(),
+            SourceConfig::RingCentralFax(c) => c.validate(),
         }
     }
     fn env_refs(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
@@ -139,6 +157,7 @@ impl ComponentKind for SourceConfig {
             SourceConfig::Excelleris(c) => c.env_refs(),
             SourceConfig::Sftp(c) => c.env_refs(),
             SourceConfig::IhaPoi(c) => c.env_refs(),
+            SourceConfig::RingCentralFax(c) => c.ringcentral.env_refs(),
             _ => Vec::new(),
         }
     }

@@ -301,8 +301,8 @@ pub(crate) struct Schedule<'a> {
 /// Runs `poll` at start and then on `schedule` until shutdown (or `max_polls`). A failed round
 /// is logged and reported (`PollFailed`) and tried again at the next scheduled time; it never
 /// stops the source. A crashed round ends the source with a fatal error.
-pub(crate) async fn run_schedule<F, Fut>(
-    cx: &SourceContext,
+pub(crate) async fn run_schedule<T, F, Fut>(
+    cx: &SourceContext<T>,
     kind: &'static str,
     schedule: Schedule<'_>,
     mut poll: F,

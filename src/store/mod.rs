@@ -90,6 +90,11 @@ const MYSQL_MIGRATIONS: &[Migration] = &[
         name: "mllp_answers",
         sql: include_str!("../../migrations/mysql/0002_mllp_answers.sql"),
     },
+    Migration {
+        version: 3,
+        name: "fax_inbound",
+        sql: include_str!("../../migrations/mysql/0003_fax_inbound.sql"),
+    },
 ];
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -107,6 +112,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "mllp_answers",
         sql: include_str!("../../migrations/sqlite/0003_mllp_answers.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "fax_inbound",
+        sql: include_str!("../../migrations/sqlite/0004_fax_inbound.sql"),
     },
 ];
 
@@ -424,6 +434,11 @@ pub async fn last_insert_id(
     sqlx::query_scalar("SELECT last_insert_rowid()")
         .fetch_one(&mut **tx)
         .await
+}
+
+/// Whether `e` is a unique-key violation (another writer inserted the same key first).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
 /// Now, as OSCAR writes timestamps: local time, `YYYY-MM-DD HH:MM:SS`.

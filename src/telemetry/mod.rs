@@ -64,7 +64,9 @@ pub enum Event<'a> {
         component: &'a str,
         found: u32,
     },
-    /// A message was committed to OSCAR.
+    /// A message was committed to OSCAR: a lab (`lab_no` is `hl7TextMessage.lab_no`,
+    /// `outcome` the match outcome) or a document (`lab_no` is `document.document_no`,
+    /// `outcome` `unclaimed_document`).
     Imported {
         prov: &'a Provenance,
         component: &'a str,
@@ -195,7 +197,7 @@ impl Observer for Telemetry {
                 lab_no,
                 outcome,
             } => {
-                tracing::info!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part, lab_no, patient = outcome, "Lab imported.");
+                tracing::info!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part, lab_no, patient = outcome, "Imported into OSCAR.");
                 counter(
                     MetricName::MessagesImported,
                     &[

@@ -14,14 +14,17 @@ use tokio::task::JoinSet;
 use crate::ack::InFlight;
 use crate::config::{ComponentKind, PipelineConfig, PortType};
 use crate::dead_letter::DeadLetterStore;
+use crate::document::InboundDocument;
 use crate::envelope::{Envelope, Raw};
-use crate::lab_file::LabFile;
+use crate::lab_file::{LabFile, OrderKey};
+use crate::sinks::oscar_fax::OscarFax;
 use crate::sinks::oscar_lab::OscarLab;
 use crate::sinks::{Sink, SinkConfig};
 use crate::sources::excelleris::ExcellerisSource;
 use crate::sources::folder::{FolderMode, FolderSource, ReleaseHook};
 use crate::sources::iha_poi::IhaPoiSource;
 use crate::sources::mllp::MllpSource;
+use crate::sources::ringcentral_fax::RingCentralFaxSource;
 use crate::sources::sftp::SftpSource;
 use crate::sources::{Source, SourceConfig, SourceContext};
 use crate::stages::match_patient::MatchPatient;
@@ -59,10 +62,12 @@ pub enum BuildError {
 enum Tx {
     Raw(mpsc::Sender<Envelope<Raw>>),
     Lab(mpsc::Sender<Envelope<LabFile>>),
+    Doc(mpsc::Sender<Envelope<InboundDocument>>),
 }
 enum Rx {
     Raw(mpsc::Receiver<Envelope<Raw>>),
     Lab(mpsc::Receiver<Envelope<LabFile>>),
+    Doc(mpsc::Receiver<Envelope<InboundDocument>>),
 }
 
 /// A pipeline's tasks.
@@ -180,12 +185,17 @@ pub fn build(
                 let (tx, rx) = mpsc::channel(cap);
                 (Tx::Lab(tx), Rx::Lab(rx))
             }
+            Some(PortType::Document) => {
+                let (tx, rx) = mpsc::channel(cap);
+                (Tx::Doc(tx), Rx::Doc(rx))
+            }
             None => return Err(invalid(cfg, format!("`{id}` has no input port"))),
         };
         for input in inputs {
             let clone = match &tx {
                 Tx::Raw(t) => Tx::Raw(t.clone()),
                 Tx::Lab(t) => Tx::Lab(t.clone()),
+                Tx::Doc(t) => Tx::Doc(t.clone()),
             };
             txs.insert(input, clone);
         }
@@ -202,14 +212,24 @@ pub fn build(
     };
 
     for c in &cfg.sinks {
-        let Some(Rx::Lab(rx)) = rxs.remove(&c.id) else {
-            return Err(invalid(
-                cfg,
-                format!("sink `{}` has no lab-file input", c.id),
-            ));
-        };
-        match &c.config {
-            SinkConfig::OscarLab(sc) => {
+        match (&c.config, rxs.remove(&c.id)) {
+            (SinkConfig::OscarFax(fc), Some(Rx::Doc(rx))) => {
+                bound += fc.concurrency + 1;
+                let sink: Arc<dyn Sink<InboundDocument>> = Arc::new(OscarFax::new(
+                    store.clone(),
+                    fc,
+                    Arc::from(c.id.as_str()),
+                    observers.clone(),
+                ));
+                tasks.spawn(run_sink(
+                    sink,
+                    rx,
+                    cx(&c.id, "oscar_fax"),
+                    fc.concurrency,
+                    OrderKey::None,
+                ));
+            }
+            (SinkConfig::OscarLab(sc), Some(Rx::Lab(rx))) => {
                 // `concurrency` writes plus the one envelope waiting for a permit.
                 bound += sc.concurrency + 1;
                 let sink: Arc<dyn Sink<LabFile>> = Arc::new(OscarLab::new(
@@ -225,6 +245,12 @@ pub fn build(
                     sc.concurrency,
                     sc.order_by,
                 ));
+            }
+            _ => {
+                return Err(invalid(
+                    cfg,
+                    format!("sink `{}` is not wired to a matching input", c.id),
+                ))
             }
         }
     }
@@ -261,8 +287,35 @@ pub fn build(
         .source_override
         .as_ref()
         .and_then(|m| m.lock().ok().and_then(|mut g| g.take()));
+    let shared = SourceShared {
+        pipeline: pipeline.clone(),
+        shutdown: shutdown.clone(),
+        in_flight: in_flight.clone(),
+        observers: observers.clone(),
+        store: store.clone(),
+    };
     for c in &cfg.sources {
-        let Some(Tx::Raw(out)) = txs.remove(&c.id) else {
+        let out = match txs.remove(&c.id) {
+            Some(Tx::Doc(out)) => {
+                let SourceConfig::RingCentralFax(fc) = &c.config else {
+                    return Err(invalid(
+                        cfg,
+                        format!("source `{}` does not send documents", c.id),
+                    ));
+                };
+                let s = RingCentralFaxSource::new(fc.clone());
+                let s = if opts.one_shot {
+                    s.with_max_polls(1)
+                } else {
+                    s
+                };
+                let scx = shared.context(&c.id, out);
+                spawn_source(&mut tasks, &c.id, s.run(scx));
+                continue;
+            }
+            other => other,
+        };
+        let Some(Tx::Raw(out)) = out else {
             return Err(invalid(
                 cfg,
                 format!("source `{}` is not wired to a raw-bytes input", c.id),
@@ -296,6 +349,12 @@ pub fn build(
                         s
                     })
                 }
+                SourceConfig::RingCentralFax(_) => {
+                    return Err(invalid(
+                        cfg,
+                        format!("source `{}` is not wired to a document input", c.id),
+                    ))
+                }
                 SourceConfig::Excelleris(ec) => {
                     let s = ExcellerisSource::new(ec.clone());
                     Box::new(if opts.one_shot {
@@ -306,22 +365,8 @@ pub fn build(
                 }
             },
         };
-        let scx = SourceContext {
-            pipeline: pipeline.clone(),
-            id: Arc::from(c.id.as_str()),
-            out,
-            shutdown: shutdown.clone(),
-            in_flight: in_flight.clone(),
-            observers: observers.clone(),
-            store: store.clone(),
-        };
-        let id = c.id.clone();
-        tasks.spawn(async move {
-            source.run(scx).await.map_err(|e| Fatal {
-                component: id,
-                detail: e.detail,
-            })
-        });
+        let scx = shared.context(&c.id, out);
+        spawn_source(&mut tasks, &c.id, source.run(scx));
     }
     Ok(RunningPipeline {
         name: cfg.name.clone(),
@@ -330,6 +375,43 @@ pub fn build(
         in_flight,
         in_flight_bound: bound,
     })
+}
+
+/// What every source of a pipeline shares.
+struct SourceShared {
+    pipeline: Arc<str>,
+    shutdown: Shutdown,
+    in_flight: Arc<InFlight>,
+    observers: Observers,
+    store: Store,
+}
+
+impl SourceShared {
+    fn context<T>(&self, id: &str, out: mpsc::Sender<Envelope<T>>) -> SourceContext<T> {
+        SourceContext {
+            pipeline: self.pipeline.clone(),
+            id: Arc::from(id),
+            out,
+            shutdown: self.shutdown.clone(),
+            in_flight: self.in_flight.clone(),
+            observers: self.observers.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
+/// Runs a source as a pipeline task; its error stops the pipeline as a fatal one.
+fn spawn_source<F>(tasks: &mut JoinSet<Result<(), Fatal>>, id: &str, run: F)
+where
+    F: std::future::Future<Output = Result<(), crate::sources::SourceError>> + Send + 'static,
+{
+    let id = id.to_string();
+    tasks.spawn(async move {
+        run.await.map_err(|e| Fatal {
+            component: id,
+            detail: e.detail,
+        })
+    });
 }
 
 impl BuildOptions {

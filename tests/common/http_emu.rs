@@ -15,6 +15,10 @@ use hyper_util::rt::TokioIo;
 use openssl::ssl::{Ssl, SslAcceptor};
 use tokio::net::TcpListener;
 
+/// A response carrying this header is not sent: the connection is closed instead (an
+/// emulated outage or a dropped connection).
+pub const DROP_CONNECTION: &str = "x-emu-drop-connection";
+
 /// The query string's pairs, decoded, in order (repeated keys kept).
 pub fn query_pairs<B>(req: &Request<B>) -> Vec<(String, String)> {
     req.uri()
@@ -44,7 +48,15 @@ pub fn serve<H, Fut>(
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let handler = handler.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
+                    async move {
+                        let resp = handler(req).await;
+                        // A handler emulating an outage marks its response: the connection
+                        // is closed without an answer instead.
+                        if resp.headers().contains_key(DROP_CONNECTION) {
+                            return Err(std::io::Error::other("dropped by the emulator"));
+                        }
+                        Ok(resp)
+                    }
                 });
                 let http = hyper::server::conn::http1::Builder::new();
                 match tls {

@@ -35,6 +35,11 @@ pub const CLONED_TABLES: &[&str] = &[
     "measurementMap",
     "measurementType",
     "recyclebin",
+    "document",
+    "ctl_document",
+    "queue",
+    "queue_document_link",
+    "faxes",
 ];
 
 // ---------------------------------------------------------------------------------------------

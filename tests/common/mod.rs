@@ -5,6 +5,7 @@
 pub mod excelleris_emulator;
 pub mod harness;
 pub mod http_emu;
+pub mod logs;
 pub mod mariadb;
 pub mod poi_emulator;
 pub mod rc_emulator;
@@ -64,8 +65,9 @@ pub fn lab_pipeline_with(
 ) -> PipelineConfig {
     let mut cfg = lab_pipeline();
     for s in &mut cfg.sinks {
-        let oscarflow::sinks::SinkConfig::OscarLab(c) = &mut s.config;
-        edit(c);
+        if let oscarflow::sinks::SinkConfig::OscarLab(c) = &mut s.config {
+            edit(c);
+        }
     }
     cfg
 }

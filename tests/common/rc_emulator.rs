@@ -75,6 +75,14 @@ pub struct State {
     pub forced_retry_after: u64,
     pub records: Vec<Record>,
     pub logins: usize,
+    /// An outage: every connection is closed without an answer while set.
+    pub down: bool,
+    /// Go down right after serving this many attachment downloads.
+    pub down_after_downloads: Option<usize>,
+    /// Attachment downloads served.
+    pub downloads: usize,
+    /// Latency added to every answer.
+    pub delay: Duration,
 }
 
 impl State {
@@ -101,6 +109,10 @@ impl State {
             forced_retry_after: 1,
             records: Vec::new(),
             logins: 0,
+            down: false,
+            down_after_downloads: None,
+            downloads: 0,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -122,6 +134,31 @@ impl RcEmulator {
         for v in s.tokens.values_mut() {
             *v = past;
         }
+    }
+
+    /// Adds an inbound fax to the message store.
+    pub fn add_fax(&self, id: i64, creation_time: time::OffsetDateTime, pages: u32, pdf: Bytes) {
+        let creation_time = creation_time
+            .replace_millisecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        self.state.lock().unwrap().faxes.push(Fax {
+            id,
+            creation_time,
+            read: false,
+            pages,
+            from: "+16045550199".into(),
+            pdf,
+        });
+    }
+
+    /// Ids of the faxes marked read.
+    pub fn read_ids(&self) -> Vec<i64> {
+        let s = self.state.lock().unwrap();
+        let mut v: Vec<i64> = s.faxes.iter().filter(|f| f.read).map(|f| f.id).collect();
+        v.sort();
+        v
     }
 
     pub fn records(&self) -> Vec<Record> {
@@ -186,6 +223,19 @@ fn respond(
 }
 
 async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (down, delay) = {
+        let s = st.lock().unwrap();
+        (s.down, s.delay)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if down {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        r.headers_mut()
+            .insert(super::http_emu::DROP_CONNECTION, "1".parse().unwrap());
+        return r;
+    }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = super::http_emu::query_pairs(&req);
@@ -257,6 +307,10 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
             .find(|f| f.id == id)
             .map(|f| f.pdf.clone())
             .unwrap_or_default();
+        s.downloads += 1;
+        if s.down_after_downloads == Some(s.downloads) {
+            s.down = true;
+        }
         let mut r = respond(200, String::new(), group, limit, remaining, None);
         r.headers_mut()
             .insert("content-type", "application/pdf".parse().unwrap());
