@@ -21,6 +21,7 @@
 //! | [`oscar`] | OSCAR table knowledge: `hl7TextInfo`, patient matching, routing, import |
 //! | [`lab_file`] | the payload between parse and import |
 //! | [`document`] | the payload of received faxes: a file spooled on disk |
+//! | [`outbound`] | outbound queues: OSCAR's fax queue sent through RingCentral |
 //! | [`ringcentral`] | the RingCentral REST client, message store, phone numbers |
 //! | [`store`] | the database (MariaDB or embedded SQLite), migrations |
 //! | [`telemetry`] | events → logs and metrics |
@@ -37,6 +38,7 @@ pub mod error;
 pub mod hl7;
 pub mod lab_file;
 pub mod oscar;
+pub mod outbound;
 pub mod ringcentral;
 pub mod sinks;
 pub mod sources;

@@ -1,5 +1,5 @@
-//! `oscarflow run`: the daemon. Runs every pipeline in the pipelines directory until SIGTERM
-//! or SIGINT, then stops intake, drains in-flight work within the grace period and exits 0.
+//! `oscarflow run`: the daemon. Runs every pipeline in the pipelines directory, and every
+//! outbound fax line of the config file (`[[fax_outbox]]`), until SIGTERM or SIGINT, then stops intake, drains in-flight work within the grace period and exits 0.
 //! Work still in flight when the grace period ends is abandoned safely: its transactions roll
 //! back and its inputs stay where they are, to be re-delivered on the next start.
 
@@ -64,7 +64,7 @@ pub async fn run(a: RunArgs) -> i32 {
     for d in &diags {
         tracing::error!(problem = %d, "Invalid pipeline file; it is not started.");
     }
-    if pipelines.is_empty() {
+    if pipelines.is_empty() && cfg.fax_outbox.is_empty() {
         return fail(format!(
             "no valid pipeline in {}",
             cfg.pipelines_dir.display()
@@ -94,7 +94,34 @@ pub async fn run(a: RunArgs) -> i32 {
         }
     }
 
+    let (outbox_stop, outbox_shutdown) = crate::topology::Shutdown::new();
+    let mut outboxes = tokio::task::JoinSet::new();
+    if !cfg.fax_outbox.is_empty() {
+        let store = match stores.get(&url) {
+            Some(s) => s.clone(),
+            None => match Store::open(&url).await {
+                Ok(s) => {
+                    stores.insert(url.clone(), s.clone());
+                    s
+                }
+                Err(e) => return fail(e),
+            },
+        };
+        for oc in &cfg.fax_outbox {
+            match crate::outbound::fax::FaxOutbox::new(oc.clone(), store.clone()) {
+                Ok(o) => {
+                    tracing::info!(outbox = %oc.name, "Fax outbox started.");
+                    let sd = outbox_shutdown.clone();
+                    outboxes.spawn(async move { o.run(sd).await });
+                }
+                Err(e) => return fail(e),
+            }
+        }
+    }
+
     wait_for_signal().await;
+    // A fax outbox finishes the fax it is sending (its claim stays valid) and stops.
+    outbox_stop.trigger();
     tracing::info!(grace_period = ?cfg.grace_period, "Stopping: intake stopped, draining in-flight messages.");
     let deadline = tokio::time::Instant::now() + cfg.grace_period;
     let mut clean = true;
@@ -107,6 +134,17 @@ pub async fn run(a: RunArgs) -> i32 {
             clean = false;
             tracing::warn!(pipeline = %r.name, "Grace period over; unfinished messages stay for re-delivery.");
         }
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if tokio::time::timeout(left, async {
+        while outboxes.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        clean = false;
+        outboxes.abort_all();
+        tracing::warn!("Grace period over while a fax was being sent; its claim is resumed (looked up first) on the next start.");
     }
     for s in stores.values() {
         s.pool.close().await;

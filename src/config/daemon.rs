@@ -28,6 +28,9 @@ pub struct DaemonConfig {
     /// (they stay unacknowledged and are re-delivered on the next start).
     #[serde(deserialize_with = "deserialize_duration")]
     pub grace_period: Duration,
+    /// Outbound fax lines sent through RingCentral (`[[fax_outbox]]`), each a worker on
+    /// OSCAR's `faxes` queue ([`crate::outbound::fax`]).
+    pub fax_outbox: Vec<crate::outbound::fax::FaxOutboxConfig>,
 }
 
 impl Default for DaemonConfig {
@@ -38,6 +41,7 @@ impl Default for DaemonConfig {
             pipelines_dir: PathBuf::from("pipelines"),
             state_dir: PathBuf::from("var"),
             grace_period: Duration::from_secs(30),
+            fax_outbox: Vec::new(),
         }
     }
 }

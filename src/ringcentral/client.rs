@@ -210,6 +210,9 @@ pub struct RcError {
     /// RingCentral's `errorCode` (`CMN-101`, `OAU-140`, …) when it sent one.
     pub code: Option<String>,
     pub detail: String,
+    /// A non-idempotent request failed in transit: RingCentral may or may not have acted on
+    /// it.
+    pub ambiguous: bool,
 }
 
 impl RcError {
@@ -219,6 +222,7 @@ impl RcError {
             status,
             code,
             detail,
+            ambiguous: false,
         }
     }
 }
@@ -265,6 +269,24 @@ pub enum Body {
     None,
     Json(serde_json::Value),
     Form(Vec<(String, String)>),
+    /// A fax (CONTRACTS.md §5.1, layout A): the JSON envelope as `request.json`, then one
+    /// `attachment` part. Rebuilt for every attempt.
+    ///
+    /// Not idempotent: a transport error after the request may have reached RingCentral is
+    /// **not** retried but returned with [`RcError::ambiguous`] set, so that the caller can
+    /// look the fax up before sending it again.
+    FaxMultipart {
+        envelope: serde_json::Value,
+        file_name: String,
+        content_type: String,
+        bytes: bytes::Bytes,
+    },
+}
+
+impl Body {
+    fn idempotent(&self) -> bool {
+        !matches!(self, Body::FaxMultipart { .. })
+    }
 }
 
 #[derive(Debug)]
@@ -654,9 +676,55 @@ impl RcClient {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(serde_json::to_vec(v).unwrap_or_default()),
                 Body::Form(f) => req.form(f),
+                Body::FaxMultipart {
+                    envelope,
+                    file_name,
+                    content_type,
+                    bytes,
+                } => {
+                    let json = reqwest::multipart::Part::bytes(
+                        serde_json::to_vec(envelope).unwrap_or_default(),
+                    )
+                    .file_name("request.json")
+                    .mime_str("application/json")
+                    .map_err(|_| {
+                        RcError::new(ErrorKind::Fatal, None, None, "multipart: JSON part".into())
+                    })?;
+                    let doc = reqwest::multipart::Part::bytes(bytes.to_vec())
+                        .file_name(file_name.clone())
+                        .mime_str(content_type)
+                        .map_err(|_| {
+                            RcError::new(
+                                ErrorKind::Data,
+                                None,
+                                None,
+                                "the document's content type is not valid".into(),
+                            )
+                        })?;
+                    req.multipart(
+                        reqwest::multipart::Form::new()
+                            .part("json", json)
+                            .part("attachment", doc),
+                    )
+                }
             };
             let resp = match req.send().await {
                 Ok(r) => r,
+                Err(e) if !body.idempotent() && !e.is_connect() => {
+                    let mut err = RcError::new(
+                        ErrorKind::Transient,
+                        None,
+                        None,
+                        format!(
+                            "{} {}: {} (outcome unknown)",
+                            method,
+                            route(path),
+                            describe(&e)
+                        ),
+                    );
+                    err.ambiguous = true;
+                    return Err(err);
+                }
                 Err(e) => {
                     attempt += 1;
                     if attempt >= self.cfg.max_attempts {

@@ -85,8 +85,9 @@ struct Navigation {
 }
 
 #[derive(Deserialize)]
-struct MessageList {
-    records: Vec<MessageRecord>,
+#[serde(bound = "T: serde::de::DeserializeOwned")]
+struct Page<T> {
+    records: Vec<T>,
     #[serde(default)]
     navigation: Navigation,
 }
@@ -94,23 +95,21 @@ struct MessageList {
 /// The message-store path of the token owner's extension.
 pub const MESSAGE_STORE: &str = "/restapi/v1.0/account/~/extension/~/message-store";
 
-/// Every inbound fax created at or after `date_from` (RFC 3339, UTC), all pages, newest
-/// first as RingCentral orders them.
-pub async fn list_inbound_faxes(
+/// Lists the message store with `query`, page after page (following `navigation.nextPage`),
+/// handing each page's records to `visit` until it returns `false` or the pages end.
+pub(crate) async fn list_pages<T, F>(
     client: &RcClient,
-    date_from: &str,
-    per_page: u32,
-) -> Result<Vec<MessageRecord>, RcError> {
+    query: &[(&str, &str)],
+    mut visit: F,
+) -> Result<(), RcError>
+where
+    T: serde::de::DeserializeOwned,
+    F: FnMut(Vec<T>) -> bool,
+{
     let mut url = url::Url::parse("http://placeholder/").expect("static URL");
     url.set_path(MESSAGE_STORE);
-    url.query_pairs_mut()
-        .append_pair("messageType", "Fax")
-        .append_pair("direction", "Inbound")
-        .append_pair("dateFrom", date_from)
-        .append_pair("perPage", &per_page.clamp(1, 1000).to_string())
-        .append_pair("page", "1");
+    url.query_pairs_mut().extend_pairs(query);
     let mut next = Some(format!("{}?{}", url.path(), url.query().unwrap_or("")));
-    let mut out = Vec::new();
     let mut pages = 0;
     while let Some(path) = next.take() {
         pages += 1;
@@ -120,10 +119,39 @@ pub async fn list_inbound_faxes(
         let resp = client
             .call(Group::Light, reqwest::Method::GET, &path, Body::None)
             .await?;
-        let list: MessageList = resp.json()?;
-        out.extend(list.records);
-        next = list.navigation.next_page.map(|l| l.uri);
+        let page: Page<T> = resp.json()?;
+        if !visit(page.records) {
+            break;
+        }
+        next = page.navigation.next_page.map(|l| l.uri);
     }
+    Ok(())
+}
+
+/// Every inbound fax created at or after `date_from` (RFC 3339, UTC), all pages, newest
+/// first as RingCentral orders them.
+pub async fn list_inbound_faxes(
+    client: &RcClient,
+    date_from: &str,
+    per_page: u32,
+) -> Result<Vec<MessageRecord>, RcError> {
+    let per_page = per_page.clamp(1, 1000).to_string();
+    let mut out = Vec::new();
+    list_pages(
+        client,
+        &[
+            ("messageType", "Fax"),
+            ("direction", "Inbound"),
+            ("dateFrom", date_from),
+            ("perPage", &per_page),
+            ("page", "1"),
+        ],
+        |records| {
+            out.extend(records);
+            true
+        },
+    )
+    .await?;
     Ok(out)
 }
 

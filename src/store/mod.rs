@@ -95,6 +95,11 @@ const MYSQL_MIGRATIONS: &[Migration] = &[
         name: "fax_inbound",
         sql: include_str!("../../migrations/mysql/0003_fax_inbound.sql"),
     },
+    Migration {
+        version: 4,
+        name: "fax_outbound",
+        sql: include_str!("../../migrations/mysql/0004_fax_outbound.sql"),
+    },
 ];
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -117,6 +122,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "fax_inbound",
         sql: include_str!("../../migrations/sqlite/0004_fax_inbound.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "fax_outbound",
+        sql: include_str!("../../migrations/sqlite/0005_fax_outbound.sql"),
     },
 ];
 

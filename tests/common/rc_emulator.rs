@@ -58,8 +58,41 @@ pub struct Fax {
     pub pdf: Bytes,
 }
 
+/// One part of a multipart request, as received.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub name: Option<String>,
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+/// A fax sent through the emulator (`POST …/fax`).
+#[derive(Debug, Clone)]
+pub struct SentFax {
+    pub id: i64,
+    pub to: String,
+    /// `to[0].name` (oscarflow's reference).
+    pub name: String,
+    pub parts: Vec<Part>,
+    /// `Queued`, `Sent` or `SendingFailed`.
+    pub status: String,
+    pub error_code: Option<String>,
+    pub created: time::OffsetDateTime,
+    /// Status reads so far (the status advances after `advance_after_reads`).
+    pub reads: u32,
+}
+
 pub struct State {
     pub token_ttl_secs: u64,
+    /// Faxes sent to the emulator, in arrival order.
+    pub sent: Vec<SentFax>,
+    /// Numbers whose faxes end `SendingFailed` with `NoAnswer`.
+    pub fail_numbers: Vec<String>,
+    /// A sent fax turns final on this status read.
+    pub advance_after_reads: u32,
+    /// Accept the next N faxes but drop the connection instead of answering.
+    pub drop_after_accept: usize,
     /// Inbound faxes, any order (listings sort newest first).
     pub faxes: Vec<Fax>,
     /// Base URL rendered into `uri`s (the emulator's own address).
@@ -94,6 +127,10 @@ impl State {
         };
         State {
             token_ttl_secs: 3600,
+            sent: Vec::new(),
+            fail_numbers: Vec::new(),
+            advance_after_reads: 1,
+            drop_after_accept: 0,
             faxes: Vec::new(),
             base: String::new(),
             tokens: HashMap::new(),
@@ -245,6 +282,12 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let body = req
         .into_body()
         .collect()
@@ -286,8 +329,22 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<
     } else if group == "auth" && path == "/restapi/oauth/token" {
         token(&mut s, auth.as_deref(), &body)
     } else {
-        api(&mut s, auth.as_deref(), &method, &path, &query, now)
+        api(
+            &mut s,
+            auth.as_deref(),
+            &method,
+            &path,
+            &query,
+            now,
+            (&content_type, &body),
+        )
     };
+    if status == 200 && out == DROP {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        r.headers_mut()
+            .insert(super::http_emu::DROP_CONNECTION, "1".parse().unwrap());
+        return r;
+    }
     s.records.push(Record {
         at: now,
         method,
@@ -388,6 +445,9 @@ fn token(s: &mut State, auth: Option<&str>, body: &[u8]) -> (u16, String, Option
     (200, body.to_string(), None)
 }
 
+/// The answer body that makes `handle` drop the connection instead.
+const DROP: &str = "\u{0}DROP";
+
 fn api(
     s: &mut State,
     auth: Option<&str>,
@@ -395,6 +455,7 @@ fn api(
     path: &str,
     query: &[(String, String)],
     now: Instant,
+    (content_type, body): (&str, &[u8]),
 ) -> (u16, String, Option<u64>) {
     let token = auth.and_then(|a| {
         let (scheme, t) = a.split_once(' ')?;
@@ -431,7 +492,33 @@ fn api(
             serde_json::json!({"id": 230919004i64, "extensionNumber": "101", "uri": "/restapi/v1.0/account/230919004/extension/230919004"}).to_string(),
             None,
         ),
-        ("GET", p) if p.ends_with("/message-store") => message_list(s, query),
+        ("POST", p) if p.ends_with("/fax") => send_fax(s, content_type, body),
+        ("GET", p) if p.ends_with("/message-store") => {
+            if query.iter().any(|(k, v)| k == "direction" && v == "Outbound") {
+                sent_list(s, query)
+            } else {
+                message_list(s, query)
+            }
+        }
+        ("GET", p)
+            if p.contains("/message-store/")
+                && s.sent.iter().any(|f| p.ends_with(&format!("/{}", f.id))) =>
+        {
+            let id: i64 = p.rsplit('/').next().and_then(|v| v.parse().ok()).unwrap_or(-1);
+            let after = s.advance_after_reads;
+            let fail = s.fail_numbers.clone();
+            let f = s.sent.iter_mut().find(|f| f.id == id).unwrap();
+            f.reads += 1;
+            if f.status == "Queued" && f.reads >= after {
+                if fail.contains(&f.to) {
+                    f.status = "SendingFailed".into();
+                    f.error_code = Some("NoAnswer".into());
+                } else {
+                    f.status = "Sent".into();
+                }
+            }
+            (200, sent_json(&s.base, f).to_string(), None)
+        }
         ("GET", p) if p.contains("/message-store/") && p.contains("/content/") => {
             let id: i64 = p.rsplit('/').next().and_then(|v| v.parse().ok()).unwrap_or(-1);
             match s.faxes.iter().find(|f| f.id == id) {
@@ -560,5 +647,195 @@ fn message_list(s: &State, query: &[(String, String)]) -> (u16, String, Option<u
         "paging": {"page": page, "perPage": per_page, "totalPages": pages, "totalElements": total},
         "navigation": navigation,
     });
+    (200, body.to_string(), None)
+}
+
+/// Splits a `multipart/*` body (CONTRACTS.md §5.1).
+pub fn parse_multipart(content_type: &str, body: &[u8]) -> Option<Vec<Part>> {
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("boundary="))?
+        .trim_matches('"')
+        .to_string();
+    let delim = format!("--{boundary}");
+    let text = body;
+    let mut parts = Vec::new();
+    let mut rest = text;
+    // Skip the preamble.
+    let start = find(rest, delim.as_bytes())?;
+    rest = &rest[start + delim.len()..];
+    loop {
+        if rest.starts_with(b"--") {
+            break;
+        }
+        rest = rest.strip_prefix(b"\r\n")?;
+        let end = find(rest, format!("\r\n{delim}").as_bytes())?;
+        let part = &rest[..end];
+        rest = &rest[end + 2 + delim.len()..];
+        let split = find(part, b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&part[..split]).into_owned();
+        let body = Bytes::copy_from_slice(&part[split + 4..]);
+        let mut p = Part {
+            name: None,
+            filename: None,
+            content_type: String::new(),
+            body,
+        };
+        for line in head.lines() {
+            let (k, v) = line.split_once(':')?;
+            if k.eq_ignore_ascii_case("content-type") {
+                p.content_type = v.trim().to_string();
+            } else if k.eq_ignore_ascii_case("content-disposition") {
+                for attr in v.split(';').skip(1) {
+                    if let Some((ak, av)) = attr.trim().split_once('=') {
+                        let av = av.trim_matches('"').to_string();
+                        match ak {
+                            "name" => p.name = Some(av),
+                            "filename" => p.filename = Some(av),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        parts.push(p);
+    }
+    Some(parts)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `POST …/fax` with the emulator's parsing rule (CONTRACTS.md §5.1).
+fn send_fax(s: &mut State, content_type: &str, body: &[u8]) -> (u16, String, Option<u64>) {
+    if !content_type.starts_with("multipart/") {
+        return (415, error_json("CMN-104", "Unsupported media type"), None);
+    }
+    let Some(parts) = parse_multipart(content_type, body) else {
+        return (
+            400,
+            error_json("MSG-349", "Unable to parse fax envelope"),
+            None,
+        );
+    };
+    let Some(envelope) = parts
+        .iter()
+        .find(|p| p.content_type.starts_with("application/json"))
+    else {
+        return (
+            400,
+            error_json("MSG-349", "Unable to parse fax envelope"),
+            None,
+        );
+    };
+    let Ok(env) = serde_json::from_slice::<serde_json::Value>(&envelope.body) else {
+        return (
+            400,
+            error_json("MSG-349", "Unable to parse fax envelope"),
+            None,
+        );
+    };
+    let docs: Vec<&Part> = parts
+        .iter()
+        .filter(|p| !p.content_type.starts_with("application/json"))
+        .collect();
+    if docs.is_empty() {
+        return (400, error_json("MSG-350", "No content disposition"), None);
+    }
+    for d in &docs {
+        if d.filename.is_none() {
+            return (
+                400,
+                error_json("MSG-351", "No file name in content disposition"),
+                None,
+            );
+        }
+        if d.body.is_empty() {
+            return (400, error_json("MSG-347", "Attachment body is empty"), None);
+        }
+        if !(d.content_type == "application/pdf" || d.content_type == "image/tiff") {
+            return (
+                415,
+                error_json("MSG-348", "Unsupported attachment media type"),
+                None,
+            );
+        }
+    }
+    let to = env["to"][0]["phoneNumber"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let valid =
+        to.len() == 12 && to.starts_with("+1") && to[1..].bytes().all(|b| b.is_ascii_digit());
+    if !valid {
+        return (
+            400,
+            error_json("CMN-101", "Parameter [to] value is invalid."),
+            None,
+        );
+    }
+    let fax = SentFax {
+        id: 3_349_579_000 + s.sent.len() as i64,
+        to,
+        name: env["to"][0]["name"].as_str().unwrap_or("").to_string(),
+        parts,
+        status: "Queued".into(),
+        error_code: None,
+        created: time::OffsetDateTime::now_utc(),
+        reads: 0,
+    };
+    let out = sent_json(&s.base, &fax).to_string();
+    s.sent.push(fax);
+    if s.drop_after_accept > 0 {
+        s.drop_after_accept -= 1;
+        return (200, DROP.into(), None);
+    }
+    (200, out, None)
+}
+
+fn sent_json(base: &str, f: &SentFax) -> serde_json::Value {
+    let uri = format!(
+        "{base}/restapi/v1.0/account/230919004/extension/230919004/message-store/{}",
+        f.id
+    );
+    let mut to =
+        serde_json::json!({"phoneNumber": f.to, "name": f.name, "messageStatus": f.status});
+    if let Some(c) = &f.error_code {
+        to["faxErrorCode"] = serde_json::json!(c);
+    }
+    serde_json::json!({
+        "uri": uri,
+        "id": f.id,
+        "to": [to],
+        "type": "Fax",
+        "creationTime": f.created.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "readStatus": "Read",
+        "direction": "Outbound",
+        "availability": "Alive",
+        "messageStatus": f.status,
+        "faxResolution": "High",
+        "faxPageCount": if f.status == "Sent" { 2 } else { 0 },
+        "coverIndex": 0,
+    })
+}
+
+/// Outbound faxes from `dateFrom`, newest first, one page.
+fn sent_list(s: &State, query: &[(String, String)]) -> (u16, String, Option<u64>) {
+    let from = query
+        .iter()
+        .find(|(k, _)| k == "dateFrom")
+        .and_then(|(_, v)| {
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .unwrap_or_else(|| time::OffsetDateTime::now_utc() - time::Duration::hours(24));
+    let mut records: Vec<serde_json::Value> = s
+        .sent
+        .iter()
+        .filter(|f| f.created >= from)
+        .map(|f| sent_json(&s.base, f))
+        .collect();
+    records.reverse();
+    let body = serde_json::json!({"records": records, "paging": {"page": 1}, "navigation": {}});
     (200, body.to_string(), None)
 }

@@ -1,0 +1,528 @@
+//! OSCAR's outbound fax queue (`faxes` rows `WAITING` on a line oscarflow handles) sent
+//! through the RingCentral emulator with the real client: every fax is sent once and ends
+//! `COMPLETE`, or `ERROR` with its reason; a send that broke off after RingCentral accepted it
+//! is found again and adopted, not sent twice; a fax claimed by a process that died is looked
+//! up before it is sent; under a 429 storm the Heavy-group request rate stays within its limit
+//! and nothing is lost; two processes on one OSCAR database never send the same fax twice.
+//! No phone number, secret or token appears in the logs.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use oscarflow::outbound::fax::{FaxOutbox, FaxOutboxConfig, RoundReport};
+use oscarflow::store::Store;
+
+use common::rc_emulator::{GroupLimit, RcEmulator, SentFax, CLIENT_ID, CLIENT_SECRET, JWT};
+
+const LINE: &str = "6045550100";
+
+fn limit(emu: &RcEmulator, group: &'static str, requests: usize, window: Duration) {
+    emu.state.lock().unwrap().limits.insert(
+        group,
+        GroupLimit {
+            requests,
+            window,
+            penalty: window,
+        },
+    );
+}
+
+fn generous(emu: &RcEmulator) {
+    for g in ["light", "medium", "heavy"] {
+        limit(emu, g, 100_000, Duration::from_secs(60));
+    }
+}
+
+/// The outbox settings as an operator writes them (`[[fax_outbox]]`).
+fn outbox_config(
+    emu: &RcEmulator,
+    docs: &Path,
+    extra: &str,
+    heavy: (u32, &str),
+) -> FaxOutboxConfig {
+    std::env::set_var("OSCARFLOW_T_OUT_ID", CLIENT_ID);
+    std::env::set_var("OSCARFLOW_T_OUT_SECRET", CLIENT_SECRET);
+    std::env::set_var("OSCARFLOW_T_OUT_JWT", JWT);
+    let text = format!(
+        r#"
+name = "clinic"
+fax_line = "{LINE}"
+document_dir = "{docs}"
+poll_interval = "1s"
+unknown_settle_after = "0s"
+{extra}
+[ringcentral]
+server = "{server}"
+client_id_env = "OSCARFLOW_T_OUT_ID"
+client_secret_env = "OSCARFLOW_T_OUT_SECRET"
+jwt_env = "OSCARFLOW_T_OUT_JWT"
+max_attempts = 3
+initial_backoff = "50ms"
+timeout = "10s"
+[ringcentral.limits]
+light = {{ requests = 100000, window = "1m" }}
+medium = {{ requests = 100000, window = "1m" }}
+heavy = {{ requests = {}, window = "{}" }}
+"#,
+        heavy.0,
+        heavy.1,
+        docs = docs.display(),
+        server = emu.url(),
+    );
+    toml_edit::de::from_str(&text).expect("valid [[fax_outbox]] settings")
+}
+
+/// A synthetic PDF per fax.
+fn pdf(n: i64) -> Vec<u8> {
+    format!("%PDF-1.4\n% outbound fax {n}\n{}\n%%EOF", "x".repeat(2000)).into_bytes()
+}
+
+/// `n` OSCAR fax rows `WAITING` on our line, as OSCAR's fax screen queues them: the PDF in
+/// DOCUMENT_DIR, `filename` naming it, a 10-digit destination.
+async fn queue_faxes(store: &Store, docs: &Path, n: i64) {
+    std::fs::create_dir_all(docs).unwrap();
+    for i in 1..=n {
+        let name = format!("referral_{i}.pdf");
+        std::fs::write(docs.join(&name), pdf(i)).unwrap();
+        sqlx::query("INSERT INTO faxes (filename, faxline, destination, status, statusString, numPages, stamp, user, jobId, oscarUser, demographicNo) VALUES (?, ?, ?, 'WAITING', '', 1, '2026-11-22 09:00:00', 'clinic', NULL, '999998', NULL)")
+            .bind(format!("/var/lib/OscarDocument/oscar/document/{name}"))
+            .bind(LINE)
+            .bind(format!("604555{:04}", 2000 + i))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+}
+
+async fn statuses(store: &Store) -> HashMap<String, i64> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM faxes GROUP BY status")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    rows.into_iter().collect()
+}
+
+/// An embedded store with `n` waiting faxes, and the emulator.
+struct Line {
+    _tmp: tempfile::TempDir,
+    docs: std::path::PathBuf,
+    store: Store,
+    emu: RcEmulator,
+}
+
+impl Line {
+    async fn on_sqlite(n: i64) -> Line {
+        let _ = common::logs::captured();
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("document");
+        let store = common::sqlite_store(tmp.path()).await;
+        let emu = RcEmulator::start().await;
+        generous(&emu);
+        queue_faxes(&store, &docs, n).await;
+        Line {
+            _tmp: tmp,
+            docs,
+            store,
+            emu,
+        }
+    }
+}
+
+/// Rounds until nothing is pending (at most `max` rounds); the summed report.
+async fn drain(outbox: &FaxOutbox, max: u32) -> RoundReport {
+    let mut total = RoundReport::default();
+    for _ in 0..max {
+        let r = outbox.round().await.expect("round");
+        total.claimed += r.claimed;
+        total.sent += r.sent;
+        total.adopted += r.adopted;
+        total.completed += r.completed;
+        total.failed += r.failed;
+        total.pending = r.pending;
+        if r.pending == 0 && r.claimed == 0 {
+            break;
+        }
+    }
+    total
+}
+
+/// Each fax reference appears in at most one sent fax; the map ref → fax.
+fn sent_once(emu: &RcEmulator) -> HashMap<String, SentFax> {
+    let sent = emu.state.lock().unwrap().sent.clone();
+    let mut by_ref = HashMap::new();
+    for f in sent {
+        let name = f.name.clone();
+        assert!(
+            by_ref.insert(name.clone(), f).is_none(),
+            "{name} was sent twice"
+        );
+    }
+    by_ref
+}
+
+fn assert_no_phones_or_secrets_in_logs() {
+    common::logs::assert_absent(&[CLIENT_SECRET, JWT, "emu-at-"], "a secret or token");
+    common::logs::assert_absent(&["6045552", "+1604555"], "a destination fax number");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_faxes_are_sent_once_and_end_complete_or_error_with_a_reason() {
+    let Line {
+        _tmp,
+        docs,
+        store,
+        emu,
+    } = Line::on_sqlite(12).await;
+    // Fax 3's document is only in the Base64 column; fax 4's is nowhere; fax 5 goes to a
+    // number that is not a phone number; fax 6's recipient never answers. Fax 7 is on
+    // another line and fax 8 is already SENT by OSCAR's own sender: neither is ours.
+    std::fs::remove_file(docs.join("referral_3.pdf")).unwrap();
+    sqlx::query("UPDATE faxes SET document = ? WHERE id = 3")
+        .bind(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            pdf(3),
+        ))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    std::fs::remove_file(docs.join("referral_4.pdf")).unwrap();
+    sqlx::query("UPDATE faxes SET destination = '555' WHERE id = 5")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    emu.state
+        .lock()
+        .unwrap()
+        .fail_numbers
+        .push("+16045552006".into());
+    sqlx::query("UPDATE faxes SET faxline = '6045550111' WHERE id = 7")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE faxes SET status = 'SENT', jobId = 77 WHERE id = 8")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+
+    let outbox = FaxOutbox::new(
+        outbox_config(&emu, &docs, "", (100_000, "1m")),
+        store.clone(),
+    )
+    .unwrap();
+    let report = drain(&outbox, 10).await;
+    println!("outbound: {report:?}");
+    let sent = sent_once(&emu);
+    assert_eq!(
+        sent.len(),
+        8,
+        "10 ours, minus the two without a document or number"
+    );
+    for i in [1, 2, 3, 6, 9, 10, 11, 12] {
+        let f = &sent[&format!("OSCAR fax clinic#{i}")];
+        assert_eq!(f.to, format!("+1604555{}", 2000 + i));
+        let doc = f
+            .parts
+            .iter()
+            .find(|p| p.name.as_deref() == Some("attachment"))
+            .unwrap();
+        assert_eq!(doc.body, Bytes::from(pdf(i)), "fax {i}'s document");
+        assert_eq!(doc.content_type, "application/pdf");
+        let json = &f.parts[0];
+        assert_eq!(json.filename.as_deref(), Some("request.json"));
+    }
+    assert_eq!(
+        statuses(&store).await,
+        HashMap::from([
+            ("COMPLETE".to_string(), 7),
+            ("ERROR".to_string(), 3),
+            ("WAITING".to_string(), 1),
+            ("SENT".to_string(), 1),
+        ])
+    );
+    let reasons: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, statusString FROM faxes WHERE status IN ('ERROR', 'COMPLETE') ORDER BY id",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    let reason = |id: i64| reasons.iter().find(|r| r.0 == id).unwrap().1.clone();
+    assert!(
+        reason(4).contains("document was not found"),
+        "{}",
+        reason(4)
+    );
+    assert!(
+        reason(5).contains("invalid destination number"),
+        "{}",
+        reason(5)
+    );
+    assert!(reason(6).contains("NoAnswer"), "{}", reason(6));
+    assert_eq!(reason(1), "Sent (2 pages)");
+    // A second run finds nothing to send.
+    let again = drain(&outbox, 2).await;
+    assert_eq!((again.claimed, again.sent), (0, 0));
+    assert_eq!(sent_once(&emu).len(), 8);
+    assert_no_phones_or_secrets_in_logs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_that_broke_off_after_ringcentral_accepted_it_is_adopted_not_sent_again() {
+    let Line {
+        _tmp,
+        docs,
+        store,
+        emu,
+    } = Line::on_sqlite(6).await;
+    // RingCentral takes the first three faxes but the answers never arrive.
+    emu.state.lock().unwrap().drop_after_accept = 3;
+    let outbox = FaxOutbox::new(
+        outbox_config(&emu, &docs, "", (100_000, "1m")),
+        store.clone(),
+    )
+    .unwrap();
+    let report = drain(&outbox, 10).await;
+    println!("outbound with dropped answers: {report:?}");
+    assert_eq!(report.adopted, 3, "the three were found in RingCentral");
+    assert_eq!(sent_once(&emu).len(), 6, "each fax sent once");
+    assert_eq!(
+        statuses(&store).await,
+        HashMap::from([("COMPLETE".to_string(), 6)])
+    );
+    assert_no_phones_or_secrets_in_logs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fax_claimed_by_a_process_that_died_is_looked_up_before_it_is_sent() {
+    let Line {
+        _tmp,
+        docs,
+        store,
+        emu,
+    } = Line::on_sqlite(2).await;
+    // A process claimed both faxes an hour ago and died: fax 1 after sending it, fax 2
+    // before.
+    let old = time::OffsetDateTime::now_utc().unix_timestamp() - 3600;
+    for id in [1, 2] {
+        sqlx::query("INSERT INTO oscarflow_fax_outbound (fax_id, owner, state, ref_name, rc_message_id, attempts, last_error, claimed_unix, first_claimed_unix, updated_at) VALUES (?, 'dead-1', 'sending', ?, NULL, 0, NULL, ?, ?, '2026-11-22 08:00:00')")
+            .bind(id)
+            .bind(format!("OSCAR fax clinic#{id}"))
+            .bind(old)
+            .bind(old)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+    emu.state.lock().unwrap().sent.push(SentFax {
+        id: 4_000_000_001,
+        to: "+16045552001".into(),
+        name: "OSCAR fax clinic#1".into(),
+        parts: Vec::new(),
+        status: "Queued".into(),
+        error_code: None,
+        created: time::OffsetDateTime::now_utc() - time::Duration::minutes(59),
+        reads: 0,
+    });
+    let outbox = FaxOutbox::new(
+        outbox_config(&emu, &docs, "claim_timeout = \"10m\"", (100_000, "1m")),
+        store.clone(),
+    )
+    .unwrap();
+    let report = drain(&outbox, 10).await;
+    println!("outbound after a crash: {report:?}");
+    assert_eq!((report.adopted, report.sent), (1, 1));
+    let sent = sent_once(&emu);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        statuses(&store).await,
+        HashMap::from([("COMPLETE".to_string(), 2)])
+    );
+}
+
+/// Requests of `group` the emulator received in the busiest `window`.
+fn busiest(emu: &RcEmulator, group: &str, window: Duration) -> usize {
+    let times: Vec<Instant> = emu
+        .records()
+        .into_iter()
+        .filter(|r| r.group == group)
+        .map(|r| r.at)
+        .collect();
+    let mut best = 0;
+    for (i, t) in times.iter().enumerate() {
+        let n = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < window)
+            .count();
+        best = best.max(n);
+    }
+    best
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_faxes_under_a_429_storm_stay_within_the_heavy_limit_and_none_is_lost() {
+    let _ = common::logs::captured();
+    common::mariadb::with_test_db(|url| async move {
+        let store = Store::open(&url).await.unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("document");
+        let emu = RcEmulator::start().await;
+        generous(&emu);
+        // Heavy: 10 requests per second (scaled down from 10 per minute to keep the test
+        // short); a storm of 25 forced 429s with `Retry-After: 1` on top.
+        limit(&emu, "heavy", 10, Duration::from_secs(1));
+        {
+            let mut s = emu.state.lock().unwrap();
+            s.forced.extend(std::iter::repeat_n(429, 25));
+            s.forced_retry_after = 1;
+        }
+        queue_faxes(&store, &docs, 100).await;
+        let outbox = FaxOutbox::new(
+            outbox_config(&emu, &docs, "batch = 100", (10, "1s")),
+            store.clone(),
+        )
+        .unwrap();
+        let report = drain(&outbox, 20).await;
+        let sent = sent_once(&emu);
+        let peak = busiest(&emu, "heavy", Duration::from_millis(950));
+        let throttled = emu
+            .records()
+            .iter()
+            .filter(|r| r.status == 429)
+            .count();
+        println!(
+            "outbound under a 429 storm: {} faxes sent once each, {} COMPLETE, peak {peak} Heavy requests per second (limit 10), {throttled} answered 429, lost 0; {report:?}",
+            sent.len(),
+            statuses(&store).await.get("COMPLETE").copied().unwrap_or(0)
+        );
+        assert_eq!(sent.len(), 100);
+        assert!(throttled >= 25, "the storm happened");
+        assert!(peak <= 10, "peak {peak} Heavy requests in a second");
+        assert_eq!(
+            statuses(&store).await,
+            HashMap::from([("COMPLETE".to_string(), 100)])
+        );
+    })
+    .await;
+}
+
+/// `oscarflow.toml` for a daemon that only runs the fax outbox of our line.
+fn daemon_config(emu: &RcEmulator, dir: &Path, docs: &Path) -> std::path::PathBuf {
+    std::env::set_var("OSCARFLOW_T_OUT_ID", CLIENT_ID);
+    std::env::set_var("OSCARFLOW_T_OUT_SECRET", CLIENT_SECRET);
+    std::env::set_var("OSCARFLOW_T_OUT_JWT", JWT);
+    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+    let path = dir.join("oscarflow.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+database_url_env = "OSCARFLOW_T_OUT_DB"
+pipelines_dir = "{pipelines}"
+state_dir = "{state}"
+grace_period = "20s"
+
+[[fax_outbox]]
+name = "clinic"
+fax_line = "{LINE}"
+document_dir = "{docs}"
+poll_interval = "200ms"
+batch = 7
+unknown_settle_after = "0s"
+
+[fax_outbox.ringcentral]
+server = "{server}"
+client_id_env = "OSCARFLOW_T_OUT_ID"
+client_secret_env = "OSCARFLOW_T_OUT_SECRET"
+jwt_env = "OSCARFLOW_T_OUT_JWT"
+initial_backoff = "50ms"
+
+[fax_outbox.ringcentral.limits]
+light = {{ requests = 100000, window = "1m" }}
+medium = {{ requests = 100000, window = "1m" }}
+heavy = {{ requests = 100000, window = "1m" }}
+"#,
+            pipelines = dir.join("pipelines").display(),
+            state = dir.join("state").display(),
+            docs = docs.display(),
+            server = emu.url(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_oscarflow_processes_on_one_oscar_database_never_send_a_fax_twice() {
+    common::mariadb::with_test_db(|url| async move {
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("document");
+        let emu = RcEmulator::start().await;
+        generous(&emu);
+        let store = Store::open(&url).await.unwrap();
+        queue_faxes(&store, &docs, 100).await;
+        // Some answers are lost on the way back, so adoption races with claiming too.
+        emu.state.lock().unwrap().drop_after_accept = 5;
+        let config = daemon_config(&emu, tmp.path(), &docs);
+        let spawn = || {
+            std::process::Command::new(common::bin())
+                .args(["run", "--config", config.to_str().unwrap()])
+                .env("OSCARFLOW_T_OUT_DB", &url)
+                .env_remove("OSCARFLOW_DATABASE_URL")
+                .env("RUST_LOG", "info")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut a = spawn();
+        let mut b = spawn();
+        let started = Instant::now();
+        loop {
+            let done = common::count(&store, "SELECT COUNT(*) FROM faxes WHERE status = 'COMPLETE'").await;
+            if done == 100 || started.elapsed() > Duration::from_secs(120) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut logs = String::new();
+        for child in [&mut a, &mut b] {
+            let kill = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            let status = child.wait().unwrap();
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            assert_eq!(status.code(), Some(0), "{err}");
+            logs.push_str(&err);
+        }
+        let sent = sent_once(&emu);
+        let by_owner: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT SUBSTRING(owner, 1, 40), COUNT(*) FROM oscarflow_fax_outbound GROUP BY owner",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        println!(
+            "two oscarflow processes: {} faxes sent once each, duplicated 0, lost 0; faxes per process {:?}",
+            sent.len(),
+            by_owner.iter().map(|(_, n)| *n).collect::<Vec<_>>()
+        );
+        assert_eq!(sent.len(), 100);
+        assert_eq!(by_owner.len(), 2, "both processes sent faxes");
+        assert_eq!(
+            statuses(&store).await,
+            HashMap::from([("COMPLETE".to_string(), 100)])
+        );
+        for needle in [CLIENT_SECRET, JWT, "emu-at-", "6045552", "+1604555"] {
+            assert!(!logs.contains(needle), "a secret, token or fax number is in the daemon's logs");
+        }
+    })
+    .await;
+}
