@@ -42,6 +42,8 @@ pub enum ReasonCode {
     ImportRejected,
     /// A transient failure persisted through every retry.
     RetriesExhausted,
+    /// A text message's phone number is not a usable North American number.
+    InvalidPhone,
 }
 
 impl ReasonCode {
@@ -54,6 +56,7 @@ impl ReasonCode {
         ReasonCode::UnsupportedMessage,
         ReasonCode::ImportRejected,
         ReasonCode::RetriesExhausted,
+        ReasonCode::InvalidPhone,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl ReasonCode {
             ReasonCode::UnsupportedMessage => "unsupported_message",
             ReasonCode::ImportRejected => "import_rejected",
             ReasonCode::RetriesExhausted => "retries_exhausted",
+            ReasonCode::InvalidPhone => "invalid_phone",
         }
     }
 

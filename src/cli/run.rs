@@ -1,5 +1,6 @@
 //! `oscarflow run`: the daemon. Runs every pipeline in the pipelines directory, and every
-//! outbound fax line of the config file (`[[fax_outbox]]`), until SIGTERM or SIGINT, then stops intake, drains in-flight work within the grace period and exits 0.
+//! outbound fax line (`[[fax_outbox]]`) and SMS sender (`[[sms]]`) of the config file, until
+//! SIGTERM or SIGINT, then stops intake, drains in-flight work within the grace period and exits 0.
 //! Work still in flight when the grace period ends is abandoned safely: its transactions roll
 //! back and its inputs stay where they are, to be re-delivered on the next start.
 
@@ -64,7 +65,7 @@ pub async fn run(a: RunArgs) -> i32 {
     for d in &diags {
         tracing::error!(problem = %d, "Invalid pipeline file; it is not started.");
     }
-    if pipelines.is_empty() && cfg.fax_outbox.is_empty() {
+    if pipelines.is_empty() && cfg.fax_outbox.is_empty() && cfg.sms.is_empty() {
         return fail(format!(
             "no valid pipeline in {}",
             cfg.pipelines_dir.display()
@@ -96,7 +97,7 @@ pub async fn run(a: RunArgs) -> i32 {
 
     let (outbox_stop, outbox_shutdown) = crate::topology::Shutdown::new();
     let mut outboxes = tokio::task::JoinSet::new();
-    if !cfg.fax_outbox.is_empty() {
+    if !cfg.fax_outbox.is_empty() || !cfg.sms.is_empty() {
         let store = match stores.get(&url) {
             Some(s) => s.clone(),
             None => match Store::open(&url).await {
@@ -111,6 +112,16 @@ pub async fn run(a: RunArgs) -> i32 {
             match crate::outbound::fax::FaxOutbox::new(oc.clone(), store.clone()) {
                 Ok(o) => {
                     tracing::info!(outbox = %oc.name, "Fax outbox started.");
+                    let sd = outbox_shutdown.clone();
+                    outboxes.spawn(async move { o.run(sd).await });
+                }
+                Err(e) => return fail(e),
+            }
+        }
+        for sc in &cfg.sms {
+            match crate::outbound::sms::SmsOutbox::new(sc.clone(), store.clone()) {
+                Ok(o) => {
+                    tracing::info!(sms = %sc.name, "SMS sender started.");
                     let sd = outbox_shutdown.clone();
                     outboxes.spawn(async move { o.run(sd).await });
                 }

@@ -31,6 +31,9 @@ pub struct DaemonConfig {
     /// Outbound fax lines sent through RingCentral (`[[fax_outbox]]`), each a worker on
     /// OSCAR's `faxes` queue ([`crate::outbound::fax`]).
     pub fax_outbox: Vec<crate::outbound::fax::FaxOutboxConfig>,
+    /// Text messages through RingCentral (`[[sms]]`): reminders and lab-ready notices
+    /// ([`crate::outbound::sms`]).
+    pub sms: Vec<crate::outbound::sms::SmsConfig>,
 }
 
 impl Default for DaemonConfig {
@@ -42,6 +45,7 @@ impl Default for DaemonConfig {
             state_dir: PathBuf::from("var"),
             grace_period: Duration::from_secs(30),
             fax_outbox: Vec::new(),
+            sms: Vec::new(),
         }
     }
 }

@@ -34,8 +34,9 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use super::claim::{cut, db, owner_id, rfc3339, unix_now, ClaimTable};
 use crate::config::deserialize_duration;
-use crate::error::{describe_sqlx, ErrorKind};
+use crate::error::ErrorKind;
 use crate::ringcentral::fax::{find_sent_by_name, get_message, send_fax, FaxMessage, FaxRequest};
 use crate::ringcentral::phone::to_e164;
 use crate::ringcentral::{RcClient, RcConfig, RcError};
@@ -62,16 +63,19 @@ pub struct FaxOutboxConfig {
     #[serde(default = "default_batch")]
     pub batch: u32,
     /// Attempts per fax (RingCentral 429/5xx waits inside one attempt do not count).
-    #[serde(default = "default_attempts")]
+    #[serde(default = "crate::outbound::claim::defaults::attempts")]
     pub max_attempts: u32,
     /// A claim older than this whose owner never finished is taken over.
     #[serde(
-        default = "default_claim_timeout",
+        default = "crate::outbound::claim::defaults::claim_timeout",
         deserialize_with = "deserialize_duration"
     )]
     pub claim_timeout: Duration,
     /// How long after a send broke off in transit the fax is looked up in RingCentral.
-    #[serde(default = "default_settle", deserialize_with = "deserialize_duration")]
+    #[serde(
+        default = "crate::outbound::claim::defaults::settle",
+        deserialize_with = "deserialize_duration"
+    )]
     pub unknown_settle_after: Duration,
     /// RingCentral cover page (0 = none: OSCAR's documents carry their own).
     #[serde(default)]
@@ -83,15 +87,6 @@ fn default_interval() -> Duration {
 }
 fn default_batch() -> u32 {
     20
-}
-fn default_attempts() -> u32 {
-    5
-}
-fn default_claim_timeout() -> Duration {
-    Duration::from_secs(600)
-}
-fn default_settle() -> Duration {
-    Duration::from_secs(60)
 }
 
 impl FaxOutboxConfig {
@@ -129,6 +124,11 @@ pub struct RoundReport {
     pub pending: u32,
 }
 
+const CLAIMS: ClaimTable = ClaimTable {
+    table: "oscarflow_fax_outbound",
+    key: "fax_id",
+};
+
 /// A claimed fax about to be sent.
 struct Claimed {
     fax_id: i64,
@@ -144,25 +144,6 @@ pub struct FaxOutbox {
     owner: String,
 }
 
-fn db(context: &'static str) -> impl Fn(sqlx::Error) -> String {
-    move |e| format!("{context}: {}", describe_sqlx(&e))
-}
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-fn cut(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
 impl FaxOutbox {
     pub fn new(cfg: FaxOutboxConfig, store: Store) -> Result<Self, String> {
         let problems = cfg.validate();
@@ -175,12 +156,7 @@ impl FaxOutbox {
         }
         let client = RcClient::new(cfg.ringcentral.clone()).map_err(|e| e.detail)?;
         Ok(Self {
-            owner: format!(
-                "{}-{}-{}",
-                cfg.name,
-                std::process::id(),
-                ulid::Ulid::new().to_string().to_lowercase()
-            ),
+            owner: owner_id(&cfg.name),
             cfg,
             store,
             client: Arc::new(client),
@@ -440,10 +416,14 @@ impl FaxOutbox {
             bytes: doc.bytes,
             cover_index: self.cfg.cover_index,
         };
-        let sent = match self
-            .while_holding(c.fax_id, send_fax(&self.client, &req))
-            .await
-        {
+        let held = CLAIMS.while_holding(
+            &self.store,
+            c.fax_id,
+            &self.owner,
+            self.cfg.claim_timeout,
+            send_fax(&self.client, &req),
+        );
+        let sent = match held.await {
             Some(r) => r,
             None => {
                 tracing::warn!(outbox = %self.cfg.name, fax_id = c.fax_id, "Lost the claim on a fax (another process took it over); not sending it.");
@@ -503,42 +483,6 @@ impl FaxOutbox {
                         .map_err(|x| local(ErrorKind::Transient, db("count an attempt")(x)))?;
                 }
                 Err(e)
-            }
-        }
-    }
-
-    /// Refreshes this worker's claim on `fax_id`; false when another worker took it over.
-    async fn touch_claim(&self, fax_id: i64) -> bool {
-        sqlx::query("UPDATE oscarflow_fax_outbound SET claimed_unix = ? WHERE fax_id = ? AND owner = ? AND state = 'sending'")
-            .bind(unix_now())
-            .bind(fax_id)
-            .bind(&self.owner)
-            .execute(&self.store.pool)
-            .await
-            .is_ok_and(|r| r.rows_affected() == 1)
-    }
-
-    /// Runs `work` while keeping the claim on `fax_id` fresh (a send held up by rate limits
-    /// must not look abandoned). `None`: the claim was lost before or during the work, which
-    /// was then not started or dropped.
-    async fn while_holding<F: std::future::Future>(
-        &self,
-        fax_id: i64,
-        work: F,
-    ) -> Option<F::Output> {
-        if !self.touch_claim(fax_id).await {
-            return None;
-        }
-        let beat = (self.cfg.claim_timeout / 4).max(Duration::from_millis(100));
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                out = &mut work => return Some(out),
-                _ = tokio::time::sleep(beat) => {
-                    if !self.touch_claim(fax_id).await {
-                        return None;
-                    }
-                }
             }
         }
     }

@@ -269,6 +269,10 @@ pub enum Body {
     None,
     Json(serde_json::Value),
     Form(Vec<(String, String)>),
+    /// JSON for a request that must not be repeated blindly (sending an SMS): like
+    /// [`Body::FaxMultipart`], a transport error after it may have arrived is returned as
+    /// [`RcError::ambiguous`], not retried.
+    JsonOnce(serde_json::Value),
     /// A fax (CONTRACTS.md §5.1, layout A): the JSON envelope as `request.json`, then one
     /// `attachment` part. Rebuilt for every attempt.
     ///
@@ -285,7 +289,7 @@ pub enum Body {
 
 impl Body {
     fn idempotent(&self) -> bool {
-        !matches!(self, Body::FaxMultipart { .. })
+        !matches!(self, Body::FaxMultipart { .. } | Body::JsonOnce(_))
     }
 }
 
@@ -672,7 +676,7 @@ impl RcClient {
                 .header(reqwest::header::ACCEPT, "application/json");
             req = match &body {
                 Body::None => req,
-                Body::Json(v) => req
+                Body::Json(v) | Body::JsonOnce(v) => req
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(serde_json::to_vec(v).unwrap_or_default()),
                 Body::Form(f) => req.form(f),

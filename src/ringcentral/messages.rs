@@ -97,7 +97,7 @@ pub const MESSAGE_STORE: &str = "/restapi/v1.0/account/~/extension/~/message-sto
 
 /// Lists the message store with `query`, page after page (following `navigation.nextPage`),
 /// handing each page's records to `visit` until it returns `false` or the pages end.
-pub(crate) async fn list_pages<T, F>(
+pub async fn list_pages<T, F>(
     client: &RcClient,
     query: &[(&str, &str)],
     mut visit: F,

@@ -100,6 +100,11 @@ const MYSQL_MIGRATIONS: &[Migration] = &[
         name: "fax_outbound",
         sql: include_str!("../../migrations/mysql/0004_fax_outbound.sql"),
     },
+    Migration {
+        version: 5,
+        name: "sms",
+        sql: include_str!("../../migrations/mysql/0005_sms.sql"),
+    },
 ];
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -127,6 +132,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "fax_outbound",
         sql: include_str!("../../migrations/sqlite/0005_fax_outbound.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "sms",
+        sql: include_str!("../../migrations/sqlite/0006_sms.sql"),
     },
 ];
 

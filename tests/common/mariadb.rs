@@ -40,6 +40,8 @@ pub const CLONED_TABLES: &[&str] = &[
     "queue",
     "queue_document_link",
     "faxes",
+    "appointment",
+    "demographicExt",
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -83,8 +83,28 @@ pub struct SentFax {
     pub reads: u32,
 }
 
+/// A text sent through the emulator (`POST …/sms`).
+#[derive(Debug, Clone)]
+pub struct SentSms {
+    pub id: i64,
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    /// `Queued`, `Sent`, `Delivered`, `DeliveryFailed`.
+    pub status: String,
+    pub error_code: Option<String>,
+    pub created: time::OffsetDateTime,
+    pub reads: u32,
+}
+
 pub struct State {
     pub token_ttl_secs: u64,
+    /// Texts sent to the emulator, in arrival order.
+    pub sms: Vec<SentSms>,
+    /// The extension's SMS-capable numbers (`from` must be one of them).
+    pub sms_numbers: Vec<String>,
+    /// Numbers whose texts end `DeliveryFailed` (`SMS-RC-410`, a landline).
+    pub sms_fail_numbers: Vec<String>,
     /// Faxes sent to the emulator, in arrival order.
     pub sent: Vec<SentFax>,
     /// Numbers whose faxes end `SendingFailed` with `NoAnswer`.
@@ -127,6 +147,9 @@ impl State {
         };
         State {
             token_ttl_secs: 3600,
+            sms: Vec::new(),
+            sms_numbers: vec!["+16045550100".into()],
+            sms_fail_numbers: Vec::new(),
             sent: Vec::new(),
             fail_numbers: Vec::new(),
             advance_after_reads: 1,
@@ -493,6 +516,31 @@ fn api(
             None,
         ),
         ("POST", p) if p.ends_with("/fax") => send_fax(s, content_type, body),
+        ("POST", p) if p.ends_with("/sms") => send_sms(s, body),
+        ("GET", p) if p.ends_with("/message-store")
+            && query.iter().any(|(k, v)| k == "messageType" && v == "SMS") =>
+        {
+            sms_list(s, query)
+        }
+        ("GET", p)
+            if p.contains("/message-store/")
+                && s.sms.iter().any(|m| p.ends_with(&format!("/{}", m.id))) =>
+        {
+            let id: i64 = p.rsplit('/').next().and_then(|v| v.parse().ok()).unwrap_or(-1);
+            let fail = s.sms_fail_numbers.clone();
+            let m = s.sms.iter_mut().find(|m| m.id == id).unwrap();
+            m.reads += 1;
+            m.status = match (m.status.as_str(), fail.contains(&m.to)) {
+                ("Queued", _) => "Sent".into(),
+                ("Sent", false) => "Delivered".into(),
+                ("Sent", true) => {
+                    m.error_code = Some("SMS-RC-410".into());
+                    "DeliveryFailed".into()
+                }
+                (other, _) => other.to_string(),
+            };
+            (200, sms_json(&s.base, m).to_string(), None)
+        }
         ("GET", p) if p.ends_with("/message-store") => {
             if query.iter().any(|(k, v)| k == "direction" && v == "Outbound") {
                 sent_list(s, query)
@@ -822,6 +870,16 @@ fn sent_json(base: &str, f: &SentFax) -> serde_json::Value {
 
 /// Outbound faxes from `dateFrom`, newest first, one page.
 fn sent_list(s: &State, query: &[(String, String)]) -> (u16, String, Option<u64>) {
+    let records = s.sent.iter().map(|f| (f.created, sent_json(&s.base, f)));
+    outbound_page(query, records)
+}
+
+/// `(creation time, record)` pairs from `dateFrom` (default: the last 24 h), newest first,
+/// as one message-store page.
+fn outbound_page(
+    query: &[(String, String)],
+    records: impl Iterator<Item = (time::OffsetDateTime, serde_json::Value)>,
+) -> (u16, String, Option<u64>) {
     let from = query
         .iter()
         .find(|(k, _)| k == "dateFrom")
@@ -829,13 +887,94 @@ fn sent_list(s: &State, query: &[(String, String)]) -> (u16, String, Option<u64>
             time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()
         })
         .unwrap_or_else(|| time::OffsetDateTime::now_utc() - time::Duration::hours(24));
-    let mut records: Vec<serde_json::Value> = s
-        .sent
-        .iter()
-        .filter(|f| f.created >= from)
-        .map(|f| sent_json(&s.base, f))
+    let mut records: Vec<serde_json::Value> = records
+        .filter(|(created, _)| *created >= from)
+        .map(|(_, r)| r)
         .collect();
     records.reverse();
     let body = serde_json::json!({"records": records, "paging": {"page": 1}, "navigation": {}});
     (200, body.to_string(), None)
+}
+
+/// `POST …/sms` (CONTRACTS.md §6.1): `from` must be one of the extension's SMS numbers,
+/// `to` one E.164 number, `text` at most 1000 UTF-16 units.
+fn send_sms(s: &mut State, body: &[u8]) -> (u16, String, Option<u64>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (
+            400,
+            error_json("CMN-101", "Parameter [body] value is invalid."),
+            None,
+        );
+    };
+    let from = v["from"]["phoneNumber"].as_str().unwrap_or("");
+    if !s.sms_numbers.iter().any(|n| n == from) {
+        return (
+            400,
+            error_json("MSG-245", "Parameter [from] value is invalid [Cannot find the phone number which belongs to user]"),
+            None,
+        );
+    }
+    let to = v["to"][0]["phoneNumber"].as_str().unwrap_or("").to_string();
+    let valid =
+        to.len() == 12 && to.starts_with("+1") && to[1..].bytes().all(|b| b.is_ascii_digit());
+    if !valid || v["to"].as_array().map_or(0, Vec::len) != 1 {
+        return (
+            400,
+            error_json("CMN-101", "Parameter [to] value is invalid."),
+            None,
+        );
+    }
+    let text = v["text"].as_str().unwrap_or("").to_string();
+    if text.is_empty() || text.encode_utf16().count() > 1000 {
+        return (
+            400,
+            error_json("CMN-101", "Parameter [text] value is invalid."),
+            None,
+        );
+    }
+    let m = SentSms {
+        id: 315_450_330_000 + s.sms.len() as i64,
+        from: from.to_string(),
+        to,
+        text,
+        status: "Queued".into(),
+        error_code: None,
+        created: time::OffsetDateTime::now_utc(),
+        reads: 0,
+    };
+    let out = sms_json(&s.base, &m).to_string();
+    s.sms.push(m);
+    if s.drop_after_accept > 0 {
+        s.drop_after_accept -= 1;
+        return (200, DROP.into(), None);
+    }
+    (200, out, None)
+}
+
+fn sms_json(base: &str, m: &SentSms) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "uri": format!("{base}/restapi/v1.0/account/230919004/extension/230919004/message-store/{}", m.id),
+        "id": m.id,
+        "to": [{"phoneNumber": m.to}],
+        "from": {"phoneNumber": m.from},
+        "type": "SMS",
+        "creationTime": m.created.format(&time::format_description::well_known::Rfc3339).unwrap(),
+        "readStatus": "Read",
+        "priority": "Normal",
+        "direction": "Outbound",
+        "availability": "Alive",
+        "subject": m.text,
+        "messageStatus": m.status,
+        "smsSendingAttemptsCount": 1,
+    });
+    if let Some(c) = &m.error_code {
+        v["deliveryErrorCode"] = serde_json::json!(c);
+    }
+    v
+}
+
+/// Outbound texts from `dateFrom`, newest first, one page.
+fn sms_list(s: &State, query: &[(String, String)]) -> (u16, String, Option<u64>) {
+    let records = s.sms.iter().map(|m| (m.created, sms_json(&s.base, m)));
+    outbound_page(query, records)
 }

@@ -1,0 +1,308 @@
+//! Text messages through the RingCentral emulator with the real client: reminders for
+//! tomorrow's appointments are sent exactly once each, also when the producer runs again and
+//! again and when two workers share the database; patients who opted out (our table or
+//! OSCAR's `demographicExt`) get none; cancelled appointments none; a chart without a usable
+//! mobile number is dead-lettered with a reason; delivery is tracked to `Delivered` or
+//! `DeliveryFailed`; a lab-ready notice goes out once a provider acknowledged the lab; a send
+//! whose answer was lost is adopted, not repeated. Runs on the embedded store and on a real
+//! OSCAR database (MariaDB). No phone number, name, secret or token appears in the logs.
+
+mod common;
+
+use std::collections::HashMap;
+
+use chrono::{Duration as Days, Local};
+
+use oscarflow::outbound::sms::{SmsConfig, SmsOutbox, SmsReport};
+use oscarflow::store::Store;
+
+use common::rc_emulator::{GroupLimit, RcEmulator, CLIENT_ID, CLIENT_SECRET, JWT};
+
+fn sms_config(emu: &RcEmulator, extra: &str) -> SmsConfig {
+    std::env::set_var("OSCARFLOW_T_SMS_ID", CLIENT_ID);
+    std::env::set_var("OSCARFLOW_T_SMS_SECRET", CLIENT_SECRET);
+    std::env::set_var("OSCARFLOW_T_SMS_JWT", JWT);
+    let text = format!(
+        r#"
+name = "clinic"
+from = "604-555-0100"
+clinic = "Testville Clinic"
+unknown_settle_after = "0s"
+{extra}
+[ringcentral]
+server = "{server}"
+client_id_env = "OSCARFLOW_T_SMS_ID"
+client_secret_env = "OSCARFLOW_T_SMS_SECRET"
+jwt_env = "OSCARFLOW_T_SMS_JWT"
+initial_backoff = "50ms"
+[ringcentral.limits]
+light = {{ requests = 100000, window = "1m" }}
+medium = {{ requests = 100000, window = "1m" }}
+"#,
+        server = emu.url(),
+    );
+    toml_edit::de::from_str(&text).expect("valid [[sms]] settings")
+}
+
+const REMINDERS: &str = "[reminders]\nlead_time = \"48h\"\nmin_notice = \"1h\"\n";
+
+async fn emulator() -> RcEmulator {
+    let emu = RcEmulator::start().await;
+    for g in ["light", "medium"] {
+        emu.state.lock().unwrap().limits.insert(
+            g,
+            GroupLimit {
+                requests: 100_000,
+                window: std::time::Duration::from_secs(60),
+                penalty: std::time::Duration::from_secs(60),
+            },
+        );
+    }
+    emu
+}
+
+async fn exec(store: &Store, sql: &str) {
+    sqlx::query(sql).execute(&store.pool).await.unwrap();
+}
+
+/// The synthetic clinic's appointments and what OSCAR holds about reaching each patient.
+async fn seed_appointments(store: &Store) {
+    let day = |n: i64| {
+        (Local::now().date_naive() + Days::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let appts = [
+        // (appointment_no, demographic_no, day, start, status)
+        (501, 1001, day(1), "10:30:00", "t"),
+        (502, 1001, day(1), "14:00:00", "t"),
+        (503, 1002, day(1), "09:00:00", "t"), // opted out in our table
+        (504, 1003, day(1), "09:15:00", "t"), // opted out in demographicExt
+        (505, 1004, day(1), "11:00:00", "t"), // no mobile number
+        (506, 1005, day(1), "11:30:00", "C"), // cancelled
+        (507, 1008, day(3), "10:30:00", "t"), // too far ahead
+        (508, 1009, day(1), "15:45:00", "t"), // a landline: delivery fails
+    ];
+    for (no, demo, date, start, status) in appts {
+        sqlx::query("INSERT INTO appointment (appointment_no, provider_no, appointment_date, start_time, end_time, name, demographic_no, status, createdatetime, creator) VALUES (?, '100001', ?, ?, ?, 'ZZTEST, SOMEONE', ?, ?, '2026-11-01 09:00:00', 'test')")
+            .bind(no)
+            .bind(&date)
+            .bind(start)
+            .bind(start)
+            .bind(demo)
+            .bind(status)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+    for (demo, key, value) in [
+        (1001, "demo_cell", "(604) 555-7001"),
+        (1002, "demo_cell", "604-555-7002"),
+        (1003, "demo_cell", "604 555 7003"),
+        (1003, "sms_opt_out", "yes"),
+        (1009, "demo_cell", "604-555-7009"),
+    ] {
+        sqlx::query("INSERT INTO demographicExt (demographic_no, provider_no, key_val, value, date_time, hidden) VALUES (?, '100001', ?, ?, '2026-11-01 09:00:00', '0')")
+            .bind(demo)
+            .bind(key)
+            .bind(value)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+    exec(
+        store,
+        "INSERT INTO oscarflow_sms_optout (demographic_no, reason, created_at) VALUES (1002, 'asked at the front desk', '2026-11-01 09:00:00')",
+    )
+    .await;
+}
+
+fn add(total: &mut SmsReport, r: SmsReport) {
+    total.queued += r.queued;
+    total.opted_out += r.opted_out;
+    total.invalid += r.invalid;
+    total.sent += r.sent;
+    total.adopted += r.adopted;
+    total.delivered += r.delivered;
+    total.failed += r.failed;
+}
+
+async fn states(store: &Store) -> HashMap<String, String> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT dedupe_key, state FROM oscarflow_sms_outbox")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    rows.into_iter().collect()
+}
+
+fn assert_no_phi_in_logs() {
+    common::logs::assert_absent(&[CLIENT_SECRET, JWT, "emu-at-"], "a secret or token");
+    common::logs::assert_absent(&["555-70", "555 70", "+1604555"], "a phone number");
+    common::logs::assert_absent(
+        &["ALICE", "TESTPATIENT", "ZZTEST, SOMEONE"],
+        "a patient name",
+    );
+}
+
+/// The reminder scenario on `store` with `workers` SMS workers running rounds together.
+async fn reminders_scenario(store: &Store, second: Option<Store>) {
+    let emu = emulator().await;
+    emu.state
+        .lock()
+        .unwrap()
+        .sms_fail_numbers
+        .push("+16045557009".into());
+    seed_appointments(store).await;
+    let a = SmsOutbox::new(sms_config(&emu, REMINDERS), store.clone()).unwrap();
+    let b = second.map(|s| SmsOutbox::new(sms_config(&emu, REMINDERS), s).unwrap());
+    let mut total = SmsReport::default();
+    // The producer runs again and again (and on two workers at once, when given).
+    for _ in 0..4 {
+        match &b {
+            Some(b) => {
+                let (ra, rb) = tokio::join!(a.round(), b.round());
+                add(&mut total, ra.unwrap());
+                add(&mut total, rb.unwrap());
+            }
+            None => add(&mut total, a.round().await.unwrap()),
+        }
+    }
+    let sent = emu.state.lock().unwrap().sms.clone();
+    let mut to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
+    to.sort();
+    println!(
+        "sms reminders: {} texts sent for 3 reachable due appointments, opted-out passes {}, invalid {}, delivered {}, failed {}, duplicated 0",
+        sent.len(),
+        total.opted_out,
+        total.invalid,
+        total.delivered,
+        total.failed
+    );
+    assert_eq!(
+        to,
+        vec!["+16045557001", "+16045557001", "+16045557009"],
+        "one text per due appointment, none for opted-out, cancelled or far-off ones"
+    );
+    for m in &sent {
+        assert_eq!(m.from, "+16045550100");
+        assert!(m
+            .text
+            .starts_with("Reminder from Testville Clinic: you have an appointment on "));
+        assert!(!m.text.contains("ALICE") && !m.text.contains("TESTPATIENT"));
+    }
+    let times: Vec<bool> = ["10:30 AM", "2:00 PM", "3:45 PM"]
+        .iter()
+        .map(|t| sent.iter().any(|m| m.text.contains(t)))
+        .collect();
+    assert_eq!(times, vec![true, true, true]);
+    let st = states(store).await;
+    assert_eq!(
+        st,
+        HashMap::from([
+            ("reminder:501".to_string(), "delivered".to_string()),
+            ("reminder:502".to_string(), "delivered".to_string()),
+            ("reminder:505".to_string(), "failed".to_string()),
+            ("reminder:508".to_string(), "failed".to_string()),
+        ])
+    );
+    let reasons: Vec<(String, String)> = sqlx::query_as(
+        "SELECT dedupe_key, last_error FROM oscarflow_sms_outbox WHERE state = 'failed' ORDER BY dedupe_key",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    assert!(
+        reasons[0].1.starts_with("no usable mobile number"),
+        "{:?}",
+        reasons[0]
+    );
+    assert_eq!(reasons[1].1, "DeliveryFailed: SMS-RC-410");
+    let dead: Vec<String> = sqlx::query_scalar("SELECT reason FROM oscarflow_dead_letter")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        dead,
+        vec!["invalid_phone".to_string()],
+        "the unusable number is dead-lettered once"
+    );
+    assert_no_phi_in_logs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_for_tomorrow_go_out_exactly_once_and_never_to_opted_out_patients() {
+    let _ = common::logs::captured();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    reminders_scenario(&store, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_from_a_real_oscar_database_go_out_once_with_two_workers() {
+    let _ = common::logs::captured();
+    common::mariadb::with_test_db(|url| async move {
+        let store = Store::open(&url).await.unwrap();
+        let other = Store::open(&url).await.unwrap();
+        reminders_scenario(&store, Some(other)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_ready_notice_goes_out_once_a_provider_acknowledged_the_lab() {
+    let _ = common::logs::captured();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = emulator().await;
+    exec(&store, "INSERT INTO demographicExt (demographic_no, provider_no, key_val, value, date_time, hidden) VALUES (1001, '100001', 'demo_cell', '604-555-7001', '2026-11-01 09:00:00', '0')").await;
+    // A lab filed before the notices were switched on never gets one.
+    exec(&store, "INSERT INTO patientLabRouting (demographic_no, lab_no, lab_type, created) VALUES (1001, 900, 'HL7', '2026-11-01 09:00:00')").await;
+    exec(&store, "INSERT INTO providerLabRouting (provider_no, lab_no, status, comment, timestamp, lab_type) VALUES ('100001', 900, 'A', '', '2026-11-01 09:00:00', 'HL7')").await;
+    let outbox = SmsOutbox::new(sms_config(&emu, "[lab_ready]\n"), store.clone()).unwrap();
+    outbox.round().await.unwrap();
+    exec(&store, "INSERT INTO patientLabRouting (demographic_no, lab_no, lab_type, created) VALUES (1001, 901, 'HL7', '2026-11-22 09:00:00')").await;
+    exec(&store, "INSERT INTO providerLabRouting (provider_no, lab_no, status, comment, timestamp, lab_type) VALUES ('100001', 901, 'N', '', '2026-11-22 09:00:00', 'HL7')").await;
+    outbox.round().await.unwrap();
+    assert!(
+        emu.state.lock().unwrap().sms.is_empty(),
+        "not before it is acknowledged"
+    );
+    exec(
+        &store,
+        "UPDATE providerLabRouting SET status = 'A' WHERE lab_no = 901",
+    )
+    .await;
+    for _ in 0..3 {
+        outbox.round().await.unwrap();
+    }
+    let sent = emu.state.lock().unwrap().sms.clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, "+16045557001");
+    assert_eq!(
+        sent[0].text,
+        "Testville Clinic: new test results are ready. Please contact the clinic or book a follow-up."
+    );
+    assert_eq!(
+        states(&store).await,
+        HashMap::from([("lab_ready:901".to_string(), "delivered".to_string())])
+    );
+    assert_no_phi_in_logs();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_whose_answer_was_lost_is_adopted_not_sent_again() {
+    let _ = common::logs::captured();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = emulator().await;
+    seed_appointments(&store).await;
+    emu.state.lock().unwrap().drop_after_accept = 2;
+    let outbox = SmsOutbox::new(sms_config(&emu, REMINDERS), store.clone()).unwrap();
+    let mut total = SmsReport::default();
+    for _ in 0..4 {
+        add(&mut total, outbox.round().await.unwrap());
+    }
+    assert_eq!(total.adopted, 2);
+    assert_eq!(emu.state.lock().unwrap().sms.len(), 3, "each text once");
+}
