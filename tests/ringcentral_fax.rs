@@ -357,3 +357,54 @@ async fn two_hundred_faxes_of_a_megabyte_land_in_a_real_oscar_database() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_answers_and_server_errors_delay_the_inbox_but_lose_nothing() {
+    let _ = common::logs::captured();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::sqlite_store(tmp.path()).await;
+    let emu = RcEmulator::start().await;
+    generous_limits(&emu);
+    // Driven through the emulator's control API, as an integrator would.
+    let http = reqwest::Client::new();
+    let control = |route: &str| http.post(format!("{}/__emu/{route}", emu.url())).send();
+    for _ in 0..12 {
+        control("fax?pages=3&bytes=30000").await.unwrap();
+    }
+    let toml =
+        pipeline_toml(&emu, tmp.path(), "FAULTS").replace("timeout = \"20s\"", "timeout = \"1s\"");
+    // Three answers slower than the client's timeout, then two 500s. (Expired tokens are
+    // covered by tests/ringcentral_client.rs.)
+    control("slow?ms=1500&count=3").await.unwrap();
+    control("fault?status=500&count=2").await.unwrap();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        poll_once(&toml, &store).await;
+        let filed = count(&store, "SELECT COUNT(*) FROM document").await;
+        if filed == 12 || polls == 6 {
+            break;
+        }
+    }
+    let sent: serde_json::Value = serde_json::from_slice(
+        &http
+            .get(format!("{}/__emu/sent", emu.url()))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    println!(
+        "faults: 12 faxes filed after {polls} polls through 3 slow answers and 2 server errors; {} marked read",
+        sent["inbound_read"]
+    );
+    assert_filed_once(&store, &emu, &tmp.path().join("document"), "Received Fax").await;
+    assert!(
+        emu.records().iter().filter(|r| r.status == 500).count() == 2,
+        "the server errors happened"
+    );
+    assert_no_phi_or_secrets_in_logs();
+}

@@ -136,6 +136,9 @@ pub struct State {
     pub downloads: usize,
     /// Latency added to every answer.
     pub delay: Duration,
+    /// The next N answers come `slow_delay` late.
+    pub slow_next: usize,
+    pub slow_delay: Duration,
 }
 
 impl State {
@@ -173,6 +176,8 @@ impl State {
             down_after_downloads: None,
             downloads: 0,
             delay: Duration::ZERO,
+            slow_next: 0,
+            slow_delay: Duration::ZERO,
         }
     }
 }
@@ -226,7 +231,12 @@ impl RcEmulator {
     }
 
     pub async fn start() -> RcEmulator {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0).await
+    }
+
+    /// Serves on loopback port `port` (0: any free port).
+    pub async fn start_on(port: u16) -> RcEmulator {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::new()));
         state.lock().unwrap().base = format!("http://127.0.0.1:{}", addr.port());
@@ -236,6 +246,72 @@ impl RcEmulator {
         });
         RcEmulator { addr, state }
     }
+}
+
+/// The test-control API (not RingCentral's; CONTRACTS.md §9), for integrators driving the
+/// emulator from outside: `POST /__emu/fax?pages=&bytes=` adds an inbound fax,
+/// `POST /__emu/fault?status=&count=&retry_after=` forces answers, `POST /__emu/down?on=`
+/// starts or ends an outage, `POST /__emu/slow?ms=&count=` delays answers,
+/// `POST /__emu/expire-tokens`, `GET /__emu/sent` lists sent faxes and texts (no bodies).
+fn control(st: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let q: HashMap<String, String> = super::http_emu::query_pairs(req).into_iter().collect();
+    let num = |k: &str, d: u64| q.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let mut s = st.lock().unwrap();
+    let body = match req.uri().path() {
+        "/__emu/fax" => {
+            let id = 6_000_000_000 + s.faxes.len() as i64;
+            let size = num("bytes", 50_000) as usize;
+            let mut pdf = format!("%PDF-1.4\n% emulator fax {id}\n").into_bytes();
+            pdf.resize(size.max(32), b' ');
+            pdf.extend_from_slice(b"\n%%EOF");
+            s.faxes.push(Fax {
+                id,
+                creation_time: time::OffsetDateTime::now_utc()
+                    .replace_millisecond(0)
+                    .unwrap()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+                read: false,
+                pages: num("pages", 1) as u32,
+                from: "+16045550199".into(),
+                pdf: Bytes::from(pdf),
+            });
+            serde_json::json!({"id": id})
+        }
+        "/__emu/fault" => {
+            let status = num("status", 429) as u16;
+            let count = num("count", 1) as usize;
+            s.forced.extend(std::iter::repeat_n(status, count));
+            s.forced_retry_after = num("retry_after", 1);
+            serde_json::json!({"forced": s.forced.len()})
+        }
+        "/__emu/down" => {
+            s.down = q.get("on").is_none_or(|v| v == "1" || v == "true");
+            serde_json::json!({"down": s.down})
+        }
+        "/__emu/slow" => {
+            s.slow_delay = Duration::from_millis(num("ms", 1000));
+            s.slow_next = num("count", 1) as usize;
+            serde_json::json!({"slow_next": s.slow_next})
+        }
+        "/__emu/expire-tokens" => {
+            let past = Instant::now() - Duration::from_secs(1);
+            for v in s.tokens.values_mut() {
+                *v = past;
+            }
+            serde_json::json!({"expired": s.tokens.len()})
+        }
+        "/__emu/sent" => serde_json::json!({
+            "faxes": s.sent.iter().map(|f| serde_json::json!({"id": f.id, "to": f.to, "name": f.name, "status": f.status})).collect::<Vec<_>>(),
+            "sms": s.sms.iter().map(|m| serde_json::json!({"id": m.id, "to": m.to, "status": m.status})).collect::<Vec<_>>(),
+            "inbound_read": s.faxes.iter().filter(|f| f.read).count(),
+        }),
+        _ => serde_json::json!({"error": "unknown control route"}),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
 }
 
 fn group_of(method: &str, path: &str) -> &'static str {
@@ -283,9 +359,18 @@ fn respond(
 }
 
 async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path().starts_with("/__emu/") {
+        return control(&st, &req);
+    }
     let (down, delay) = {
-        let s = st.lock().unwrap();
-        (s.down, s.delay)
+        let mut s = st.lock().unwrap();
+        let slow = if s.slow_next > 0 {
+            s.slow_next -= 1;
+            s.slow_delay
+        } else {
+            Duration::ZERO
+        };
+        (s.down, s.delay + slow)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
