@@ -268,6 +268,18 @@ async fn waiting_faxes_are_sent_once_and_end_complete_or_error_with_a_reason() {
     let again = drain(&outbox, 2).await;
     assert_eq!((again.claimed, again.sent), (0, 0));
     assert_eq!(sent_once(&emu).len(), 8);
+    // A user resends fax 1 and, with its document back, fax 4: OSCAR queues them again.
+    std::fs::write(docs.join("referral_4.pdf"), pdf(4)).unwrap();
+    sqlx::query("UPDATE faxes SET status = 'WAITING' WHERE id IN (1, 4)")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let resent = drain(&outbox, 5).await;
+    assert_eq!((resent.claimed, resent.sent), (2, 2));
+    let sent = sent_once(&emu);
+    assert_eq!(sent.len(), 10);
+    assert!(sent.contains_key("OSCAR fax clinic#1/2") && sent.contains_key("OSCAR fax clinic#4/2"));
+    assert_eq!(statuses(&store).await.get("COMPLETE"), Some(&8));
     assert_no_phones_or_secrets_in_logs();
 }
 
@@ -309,7 +321,7 @@ async fn a_fax_claimed_by_a_process_that_died_is_looked_up_before_it_is_sent() {
     // before.
     let old = time::OffsetDateTime::now_utc().unix_timestamp() - 3600;
     for id in [1, 2] {
-        sqlx::query("INSERT INTO oscarflow_fax_outbound (fax_id, owner, state, ref_name, rc_message_id, attempts, last_error, claimed_unix, first_claimed_unix, updated_at) VALUES (?, 'dead-1', 'sending', ?, NULL, 0, NULL, ?, ?, '2026-11-22 08:00:00')")
+        sqlx::query("INSERT INTO oscarflow_fax_outbound (fax_id, owner, state, ref_name, sends, rc_message_id, attempts, last_error, claimed_unix, first_claimed_unix, updated_at) VALUES (?, 'dead-1', 'sending', ?, 1, NULL, 0, NULL, ?, ?, '2026-11-22 08:00:00')")
             .bind(id)
             .bind(format!("OSCAR fax clinic#{id}"))
             .bind(old)

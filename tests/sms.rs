@@ -18,7 +18,13 @@ use oscarflow::store::Store;
 
 use common::rc_emulator::{GroupLimit, RcEmulator, CLIENT_ID, CLIENT_SECRET, JWT};
 
+/// The settings, sending at any hour unless `extra` sets `send_between`.
 fn sms_config(emu: &RcEmulator, extra: &str) -> SmsConfig {
+    let hours = if extra.contains("send_between") {
+        ""
+    } else {
+        "send_between = []"
+    };
     std::env::set_var("OSCARFLOW_T_SMS_ID", CLIENT_ID);
     std::env::set_var("OSCARFLOW_T_SMS_SECRET", CLIENT_SECRET);
     std::env::set_var("OSCARFLOW_T_SMS_JWT", JWT);
@@ -28,6 +34,7 @@ name = "clinic"
 from = "604-555-0100"
 clinic = "Testville Clinic"
 unknown_settle_after = "0s"
+{hours}
 {extra}
 [ringcentral]
 server = "{server}"
@@ -305,4 +312,26 @@ async fn a_text_whose_answer_was_lost_is_adopted_not_sent_again() {
     }
     assert_eq!(total.adopted, 2);
     assert_eq!(emu.state.lock().unwrap().sms.len(), 3, "each text once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_texts_wait_outside_the_sending_hours() {
+    let _ = common::logs::captured();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = emulator().await;
+    seed_appointments(&store).await;
+    // A sending window that starts two hours from now: the reminders are queued, not sent.
+    let now = Local::now().time();
+    let from = (now + Days::hours(2)).format("%H:%M").to_string();
+    let to = (now + Days::hours(3)).format("%H:%M").to_string();
+    let closed = format!("send_between = [\"{from}\", \"{to}\"]\n{REMINDERS}");
+    let outbox = SmsOutbox::new(sms_config(&emu, &closed), store.clone()).unwrap();
+    let r = outbox.round().await.unwrap();
+    assert_eq!((r.queued, r.sent), (3, 0));
+    assert!(emu.state.lock().unwrap().sms.is_empty());
+    // Inside the window (here: any hour) they go out.
+    let open = SmsOutbox::new(sms_config(&emu, REMINDERS), store.clone()).unwrap();
+    let r = open.round().await.unwrap();
+    assert_eq!((r.queued, r.sent), (0, 3));
 }

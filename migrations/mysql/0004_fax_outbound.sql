@@ -5,12 +5,15 @@
 -- yet accepted by RingCentral), unknown (the send broke off in transit and is looked up by
 -- `ref_name` before any new attempt), queued (accepted, status polled), done, failed.
 -- `claimed_unix` is the owner's heartbeat, `first_claimed_unix` the first claim: the
--- earliest moment the fax can have reached RingCentral (where a lookup starts).
+-- earliest moment the fax can have reached RingCentral (where a lookup starts). `sends`
+-- counts how often OSCAR queued the fax (a user re-queues a sent or failed fax by setting
+-- it WAITING again), and each send has its own reference.
 CREATE TABLE IF NOT EXISTS oscarflow_fax_outbound (
   fax_id int NOT NULL,
   owner varchar(100) NOT NULL,
   state varchar(20) NOT NULL,
   ref_name varchar(100) NOT NULL,
+  sends int NOT NULL,
   rc_message_id bigint NULL,
   attempts int NOT NULL,
   last_error varchar(255) NULL,

@@ -4,6 +4,7 @@ CREATE TABLE IF NOT EXISTS oscarflow_fax_outbound (
   owner varchar(100) NOT NULL,
   state varchar(20) NOT NULL,
   ref_name varchar(100) NOT NULL,
+  sends int NOT NULL,
   rc_message_id bigint NULL,
   attempts int NOT NULL,
   last_error varchar(255) NULL,

@@ -164,8 +164,12 @@ impl FaxOutbox {
     }
 
     /// The reference RingCentral keeps with the fax (the recipient name).
-    fn ref_name(&self, fax_id: i64) -> String {
-        format!("OSCAR fax {}#{fax_id}", self.cfg.name)
+    fn ref_name(&self, fax_id: i64, sends: i64) -> String {
+        if sends <= 1 {
+            format!("OSCAR fax {}#{fax_id}", self.cfg.name)
+        } else {
+            format!("OSCAR fax {}#{fax_id}/{sends}", self.cfg.name)
+        }
     }
 
     /// Rounds every `poll_interval` until shutdown.
@@ -303,7 +307,8 @@ impl FaxOutbox {
         Ok(())
     }
 
-    /// Claims up to `batch` waiting faxes of the line.
+    /// Claims up to `batch` waiting faxes of the line: new ones, and ones OSCAR queued again
+    /// after we sent or failed them (a user's resend).
     async fn claim(&self) -> Result<u32, String> {
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT f.id FROM faxes f WHERE f.status = 'WAITING' AND f.faxline = ? AND f.jobId IS NULL AND NOT EXISTS (SELECT 1 FROM oscarflow_fax_outbound o WHERE o.fax_id = f.id) ORDER BY f.id LIMIT ?",
@@ -315,12 +320,13 @@ impl FaxOutbox {
         .map_err(db("read OSCAR's fax queue"))?;
         let mut n = 0;
         for id in ids {
-            let r = sqlx::query("INSERT INTO oscarflow_fax_outbound (fax_id, owner, state, ref_name, rc_message_id, attempts, last_error, claimed_unix, first_claimed_unix, updated_at) VALUES (?, ?, 'sending', ?, NULL, 0, NULL, ?, ?, ?)")
+            let now = unix_now();
+            let r = sqlx::query("INSERT INTO oscarflow_fax_outbound (fax_id, owner, state, ref_name, sends, rc_message_id, attempts, last_error, claimed_unix, first_claimed_unix, updated_at) VALUES (?, ?, 'sending', ?, 1, NULL, 0, NULL, ?, ?, ?)")
                 .bind(id)
                 .bind(&self.owner)
-                .bind(self.ref_name(id))
-                .bind(unix_now())
-                .bind(unix_now())
+                .bind(self.ref_name(id, 1))
+                .bind(now)
+                .bind(now)
                 .bind(now_sql())
                 .execute(&self.store.pool)
                 .await;
@@ -328,6 +334,34 @@ impl FaxOutbox {
                 Ok(_) => n += 1,
                 Err(e) if is_unique_violation(&e) => {} // another process claimed it
                 Err(e) => return Err(db("claim a fax")(e)),
+            }
+        }
+        let again: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT f.id, o.sends FROM faxes f JOIN oscarflow_fax_outbound o ON o.fax_id = f.id WHERE f.status = 'WAITING' AND f.faxline = ? AND f.jobId IS NULL AND o.state IN ('done', 'failed') ORDER BY f.id LIMIT ?",
+        )
+        .bind(&self.cfg.fax_line)
+        .bind(i64::from(self.cfg.batch))
+        .fetch_all(&self.store.pool)
+        .await
+        .map_err(db("read re-queued faxes"))?;
+        for (id, sends) in again {
+            let now = unix_now();
+            // Conditional on the send count: of two workers, one takes it.
+            let r = sqlx::query("UPDATE oscarflow_fax_outbound SET owner = ?, state = 'sending', sends = ?, ref_name = ?, rc_message_id = NULL, attempts = 0, last_error = NULL, claimed_unix = ?, first_claimed_unix = ?, updated_at = ? WHERE fax_id = ? AND sends = ? AND state IN ('done', 'failed')")
+                .bind(&self.owner)
+                .bind(sends + 1)
+                .bind(self.ref_name(id, sends + 1))
+                .bind(now)
+                .bind(now)
+                .bind(now_sql())
+                .bind(id)
+                .bind(sends)
+                .execute(&self.store.pool)
+                .await
+                .map_err(db("claim a re-queued fax"))?;
+            if r.rows_affected() == 1 {
+                tracing::info!(outbox = %self.cfg.name, fax_id = id, send = sends + 1, "OSCAR queued a fax again; sending it again.");
+                n += 1;
             }
         }
         Ok(n)

@@ -38,6 +38,7 @@ use crate::ringcentral::client::{Body, Group};
 use crate::ringcentral::messages::{list_pages, MESSAGE_STORE};
 use crate::ringcentral::phone::to_e164;
 use crate::ringcentral::{RcClient, RcConfig, RcError};
+use crate::sources::pull::parse_time_of_day;
 use crate::store::{is_unique_violation, now_sql, text_column, Store};
 use crate::topology::Shutdown;
 
@@ -93,6 +94,10 @@ pub struct SmsConfig {
         deserialize_with = "crate::config::deserialize_duration"
     )]
     pub status_poll_for: Duration,
+    /// Local hours texts may go out, `["08:00", "20:00"]` by default; queued texts wait
+    /// outside them. `[]`: any time.
+    #[serde(default = "default_send_between")]
+    pub send_between: Vec<String>,
     #[serde(default)]
     pub reminders: Option<ReminderConfig>,
     #[serde(default)]
@@ -149,6 +154,9 @@ fn default_interval() -> Duration {
 }
 fn default_batch() -> u32 {
     40
+}
+fn default_send_between() -> Vec<String> {
+    vec!["08:00".into(), "20:00".into()]
 }
 fn default_opt_out_key() -> Option<String> {
     Some("sms_opt_out".into())
@@ -214,6 +222,11 @@ impl SmsConfig {
         }
         if self.batch == 0 || self.max_attempts == 0 {
             v.push("batch and max_attempts must be at least 1".into());
+        }
+        match self.send_between.as_slice() {
+            [] => {}
+            [a, b] if parse_time_of_day(a).is_some() && parse_time_of_day(b).is_some() => {}
+            _ => v.push("send_between must be [] or two HH:MM times".into()),
         }
         if let Some(r) = &self.reminders {
             check_template(&r.template, "reminders.template", &mut v);
@@ -322,7 +335,9 @@ impl SmsOutbox {
         }
         self.take_over_stale().await?;
         self.settle_unknown(&mut r).await?;
-        self.send_queued(&mut r).await?;
+        if within(&self.cfg.send_between, Local::now().time()) {
+            self.send_queued(&mut r).await?;
+        }
         self.poll_statuses(&mut r).await?;
         Ok(r)
     }
@@ -887,6 +902,23 @@ impl SmsOutbox {
     }
 }
 
+/// Whether `now` (local) is inside `between` (`[from, to]`, which may span midnight; `[]`:
+/// always).
+fn within(between: &[String], now: NaiveTime) -> bool {
+    let [a, b] = between else {
+        return true;
+    };
+    let (Some(a), Some(b)) = (parse_time_of_day(a), parse_time_of_day(b)) else {
+        return true;
+    };
+    let m = chrono::Timelike::hour(&now) * 60 + chrono::Timelike::minute(&now);
+    if a <= b {
+        (a..b).contains(&m)
+    } else {
+        m >= a || m < b
+    }
+}
+
 /// Fills a template (see [`PLACEHOLDERS`]).
 fn render(template: &str, clinic: &str, at: Option<NaiveDateTime>) -> String {
     let mut s = template.replace("{clinic}", clinic);
@@ -964,6 +996,35 @@ mod tests {
             render(&default_reminder_text(), "Testville Clinic", Some(at)),
             "Reminder from Testville Clinic: you have an appointment on Mon Nov 23 at 10:30 AM. Reply STOP to opt out."
         );
+    }
+
+    #[test]
+    fn texts_go_out_only_inside_the_sending_hours() {
+        let cfg: SmsConfig = toml_edit::de::from_str(
+            "name = \"c\"\nfrom = \"6045550100\"\nclinic = \"C\"\n[ringcentral]\nclient_id_env = \"A\"\nclient_secret_env = \"B\"\njwt_env = \"C\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.send_between, vec!["08:00", "20:00"]);
+        let with = |between: &[&str]| SmsConfig {
+            send_between: between.iter().map(|s| s.to_string()).collect(),
+            ..cfg.clone()
+        };
+        let at = |h, m| NaiveTime::from_hms_opt(h, m, 0).unwrap();
+        let (day, night, any) = (
+            with(&["08:00", "20:00"]),
+            with(&["22:00", "06:00"]),
+            with(&[]),
+        );
+        let check = |c: &SmsConfig, t| within(&c.send_between, t);
+        assert!(check(&day, at(8, 0)) && check(&day, at(19, 59)));
+        assert!(!check(&day, at(3, 0)) && !check(&day, at(20, 0)));
+        assert!(check(&night, at(23, 0)) && check(&night, at(5, 0)) && !check(&night, at(12, 0)));
+        assert!(check(&any, at(3, 0)));
+        assert!(day.validate().iter().all(|p| !p.contains("send_between")));
+        assert!(with(&["8"])
+            .validate()
+            .iter()
+            .any(|p| p.contains("send_between")));
     }
 
     #[test]
