@@ -408,3 +408,44 @@ async fn slow_answers_and_server_errors_delay_the_inbox_but_lose_nothing() {
     );
     assert_no_phi_or_secrets_in_logs();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fax_that_cannot_be_filed_is_kept_as_a_dead_letter_and_left_unread() {
+    let _ = common::logs::captured();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::sqlite_store(tmp.path()).await;
+    let emu = RcEmulator::start().await;
+    generous_limits(&emu);
+    let bytes = pdf(301, 25_000);
+    emu.add_fax(301, OffsetDateTime::now_utc(), 3, bytes.clone());
+    // DOCUMENT_DIR is not a directory: every write fails, the retries run out.
+    let toml = pipeline_toml(&emu, tmp.path(), "DEAD");
+    std::fs::remove_dir_all(tmp.path().join("document")).unwrap();
+    std::fs::write(tmp.path().join("document"), b"not a directory").unwrap();
+    for _ in 0..2 {
+        poll_once(&toml, &store).await;
+    }
+    let raw: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT reason, raw FROM oscarflow_dead_letter")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(raw.len(), 1, "one dead letter, not one per poll");
+    assert_eq!(raw[0].0, "retries_exhausted");
+    assert!(raw[0].1 == bytes, "the dead letter holds the fax's bytes");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM document").await, 0);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_fax_inbound WHERE message_id = 301 AND outcome = 'dead_lettered'").await,
+        1
+    );
+    let downloads = emu
+        .records()
+        .iter()
+        .filter(|r| r.route.ends_with("/content/301"))
+        .count();
+    assert_eq!(downloads, 1, "not fetched again once kept");
+    assert!(
+        emu.read_ids().is_empty(),
+        "left unread for the staff to see"
+    );
+}

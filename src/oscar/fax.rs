@@ -77,13 +77,16 @@ fn local(t: time::OffsetDateTime) -> chrono::DateTime<chrono::Local> {
 
 /// Whether this message id was taken before (filed or dead-lettered).
 pub async fn already_taken(store: &Store, message_id: i64) -> Result<bool, ProcessError> {
-    let n: Option<i64> =
-        sqlx::query_scalar("SELECT message_id FROM oscarflow_fax_inbound WHERE message_id = ?")
-            .bind(message_id)
-            .fetch_optional(&store.pool)
-            .await
-            .map_err(db("fax duplicate check"))?;
-    Ok(n.is_some())
+    Ok(taken_as(store, message_id).await?.is_some())
+}
+
+/// How this message id was taken before: `imported` or `dead_lettered`, or `None`.
+pub async fn taken_as(store: &Store, message_id: i64) -> Result<Option<String>, ProcessError> {
+    sqlx::query_scalar("SELECT outcome FROM oscarflow_fax_inbound WHERE message_id = ?")
+        .bind(message_id)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(db("fax duplicate check"))
 }
 
 /// Records a fax that was dead-lettered (so it is not fetched again; the dead letter holds

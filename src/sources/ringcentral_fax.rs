@@ -12,7 +12,8 @@
 //! the file, and sent down the pipeline as an [`InboundDocument`] with its own
 //! acknowledgement. At most `max_in_flight` faxes are downloaded ahead of their commit, which
 //! bounds the spool. When the sink committed the fax (or it was dead-lettered with its bytes,
-//! which is recorded in `oscarflow_fax_inbound`), the message is marked read — only then.
+//! which is recorded in `oscarflow_fax_inbound`), it is settled; a filed fax is marked read
+//! — only then — while a dead-lettered one stays unread in RingCentral for the staff to see.
 //!
 //! **The watermark** advances to the newest creation time of the round, but never past the
 //! oldest fax that was not settled (download failed, commit failed, shutdown): that one is
@@ -40,7 +41,7 @@ use crate::config::deserialize_duration;
 use crate::document::{InboundDocument, SpoolFile};
 use crate::envelope::{Envelope, Origin, Provenance};
 use crate::error::ErrorKind;
-use crate::oscar::fax::{already_taken, record_dead_lettered};
+use crate::oscar::fax::{record_dead_lettered, taken_as};
 use crate::ringcentral::messages::{download_attachment, list_inbound_faxes, mark_read};
 use crate::ringcentral::{RcClient, RcConfig};
 use crate::store::{now_sql, Store};
@@ -207,18 +208,18 @@ impl RingCentralFaxSource {
                 unsettled.keep(created);
                 continue;
             }
-            match already_taken(store, r.id).await {
-                Ok(true) => {
+            match taken_as(store, r.id).await {
+                Ok(Some(outcome)) => {
                     // Filed before; a mark-read that failed then (RingCentral down right
                     // after the commit) is made up for now.
-                    if self.cfg.mark_read && r.read_status != "Read" {
+                    if outcome == "imported" && self.cfg.mark_read && r.read_status != "Read" {
                         if let Err(e) = mark_read(client, r.id).await {
                             tracing::warn!(pipeline = %cx.pipeline, source = %cx.id, message_id = r.id, error = %e, "Fax filed but not marked read in RingCentral.");
                         }
                     }
                     continue;
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(e) => {
                     unsettled.keep(created);
                     tracing::warn!(pipeline = %cx.pipeline, source = %cx.id, error = %e, "Fax dedupe check failed; the fax is kept for the next poll.");
@@ -381,7 +382,9 @@ impl RingCentralFaxSource {
         if !status.may_release() {
             unsettled.keep(created);
         }
-        if released && self.cfg.mark_read {
+        // Only a filed fax is marked read: one kept in the dead-letter store stays unread in
+        // RingCentral, where the clinic's staff still see it.
+        if released && status == BatchStatus::Delivered && self.cfg.mark_read {
             if let Err(e) = mark_read(client, id).await {
                 // Courtesy only: our own table decides what was filed.
                 tracing::warn!(pipeline = %cx.pipeline, source = %cx.id, message_id = id, error = %e, "Fax filed but not marked read in RingCentral.");
