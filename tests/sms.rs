@@ -335,3 +335,51 @@ async fn queued_texts_wait_outside_the_sending_hours() {
     let r = open.round().await.unwrap();
     assert_eq!((r.queued, r.sent), (0, 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_who_replied_stop_gets_no_further_texts() {
+    let _ = common::logs::captured();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = emulator().await;
+    seed_appointments(&store).await;
+    emu.state
+        .lock()
+        .unwrap()
+        .sms_stopped_numbers
+        .push("+16045557001".into());
+    // Only appointment 501 is due at first; 502 is moved into the window later.
+    exec(
+        &store,
+        "UPDATE appointment SET appointment_date = '2099-01-01' WHERE appointment_no <> 501",
+    )
+    .await;
+    let outbox = SmsOutbox::new(sms_config(&emu, REMINDERS), store.clone()).unwrap();
+    for _ in 0..3 {
+        outbox.round().await.unwrap();
+    }
+    assert_eq!(
+        common::count(
+            &store,
+            "SELECT COUNT(*) FROM oscarflow_sms_optout WHERE demographic_no = 1001"
+        )
+        .await,
+        1,
+        "the STOP is recorded as an opt-out"
+    );
+    let tomorrow = (Local::now().date_naive() + Days::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    sqlx::query("UPDATE appointment SET appointment_date = ? WHERE appointment_no = 502")
+        .bind(tomorrow)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let r = outbox.round().await.unwrap();
+    assert_eq!((r.queued, r.opted_out), (0, 1));
+    assert_eq!(
+        emu.state.lock().unwrap().sms.len(),
+        1,
+        "nothing after the STOP"
+    );
+}

@@ -18,7 +18,8 @@
 //! update, the opt-out is checked again right before sending, a send that broke off in
 //! transit is looked up in RingCentral (same number and text since the claim) before any new
 //! attempt, and the status is polled until `Delivered` or a failure (with RingCentral's
-//! `deliveryErrorCode`).
+//! `deliveryErrorCode`). A recipient who replied STOP (`SMS-RC-413`) is added to the
+//! opt-out table.
 //!
 //! **Privacy.** Message texts come from templates that can only name the clinic, a date and
 //! a time — never the patient. Logs name outbox ids, appointment and demographic numbers;
@@ -43,6 +44,9 @@ use crate::store::{is_unique_violation, now_sql, text_column, Store};
 use crate::topology::Shutdown;
 
 const SMS: &str = "/restapi/v1.0/account/~/extension/~/sms";
+
+/// RingCentral's delivery error for a recipient who opted out (replied STOP).
+const STOPPED: &str = "SMS-RC-413";
 
 const CLAIMS: ClaimTable = ClaimTable {
     table: "oscarflow_sms_outbox",
@@ -848,13 +852,13 @@ impl SmsOutbox {
 
     /// Delivery status of sent texts, for `status_poll_for` after sending.
     async fn poll_statuses(&self, r: &mut SmsReport) -> Result<(), String> {
-        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT id, rc_message_id, COALESCE(first_claimed_unix, 0) FROM oscarflow_sms_outbox WHERE state = 'sent' AND rc_message_id IS NOT NULL ORDER BY id LIMIT 200",
+        let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, rc_message_id, COALESCE(first_claimed_unix, 0), COALESCE(demographic_no, 0) FROM oscarflow_sms_outbox WHERE state = 'sent' AND rc_message_id IS NOT NULL ORDER BY id LIMIT 200",
         )
         .fetch_all(&self.store.pool)
         .await
         .map_err(db("read sent texts"))?;
-        for (id, message_id, first) in rows {
+        for (id, message_id, first, demo) in rows {
             if first < unix_now() - self.cfg.status_poll_for.as_secs() as i64 {
                 self.set(id, "sent_unconfirmed", None).await?;
                 continue;
@@ -894,11 +898,32 @@ impl SmsOutbox {
                     )
                     .await?;
                     r.failed += 1;
+                    if m.delivery_error_code.as_deref() == Some(STOPPED) && demo > 0 {
+                        self.opt_out(demo).await?;
+                    }
                 }
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// The patient replied STOP (the carrier refuses further texts): recorded as an opt-out,
+    /// so that no further text is even tried.
+    async fn opt_out(&self, demographic_no: i64) -> Result<(), String> {
+        let r = sqlx::query("INSERT INTO oscarflow_sms_optout (demographic_no, reason, created_at) VALUES (?, 'replied STOP (SMS-RC-413)', ?)")
+            .bind(demographic_no)
+            .bind(now_sql())
+            .execute(&self.store.pool)
+            .await;
+        match r {
+            Ok(_) => {
+                tracing::info!(sms = %self.cfg.name, demographic_no, "The patient opted out of texts at the carrier; recorded.");
+                Ok(())
+            }
+            Err(e) if is_unique_violation(&e) => Ok(()),
+            Err(e) => Err(db("record an opt-out")(e)),
+        }
     }
 }
 

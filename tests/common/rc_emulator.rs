@@ -105,6 +105,8 @@ pub struct State {
     pub sms_numbers: Vec<String>,
     /// Numbers whose texts end `DeliveryFailed` (`SMS-RC-410`, a landline).
     pub sms_fail_numbers: Vec<String>,
+    /// Numbers that replied STOP: their texts end `DeliveryFailed` with `SMS-RC-413`.
+    pub sms_stopped_numbers: Vec<String>,
     /// Faxes sent to the emulator, in arrival order.
     pub sent: Vec<SentFax>,
     /// Numbers whose faxes end `SendingFailed` with `NoAnswer`.
@@ -153,6 +155,7 @@ impl State {
             sms: Vec::new(),
             sms_numbers: vec!["+16045550100".into()],
             sms_fail_numbers: Vec::new(),
+            sms_stopped_numbers: Vec::new(),
             sent: Vec::new(),
             fail_numbers: Vec::new(),
             advance_after_reads: 1,
@@ -613,13 +616,21 @@ fn api(
         {
             let id: i64 = p.rsplit('/').next().and_then(|v| v.parse().ok()).unwrap_or(-1);
             let fail = s.sms_fail_numbers.clone();
+            let stopped = s.sms_stopped_numbers.clone();
             let m = s.sms.iter_mut().find(|m| m.id == id).unwrap();
             m.reads += 1;
-            m.status = match (m.status.as_str(), fail.contains(&m.to)) {
+            let code = if stopped.contains(&m.to) {
+                Some("SMS-RC-413")
+            } else if fail.contains(&m.to) {
+                Some("SMS-RC-410")
+            } else {
+                None
+            };
+            m.status = match (m.status.as_str(), code) {
                 ("Queued", _) => "Sent".into(),
-                ("Sent", false) => "Delivered".into(),
-                ("Sent", true) => {
-                    m.error_code = Some("SMS-RC-410".into());
+                ("Sent", None) => "Delivered".into(),
+                ("Sent", Some(c)) => {
+                    m.error_code = Some(c.into());
                     "DeliveryFailed".into()
                 }
                 (other, _) => other.to_string(),
