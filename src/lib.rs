@@ -17,6 +17,7 @@
 //! | [`stages`] | `Stage` trait and kinds (`parse_hl7`, `match_patient`) |
 //! | [`sinks`] | `Sink` trait and kinds (`oscar_lab`, `oscar_fax`) |
 //! | [`dead_letter`] | the dead-letter store and its reason codes |
+//! | [`http`] | the daemon's ops endpoint: `/healthz`, `/readyz`, `/metrics` |
 //! | [`hl7`] | HL7 v2 framing, parsing, escapes, lab model (pure: no I/O) |
 //! | [`oscar`] | OSCAR table knowledge: `hl7TextInfo`, patient matching, routing, import |
 //! | [`lab_file`] | the payload between parse and import |
@@ -36,6 +37,7 @@ pub mod document;
 pub mod envelope;
 pub mod error;
 pub mod hl7;
+pub mod http;
 pub mod lab_file;
 pub mod oscar;
 pub mod outbound;

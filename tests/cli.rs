@@ -349,6 +349,8 @@ fn run_drains_and_exits_zero_on_sigterm_with_nothing_half_written() {
             tmp.path().join("state").to_str().unwrap(),
             "--grace-period",
             "20s",
+            "--listen",
+            "off",
         ])
         .env_remove("OSCARFLOW_DATABASE_URL")
         .env("RUST_LOG", "warn")

@@ -437,6 +437,7 @@ database_url_env = "OSCARFLOW_T_OUT_DB"
 pipelines_dir = "{pipelines}"
 state_dir = "{state}"
 grace_period = "20s"
+listen = "off"
 
 [[fax_outbox]]
 name = "clinic"

@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// How long to drain after SIGTERM, e.g. `30s`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub grace_period: Option<Duration>,
+    /// The HTTP endpoint's address (`/healthz`, `/readyz`, `/metrics`), or `off`
+    /// (default `127.0.0.1:9464`).
+    #[arg(long)]
+    pub listen: Option<String>,
     /// Log as JSON (default: JSON unless stderr is a terminal).
     #[arg(long)]
     pub log_json: Option<bool>,
@@ -54,6 +58,46 @@ pub async fn run(a: RunArgs) -> i32 {
     if let Some(g) = a.grace_period {
         cfg.grace_period = g;
     }
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    // The endpoint's settings are checked, and the metrics recorder installed, before
+    // anything records a metric.
+    let http = if cfg.listen.trim().eq_ignore_ascii_case("off") {
+        None
+    } else {
+        let addr: std::net::SocketAddr = match cfg.listen.trim().parse() {
+            Ok(a) => a,
+            Err(_) => {
+                return fail(format!(
+                    "listen: `{}` is not an address like 127.0.0.1:9464",
+                    cfg.listen
+                ))
+            }
+        };
+        let token = match &cfg.http_token_env {
+            Some(var) => match std::env::var(var) {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    return fail(format!(
+                        "environment variable `{var}` (http_token_env) is not set"
+                    ))
+                }
+            },
+            None => None,
+        };
+        if let Err(e) = crate::http::check_exposure(&addr, token.as_deref()) {
+            return fail(e);
+        }
+        let metrics = match crate::http::install_prometheus() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "No /metrics: another metrics recorder is installed.");
+                None
+            }
+        };
+        Some((addr, token, metrics))
+    };
     let url = match a.database {
         Some(u) => u,
         None => match cfg.database_url() {
@@ -128,6 +172,24 @@ pub async fn run(a: RunArgs) -> i32 {
                 Err(e) => return fail(e),
             }
         }
+    }
+
+    if let Some((addr, token, metrics)) = http {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => return fail(format!("listen on {addr}: {e}")),
+        };
+        let bound = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(address = %bound, "HTTP endpoint listening (/healthz, /readyz, /metrics).");
+        let state = std::sync::Arc::new(crate::http::HttpState {
+            stores: stores.values().cloned().collect(),
+            metrics,
+            token,
+        });
+        tokio::spawn(crate::http::serve(listener, state, outbox_shutdown.clone()));
     }
 
     wait_for_signal().await;

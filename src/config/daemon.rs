@@ -28,6 +28,11 @@ pub struct DaemonConfig {
     /// (they stay unacknowledged and are re-delivered on the next start).
     #[serde(deserialize_with = "deserialize_duration")]
     pub grace_period: Duration,
+    /// The HTTP endpoint (`/healthz`, `/readyz`, `/metrics`): an address, or `off`.
+    pub listen: String,
+    /// Environment variable holding the bearer token the endpoint requires; needed when
+    /// `listen` is not a loopback address.
+    pub http_token_env: Option<String>,
     /// Outbound fax lines sent through RingCentral (`[[fax_outbox]]`), each a worker on
     /// OSCAR's `faxes` queue ([`crate::outbound::fax`]).
     pub fax_outbox: Vec<crate::outbound::fax::FaxOutboxConfig>,
@@ -44,6 +49,8 @@ impl Default for DaemonConfig {
             pipelines_dir: PathBuf::from("pipelines"),
             state_dir: PathBuf::from("var"),
             grace_period: Duration::from_secs(30),
+            listen: "127.0.0.1:9464".into(),
+            http_token_env: None,
             fax_outbox: Vec::new(),
             sms: Vec::new(),
         }
