@@ -448,3 +448,25 @@ fn inspect_prints_each_message_and_one_decoded_field_per_message() {
     );
     assert_eq!(bad.status.code(), Some(1));
 }
+
+/// `deploy/oscarflow.toml.example` loads, its workers' settings are valid, and the systemd
+/// unit starts the daemon on it.
+#[test]
+fn the_deployment_example_config_loads_and_the_unit_runs_it() {
+    let c = oscarflow::config::daemon::DaemonConfig::load(
+        &repo().join("deploy/oscarflow.toml.example"),
+    )
+    .unwrap();
+    assert_eq!((c.fax_outbox.len(), c.sms.len()), (1, 1));
+    assert_eq!(c.fax_outbox[0].validate(), Vec::<String>::new());
+    assert_eq!(c.sms[0].validate(), Vec::<String>::new());
+    assert_eq!(c.listen, "127.0.0.1:9464");
+    assert_eq!(
+        c.database_url_env.as_deref(),
+        Some("OSCARFLOW_DATABASE_URL")
+    );
+    let unit = std::fs::read_to_string(repo().join("deploy/oscarflow.service")).unwrap();
+    assert!(unit
+        .contains("ExecStart=/usr/local/bin/oscarflow run --config /etc/oscarflow/oscarflow.toml"));
+    assert!(unit.contains("KillSignal=SIGTERM"));
+}
