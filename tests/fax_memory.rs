@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::Duration;
 
 use bytes::Bytes;
 use time::OffsetDateTime;
@@ -16,7 +15,7 @@ use oscarflow::config::load_str;
 use oscarflow::store::Store;
 use oscarflow::topology::{build, BuildOptions};
 
-use common::rc_emulator::{GroupLimit, RcEmulator, CLIENT_ID, CLIENT_SECRET, JWT};
+use common::rc_emulator::RcEmulator;
 
 fn vm_hwm_kib() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -33,9 +32,6 @@ fn reset_peak() -> bool {
 }
 
 fn pipeline(emu: &RcEmulator, dir: &Path) -> String {
-    std::env::set_var("OSCARFLOW_T_MEM_ID", CLIENT_ID);
-    std::env::set_var("OSCARFLOW_T_MEM_SECRET", CLIENT_SECRET);
-    std::env::set_var("OSCARFLOW_T_MEM_JWT", JWT);
     std::fs::create_dir_all(dir.join("document")).unwrap();
     format!(
         r#"
@@ -46,20 +42,13 @@ type = "ringcentral_fax"
 spool_dir = "{spool}"
 poll_interval = "1h"
 [sources.fax.ringcentral]
-server = "{server}"
-client_id_env = "OSCARFLOW_T_MEM_ID"
-client_secret_env = "OSCARFLOW_T_MEM_SECRET"
-jwt_env = "OSCARFLOW_T_MEM_JWT"
-[sources.fax.ringcentral.limits]
-light = {{ requests = 100000, window = "1m" }}
-medium = {{ requests = 100000, window = "1m" }}
-[sinks.oscar]
+{ringcentral}[sinks.oscar]
 type = "oscar_fax"
 inputs = ["fax"]
 document_dir = "{docs}"
 "#,
         spool = dir.join("spool").display(),
-        server = emu.url(),
+        ringcentral = emu.ringcentral_toml("MEM", (10, "1m")),
         docs = dir.join("document").display(),
     )
 }
@@ -69,19 +58,7 @@ async fn peak_growth_filing(n: i64, size: usize) -> Option<u64> {
     let tmp = tempfile::tempdir().unwrap();
     let store: Store = common::sqlite_store(tmp.path()).await;
     let emu = RcEmulator::start().await;
-    {
-        let mut s = emu.state.lock().unwrap();
-        for g in ["light", "medium"] {
-            s.limits.insert(
-                g,
-                GroupLimit {
-                    requests: 100_000,
-                    window: Duration::from_secs(60),
-                    penalty: Duration::from_secs(60),
-                },
-            );
-        }
-    }
+    emu.lift_limits();
     let mut body = vec![b'x'; size];
     body[..9].copy_from_slice(b"%PDF-1.4\n");
     let body = Bytes::from(body);

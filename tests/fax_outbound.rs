@@ -17,7 +17,7 @@ use bytes::Bytes;
 use oscarflow::outbound::fax::{FaxOutbox, FaxOutboxConfig, RoundReport};
 use oscarflow::store::Store;
 
-use common::rc_emulator::{GroupLimit, RcEmulator, SentFax, CLIENT_ID, CLIENT_SECRET, JWT};
+use common::rc_emulator::{GroupLimit, RcEmulator, SentFax, CLIENT_SECRET, JWT};
 
 const LINE: &str = "6045550100";
 
@@ -32,12 +32,6 @@ fn limit(emu: &RcEmulator, group: &'static str, requests: usize, window: Duratio
     );
 }
 
-fn generous(emu: &RcEmulator) {
-    for g in ["light", "medium", "heavy"] {
-        limit(emu, g, 100_000, Duration::from_secs(60));
-    }
-}
-
 /// The outbox settings as an operator writes them (`[[fax_outbox]]`).
 fn outbox_config(
     emu: &RcEmulator,
@@ -45,9 +39,6 @@ fn outbox_config(
     extra: &str,
     heavy: (u32, &str),
 ) -> FaxOutboxConfig {
-    std::env::set_var("OSCARFLOW_T_OUT_ID", CLIENT_ID);
-    std::env::set_var("OSCARFLOW_T_OUT_SECRET", CLIENT_SECRET);
-    std::env::set_var("OSCARFLOW_T_OUT_JWT", JWT);
     let text = format!(
         r#"
 name = "clinic"
@@ -57,22 +48,12 @@ poll_interval = "1s"
 unknown_settle_after = "0s"
 {extra}
 [ringcentral]
-server = "{server}"
-client_id_env = "OSCARFLOW_T_OUT_ID"
-client_secret_env = "OSCARFLOW_T_OUT_SECRET"
-jwt_env = "OSCARFLOW_T_OUT_JWT"
 max_attempts = 3
 initial_backoff = "50ms"
 timeout = "10s"
-[ringcentral.limits]
-light = {{ requests = 100000, window = "1m" }}
-medium = {{ requests = 100000, window = "1m" }}
-heavy = {{ requests = {}, window = "{}" }}
-"#,
-        heavy.0,
-        heavy.1,
+{ringcentral}"#,
         docs = docs.display(),
-        server = emu.url(),
+        ringcentral = emu.ringcentral_toml("OUT", heavy),
     );
     toml_edit::de::from_str(&text).expect("valid [[fax_outbox]] settings")
 }
@@ -123,7 +104,7 @@ impl Line {
         let docs = tmp.path().join("document");
         let store = common::sqlite_store(tmp.path()).await;
         let emu = RcEmulator::start().await;
-        generous(&emu);
+        emu.lift_limits();
         queue_faxes(&store, &docs, n).await;
         Line {
             _tmp: tmp,
@@ -383,7 +364,7 @@ async fn a_hundred_faxes_under_a_429_storm_stay_within_the_heavy_limit_and_none_
         let tmp = tempfile::tempdir().unwrap();
         let docs = tmp.path().join("document");
         let emu = RcEmulator::start().await;
-        generous(&emu);
+        emu.lift_limits();
         // Heavy: 10 requests per second (scaled down from 10 per minute to keep the test
         // short); a storm of 25 forced 429s with `Retry-After: 1` on top.
         limit(&emu, "heavy", 10, Duration::from_secs(1));
@@ -424,9 +405,6 @@ async fn a_hundred_faxes_under_a_429_storm_stay_within_the_heavy_limit_and_none_
 
 /// `oscarflow.toml` for a daemon that only runs the fax outbox of our line.
 fn daemon_config(emu: &RcEmulator, dir: &Path, docs: &Path) -> std::path::PathBuf {
-    std::env::set_var("OSCARFLOW_T_OUT_ID", CLIENT_ID);
-    std::env::set_var("OSCARFLOW_T_OUT_SECRET", CLIENT_SECRET);
-    std::env::set_var("OSCARFLOW_T_OUT_JWT", JWT);
     std::fs::create_dir_all(dir.join("pipelines")).unwrap();
     let path = dir.join("oscarflow.toml");
     std::fs::write(
@@ -448,21 +426,12 @@ batch = 7
 unknown_settle_after = "0s"
 
 [fax_outbox.ringcentral]
-server = "{server}"
-client_id_env = "OSCARFLOW_T_OUT_ID"
-client_secret_env = "OSCARFLOW_T_OUT_SECRET"
-jwt_env = "OSCARFLOW_T_OUT_JWT"
 initial_backoff = "50ms"
-
-[fax_outbox.ringcentral.limits]
-light = {{ requests = 100000, window = "1m" }}
-medium = {{ requests = 100000, window = "1m" }}
-heavy = {{ requests = 100000, window = "1m" }}
-"#,
+{ringcentral}"#,
             pipelines = dir.join("pipelines").display(),
             state = dir.join("state").display(),
             docs = docs.display(),
-            server = emu.url(),
+            ringcentral = emu.ringcentral_toml("OUT", (100_000, "1m")),
         ),
     )
     .unwrap();
@@ -475,7 +444,7 @@ async fn two_oscarflow_processes_on_one_oscar_database_never_send_a_fax_twice() 
         let tmp = tempfile::tempdir().unwrap();
         let docs = tmp.path().join("document");
         let emu = RcEmulator::start().await;
-        generous(&emu);
+        emu.lift_limits();
         let store = Store::open(&url).await.unwrap();
         queue_faxes(&store, &docs, 100).await;
         // Some answers are lost on the way back, so adoption races with claiming too.

@@ -11,7 +11,6 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use time::OffsetDateTime;
@@ -20,7 +19,7 @@ use oscarflow::config::load_str;
 use oscarflow::store::Store;
 use oscarflow::topology::{build, BuildOptions};
 
-use common::rc_emulator::{GroupLimit, RcEmulator, CLIENT_ID, CLIENT_SECRET, JWT};
+use common::rc_emulator::{RcEmulator, CLIENT_SECRET, JWT};
 use common::sources::SourceEvents;
 
 /// OSCAR's unclaimed-document inbox (IMPORT-SPEC §3.4, `InboxResultsDao` "unmatched").
@@ -40,28 +39,8 @@ fn pdf(id: i64, size: usize) -> Bytes {
     Bytes::from(v)
 }
 
-/// Lifts the emulator's limits so that hundreds of downloads finish in seconds (the client
-/// gets the same limits from the pipeline file).
-fn generous_limits(emu: &RcEmulator) {
-    let mut s = emu.state.lock().unwrap();
-    for g in ["light", "medium", "heavy"] {
-        s.limits.insert(
-            g,
-            GroupLimit {
-                requests: 100_000,
-                window: Duration::from_secs(60),
-                penalty: Duration::from_secs(60),
-            },
-        );
-    }
-}
-
 /// The fax pipeline file, with per-test secret variables.
 fn pipeline_toml(emu: &RcEmulator, dir: &Path, tag: &str) -> String {
-    let v = |n: &str| format!("OSCARFLOW_T_FAX_{tag}_{n}");
-    std::env::set_var(v("ID"), CLIENT_ID);
-    std::env::set_var(v("SECRET"), CLIENT_SECRET);
-    std::env::set_var(v("JWT"), JWT);
     std::fs::create_dir_all(dir.join("document")).unwrap();
     format!(
         r#"
@@ -81,19 +60,10 @@ poll_interval = "1h"
 per_page = 50
 
 [sources.fax.ringcentral]
-server = "{server}"
-client_id_env = "{id}"
-client_secret_env = "{secret}"
-jwt_env = "{jwt}"
 max_attempts = 2
 initial_backoff = "50ms"
 timeout = "20s"
-
-[sources.fax.ringcentral.limits]
-light = {{ requests = 100000, window = "1m" }}
-medium = {{ requests = 100000, window = "1m" }}
-heavy = {{ requests = 100000, window = "1m" }}
-
+{ringcentral}
 [sinks.oscar]
 type = "oscar_fax"
 inputs = ["fax"]
@@ -102,10 +72,7 @@ queue_id = 1
 fax_line = "6045550100"
 "#,
         spool = dir.join("spool").display(),
-        server = emu.url(),
-        id = v("ID"),
-        secret = v("SECRET"),
-        jwt = v("JWT"),
+        ringcentral = emu.ringcentral_toml(&format!("FAX_{tag}"), (100_000, "1m")),
         docs = dir.join("document").display(),
     )
 }
@@ -201,7 +168,7 @@ async fn received_faxes_become_unclaimed_oscar_documents_and_are_marked_read_aft
     let tmp = tempfile::tempdir().unwrap();
     let store = common::sqlite_store(tmp.path()).await;
     let emu = RcEmulator::start().await;
-    generous_limits(&emu);
+    emu.lift_limits();
     let now = OffsetDateTime::now_utc();
     // A weekend-old fax (outside RingCentral's default 24 h window), one already opened in
     // the RingCentral app, and two new ones.
@@ -265,7 +232,7 @@ async fn an_outage_mid_run_loses_nothing_and_files_nothing_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let store = common::sqlite_store(tmp.path()).await;
     let emu = RcEmulator::start().await;
-    generous_limits(&emu);
+    emu.lift_limits();
     let start = OffsetDateTime::now_utc() - time::Duration::hours(6);
     for i in 0..30 {
         emu.add_fax(
@@ -314,7 +281,7 @@ async fn two_hundred_faxes_of_a_megabyte_land_in_a_real_oscar_database() {
         let store = Store::open(&url).await.unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let emu = RcEmulator::start().await;
-        generous_limits(&emu);
+        emu.lift_limits();
         let start = OffsetDateTime::now_utc() - time::Duration::days(2);
         for i in 0..200 {
             emu.add_fax(
@@ -364,7 +331,7 @@ async fn slow_answers_and_server_errors_delay_the_inbox_but_lose_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let store = common::sqlite_store(tmp.path()).await;
     let emu = RcEmulator::start().await;
-    generous_limits(&emu);
+    emu.lift_limits();
     // Driven through the emulator's control API, as an integrator would.
     let http = reqwest::Client::new();
     let control = |route: &str| http.post(format!("{}/__emu/{route}", emu.url())).send();
@@ -415,7 +382,7 @@ async fn a_fax_that_cannot_be_filed_is_kept_as_a_dead_letter_and_left_unread() {
     let tmp = tempfile::tempdir().unwrap();
     let store = common::sqlite_store(tmp.path()).await;
     let emu = RcEmulator::start().await;
-    generous_limits(&emu);
+    emu.lift_limits();
     let bytes = pdf(301, 25_000);
     emu.add_fax(301, OffsetDateTime::now_utc(), 3, bytes.clone());
     // DOCUMENT_DIR is not a directory: every write fails, the retries run out.

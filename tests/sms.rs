@@ -16,7 +16,7 @@ use chrono::{Duration as Days, Local};
 use oscarflow::outbound::sms::{SmsConfig, SmsOutbox, SmsReport};
 use oscarflow::store::Store;
 
-use common::rc_emulator::{GroupLimit, RcEmulator, CLIENT_ID, CLIENT_SECRET, JWT};
+use common::rc_emulator::{RcEmulator, CLIENT_SECRET, JWT};
 
 /// The settings, sending at any hour unless `extra` sets `send_between`.
 fn sms_config(emu: &RcEmulator, extra: &str) -> SmsConfig {
@@ -25,9 +25,6 @@ fn sms_config(emu: &RcEmulator, extra: &str) -> SmsConfig {
     } else {
         "send_between = []"
     };
-    std::env::set_var("OSCARFLOW_T_SMS_ID", CLIENT_ID);
-    std::env::set_var("OSCARFLOW_T_SMS_SECRET", CLIENT_SECRET);
-    std::env::set_var("OSCARFLOW_T_SMS_JWT", JWT);
     let text = format!(
         r#"
 name = "clinic"
@@ -37,16 +34,9 @@ unknown_settle_after = "0s"
 {hours}
 {extra}
 [ringcentral]
-server = "{server}"
-client_id_env = "OSCARFLOW_T_SMS_ID"
-client_secret_env = "OSCARFLOW_T_SMS_SECRET"
-jwt_env = "OSCARFLOW_T_SMS_JWT"
 initial_backoff = "50ms"
-[ringcentral.limits]
-light = {{ requests = 100000, window = "1m" }}
-medium = {{ requests = 100000, window = "1m" }}
-"#,
-        server = emu.url(),
+{ringcentral}"#,
+        ringcentral = emu.ringcentral_toml("SMS", (10, "1m")),
     );
     toml_edit::de::from_str(&text).expect("valid [[sms]] settings")
 }
@@ -55,16 +45,7 @@ const REMINDERS: &str = "[reminders]\nlead_time = \"48h\"\nmin_notice = \"1h\"\n
 
 async fn emulator() -> RcEmulator {
     let emu = RcEmulator::start().await;
-    for g in ["light", "medium"] {
-        emu.state.lock().unwrap().limits.insert(
-            g,
-            GroupLimit {
-                requests: 100_000,
-                window: std::time::Duration::from_secs(60),
-                penalty: std::time::Duration::from_secs(60),
-            },
-        );
-    }
+    emu.lift_limits();
     emu
 }
 

@@ -55,6 +55,11 @@ fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
+/// A fax line as OSCAR's `faxes.faxline` holds it: 1 to 11 digits.
+pub fn is_fax_line(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 11 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// OSCAR's document type for received faxes: Open-O fixed the spelling, OSCAR 19 did not.
 pub fn received_fax_doctype(flavour: Flavour) -> &'static str {
     match flavour {

@@ -5,7 +5,51 @@
 use std::time::Duration;
 
 use crate::error::describe_sqlx;
+use crate::ringcentral::RcConfig;
 use crate::store::Store;
+use crate::topology::Shutdown;
+
+/// The checks every outbound worker's settings share.
+pub(crate) fn check_worker(name: &str, rc: &RcConfig, batch: u32, attempts: u32) -> Vec<String> {
+    let mut v: Vec<String> = rc
+        .validate()
+        .into_iter()
+        .map(|p| format!("ringcentral: {p}"))
+        .collect();
+    if name.is_empty() || name.len() > 40 {
+        v.push("name must be 1 to 40 characters".into());
+    }
+    if batch == 0 || attempts == 0 {
+        v.push("batch and max_attempts must be at least 1".into());
+    }
+    v
+}
+
+/// Runs `round` now and then every `interval` until `shutdown` fires; `done` logs a
+/// finished round, a failed one is logged here (PHI-free text) and tried again next time.
+pub(crate) async fn run_rounds<R, F, Fut>(
+    worker: &str,
+    interval: Duration,
+    mut shutdown: Shutdown,
+    mut round: F,
+    done: impl Fn(&R),
+) where
+    F: FnMut(Shutdown) -> Fut,
+    Fut: std::future::Future<Output = Result<R, String>>,
+{
+    loop {
+        match round(shutdown.clone()).await {
+            Ok(r) => done(&r),
+            Err(e) => {
+                tracing::error!(worker, error = %e, "Round failed; trying again at the next round.")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
 
 /// A claim table: `table` keyed by `key`, with `owner`, `state` and `claimed_unix` columns.
 #[derive(Clone, Copy)]

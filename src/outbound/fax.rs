@@ -34,9 +34,10 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::claim::{cut, db, owner_id, rfc3339, unix_now, ClaimTable};
+use super::claim::{check_worker, cut, db, owner_id, rfc3339, run_rounds, unix_now, ClaimTable};
 use crate::config::deserialize_duration;
 use crate::error::ErrorKind;
+use crate::oscar::fax::is_fax_line;
 use crate::ringcentral::fax::{find_sent_by_name, get_message, send_fax, FaxMessage, FaxRequest};
 use crate::ringcentral::phone::to_e164;
 use crate::ringcentral::{RcClient, RcConfig, RcError};
@@ -91,23 +92,9 @@ fn default_batch() -> u32 {
 
 impl FaxOutboxConfig {
     pub fn validate(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .ringcentral
-            .validate()
-            .into_iter()
-            .map(|p| format!("ringcentral: {p}"))
-            .collect();
-        if self.fax_line.is_empty()
-            || self.fax_line.len() > 11
-            || !self.fax_line.bytes().all(|b| b.is_ascii_digit())
-        {
+        let mut v = check_worker(&self.name, &self.ringcentral, self.batch, self.max_attempts);
+        if !is_fax_line(&self.fax_line) {
             v.push("fax_line must be 1 to 11 digits, as in faxes.faxline".into());
-        }
-        if self.name.is_empty() || self.name.len() > 40 {
-            v.push("name must be 1 to 40 characters".into());
-        }
-        if self.batch == 0 || self.max_attempts == 0 {
-            v.push("batch and max_attempts must be at least 1".into());
         }
         v
     }
@@ -173,21 +160,18 @@ impl FaxOutbox {
     }
 
     /// Rounds every `poll_interval` until shutdown.
-    pub async fn run(&self, mut shutdown: Shutdown) {
-        loop {
-            match self.round_until(Some(&shutdown)).await {
-                Ok(r) => {
-                    tracing::info!(outbox = %self.cfg.name, claimed = r.claimed, sent = r.sent, adopted = r.adopted, completed = r.completed, failed = r.failed, pending = r.pending, "Fax outbox round done.")
-                }
-                Err(e) => {
-                    tracing::error!(outbox = %self.cfg.name, error = %e, "Fax outbox round failed; trying again at the next round.")
-                }
-            }
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-            }
-        }
+    pub async fn run(&self, shutdown: Shutdown) {
+        let name = self.cfg.name.clone();
+        run_rounds(
+            &name,
+            self.cfg.poll_interval,
+            shutdown,
+            |stop| async move { self.round_until(Some(&stop)).await },
+            |r: &RoundReport| {
+                tracing::info!(outbox = %name, claimed = r.claimed, sent = r.sent, adopted = r.adopted, completed = r.completed, failed = r.failed, pending = r.pending, "Fax outbox round done.")
+            },
+        )
+        .await
     }
 
     /// One round: settle what is unknown, claim new faxes, send what this worker owns, poll

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use chrono::{Local, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use serde::Deserialize;
 
-use super::claim::{cut, db, owner_id, rfc3339, unix_now, ClaimTable};
+use super::claim::{check_worker, cut, db, owner_id, rfc3339, run_rounds, unix_now, ClaimTable};
 use crate::dead_letter::{DeadLetter, DeadLetterStore, ReasonCode};
 use crate::envelope::{sha256, MessageId, Origin, Provenance};
 use crate::error::ErrorKind;
@@ -212,20 +212,9 @@ fn check_template(t: &str, what: &str, v: &mut Vec<String>) {
 
 impl SmsConfig {
     pub fn validate(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .ringcentral
-            .validate()
-            .into_iter()
-            .map(|p| format!("ringcentral: {p}"))
-            .collect();
+        let mut v = check_worker(&self.name, &self.ringcentral, self.batch, self.max_attempts);
         if to_e164(&self.from).is_err() {
             v.push("from must be the clinic's SMS number (North American)".into());
-        }
-        if self.name.is_empty() || self.name.len() > 40 {
-            v.push("name must be 1 to 40 characters".into());
-        }
-        if self.batch == 0 || self.max_attempts == 0 {
-            v.push("batch and max_attempts must be at least 1".into());
         }
         match self.send_between.as_slice() {
             [] => {}
@@ -310,21 +299,18 @@ impl SmsOutbox {
     }
 
     /// Rounds every `poll_interval` until shutdown.
-    pub async fn run(&self, mut shutdown: Shutdown) {
-        loop {
-            match self.round().await {
-                Ok(r) => {
-                    tracing::info!(sms = %self.cfg.name, queued = r.queued, opted_out = r.opted_out, invalid = r.invalid, sent = r.sent, adopted = r.adopted, delivered = r.delivered, failed = r.failed, "SMS round done.")
-                }
-                Err(e) => {
-                    tracing::error!(sms = %self.cfg.name, error = %e, "SMS round failed; trying again at the next round.")
-                }
-            }
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-            }
-        }
+    pub async fn run(&self, shutdown: Shutdown) {
+        let name = self.cfg.name.clone();
+        run_rounds(
+            &name,
+            self.cfg.poll_interval,
+            shutdown,
+            |_| self.round(),
+            |r: &SmsReport| {
+                tracing::info!(sms = %name, queued = r.queued, opted_out = r.opted_out, invalid = r.invalid, sent = r.sent, adopted = r.adopted, delivered = r.delivered, failed = r.failed, "SMS round done.")
+            },
+        )
+        .await
     }
 
     /// One round: produce, settle unknown sends, send what is queued, poll statuses.

@@ -60,7 +60,7 @@ impl OscarFaxConfig {
             v.push(("document_dir must be set".to_string(), None));
         }
         if let Some(line) = &self.fax_line {
-            if line.is_empty() || line.len() > 11 || !line.bytes().all(|b| b.is_ascii_digit()) {
+            if !crate::oscar::fax::is_fax_line(line) {
                 v.push(("fax_line must be 1 to 11 digits".to_string(), None));
             }
         }

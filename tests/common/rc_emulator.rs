@@ -204,6 +204,41 @@ impl RcEmulator {
         }
     }
 
+    /// Lifts the Light, Medium and Heavy limits (tests making hundreds of calls).
+    pub fn lift_limits(&self) {
+        let mut s = self.state.lock().unwrap();
+        for g in ["light", "medium", "heavy"] {
+            s.limits.insert(
+                g,
+                GroupLimit {
+                    requests: 100_000,
+                    window: Duration::from_secs(60),
+                    penalty: Duration::from_secs(60),
+                },
+            );
+        }
+    }
+
+    /// The keys of a `ringcentral` settings table pointing at this emulator, with the
+    /// credentials in the variables `OSCARFLOW_T_<tag>_{ID,SECRET,JWT}` (set here) and the
+    /// client's Light and Medium limits lifted; `heavy` is the Heavy limit
+    /// (`requests`, `window`). The caller writes the table header and its own keys first.
+    pub fn ringcentral_toml(&self, tag: &str, heavy: (u32, &str)) -> String {
+        let v = |n: &str| format!("OSCARFLOW_T_{tag}_{n}");
+        std::env::set_var(v("ID"), CLIENT_ID);
+        std::env::set_var(v("SECRET"), CLIENT_SECRET);
+        std::env::set_var(v("JWT"), JWT);
+        format!(
+            "server = \"{}\"\nclient_id_env = \"{}\"\nclient_secret_env = \"{}\"\njwt_env = \"{}\"\nlimits.light = {{ requests = 100000, window = \"1m\" }}\nlimits.medium = {{ requests = 100000, window = \"1m\" }}\nlimits.heavy = {{ requests = {}, window = \"{}\" }}\n",
+            self.url(),
+            v("ID"),
+            v("SECRET"),
+            v("JWT"),
+            heavy.0,
+            heavy.1
+        )
+    }
+
     /// Adds an inbound fax to the message store.
     pub fn add_fax(&self, id: i64, creation_time: time::OffsetDateTime, pages: u32, pdf: Bytes) {
         let creation_time = creation_time
