@@ -55,6 +55,13 @@ fn config(emu: &Emulator, tag: &str) -> ExcellerisConfig {
 }
 
 /// Runs the lab pipeline with `source` until it ends; returns the pipeline's result.
+/// Runs `source` to its end, which must be clean; the poll and settle events it reported.
+async fn polled(store: &Store, source: ExcellerisSource) -> Arc<Polls> {
+    let polls = Arc::new(Polls::default());
+    run(store, source, polls.clone()).await.unwrap();
+    polls
+}
+
 async fn run(store: &Store, source: ExcellerisSource, polls: Arc<Polls>) -> Result<(), String> {
     common::sources::run(&common::lab_pipeline(), store, Box::new(source), polls).await
 }
@@ -100,9 +107,8 @@ async fn the_qa_batch_is_imported_and_acknowledged_only_after_commit() {
             *seen.lock().unwrap() = Some(n);
         })
     }));
-    let polls = Arc::new(Polls::default());
     let source = ExcellerisSource::new(config(&emu, "QA")).with_max_polls(1);
-    run(&store, source, polls.clone()).await.unwrap();
+    let polls = polled(&store, source).await;
     assert_eq!(*polls.failed.lock().unwrap(), Vec::<String>::new());
     assert_eq!(*polls.ok.lock().unwrap(), vec![18]);
     assert_eq!(count(&store, "hl7TextMessage").await, 18);
@@ -151,9 +157,8 @@ async fn a_crash_before_the_ack_redelivers_the_batch_with_zero_duplicate_rows() 
     assert_eq!(count(&store, "hl7TextMessage").await, 18);
 
     // Restart: the same batch comes again, and a second batch with it plus one new lab.
-    let polls = Arc::new(Polls::default());
     let source = ExcellerisSource::new(config(&emu, "CRASH2")).with_max_polls(1);
-    run(&store, source, polls.clone()).await.unwrap();
+    polled(&store, source).await;
     assert_eq!(
         rows(&store).await,
         after_crash,
@@ -196,14 +201,7 @@ async fn a_wrong_client_certificate_fails_with_a_clear_error_and_reads_nothing()
 
     let mut cfg = config(&emu, "STRANGER");
     cfg.client_identity = emu.stranger_pem.clone();
-    let polls = Arc::new(Polls::default());
-    run(
-        &store,
-        ExcellerisSource::new(cfg).with_max_polls(1),
-        polls.clone(),
-    )
-    .await
-    .unwrap();
+    let polls = polled(&store, ExcellerisSource::new(cfg).with_max_polls(1)).await;
     let failed = polls.failed.lock().unwrap().clone();
     assert_eq!(failed.len(), 1);
     assert!(
@@ -224,14 +222,7 @@ async fn a_wrong_client_certificate_fails_with_a_clear_error_and_reads_nothing()
     // The server's certificate from a CA not in the trust store.
     let mut cfg = config(&emu, "WRONGTRUST");
     cfg.trust_store = emu.wrong_trust_pem.clone();
-    let polls = Arc::new(Polls::default());
-    run(
-        &store,
-        ExcellerisSource::new(cfg).with_max_polls(1),
-        polls.clone(),
-    )
-    .await
-    .unwrap();
+    let polls = polled(&store, ExcellerisSource::new(cfg).with_max_polls(1)).await;
     let failed = polls.failed.lock().unwrap().clone();
     assert!(
         failed[0].contains("not signed by a CA in trust_store"),
@@ -243,14 +234,7 @@ async fn a_wrong_client_certificate_fails_with_a_clear_error_and_reads_nothing()
     let mut cfg = config(&emu, "BADPASS");
     std::env::set_var(cfg.password_env.get_ref(), "wrong");
     cfg.acknowledge = true;
-    let polls = Arc::new(Polls::default());
-    run(
-        &store,
-        ExcellerisSource::new(cfg).with_max_polls(1),
-        polls.clone(),
-    )
-    .await
-    .unwrap();
+    let polls = polled(&store, ExcellerisSource::new(cfg).with_max_polls(1)).await;
     let failed = polls.failed.lock().unwrap().clone();
     assert_eq!(
         failed,
@@ -381,14 +365,7 @@ async fn server_faults_are_reported_and_the_batch_comes_again_without_duplicates
     }
     let mut cfg = config(&emu, "FAULTS");
     cfg.poll_interval = Duration::from_millis(50);
-    let polls = Arc::new(Polls::default());
-    run(
-        &store,
-        ExcellerisSource::new(cfg).with_max_polls(3),
-        polls.clone(),
-    )
-    .await
-    .unwrap();
+    let polls = polled(&store, ExcellerisSource::new(cfg).with_max_polls(3)).await;
     let failed = polls.failed.lock().unwrap().clone();
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert_eq!(failed[0], "fetch: HTTP 500");

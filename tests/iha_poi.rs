@@ -55,6 +55,13 @@ fn pipeline() -> oscarflow::config::PipelineConfig {
     cfg
 }
 
+/// Runs `source` to its end, which must be clean; the poll and settle events it reported.
+async fn polled(store: &Store, source: IhaPoiSource) -> Arc<Polls> {
+    let polls = Arc::new(Polls::default());
+    run(store, source, polls.clone()).await.unwrap();
+    polls
+}
+
 async fn run(store: &Store, source: IhaPoiSource, polls: Arc<Polls>) -> Result<(), String> {
     common::sources::run(&pipeline(), store, Box::new(source), polls).await
 }
@@ -73,14 +80,11 @@ async fn every_poi_message_is_imported_and_acknowledged_by_its_own_id_after_comm
     let tmp = tempfile::tempdir().unwrap();
     let store = common::seeded_store(tmp.path()).await;
     let emu = PoiEmulator::start(tmp.path(), &doc).await;
-    let polls = Arc::new(Polls::default());
-    run(
+    let polls = polled(
         &store,
         IhaPoiSource::new(config(&emu, "ALL")).with_max_polls(1),
-        polls.clone(),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(
         polls.failed.lock().unwrap().is_empty(),
         "{:?}",
@@ -164,26 +168,16 @@ async fn an_empty_response_is_a_quiet_poll_and_bad_credentials_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let store = common::seeded_store(tmp.path()).await;
     let emu = PoiEmulator::start(tmp.path(), &doc).await;
-    let polls = Arc::new(Polls::default());
-    run(
+    let polls = polled(
         &store,
         IhaPoiSource::new(config(&emu, "EMPTY")).with_max_polls(1),
-        polls.clone(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(*polls.ok.lock().unwrap(), vec![0]);
     assert!(polls.failed.lock().unwrap().is_empty());
     let cfg = config(&emu, "BAD");
     std::env::set_var(cfg.password_env.get_ref(), "wrong");
-    let polls = Arc::new(Polls::default());
-    run(
-        &store,
-        IhaPoiSource::new(cfg).with_max_polls(1),
-        polls.clone(),
-    )
-    .await
-    .unwrap();
+    let polls = polled(&store, IhaPoiSource::new(cfg).with_max_polls(1)).await;
     let failed = polls.failed.lock().unwrap().clone();
     assert_eq!(failed, vec!["fetch: HTTP 401".to_string()]);
 }
