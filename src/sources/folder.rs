@@ -308,6 +308,7 @@ impl Source for FolderSource {
             observers,
             ..
         } = cx;
+        let mut poll_requests = out.control().poll_requests();
         // A drop folder that does not exist yet is created (watch mode); a replay of a
         // missing folder is an error.
         if self.cfg.mode == FolderMode::Watch && !self.cfg.path.exists() {
@@ -477,6 +478,7 @@ impl Source for FolderSource {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 _ = tokio::time::sleep(tick) => {}
+                _ = poll_requests.changed() => {}
                 w = wake_rx.recv() => {
                     if w.is_none() {
                         tokio::time::sleep(tick).await;

@@ -36,7 +36,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{Source, SourceContext, SourceError};
@@ -446,7 +446,7 @@ impl MllpSource {
 struct Conn {
     pipeline: Arc<str>,
     id: Arc<str>,
-    out: mpsc::Sender<Envelope<Raw>>,
+    out: super::Outlet<Raw>,
     in_flight: Arc<InFlight>,
     observers: Observers,
     store: Store,

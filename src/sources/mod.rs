@@ -22,7 +22,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::ack::InFlight;
 use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
@@ -43,13 +43,122 @@ pub use sftp::SftpConfig;
 pub struct SourceContext<T = Raw> {
     pub pipeline: Arc<str>,
     pub id: Arc<str>,
-    /// The bounded channel to the first stage.
-    pub out: mpsc::Sender<Envelope<T>>,
+    /// The bounded channel to the first stage, behind the pipeline's pause switch.
+    pub out: Outlet<T>,
     pub shutdown: Shutdown,
     pub in_flight: Arc<InFlight>,
     pub observers: Observers,
     /// The pipeline's database (sources that keep state: MLLP answers, checkpoints).
     pub store: crate::store::Store,
+}
+
+/// Run-time controls of one pipeline's sources, driven by the daemon's control API:
+/// pause and resume intake, and poll now.
+///
+/// Pausing holds every source at its next [`Outlet::send`]: nothing new enters the pipeline,
+/// what is in flight still commits and is released. A polling source also skips its polls
+/// while paused. Nothing is dropped; an input held at the outlet stays unreleased.
+#[derive(Debug)]
+pub struct SourceControl {
+    paused: watch::Sender<bool>,
+    poll_now: watch::Sender<u64>,
+}
+
+impl SourceControl {
+    pub fn new() -> Arc<Self> {
+        Arc::new(SourceControl {
+            paused: watch::channel(false).0,
+            poll_now: watch::channel(0).0,
+        })
+    }
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+    /// Asks every polling source of the pipeline to poll at once (after a poll in progress).
+    pub fn poll_now(&self) {
+        self.poll_now.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    /// A receiver that sees each later [`SourceControl::poll_now`].
+    pub fn poll_requests(&self) -> watch::Receiver<u64> {
+        self.poll_now.subscribe()
+    }
+    /// Waits while the pipeline is paused.
+    pub async fn wait_resumed(&self) {
+        let mut rx = self.paused.subscribe();
+        let _ = rx.wait_for(|p| !*p).await;
+    }
+}
+
+/// The pipeline is gone: an envelope could not be sent (its ack token failed its batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+/// A source's way into the pipeline: the bounded channel to the first consumer, gated by
+/// the pipeline's [`SourceControl`].
+pub struct Outlet<T> {
+    tx: mpsc::Sender<Envelope<T>>,
+    control: Arc<SourceControl>,
+}
+
+impl<T> Clone for Outlet<T> {
+    fn clone(&self) -> Self {
+        Outlet {
+            tx: self.tx.clone(),
+            control: self.control.clone(),
+        }
+    }
+}
+
+impl<T> Outlet<T> {
+    pub fn new(tx: mpsc::Sender<Envelope<T>>, control: Arc<SourceControl>) -> Self {
+        Outlet { tx, control }
+    }
+    pub fn control(&self) -> &Arc<SourceControl> {
+        &self.control
+    }
+}
+
+impl<T: Send> Outlet<T> {
+    /// Sends one envelope, waiting while the pipeline is paused and while the channel is
+    /// full (backpressure). `Err(Closed)` when the pipeline stopped; the envelope is dropped
+    /// and its batch fails, so the input stays for re-delivery.
+    pub async fn send(&self, env: Envelope<T>) -> Result<(), Closed> {
+        if self.control.is_paused() {
+            tokio::select! {
+                _ = self.control.wait_resumed() => {}
+                _ = self.tx.closed() => return Err(Closed),
+            }
+        }
+        self.tx.send(env).await.map_err(|_| Closed)
+    }
+}
+
+/// Sleeps for `delay`, or until a poll is requested through `control` or `shutdown` fires;
+/// then waits while the pipeline is paused. False when shutdown fired.
+pub async fn wait_next_poll(
+    delay: std::time::Duration,
+    control: &SourceControl,
+    polls: &mut watch::Receiver<u64>,
+    shutdown: &mut Shutdown,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.wait() => return false,
+        _ = tokio::time::sleep(delay) => {}
+        _ = polls.changed() => {}
+    }
+    if control.is_paused() {
+        tokio::select! {
+            _ = shutdown.wait() => return false,
+            _ = control.wait_resumed() => {}
+        }
+    }
+    !shutdown.is_triggered()
 }
 
 /// A source failure that stops the source.

@@ -312,6 +312,7 @@ where
     Fut: Future<Output = Result<Round, PollError>>,
 {
     let mut shutdown = cx.shutdown.clone();
+    let mut poll_requests = cx.out.control().poll_requests();
     let mut polls = 0u32;
     loop {
         if shutdown.is_triggered() {
@@ -346,9 +347,10 @@ where
         if schedule.max_polls.is_some_and(|m| polls >= m) {
             break;
         }
-        tokio::select! {
-            _ = shutdown.wait() => break,
-            _ = tokio::time::sleep(next_delay(schedule.times_of_day, schedule.interval)) => {}
+        let delay = next_delay(schedule.times_of_day, schedule.interval);
+        if !super::wait_next_poll(delay, cx.out.control(), &mut poll_requests, &mut shutdown).await
+        {
+            break;
         }
     }
     Ok(())

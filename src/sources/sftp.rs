@@ -424,6 +424,7 @@ impl Source for SftpSource {
             }
         }
         let mut shutdown = cx.shutdown.clone();
+        let mut poll_requests = cx.out.control().poll_requests();
         let (settled_tx, mut settled_rx) = mpsc::unbounded_channel::<(String, BatchStatus)>();
         let mut remote: Option<Arc<Remote>> = None;
         let mut backoff = Duration::from_millis(200);
@@ -554,6 +555,7 @@ impl Source for SftpSource {
                 _ = shutdown.wait() => {}
                 s = settled_rx.recv() => if let Some(s) = s { to_release.push(s) },
                 _ = tokio::time::sleep(wait) => {}
+                _ = poll_requests.changed() => next_poll = Instant::now(),
             }
         }
         Ok(())

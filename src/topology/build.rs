@@ -26,7 +26,7 @@ use crate::sources::iha_poi::IhaPoiSource;
 use crate::sources::mllp::MllpSource;
 use crate::sources::ringcentral_fax::RingCentralFaxSource;
 use crate::sources::sftp::SftpSource;
-use crate::sources::{Source, SourceConfig, SourceContext};
+use crate::sources::{Outlet, Source, SourceConfig, SourceContext, SourceControl};
 use crate::stages::match_patient::MatchPatient;
 use crate::stages::parse_hl7::ParseHl7;
 use crate::stages::{Stage, StageConfig};
@@ -79,6 +79,8 @@ pub struct RunningPipeline {
     pub in_flight: Arc<InFlight>,
     /// The bound on unacknowledged batches implied by capacities and concurrency.
     pub in_flight_bound: usize,
+    /// Pause, resume, poll now (the daemon's control API).
+    pub control: Arc<SourceControl>,
 }
 
 impl RunningPipeline {
@@ -148,6 +150,7 @@ pub fn build(
     let observers = opts.observers_into(observers);
     let (trigger, shutdown) = Shutdown::new();
     let in_flight = InFlight::new();
+    let control = SourceControl::new();
     let mut tasks: JoinSet<Result<(), Fatal>> = JoinSet::new();
 
     // Channels: one per consumer, typed by its input port.
@@ -293,6 +296,7 @@ pub fn build(
         in_flight: in_flight.clone(),
         observers: observers.clone(),
         store: store.clone(),
+        control: control.clone(),
     };
     for c in &cfg.sources {
         let out = match txs.remove(&c.id) {
@@ -374,6 +378,7 @@ pub fn build(
         tasks,
         in_flight,
         in_flight_bound: bound,
+        control,
     })
 }
 
@@ -384,6 +389,7 @@ struct SourceShared {
     in_flight: Arc<InFlight>,
     observers: Observers,
     store: Store,
+    control: Arc<SourceControl>,
 }
 
 impl SourceShared {
@@ -391,7 +397,7 @@ impl SourceShared {
         SourceContext {
             pipeline: self.pipeline.clone(),
             id: Arc::from(id),
-            out,
+            out: Outlet::new(out, self.control.clone()),
             shutdown: self.shutdown.clone(),
             in_flight: self.in_flight.clone(),
             observers: self.observers.clone(),
