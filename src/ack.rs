@@ -13,8 +13,10 @@
 //! turns that re-delivery into a no-op. Status merge is order independent: the worst status
 //! wins (`Failed > DeadLettered > Delivered`).
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -48,24 +50,36 @@ impl BatchStatus {
     }
 }
 
-/// Counts batches that a source has started and whose acknowledgement has not resolved yet.
-/// Shared by every source of one pipeline; the high-water mark proves backpressure.
+/// Counts batches that a source has started and whose acknowledgement has not resolved yet,
+/// and remembers when each started, for the age of the oldest one (`/metrics`). Shared by
+/// every source of one pipeline; the high-water mark proves backpressure.
 #[derive(Debug, Default)]
 pub struct InFlight {
     current: AtomicUsize,
     high_water: AtomicUsize,
+    next: AtomicU64,
+    /// Start time of every open batch, by sequence number (so the first is the oldest).
+    open: Mutex<BTreeMap<u64, Instant>>,
 }
 
 impl InFlight {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
-    fn inc(&self) {
+    fn inc(&self) -> u64 {
         let now = self.current.fetch_add(1, Ordering::SeqCst) + 1;
         self.high_water.fetch_max(now, Ordering::SeqCst);
+        let seq = self.next.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(seq, Instant::now());
+        }
+        seq
     }
-    fn dec(&self) {
+    fn dec(&self, seq: u64) {
         self.current.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(&seq);
+        }
     }
     /// Batches currently unacknowledged.
     pub fn current(&self) -> usize {
@@ -75,6 +89,14 @@ impl InFlight {
     pub fn high_water(&self) -> usize {
         self.high_water.load(Ordering::SeqCst)
     }
+    /// How long the oldest unacknowledged batch has been open (zero when none is).
+    pub fn oldest_age(&self) -> Duration {
+        self.open
+            .lock()
+            .ok()
+            .and_then(|o| o.values().next().map(|t| t.elapsed()))
+            .unwrap_or_default()
+    }
 }
 
 struct Shared {
@@ -82,7 +104,7 @@ struct Shared {
     /// Why the first dead-lettered part was dead-lettered (PHI-free code).
     reason: Mutex<Option<ReasonCode>>,
     tx: Mutex<Option<oneshot::Sender<BatchOutcome>>>,
-    in_flight: Option<Arc<InFlight>>,
+    in_flight: Option<(Arc<InFlight>, u64)>,
 }
 
 /// A batch's merged status and, when something was dead-lettered, the first reason.
@@ -107,8 +129,8 @@ impl Drop for Shared {
             // which is the safe direction.
             let _ = tx.send(BatchOutcome { status, reason });
         }
-        if let Some(f) = &self.in_flight {
-            f.dec();
+        if let Some((f, seq)) = &self.in_flight {
+            f.dec(*seq);
         }
     }
 }
@@ -144,9 +166,10 @@ impl BatchNotifier {
     /// A new batch, counted in `in_flight` until its status resolves.
     pub fn new(in_flight: Option<Arc<InFlight>>) -> (Self, BatchReceiver) {
         let (tx, rx) = oneshot::channel();
-        if let Some(f) = &in_flight {
-            f.inc();
-        }
+        let in_flight = in_flight.map(|f| {
+            let seq = f.inc();
+            (f, seq)
+        });
         let shared = Arc::new(Shared {
             status: AtomicU8::new(BatchStatus::Delivered as u8),
             reason: Mutex::new(None),
@@ -309,6 +332,21 @@ mod tests {
         drop(n2);
         assert_eq!(f.current(), 0);
         assert_eq!(f.high_water(), 2);
+    }
+
+    #[test]
+    fn the_oldest_open_batch_gives_the_age_until_it_resolves() {
+        let f = InFlight::new();
+        assert_eq!(f.oldest_age(), Duration::ZERO);
+        let (first, _r1) = BatchNotifier::new(Some(f.clone()));
+        std::thread::sleep(Duration::from_millis(30));
+        let (second, _r2) = BatchNotifier::new(Some(f.clone()));
+        assert!(f.oldest_age() >= Duration::from_millis(30));
+        drop(first);
+        // Only the younger batch is open now.
+        assert!(f.oldest_age() < Duration::from_millis(30));
+        drop(second);
+        assert_eq!(f.oldest_age(), Duration::ZERO);
     }
 
     fn status_strategy() -> impl Strategy<Value = BatchStatus> {

@@ -4,15 +4,12 @@
 //! Work still in flight when the grace period ends is abandoned safely: its transactions roll
 //! back and its inputs stay where they are, to be re-delivered on the next start.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::fail;
 use crate::config::daemon::DaemonConfig;
-use crate::config::load_all;
-use crate::store::{redact_url, Store};
-use crate::topology::{build, BuildOptions, RunningPipeline};
+use crate::topology::{BuildOptions, Supervisor};
 
 /// Arguments of `run`. Flags override the config file.
 #[derive(clap::Args, Debug)]
@@ -105,52 +102,31 @@ pub async fn run(a: RunArgs) -> i32 {
             Err(e) => return fail(e),
         },
     };
-    let (pipelines, diags) = load_all(std::slice::from_ref(&cfg.pipelines_dir));
-    for d in &diags {
-        tracing::error!(problem = %d, "Invalid pipeline file; it is not started.");
+    let mut sup = Supervisor::new(
+        cfg.pipelines_dir.clone(),
+        url.clone(),
+        cfg.grace_period,
+        BuildOptions::default(),
+    );
+    if let Err(e) = sup.reconcile().await {
+        return fail(e);
     }
-    if pipelines.is_empty() && cfg.fax_outbox.is_empty() && cfg.sms.is_empty() {
+    if sup.running_count() == 0 && cfg.fax_outbox.is_empty() && cfg.sms.is_empty() {
         return fail(format!(
             "no valid pipeline in {}",
             cfg.pipelines_dir.display()
         ));
     }
-    let mut stores: HashMap<String, Store> = HashMap::new();
-    let mut running: Vec<RunningPipeline> = Vec::new();
-    for p in &pipelines {
-        let purl = p.database_url_override().unwrap_or_else(|| url.clone());
-        let store = match stores.get(&purl) {
-            Some(s) => s.clone(),
-            None => match Store::open(&purl).await {
-                Ok(s) => {
-                    tracing::info!(database = %redact_url(&purl), "Database open.");
-                    stores.insert(purl.clone(), s.clone());
-                    s
-                }
-                Err(e) => return fail(e),
-            },
-        };
-        match build(p, &store, BuildOptions::default()) {
-            Ok(r) => {
-                tracing::info!(pipeline = %p.name, file = %p.path.display(), "Pipeline started.");
-                running.push(r);
-            }
-            Err(e) => return fail(e),
-        }
-    }
+    // Edits to the pipelines directory (and SIGHUP) reload the pipelines that changed.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let _watcher = watch_dir(&cfg.pipelines_dir, reload_tx.clone());
 
     let (outbox_stop, outbox_shutdown) = crate::topology::Shutdown::new();
     let mut outboxes = tokio::task::JoinSet::new();
     if !cfg.fax_outbox.is_empty() || !cfg.sms.is_empty() {
-        let store = match stores.get(&url) {
-            Some(s) => s.clone(),
-            None => match Store::open(&url).await {
-                Ok(s) => {
-                    stores.insert(url.clone(), s.clone());
-                    s
-                }
-                Err(e) => return fail(e),
-            },
+        let store = match sup.store(&url).await {
+            Ok(s) => s,
+            Err(e) => return fail(e),
         };
         for oc in &cfg.fax_outbox {
             match crate::outbound::fax::FaxOutbox::new(oc.clone(), store.clone()) {
@@ -185,29 +161,39 @@ pub async fn run(a: RunArgs) -> i32 {
             .unwrap_or_default();
         tracing::info!(address = %bound, "HTTP endpoint listening (/healthz, /readyz, /metrics).");
         let state = std::sync::Arc::new(crate::http::HttpState {
-            stores: stores.values().cloned().collect(),
             metrics,
             token,
+            registry: sup.registry.clone(),
         });
         tokio::spawn(crate::http::serve(listener, state, outbox_shutdown.clone()));
     }
 
-    wait_for_signal().await;
+    let mut signals = Signals::new();
+    loop {
+        tokio::select! {
+            s = signals.next() => match s {
+                Signal::Stop => break,
+                Signal::Reload => { let _ = reload_tx.send(()); }
+            },
+            r = reload_rx.recv() => {
+                if r.is_none() {
+                    continue;
+                }
+                // Let a burst of events (an editor's write, rename, chmod) settle first.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                while reload_rx.try_recv().is_ok() {}
+                match sup.reconcile().await {
+                    Ok(n) => tracing::info!(restarted = n, running = sup.running_count(), "Pipelines directory re-read."),
+                    Err(e) => tracing::error!(error = %e, "Reloading the pipelines failed; running pipelines kept."),
+                }
+            }
+        }
+    }
     // A fax outbox finishes the fax it is sending (its claim stays valid) and stops.
     outbox_stop.trigger();
     tracing::info!(grace_period = ?cfg.grace_period, "Stopping: intake stopped, draining in-flight messages.");
     let deadline = tokio::time::Instant::now() + cfg.grace_period;
-    let mut clean = true;
-    for r in &running {
-        r.stop_intake();
-    }
-    for r in &mut running {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if !r.shutdown(left).await {
-            clean = false;
-            tracing::warn!(pipeline = %r.name, "Grace period over; unfinished messages stay for re-delivery.");
-        }
-    }
+    let mut clean = sup.stop_all(deadline).await;
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     if tokio::time::timeout(left, async {
         while outboxes.join_next().await.is_some() {}
@@ -219,7 +205,7 @@ pub async fn run(a: RunArgs) -> i32 {
         outboxes.abort_all();
         tracing::warn!("Grace period over while a fax was being sent; its claim is resumed (looked up first) on the next start.");
     }
-    for s in stores.values() {
+    for s in sup.stores() {
         s.pool.close().await;
     }
     if clean {
@@ -228,26 +214,86 @@ pub async fn run(a: RunArgs) -> i32 {
     0
 }
 
+/// Watches `dir` for changes; each event sends a reload request. None (logged) when the
+/// platform's watcher cannot start: SIGHUP still reloads.
+fn watch_dir(
+    dir: &std::path::Path,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let mut w = match notify::recommended_watcher(move |r: notify::Result<notify::Event>| {
+        if r.is_ok() {
+            let _ = tx.send(());
+        }
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot watch the pipelines directory; reload with SIGHUP.");
+            return None;
+        }
+    };
+    if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, "Cannot watch the pipelines directory; reload with SIGHUP.");
+        return None;
+    }
+    Some(w)
+}
+
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// SIGTERM/SIGINT (stop) and SIGHUP (reload), registered once at start so that a signal
+/// arriving while a reload runs is not lost.
 #[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+    async fn next(&mut self) -> Signal {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
         }
-        _ => {
+        if self.term.is_none() && self.int.is_none() {
             let _ = tokio::signal::ctrl_c().await;
+            return Signal::Stop;
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => Signal::Stop,
+            _ = recv(&mut self.int) => Signal::Stop,
+            _ = recv(&mut self.hup) => Signal::Reload,
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> Self {
+        Signals
+    }
+    async fn next(&mut self) -> Signal {
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::Stop
+    }
 }

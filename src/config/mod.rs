@@ -86,6 +86,10 @@ pub struct PipelineSettings {
     /// its own tables). Without it the daemon's database is used.
     pub database_url_env: Option<Spanned<String>>,
     pub retry: RetrySettings,
+    /// A source whose polls keep failing for longer than this makes the daemon unready
+    /// (`/readyz`).
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub unready_after: Duration,
 }
 
 impl Default for PipelineSettings {
@@ -95,6 +99,7 @@ impl Default for PipelineSettings {
             channel_capacity: 16,
             database_url_env: None,
             retry: RetrySettings::default(),
+            unready_after: Duration::from_secs(15 * 60),
         }
     }
 }

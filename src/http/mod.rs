@@ -17,13 +17,13 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::store::Store;
-use crate::topology::Shutdown;
+use crate::telemetry::MetricName;
+use crate::topology::{Registry, Shutdown};
 
 /// What the endpoint reports on.
 pub struct HttpState {
-    /// The databases the daemon writes to (pinged by `/readyz`).
-    pub stores: Vec<Store>,
+    /// The running pipelines, and every database the daemon opened (`/readyz` pings them).
+    pub registry: Arc<Registry>,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// `Authorization: Bearer <token>` required when set.
@@ -32,7 +32,12 @@ pub struct HttpState {
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder.
 pub fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    // Durations are histograms (not summaries), so they aggregate across restarts.
     metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ])
+        .map_err(|e| format!("metrics buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("metrics recorder: {e}"))
 }
@@ -88,14 +93,25 @@ async fn answer(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Byt
             return text(StatusCode::UNAUTHORIZED, "unauthorized\n", "text/plain");
         }
     }
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/pipelines/") {
+        if req.method() != hyper::Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n", "text/plain");
+        }
+        return control(state, rest);
+    }
     if req.method() != hyper::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n", "text/plain");
     }
-    match req.uri().path() {
+    match path {
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
         "/readyz" => readiness(state).await,
+        "/pipelines" => json(StatusCode::OK, pipelines_json(state)),
         "/metrics" => match &state.metrics {
-            Some(h) => text(StatusCode::OK, h.render(), "text/plain; version=0.0.4"),
+            Some(h) => {
+                record_gauges(&state.registry);
+                text(StatusCode::OK, h.render(), "text/plain; version=0.0.4")
+            }
             None => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "metrics recorder not installed\n",
@@ -106,13 +122,81 @@ async fn answer(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Byt
     }
 }
 
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    text(status, format!("{body}\n"), "application/json")
+}
+
+fn pipelines_json(state: &HttpState) -> serde_json::Value {
+    let pipelines: Vec<serde_json::Value> = state
+        .registry
+        .pipelines()
+        .iter()
+        .map(|p| p.to_json())
+        .collect();
+    let rejected: Vec<serde_json::Value> = state
+        .registry
+        .rejected()
+        .into_iter()
+        .map(|(f, why)| serde_json::json!({"file": f.display().to_string(), "problem": why}))
+        .collect();
+    serde_json::json!({"pipelines": pipelines, "rejected": rejected})
+}
+
+/// `POST /pipelines/<name>/pause|resume|poll`.
+fn control(state: &HttpState, rest: &str) -> Response<Full<Bytes>> {
+    let Some((name, action)) = rest.rsplit_once('/') else {
+        return text(StatusCode::NOT_FOUND, "not found\n", "text/plain");
+    };
+    let Some(p) = state.registry.get(name) else {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "no such pipeline"}),
+        );
+    };
+    match action {
+        "pause" => p.control.pause(),
+        "resume" => p.control.resume(),
+        "poll" => p.control.poll_now(),
+        _ => {
+            return json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "actions: pause, resume, poll"}),
+            )
+        }
+    }
+    tracing::info!(pipeline = %p.name, action, "Control request.");
+    json(StatusCode::OK, p.to_json())
+}
+
+/// The gauges that are read, not counted: set from the running pipelines at each scrape.
+fn record_gauges(registry: &Registry) {
+    for p in registry.pipelines() {
+        let name = p.name.clone();
+        metrics::gauge!(MetricName::PipelineUp.as_str(), "pipeline" => name.clone())
+            .set(if p.is_running() { 1.0 } else { 0.0 });
+        metrics::gauge!(MetricName::PipelinePaused.as_str(), "pipeline" => name.clone())
+            .set(if p.control.is_paused() { 1.0 } else { 0.0 });
+        metrics::gauge!(MetricName::InputsInFlight.as_str(), "pipeline" => name.clone())
+            .set(p.in_flight.current() as f64);
+        metrics::gauge!(MetricName::OldestUnackedAge.as_str(), "pipeline" => name.clone())
+            .set(p.in_flight.oldest_age().as_secs_f64());
+        for (component, n) in p.queued() {
+            metrics::gauge!(MetricName::EnvelopesQueued.as_str(), "pipeline" => name.clone(), "component" => component.to_string())
+                .set(n as f64);
+        }
+    }
+}
+
 async fn readiness(state: &HttpState) -> Response<Full<Bytes>> {
     let mut problems = Vec::new();
-    for (i, s) in state.stores.iter().enumerate() {
+    for (i, s) in state.registry.stores().iter().enumerate() {
         let ping = tokio::time::timeout(std::time::Duration::from_secs(5), s.ping()).await;
         if !matches!(ping, Ok(Ok(()))) {
             problems.push(format!("database {i} unreachable"));
         }
+    }
+    for p in state.registry.pipelines() {
+        problems.extend(p.problems());
     }
     let body = serde_json::json!({"ready": problems.is_empty(), "problems": problems});
     let status = if problems.is_empty() {

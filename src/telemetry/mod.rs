@@ -30,6 +30,12 @@ pub enum MetricName {
     SourcePolls,
     SourcePollFailures,
     SourceLastSuccess,
+    StageDurationSeconds,
+    PipelineUp,
+    PipelinePaused,
+    InputsInFlight,
+    OldestUnackedAge,
+    EnvelopesQueued,
 }
 
 impl MetricName {
@@ -49,6 +55,12 @@ impl MetricName {
             MetricName::SourcePolls => "oscarflow_source_polls_total",
             MetricName::SourcePollFailures => "oscarflow_source_poll_failures_total",
             MetricName::SourceLastSuccess => "oscarflow_source_last_success_timestamp_seconds",
+            MetricName::StageDurationSeconds => "oscarflow_stage_duration_seconds",
+            MetricName::PipelineUp => "oscarflow_pipeline_up_info",
+            MetricName::PipelinePaused => "oscarflow_pipeline_paused_info",
+            MetricName::InputsInFlight => "oscarflow_inputs_in_flight_count",
+            MetricName::OldestUnackedAge => "oscarflow_oldest_unacked_age_seconds",
+            MetricName::EnvelopesQueued => "oscarflow_envelopes_queued_count",
         }
     }
 }

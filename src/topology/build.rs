@@ -35,6 +35,7 @@ use crate::telemetry::Observers;
 
 use super::run::{run_sink, run_stage, Fatal, RunContext};
 use super::shutdown::{Shutdown, Trigger};
+use super::status::{PipelineStatus, QueueProbe, SourceHealth};
 
 /// A source handed in from outside; taken once by [`build`].
 pub type SourceOverride = Arc<std::sync::Mutex<Option<Box<dyn Source>>>>;
@@ -81,6 +82,8 @@ pub struct RunningPipeline {
     pub in_flight_bound: usize,
     /// Pause, resume, poll now (the daemon's control API).
     pub control: Arc<SourceControl>,
+    /// Running state, health and gauges, shared with the HTTP endpoint.
+    pub status: Arc<PipelineStatus>,
 }
 
 impl RunningPipeline {
@@ -106,11 +109,15 @@ impl RunningPipeline {
             };
             if let Err(f) = r {
                 tracing::error!(pipeline = %self.name, component = %f.component, error = %f.detail, "Component stopped.");
+                self.status
+                    .mark_stopped(Some(format!("{}: {}", f.component, f.detail)));
                 // A fatal component: stop taking input, let the rest drain.
                 self.trigger.trigger();
                 first.get_or_insert(f);
             }
         }
+        self.status
+            .mark_stopped(first.as_ref().map(|f| f.component.clone()));
         first.map_or(Ok(()), Err)
     }
 
@@ -146,7 +153,8 @@ pub fn build(
     let pipeline: Arc<str> = Arc::from(cfg.name.as_str());
     let cap = cfg.settings.channel_capacity.max(1);
     let dead_letters = DeadLetterStore::new(store.clone());
-    let observers = Observers::standard();
+    let health = SourceHealth::new();
+    let observers = Observers::standard().with(health.clone());
     let observers = opts.observers_into(observers);
     let (trigger, shutdown) = Shutdown::new();
     let in_flight = InFlight::new();
@@ -155,6 +163,7 @@ pub fn build(
 
     // Channels: one per consumer, typed by its input port.
     let mut txs: HashMap<String, Tx> = HashMap::new();
+    let mut queues: Vec<(String, QueueProbe)> = Vec::new();
     let mut rxs: HashMap<String, Rx> = HashMap::new();
     // Unacknowledged batches are bounded by: one envelope per source blocked on `send`,
     // each channel's capacity, each stage's concurrency (outputs wait inside its buffer),
@@ -202,6 +211,12 @@ pub fn build(
             };
             txs.insert(input, clone);
         }
+        let probe: QueueProbe = match &tx {
+            Tx::Raw(t) => queue_probe(t),
+            Tx::Lab(t) => queue_probe(t),
+            Tx::Doc(t) => queue_probe(t),
+        };
+        queues.push((id.to_string(), probe));
         rxs.insert(id.to_string(), rx);
     }
 
@@ -372,6 +387,16 @@ pub fn build(
         let scx = shared.context(&c.id, out);
         spawn_source(&mut tasks, &c.id, source.run(scx));
     }
+    let status = Arc::new(PipelineStatus::new(
+        cfg.name.clone(),
+        cfg.path.clone(),
+        in_flight.clone(),
+        bound,
+        control.clone(),
+        health,
+        cfg.settings.unready_after,
+        queues,
+    ));
     Ok(RunningPipeline {
         name: cfg.name.clone(),
         trigger,
@@ -379,6 +404,17 @@ pub fn build(
         in_flight,
         in_flight_bound: bound,
         control,
+        status,
+    })
+}
+
+/// Counts what waits in a channel without keeping it open.
+fn queue_probe<T: Send + 'static>(tx: &mpsc::Sender<Envelope<T>>) -> QueueProbe {
+    let weak = tx.downgrade();
+    Box::new(move || {
+        weak.upgrade()
+            .map(|s| s.max_capacity() - s.capacity())
+            .unwrap_or(0)
     })
 }
 

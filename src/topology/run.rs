@@ -35,7 +35,7 @@ use crate::error::ErrorKind;
 use crate::lab_file::{Keyed, OrderKey};
 use crate::sinks::Sink;
 use crate::stages::{Emitter, Reject, Stage};
-use crate::telemetry::{Event, Observers};
+use crate::telemetry::{Event, MetricName, Observers};
 
 /// What a runner needs to know about its component and pipeline.
 #[derive(Clone)]
@@ -186,6 +186,16 @@ async fn dead_letter_error<T: RawBytes>(
     dead_letter(cx, dl, ack).await;
 }
 
+/// Records how long a component took over one envelope, retries included.
+fn stage_latency(cx: &RunContext, started: std::time::Instant) {
+    metrics::histogram!(
+        MetricName::StageDurationSeconds.as_str(),
+        "pipeline" => cx.pipeline.to_string(),
+        "component" => cx.component.to_string()
+    )
+    .record(started.elapsed().as_secs_f64());
+}
+
 /// Runs a stage until its input channel closes. Outputs keep arrival order.
 pub async fn run_stage<I, O>(
     stage: Arc<dyn Stage<I, O>>,
@@ -208,6 +218,7 @@ where
             // Polling it only from here would freeze it mid-query and deadlock a pipeline
             // whose sink needs that connection.
             tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 let (attempts, r) = with_retry(&cx, &env.provenance, || {
                     let stage = stage.clone();
                     let env = &env;
@@ -217,6 +228,7 @@ where
                     }
                 })
                 .await;
+                stage_latency(&cx, started);
                 match r {
                     Ok(em) => {
                         for rej in em.rejects {
@@ -273,7 +285,9 @@ async fn deliver<T>(
 where
     T: RawBytes + Send + Sync + 'static,
 {
+    let started = std::time::Instant::now();
     let (attempts, r) = with_retry(&cx, &env.provenance, || sink.write(&env)).await;
+    stage_latency(&cx, started);
     match r {
         Ok(()) => {
             env.ack.resolve(BatchStatus::Delivered);

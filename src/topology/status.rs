@@ -1,0 +1,231 @@
+//! [`PipelineStatus`]: what the daemon knows about one running pipeline, shared with the
+//! HTTP endpoint (`/readyz`, `/metrics`, `/pipelines`, the control API).
+//!
+//! Readiness has three parts: the pipeline's tasks are running (a fatal component stops
+//! them), no source has been failing its polls for longer than the pipeline's
+//! `unready_after`, and (checked by the endpoint) its database answers. The queue gauges
+//! are read when asked, from weak handles on the pipeline's channels: holding a strong
+//! sender would keep a channel open and stop the pipeline from draining at shutdown.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::ack::InFlight;
+use crate::sources::SourceControl;
+use crate::telemetry::{Event, Observer};
+
+/// A probe of one consumer's input channel: how many envelopes wait in it.
+pub type QueueProbe = Box<dyn Fn() -> usize + Send + Sync>;
+
+/// One running pipeline, as the endpoint sees it.
+pub struct PipelineStatus {
+    pub name: String,
+    /// The file it was built from.
+    pub file: PathBuf,
+    /// When this version started.
+    pub started: SystemTime,
+    pub in_flight: Arc<InFlight>,
+    pub in_flight_bound: usize,
+    pub control: Arc<SourceControl>,
+    pub health: Arc<SourceHealth>,
+    /// A source failing for longer than this makes the daemon unready.
+    pub unready_after: Duration,
+    running: AtomicBool,
+    stopped_by: Mutex<Option<String>>,
+    queues: Vec<(String, QueueProbe)>,
+}
+
+impl PipelineStatus {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        name: String,
+        file: PathBuf,
+        in_flight: Arc<InFlight>,
+        in_flight_bound: usize,
+        control: Arc<SourceControl>,
+        health: Arc<SourceHealth>,
+        unready_after: Duration,
+        queues: Vec<(String, QueueProbe)>,
+    ) -> Self {
+        PipelineStatus {
+            name,
+            file,
+            started: SystemTime::now(),
+            in_flight,
+            in_flight_bound,
+            control,
+            health,
+            unready_after,
+            running: AtomicBool::new(true),
+            stopped_by: Mutex::new(None),
+            queues,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Records that the pipeline's tasks ended (`why`: the fatal component and its PHI-free
+    /// error, or a plain stop).
+    pub fn mark_stopped(&self, why: Option<String>) {
+        self.running.store(false, Ordering::SeqCst);
+        if let Ok(mut s) = self.stopped_by.lock() {
+            *s = why;
+        }
+    }
+
+    pub fn stopped_by(&self) -> Option<String> {
+        self.stopped_by.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Envelopes waiting in each consumer's input channel, by consumer id.
+    pub fn queued(&self) -> Vec<(&str, usize)> {
+        self.queues
+            .iter()
+            .map(|(id, p)| (id.as_str(), p()))
+            .collect()
+    }
+
+    /// Why this pipeline makes the daemon unready (empty when it does not).
+    pub fn problems(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if !self.is_running() {
+            v.push(format!("pipeline {} is not running", self.name));
+        }
+        for (source, since) in self.health.failing() {
+            let for_ = since.elapsed();
+            if for_ > self.unready_after {
+                v.push(format!(
+                    "pipeline {} source {} failing for {}s",
+                    self.name,
+                    source,
+                    for_.as_secs()
+                ));
+            }
+        }
+        v
+    }
+
+    /// The pipeline as JSON for `/pipelines` (ids, states and counts only).
+    pub fn to_json(&self) -> serde_json::Value {
+        let since = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        let sources: serde_json::Map<String, serde_json::Value> = self
+            .health
+            .snapshot()
+            .into_iter()
+            .map(|(id, h)| {
+                (
+                    id,
+                    serde_json::json!({
+                        "last_success": h.last_success.map(since),
+                        "failing_for_seconds": h.failing_since.map(|t| t.elapsed().as_secs()),
+                    }),
+                )
+            })
+            .collect();
+        let queued: serde_json::Map<String, serde_json::Value> = self
+            .queued()
+            .into_iter()
+            .map(|(id, n)| (id.to_string(), n.into()))
+            .collect();
+        serde_json::json!({
+            "name": self.name,
+            "file": self.file.display().to_string(),
+            "started": since(self.started),
+            "running": self.is_running(),
+            "stopped_by": self.stopped_by(),
+            "paused": self.control.is_paused(),
+            "in_flight": self.in_flight.current(),
+            "in_flight_bound": self.in_flight_bound,
+            "oldest_unacked_seconds": self.in_flight.oldest_age().as_secs_f64(),
+            "queued": queued,
+            "sources": sources,
+        })
+    }
+}
+
+/// One source's poll health.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Health {
+    pub last_success: Option<SystemTime>,
+    /// Set at the first failure after a success; cleared by the next success.
+    pub failing_since: Option<Instant>,
+}
+
+/// Poll health of a pipeline's sources, fed by the `Polled` and `PollFailed` events.
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    by_source: Mutex<BTreeMap<String, Health>>,
+}
+
+impl SourceHealth {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    /// Sources failing now, with the time their failures began.
+    pub fn failing(&self) -> Vec<(String, Instant)> {
+        self.snapshot()
+            .into_iter()
+            .filter_map(|(id, h)| h.failing_since.map(|t| (id, t)))
+            .collect()
+    }
+    pub fn snapshot(&self) -> Vec<(String, Health)> {
+        self.by_source
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Observer for SourceHealth {
+    fn observe(&self, event: &Event<'_>) {
+        let (component, ok) = match event {
+            Event::Polled { component, .. } => (*component, true),
+            Event::PollFailed { component, .. } => (*component, false),
+            _ => return,
+        };
+        if let Ok(mut m) = self.by_source.lock() {
+            let h = m.entry(component.to_string()).or_default();
+            if ok {
+                h.last_success = Some(SystemTime::now());
+                h.failing_since = None;
+            } else if h.failing_since.is_none() {
+                h.failing_since = Some(Instant::now());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_failing_from_its_first_failed_poll_until_a_poll_succeeds() {
+        let h = SourceHealth::new();
+        let poll_failed = Event::PollFailed {
+            pipeline: "p",
+            component: "pull",
+            error: "connection refused",
+        };
+        h.observe(&poll_failed);
+        let first = h.failing()[0].1;
+        h.observe(&poll_failed);
+        assert_eq!(h.failing(), vec![("pull".to_string(), first)]);
+        h.observe(&Event::Polled {
+            pipeline: "p",
+            component: "pull",
+            messages: 0,
+        });
+        assert!(h.failing().is_empty());
+        assert!(h.snapshot()[0].1.last_success.is_some());
+    }
+}

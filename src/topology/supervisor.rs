@@ -1,0 +1,341 @@
+//! [`Supervisor`]: the daemon's set of running pipelines, one per pipeline file, kept in
+//! step with the pipelines directory while the daemon runs (hot reload).
+//!
+//! [`Supervisor::reconcile`] reads the directory again and compares each file's content
+//! digest with the version running:
+//! - a file whose content did not change: its pipeline keeps running, untouched;
+//! - a changed file that is valid: only that pipeline restarts — it stops intake, drains
+//!   (within the grace period) and the new version starts. The old one is stopped *before*
+//!   the new one starts so that two versions never read the same drop folder or port;
+//! - a changed file that is invalid: reported (log line and `/pipelines`) and the running
+//!   version kept; it is not read again until the file changes once more;
+//! - a removed file: its pipeline stops (drains);
+//! - a new valid file: its pipeline starts.
+//!
+//! A pipeline whose new version fails to build is restarted from the version that ran.
+//! Each pipeline runs under its own task, which notices a pipeline stopping by itself (a
+//! fatal component) so that `/readyz` can say so.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{load_file, pipeline_files, PipelineConfig};
+use crate::store::{redact_url, Store};
+
+use super::status::PipelineStatus;
+use super::{build, BuildOptions, RunningPipeline};
+
+/// The running pipelines by name, and the files whose last edit was rejected; shared with
+/// the HTTP endpoint.
+#[derive(Default)]
+pub struct Registry {
+    pipelines: RwLock<BTreeMap<String, Arc<PipelineStatus>>>,
+    rejected: RwLock<BTreeMap<PathBuf, String>>,
+    stores: RwLock<Vec<Store>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    pub fn pipelines(&self) -> Vec<Arc<PipelineStatus>> {
+        self.pipelines
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+    pub fn get(&self, name: &str) -> Option<Arc<PipelineStatus>> {
+        self.pipelines
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+    }
+    /// Files whose latest content was not taken, with the first problem found.
+    pub fn rejected(&self) -> Vec<(PathBuf, String)> {
+        self.rejected
+            .read()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+    /// Every database the daemon has opened (`/readyz` pings them).
+    pub fn stores(&self) -> Vec<Store> {
+        self.stores.read().map(|v| v.clone()).unwrap_or_default()
+    }
+    fn insert(&self, s: Arc<PipelineStatus>) {
+        if let Ok(mut m) = self.pipelines.write() {
+            m.insert(s.name.clone(), s);
+        }
+    }
+    fn remove(&self, name: &str) {
+        if let Ok(mut m) = self.pipelines.write() {
+            m.remove(name);
+        }
+    }
+    fn set_rejected(&self, file: &Path, why: Option<String>) {
+        if let Ok(mut m) = self.rejected.write() {
+            match why {
+                Some(w) => m.insert(file.to_path_buf(), w),
+                None => m.remove(file),
+            };
+        }
+    }
+}
+
+/// One pipeline under supervision.
+struct Supervised {
+    cfg: PipelineConfig,
+    status: Arc<PipelineStatus>,
+    stop: oneshot::Sender<tokio::time::Instant>,
+    task: JoinHandle<bool>,
+}
+
+/// Runs and re-runs the pipelines of one directory. See the module docs.
+pub struct Supervisor {
+    dir: PathBuf,
+    default_url: String,
+    grace: Duration,
+    options: BuildOptions,
+    pub registry: Arc<Registry>,
+    stores: HashMap<String, Store>,
+    running: BTreeMap<PathBuf, Supervised>,
+    /// Digest of each file's content that was last looked at (taken or rejected).
+    seen: HashMap<PathBuf, String>,
+}
+
+fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Supervisor {
+    pub fn new(dir: PathBuf, default_url: String, grace: Duration, options: BuildOptions) -> Self {
+        Supervisor {
+            dir,
+            default_url,
+            grace,
+            options,
+            registry: Registry::new(),
+            stores: HashMap::new(),
+            running: BTreeMap::new(),
+            seen: HashMap::new(),
+        }
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running.len()
+    }
+
+    /// The databases opened so far (the daemon's `/readyz` pings them).
+    pub fn stores(&self) -> Vec<Store> {
+        self.stores.values().cloned().collect()
+    }
+
+    /// The store for `url`, opened once.
+    pub async fn store(&mut self, url: &str) -> Result<Store, String> {
+        if let Some(s) = self.stores.get(url) {
+            return Ok(s.clone());
+        }
+        let s = Store::open(url).await.map_err(|e| e.to_string())?;
+        tracing::info!(database = %redact_url(url), "Database open.");
+        self.stores.insert(url.to_string(), s.clone());
+        if let Ok(mut v) = self.registry.stores.write() {
+            v.push(s.clone());
+        }
+        Ok(s)
+    }
+
+    /// Brings the running pipelines in line with the directory. Returns the number of
+    /// pipelines started or restarted. Errors only for a problem that stops the daemon at
+    /// its first start (a database that cannot be opened); later ones are logged.
+    pub async fn reconcile(&mut self) -> Result<usize, String> {
+        let files = match pipeline_files(std::slice::from_ref(&self.dir)) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "Cannot list the pipelines directory; running pipelines kept.");
+                return Ok(0);
+            }
+        };
+        // Removed files: their pipelines stop.
+        let gone: Vec<PathBuf> = self
+            .running
+            .keys()
+            .filter(|p| !files.contains(p))
+            .cloned()
+            .collect();
+        for f in gone {
+            if let Some(s) = self.running.remove(&f) {
+                tracing::info!(pipeline = %s.cfg.name, file = %f.display(), "Pipeline file removed; stopping the pipeline.");
+                self.stop_one(s).await;
+            }
+            self.seen.remove(&f);
+            self.registry.set_rejected(&f, None);
+        }
+        self.seen.retain(|p, _| files.contains(p));
+        let mut started = 0;
+        for f in files {
+            let Ok(bytes) = std::fs::read(&f) else {
+                continue; // being replaced; the next event reads it again
+            };
+            let d = digest(&bytes);
+            let stopped = self.running.get(&f).is_some_and(|s| !s.status.is_running());
+            if self.seen.get(&f) == Some(&d) && !stopped {
+                continue;
+            }
+            self.seen.insert(f.clone(), d.clone());
+            let cfg = match load_file(&f) {
+                Ok(c) => c,
+                Err(diags) => {
+                    for diag in &diags {
+                        tracing::error!(problem = %diag, "Invalid pipeline file; the running version (if any) is kept.");
+                    }
+                    self.registry.set_rejected(
+                        &f,
+                        diags
+                            .first()
+                            .map(|d| d.to_string())
+                            .or(Some("invalid".into())),
+                    );
+                    continue;
+                }
+            };
+            if let Some((other, _)) = self
+                .running
+                .iter()
+                .find(|(p, s)| **p != f && s.cfg.name == cfg.name)
+            {
+                let why = format!(
+                    "pipeline name `{}` is also used by {}",
+                    cfg.name,
+                    other.display()
+                );
+                tracing::error!(file = %f.display(), problem = %why, "Pipeline file not taken.");
+                self.registry.set_rejected(&f, Some(why));
+                continue;
+            }
+            self.registry.set_rejected(&f, None);
+            let previous = self.running.remove(&f);
+            let old_cfg = match previous {
+                Some(s) => {
+                    tracing::info!(pipeline = %s.cfg.name, file = %f.display(), "Restarting the pipeline (its file changed, or it had stopped).");
+                    let cfg = s.cfg.clone();
+                    self.stop_one(s).await;
+                    Some(cfg)
+                }
+                None => None,
+            };
+            match self.start(&cfg).await {
+                Ok(s) => {
+                    self.running.insert(f.clone(), s);
+                    started += 1;
+                }
+                Err(e) if old_cfg.is_none() && self.running.is_empty() && started == 0 => {
+                    // First start: a pipeline that cannot run is the operator's to fix.
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::error!(pipeline = %cfg.name, error = %e, "The new version did not start; the previous version is started again.");
+                    self.registry.set_rejected(&f, Some(e));
+                    if let Some(old) = old_cfg {
+                        if let Ok(s) = self.start(&old).await {
+                            self.running.insert(f.clone(), s);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    async fn start(&mut self, cfg: &PipelineConfig) -> Result<Supervised, String> {
+        let url = cfg
+            .database_url_override()
+            .unwrap_or_else(|| self.default_url.clone());
+        let store = self.store(&url).await?;
+        let p = build(cfg, &store, self.options.clone()).map_err(|e| e.to_string())?;
+        tracing::info!(pipeline = %cfg.name, file = %cfg.path.display(), "Pipeline started.");
+        let status = p.status.clone();
+        self.registry.insert(status.clone());
+        let (stop, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(supervise(p, stop_rx));
+        Ok(Supervised {
+            cfg: cfg.clone(),
+            status,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops one pipeline within the grace period; true when it drained in time.
+    async fn stop_one(&self, s: Supervised) -> bool {
+        let deadline = tokio::time::Instant::now() + self.grace;
+        self.stop_until(s, deadline).await
+    }
+
+    async fn stop_until(&self, s: Supervised, deadline: tokio::time::Instant) -> bool {
+        let _ = s.stop.send(deadline);
+        let clean = s.task.await.unwrap_or(false);
+        if !clean {
+            tracing::warn!(pipeline = %s.cfg.name, "Grace period over; unfinished messages stay for re-delivery.");
+        }
+        // A newer version under the same name may already be registered; only remove ours.
+        if self
+            .registry
+            .get(&s.cfg.name)
+            .is_some_and(|r| Arc::ptr_eq(&r, &s.status))
+        {
+            self.registry.remove(&s.cfg.name);
+        }
+        clean
+    }
+
+    /// Stops every pipeline: intake first, everywhere, then each drains until `deadline`.
+    /// True when all drained in time.
+    pub async fn stop_all(&mut self, deadline: tokio::time::Instant) -> bool {
+        for s in self.running.values() {
+            s.status.control.resume(); // a paused source must not hold the drain
+        }
+        let all: Vec<Supervised> = std::mem::take(&mut self.running).into_values().collect();
+        let (stops, tasks): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .map(|s| ((s.stop, deadline), (s.cfg.name, s.task)))
+            .unzip();
+        for (stop, d) in stops {
+            let _ = stop.send(d);
+        }
+        let mut clean = true;
+        for (name, t) in tasks {
+            if !t.await.unwrap_or(false) {
+                clean = false;
+                tracing::warn!(pipeline = %name, "Grace period over; unfinished messages stay for re-delivery.");
+            }
+        }
+        clean
+    }
+}
+
+/// Owns one running pipeline until it ends by itself or is told to stop by a deadline.
+async fn supervise(
+    mut p: RunningPipeline,
+    mut stop: oneshot::Receiver<tokio::time::Instant>,
+) -> bool {
+    let deadline = {
+        tokio::select! {
+            r = p.wait() => {
+                if r.is_err() {
+                    tracing::error!(pipeline = %p.name, "Pipeline stopped on a fatal error; /readyz reports it. Fix the cause and touch its file (or send SIGHUP) to restart it.");
+                }
+                // Ended by itself: wait for the stop to report back.
+                let _ = stop.await;
+                return true;
+            }
+            d = &mut stop => d.unwrap_or_else(|_| tokio::time::Instant::now()),
+        }
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    p.shutdown(left).await
+}
