@@ -110,9 +110,12 @@ fn health_readiness_and_prometheus_metrics_are_served_on_loopback() {
         )
         .unwrap();
     }
+    std::fs::write(tmp.path().join("inbox/junk.hl7"), b"not HL7 at all\r").unwrap();
     let metrics = wait_for(|| {
         let (_, m) = get(port, "/metrics", None)?;
-        m.contains("oscarflow_inputs_released_total").then_some(m)
+        (m.contains("oscarflow_inputs_released_total")
+            && m.contains("oscarflow_messages_dead_lettered_total"))
+        .then_some(m)
     });
     let (ready, readiness) = get(port, "/readyz", None).unwrap();
     let (code, _) = stop(child);
@@ -128,6 +131,12 @@ fn health_readiness_and_prometheus_metrics_are_served_on_loopback() {
         "oscarflow_messages_imported_total",
         "oscarflow_inputs_released_total",
         "oscarflow_import_duration_seconds",
+        "oscarflow_stage_duration_seconds_bucket",
+        "oscarflow_oldest_unacked_age_seconds",
+        "oscarflow_inputs_in_flight_count",
+        "oscarflow_envelopes_queued_count",
+        "oscarflow_pipeline_up_info",
+        "oscarflow_messages_dead_lettered_total",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
@@ -241,4 +250,186 @@ async fn readyz_turns_unready_when_the_database_goes_away_and_ready_when_it_retu
         assert_eq!(code, Some(0));
     })
     .await;
+}
+
+fn post(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// A pipeline file reading the folder `inbox`, named `name`.
+fn folder_pipeline(name: &str, inbox: &Path) -> String {
+    format!(
+        "[pipeline]\nname = \"{name}\"\n[sources.inbox]\ntype = \"folder\"\npath = \"{}\"\nmode = \"watch\"\nafter = \"delete\"\nmin_age = \"0s\"\npoll_interval = \"100ms\"\n[stages.parse]\ntype = \"parse_hl7\"\ninputs = [\"inbox\"]\n[sinks.oscar]\ntype = \"oscar_lab\"\ninputs = [\"parse\"]\n",
+        inbox.display()
+    )
+}
+
+/// `/pipelines` as JSON.
+fn pipelines(port: u16) -> serde_json::Value {
+    let (status, body) = get(port, "/pipelines", None).unwrap_or_default();
+    if status != 200 {
+        return serde_json::Value::Null; // not listening yet
+    }
+    serde_json::from_str(&body).unwrap()
+}
+
+fn pipeline(port: u16, name: &str) -> Option<serde_json::Value> {
+    pipelines(port)["pipelines"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+}
+
+/// Drops a lab into `dir` and waits until the daemon took it (committed and deleted it).
+fn lab_is_taken(dir: &Path, i: usize) -> bool {
+    let f = dir.join(format!("lab{i}.hl7"));
+    std::fs::write(&f, variant("fixtures/hl7/pathl7/multi_message.hl7", i)).unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if !f.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Stays for `secs`: the daemon did not take it.
+fn lab_stays(dir: &Path, i: usize, secs: u64) -> bool {
+    let f = dir.join(format!("lab{i}.hl7"));
+    std::fs::write(&f, variant("fixtures/hl7/pathl7/multi_message.hl7", i)).unwrap();
+    std::thread::sleep(Duration::from_secs(secs));
+    f.exists()
+}
+
+#[test]
+fn editing_a_pipeline_file_restarts_only_that_pipeline_and_a_broken_edit_keeps_the_running_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (a1, a2, b) = (dir.join("a1"), dir.join("a2"), dir.join("b"));
+    for d in [&a1, &a2, &b] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let port = free_port();
+    let child = daemon(dir, &format!("127.0.0.1:{port}"), &[], "");
+    let pdir = dir.join("pipelines");
+    std::fs::remove_file(pdir.join("labs.toml")).unwrap();
+    std::fs::write(pdir.join("b.toml"), folder_pipeline("b", &b)).unwrap();
+    std::fs::write(pdir.join("a.toml"), folder_pipeline("a", &a1)).unwrap();
+    // The daemon started with `labs` only; the two new files are picked up live and the
+    // removed one stops.
+    let (a_started, b_started) = wait_for(|| {
+        let a = pipeline(port, "a")?;
+        let b = pipeline(port, "b")?;
+        pipeline(port, "labs").is_none().then_some(())?;
+        Some((a["started_ms"].as_u64()?, b["started_ms"].as_u64()?))
+    });
+    assert!(lab_is_taken(&a1, 1), "pipeline a reads a1");
+    assert!(lab_is_taken(&b, 2), "pipeline b reads b");
+
+    // A valid edit: a now reads a2. Only a restarts.
+    std::fs::write(pdir.join("a.toml"), folder_pipeline("a", &a2)).unwrap();
+    let a_restarted = wait_for(|| {
+        let s = pipeline(port, "a")?["started_ms"].as_u64()?;
+        (s != a_started).then_some(s)
+    });
+    assert!(lab_is_taken(&a2, 3), "the new version of a reads a2");
+    assert!(
+        lab_stays(&a1, 4, 1),
+        "the old folder of a is no longer read"
+    );
+    assert_eq!(
+        pipeline(port, "b").unwrap()["started_ms"].as_u64(),
+        Some(b_started),
+        "b kept running, untouched"
+    );
+    assert!(lab_is_taken(&b, 5), "b still reads b");
+
+    // A broken edit: reported, the running version of a kept.
+    std::fs::write(pdir.join("a.toml"), "[sources.inbox\ntype = ").unwrap();
+    let rejected = wait_for(|| {
+        let r = pipelines(port)["rejected"].as_array()?.clone();
+        (!r.is_empty()).then_some(r)
+    });
+    assert!(
+        rejected[0]["file"].as_str().unwrap().ends_with("a.toml"),
+        "{rejected:?}"
+    );
+    let a = pipeline(port, "a").expect("a still runs");
+    assert_eq!(a["started_ms"].as_u64(), Some(a_restarted));
+    assert_eq!(a["running"], true);
+    assert!(
+        lab_is_taken(&a2, 6),
+        "the running version of a still reads a2"
+    );
+    // SIGHUP re-reads the directory: nothing changed, nothing restarts.
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        pipeline(port, "a").unwrap()["started_ms"].as_u64(),
+        Some(a_restarted)
+    );
+    assert_eq!(
+        pipeline(port, "b").unwrap()["started_ms"].as_u64(),
+        Some(b_started)
+    );
+
+    let (code, logs) = stop(child);
+    println!(
+        "hot reload: a restarted once (a1 -> a2), b untouched, broken edit rejected: {}",
+        rejected[0]["problem"]
+    );
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        logs.contains("Invalid pipeline file"),
+        "the broken edit is logged"
+    );
+    assert_eq!(
+        logs.matches("\"pipeline\":\"b\",\"file\"").count(),
+        1,
+        "b started once: {logs}"
+    );
+}
+
+#[test]
+fn pause_holds_a_pipelines_intake_and_resume_lets_it_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = daemon(tmp.path(), &format!("127.0.0.1:{port}"), &[], "");
+    let inbox = tmp.path().join("inbox");
+    wait_for(|| pipeline(port, "labs"));
+    assert!(lab_is_taken(&inbox, 0));
+    let (status, body) = post(port, "/pipelines/labs/pause").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"paused\":true"), "{body}");
+    assert!(lab_stays(&inbox, 1, 1), "paused: the file is not taken");
+    let metrics = get(port, "/metrics", None).unwrap().1;
+    assert!(
+        metrics.contains("oscarflow_pipeline_paused_info{pipeline=\"labs\"} 1"),
+        "{metrics}"
+    );
+    let (status, body) = post(port, "/pipelines/labs/resume").unwrap();
+    assert_eq!(status, 200, "{body}");
+    wait_for(|| (!inbox.join("lab1.hl7").exists()).then_some(()));
+    assert_eq!(post(port, "/pipelines/labs/poll").unwrap().0, 200);
+    assert_eq!(post(port, "/pipelines/nope/pause").unwrap().0, 404);
+    assert_eq!(get(port, "/pipelines/labs/pause", None).unwrap().0, 405);
+    let (code, logs) = stop(child);
+    assert_eq!(code, Some(0), "{logs}");
 }

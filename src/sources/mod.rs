@@ -271,3 +271,72 @@ impl ComponentKind for SourceConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod control_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_poll_request_ends_the_wait_for_the_next_poll_at_once() {
+        let control = SourceControl::new();
+        let mut polls = control.poll_requests();
+        let (_trigger, mut shutdown) = Shutdown::new();
+        let c = control.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.poll_now();
+        });
+        let woke = tokio::time::timeout(
+            Duration::from_secs(10),
+            wait_next_poll(
+                Duration::from_secs(3600),
+                &control,
+                &mut polls,
+                &mut shutdown,
+            ),
+        )
+        .await;
+        assert_eq!(
+            woke,
+            Ok(true),
+            "woken by the request, not the hour-long delay"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_paused_outlet_holds_the_envelope_until_resumed_and_shutdown_ends_a_paused_wait() {
+        let control = SourceControl::new();
+        let (tx, mut rx) = mpsc::channel::<Envelope<Raw>>(4);
+        let out = Outlet::new(tx, control.clone());
+        control.pause();
+        let env = Envelope::new(
+            Arc::new(crate::envelope::Provenance {
+                pipeline: Arc::from("p"),
+                source: Arc::from("s"),
+                source_kind: Arc::from("folder"),
+                origin: crate::envelope::Origin::Memory { label: "x".into() },
+                received_at: time::OffsetDateTime::now_utc(),
+                attempt: 1,
+                content_sha256: crate::envelope::sha256(b"x"),
+            }),
+            Raw {
+                bytes: bytes::Bytes::from_static(b"x"),
+                name: "x".into(),
+            },
+            crate::ack::AckToken::detached(),
+        );
+        let send = tokio::spawn(async move { out.send(env).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err(), "nothing passes while paused");
+        control.resume();
+        assert_eq!(send.await.unwrap(), Ok(()));
+        assert!(rx.recv().await.is_some());
+
+        control.pause();
+        let mut polls = control.poll_requests();
+        let (trigger, mut shutdown) = Shutdown::new();
+        trigger.trigger();
+        assert!(!wait_next_poll(Duration::ZERO, &control, &mut polls, &mut shutdown).await);
+    }
+}

@@ -139,7 +139,10 @@ impl PipelineStatus {
         serde_json::json!({
             "name": self.name,
             "file": self.file.display().to_string(),
-            "started": since(self.started),
+            "started_ms": self.started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
             "running": self.is_running(),
             "stopped_by": self.stopped_by(),
             "paused": self.control.is_paused(),
