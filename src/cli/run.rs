@@ -36,9 +36,14 @@ pub struct RunArgs {
     /// Log as JSON (default: JSON unless stderr is a terminal).
     #[arg(long)]
     pub log_json: Option<bool>,
+    /// DEBUGGING ONLY: write message bodies (patient information) to the logs at debug
+    /// level. Logged loudly when on.
+    #[arg(long, env = "OSCARFLOW_LOG_BODIES")]
+    pub log_bodies: bool,
 }
 
 pub async fn run(a: RunArgs) -> i32 {
+    crate::telemetry::set_log_bodies(a.log_bodies);
     let mut cfg = match &a.config {
         Some(p) => match DaemonConfig::load(p) {
             Ok(c) => c,

@@ -231,6 +231,9 @@ impl Stage<Raw, LabFile> for ParseHl7 {
         input: &Envelope<Raw>,
         out: &mut Emitter<LabFile>,
     ) -> Result<(), ProcessError> {
+        if crate::telemetry::bodies_logged() {
+            tracing::debug!(target: "oscarflow::phi", pipeline = %input.provenance.pipeline, sha = %input.provenance.short_hash(), body = %String::from_utf8_lossy(&input.payload.bytes), "PHI: message body (--log-bodies).");
+        }
         let found = self.parse(input, out);
         self.observers.emit(Event::Parsed {
             prov: &input.provenance,

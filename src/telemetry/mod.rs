@@ -352,6 +352,24 @@ impl Observer for Telemetry {
     }
 }
 
+static LOG_BODIES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns on logging of message bodies (`oscarflow run --log-bodies`): a debugging switch
+/// that puts patient information into the logs. Off by default; turning it on is logged
+/// at `warn` level, and every body line carries the target `oscarflow::phi` so that it can
+/// be found and purged.
+pub fn set_log_bodies(on: bool) {
+    LOG_BODIES.store(on, std::sync::atomic::Ordering::SeqCst);
+    if on {
+        tracing::warn!(target: "oscarflow::phi", "PHI WARNING: --log-bodies is on. Message bodies (patient names, health numbers, results) will be written to the logs at debug level. Use it only to debug, turn it off again, and purge these logs.");
+    }
+}
+
+/// Whether message bodies may be logged (see [`set_log_bodies`]).
+pub fn bodies_logged() -> bool {
+    LOG_BODIES.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Initialises `tracing`: human-readable on a terminal, JSON otherwise (journald, files).
 /// `RUST_LOG` overrides the default level (`info`).
 pub fn init_logging(json: Option<bool>) {
