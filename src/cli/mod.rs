@@ -1,4 +1,4 @@
-//! The `oscarflow` command line: `replay`, `check`, `run`, `dlq`.
+//! The `oscarflow` command line: `replay`, `check`, `run`, `tap`, `dlq`, `inspect`.
 //!
 //! Every command takes `--database URL` (or `OSCARFLOW_DATABASE_URL`); without one it uses
 //! the embedded SQLite store under `./var/` (or `--state-dir`). Exit codes: 0 success, 1 a
@@ -10,6 +10,7 @@ mod inspect;
 mod replay;
 pub mod report;
 mod run;
+mod tap;
 
 use std::path::PathBuf;
 
@@ -81,6 +82,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show the messages of an HL7 file (type, control id, segments, lab model) or one field.
     Inspect(inspect::InspectArgs),
+    /// Print a live sample of the events at one component of the running daemon.
+    Tap(tap::TapArgs),
     /// List, show, re-drive and purge dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -111,6 +114,7 @@ pub fn main() -> i32 {
             Command::Run(a) => run::run(a).await,
             Command::Dlq(c) => dlq::run(c).await,
             Command::Inspect(a) => inspect::run(a),
+            Command::Tap(a) => tap::run(a).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(5));

@@ -104,6 +104,7 @@ impl Observer for ReportCollector {
             | Event::NotDelivered { .. }
             | Event::ReleaseFailed { .. }
             | Event::Polled { .. }
+            | Event::Body { .. }
             | Event::PollFailed { .. } => {}
         }
     }

@@ -107,11 +107,15 @@ pub async fn run(a: RunArgs) -> i32 {
             Err(e) => return fail(e),
         },
     };
+    let tap = crate::telemetry::tap::TapHub::new();
     let mut sup = Supervisor::new(
         cfg.pipelines_dir.clone(),
         url.clone(),
         cfg.grace_period,
-        BuildOptions::default(),
+        BuildOptions {
+            observers: crate::telemetry::Observers::none().with(tap.clone()),
+            ..BuildOptions::default()
+        },
     );
     if let Err(e) = sup.reconcile().await {
         return fail(e);
@@ -169,6 +173,8 @@ pub async fn run(a: RunArgs) -> i32 {
             metrics,
             token,
             registry: sup.registry.clone(),
+            tap: tap.clone(),
+            shutdown: outbox_shutdown.clone(),
         });
         tokio::spawn(crate::http::serve(listener, state, outbox_shutdown.clone()));
     }

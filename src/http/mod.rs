@@ -11,12 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::telemetry::tap::TapHub;
 use crate::telemetry::MetricName;
 use crate::topology::{Registry, Shutdown};
 
@@ -28,7 +29,13 @@ pub struct HttpState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// `Authorization: Bearer <token>` required when set.
     pub token: Option<String>,
+    /// Live events for `GET /tap/<pipeline>/<component>`.
+    pub tap: Arc<TapHub>,
+    /// Fires when the daemon stops (ends open taps).
+    pub shutdown: Shutdown,
 }
+
+type Body = BoxBody<Bytes, Infallible>;
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder.
 pub fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
@@ -73,8 +80,8 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut shutdown: S
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = status;
     if let Ok(v) = content_type.parse() {
         r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
@@ -82,7 +89,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &str) -> Respo
     r
 }
 
-async fn answer(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(state: &HttpState, req: &Request<Incoming>) -> Response<Body> {
     if let Some(token) = state.token.as_deref() {
         let given = req
             .headers()
@@ -103,6 +110,9 @@ async fn answer(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Byt
     if req.method() != hyper::Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n", "text/plain");
     }
+    if let Some(rest) = path.strip_prefix("/tap/") {
+        return tap(state, rest, req.uri().query().unwrap_or(""));
+    }
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
         "/readyz" => readiness(state).await,
@@ -122,7 +132,7 @@ async fn answer(state: &HttpState, req: &Request<Incoming>) -> Response<Full<Byt
     }
 }
 
-fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Body> {
     text(status, format!("{body}\n"), "application/json")
 }
 
@@ -142,8 +152,92 @@ fn pipelines_json(state: &HttpState) -> serde_json::Value {
     serde_json::json!({"pipelines": pipelines, "rejected": rejected})
 }
 
+/// `GET /tap/<pipeline>/<component>[?bodies=1]`: one JSON line per event at that component,
+/// until the client goes or the daemon stops.
+fn tap(state: &HttpState, rest: &str, query: &str) -> Response<Body> {
+    let Some((pipeline, component)) = rest.split_once('/') else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "use /tap/<pipeline>/<component>\n",
+            "text/plain",
+        );
+    };
+    let Some(p) = state.registry.get(pipeline) else {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "no such pipeline"}),
+        );
+    };
+    if !p.components.iter().any(|c| c == component) {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "no such component", "components": p.components}),
+        );
+    }
+    let bodies = query
+        .split('&')
+        .any(|kv| kv == "bodies=1" || kv == "bodies=true");
+    if bodies && !crate::telemetry::bodies_logged() {
+        return json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"error": "bodies are only tapped while the daemon runs with --log-bodies"}),
+        );
+    }
+    tracing::info!(pipeline, component, bodies, "Tap opened.");
+    let rx = state.tap.subscribe();
+    let filter: (Arc<str>, Arc<str>) = (Arc::from(pipeline), Arc::from(component));
+    let stream = futures::stream::unfold(
+        (rx, state.shutdown.clone(), filter),
+        move |(mut rx, mut shutdown, filter)| async move {
+            loop {
+                let rec = tokio::select! {
+                    _ = shutdown.wait() => return None,
+                    r = rx.recv() => r,
+                };
+                let rec = match rec {
+                    Ok(r) => r,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let line = format!(
+                            "{}\n",
+                            serde_json::json!({"event": "skipped", "records": n})
+                        );
+                        return Some((
+                            Ok(hyper::body::Frame::data(Bytes::from(line))),
+                            (rx, shutdown, filter),
+                        ));
+                    }
+                    Err(_) => return None,
+                };
+                if rec.pipeline != filter.0 || rec.component != filter.1 {
+                    continue;
+                }
+                if rec.body.is_some() && !bodies {
+                    continue;
+                }
+                let mut j = rec.json.clone();
+                if let (Some(b), serde_json::Value::Object(m)) = (&rec.body, &mut j) {
+                    m.insert(
+                        "body".into(),
+                        String::from_utf8_lossy(b).into_owned().into(),
+                    );
+                }
+                let line = format!("{j}\n");
+                return Some((
+                    Ok(hyper::body::Frame::data(Bytes::from(line))),
+                    (rx, shutdown, filter),
+                ));
+            }
+        },
+    );
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    if let Ok(v) = "application/x-ndjson".parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
 /// `POST /pipelines/<name>/pause|resume|poll`.
-fn control(state: &HttpState, rest: &str) -> Response<Full<Bytes>> {
+fn control(state: &HttpState, rest: &str) -> Response<Body> {
     let Some((name, action)) = rest.rsplit_once('/') else {
         return text(StatusCode::NOT_FOUND, "not found\n", "text/plain");
     };
@@ -187,7 +281,7 @@ fn record_gauges(registry: &Registry) {
     }
 }
 
-async fn readiness(state: &HttpState) -> Response<Full<Bytes>> {
+async fn readiness(state: &HttpState) -> Response<Body> {
     let mut problems = Vec::new();
     for (i, s) in state.registry.stores().iter().enumerate() {
         let ping = tokio::time::timeout(std::time::Duration::from_secs(5), s.ping()).await;

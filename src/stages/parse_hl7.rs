@@ -232,7 +232,11 @@ impl Stage<Raw, LabFile> for ParseHl7 {
         out: &mut Emitter<LabFile>,
     ) -> Result<(), ProcessError> {
         if crate::telemetry::bodies_logged() {
-            tracing::debug!(target: "oscarflow::phi", pipeline = %input.provenance.pipeline, sha = %input.provenance.short_hash(), body = %String::from_utf8_lossy(&input.payload.bytes), "PHI: message body (--log-bodies).");
+            self.observers.emit(Event::Body {
+                prov: &input.provenance,
+                component: &self.id,
+                body: &input.payload.bytes,
+            });
         }
         let found = self.parse(input, out);
         self.observers.emit(Event::Parsed {

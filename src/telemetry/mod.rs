@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+pub mod tap;
+
 use crate::ack::BatchStatus;
 use crate::dead_letter::ReasonCode;
 use crate::envelope::Provenance;
@@ -130,6 +132,13 @@ pub enum Event<'a> {
         pipeline: &'a str,
         component: &'a str,
         messages: u32,
+    },
+    /// An input's bytes, emitted only while [`bodies_logged`] (the `--log-bodies` switch):
+    /// PHI, logged at debug level under the target `oscarflow::phi`.
+    Body {
+        prov: &'a Provenance,
+        component: &'a str,
+        body: &'a [u8],
     },
     /// A polling source's poll failed (PHI-free reason); it tries again at the next poll.
     PollFailed {
@@ -336,6 +345,13 @@ impl Observer for Telemetry {
                     ],
                     1,
                 );
+            }
+            Event::Body {
+                prov,
+                component,
+                body,
+            } => {
+                tracing::debug!(target: "oscarflow::phi", pipeline = %prov.pipeline, component, sha = %prov.short_hash(), body = %String::from_utf8_lossy(body), "PHI: message body (--log-bodies).");
             }
             Event::ReleaseFailed { prov, error } => {
                 tracing::error!(pipeline = %prov.pipeline, source = %prov.source, sha = %prov.short_hash(), error, "Releasing the input failed; it will be re-delivered and deduplicated.");

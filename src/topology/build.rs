@@ -396,6 +396,12 @@ pub fn build(
         health,
         cfg.settings.unready_after,
         queues,
+        cfg.sources
+            .iter()
+            .map(|c| c.id.clone())
+            .chain(cfg.stages.iter().map(|c| c.id.clone()))
+            .chain(cfg.sinks.iter().map(|c| c.id.clone()))
+            .collect(),
     ));
     Ok(RunningPipeline {
         name: cfg.name.clone(),

@@ -33,6 +33,8 @@ pub struct PipelineStatus {
     pub health: Arc<SourceHealth>,
     /// A source failing for longer than this makes the daemon unready.
     pub unready_after: Duration,
+    /// Ids of its sources, stages and sinks (what `oscarflow tap` can watch).
+    pub components: Vec<String>,
     running: AtomicBool,
     stopped_by: Mutex<Option<String>>,
     queues: Vec<(String, QueueProbe)>,
@@ -49,6 +51,7 @@ impl PipelineStatus {
         health: Arc<SourceHealth>,
         unready_after: Duration,
         queues: Vec<(String, QueueProbe)>,
+        components: Vec<String>,
     ) -> Self {
         PipelineStatus {
             name,
@@ -59,6 +62,7 @@ impl PipelineStatus {
             control,
             health,
             unready_after,
+            components,
             running: AtomicBool::new(true),
             stopped_by: Mutex::new(None),
             queues,
