@@ -9,6 +9,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`envelope`] | `Envelope<T>`, `Provenance`, `Origin`, `MessageId` |
+//! | [`archive`] | the raw archive: every inbound input kept in S3 before it enters the pipeline |
 //! | [`ack`] | end-to-end acknowledgement: `BatchNotifier`, `AckToken`, `BatchStatus` |
 //! | [`error`], [`component`] | `ErrorKind` (`Data`/`Transient`/`Fatal`) and the per-message `ProcessError` |
 //! | [`config`] | pipeline files (parse → validate → build) and `oscarflow.toml` |
@@ -29,6 +30,7 @@
 //! | [`cli`] | the `oscarflow` commands |
 
 pub mod ack;
+pub mod archive;
 pub mod cli;
 pub mod component;
 pub mod config;

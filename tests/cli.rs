@@ -28,6 +28,9 @@ fn check_reports_every_problem_with_file_line_and_column() {
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     let expected = [
+        "tests/data/bad_pipelines/bad_archive.toml:12:12: error: archive: `endpoint` must be an http:// or https:// URL",
+        "tests/data/bad_pipelines/bad_archive.toml:13:21: error: archive.access_key_id_env: environment variable `OSCARFLOW_TEST_VARIABLE_THAT_IS_NOT_SET` is not set",
+        "tests/data/bad_pipelines/bad_archive.toml:15:18: error: archive: `sse_kms_key_id` needs `server_side_encryption = \"aws:kms\"`",
         "tests/data/bad_pipelines/bad_duration.toml:4:11: error: sources.inbox: invalid duration `5 parsecs`",
         "tests/data/bad_pipelines/duplicate_id.toml:5:9: error: stages.parse: duplicate component id (already used in sources)",
         "tests/data/bad_pipelines/many_problems.toml:3:47: error: [pipeline]: invalid duration `fast`",
@@ -94,6 +97,8 @@ fn check_accepts_the_example_pipelines_and_names_unset_secrets() {
         "RINGCENTRAL_CLIENT_ID",
         "RINGCENTRAL_CLIENT_SECRET",
         "RINGCENTRAL_JWT",
+        "ARCHIVE_S3_ACCESS_KEY_ID",
+        "ARCHIVE_S3_SECRET_ACCESS_KEY",
     ];
     let o = Command::new(bin())
         .args(["check"])

@@ -24,6 +24,7 @@ use serde_spanned::Spanned;
 pub use diagnostics::Diagnostic;
 pub use duration::deserialize_duration;
 
+use crate::archive::ArchiveConfig;
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
 use crate::stages::StageConfig;
@@ -124,6 +125,8 @@ pub struct PipelineConfig {
     pub sources: Vec<Component<SourceConfig>>,
     pub stages: Vec<Component<StageConfig>>,
     pub sinks: Vec<Component<SinkConfig>>,
+    /// The `[archive]` table: every raw input is kept in S3 before it enters the pipeline.
+    pub archive: Option<ArchiveConfig>,
 }
 
 impl PipelineConfig {
@@ -217,6 +220,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<PipelineConfig, Vec<Diagnosti
     let mut sources = Vec::new();
     let mut stages = Vec::new();
     let mut sinks = Vec::new();
+    let mut archive = None;
     for (key, item) in root.iter() {
         let kspan = root.key(key).and_then(|k| k.span());
         match key {
@@ -254,10 +258,20 @@ pub fn load_str(path: &Path, text: &str) -> Result<PipelineConfig, Vec<Diagnosti
                 true,
                 SinkConfig::from_table,
             ),
+            "archive" => {
+                if let Some(v) = table_value(item) {
+                    match ArchiveConfig::deserialize(v.into_deserializer()) {
+                        Ok(a) => archive = Some(a),
+                        Err(e) => l.err(e.span().or(kspan), format!("[archive]: {}", e.message())),
+                    }
+                } else {
+                    l.err(kspan, "`archive` must be a table");
+                }
+            }
             other => l.err(
                 kspan,
                 format!(
-                    "unknown top-level key `{other}` (expected pipeline, sources, stages, sinks)"
+                    "unknown top-level key `{other}` (expected pipeline, sources, stages, sinks, archive)"
                 ),
             ),
         }
@@ -275,6 +289,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<PipelineConfig, Vec<Diagnosti
         sources,
         stages,
         sinks,
+        archive,
     };
     validate(&mut l, &cfg);
     if l.diags.is_empty() {
@@ -515,6 +530,22 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
                     var.get_ref()
                 ),
             );
+        }
+    }
+    if let Some(a) = &cfg.archive {
+        for (field, var) in a.env_refs() {
+            if std::env::var_os(var.get_ref()).is_none() {
+                l.err(
+                    Some(var.span()),
+                    format!(
+                        "archive.{field}: environment variable `{}` is not set",
+                        var.get_ref()
+                    ),
+                );
+            }
+        }
+        for (msg, s) in a.validate() {
+            l.err(s, format!("archive: {msg}"));
         }
     }
     if cfg.settings.channel_capacity == 0 {

@@ -46,7 +46,7 @@ use super::pull::{
     default_poll_interval, default_timeout, env_secret, get_bytes, https_client, load_tls_files,
     run_schedule, validate_pull, yes, PollError, Round, Schedule, Tls,
 };
-use super::{Source, SourceContext, SourceError};
+use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::BatchNotifier;
 use crate::config::deserialize_duration;
 use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
@@ -347,12 +347,17 @@ impl ExcellerisSource {
                 notifier.token(),
             );
             provs.push(prov);
-            if cx.out.send(env).await.is_err() {
+            if let Err(e) = cx.out.send(env).await {
                 drop(notifier);
                 let _ = receiver.wait().await;
-                return Err(PollError(
-                    "the pipeline stopped before the batch was handed over".into(),
-                ));
+                return Err(PollError(match e {
+                    SendError::Closed => {
+                        "the pipeline stopped before the batch was handed over".into()
+                    }
+                    SendError::Archive(e) => format!(
+                        "{e}; the batch is not acknowledged and comes again at the next poll"
+                    ),
+                }));
             }
         }
         drop(notifier);

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 use ulid::Ulid;
 
-use super::{Source, SourceContext, SourceError};
+use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::{BatchNotifier, BatchStatus};
 use crate::config::deserialize_duration;
 use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
@@ -455,10 +455,12 @@ impl Source for FolderSource {
                 });
                 tokio::select! {
                     r = out.send(env) => {
-                        if r.is_err() {
+                        if r.as_ref().is_err_and(SendError::is_closed) {
                             // The pipeline is gone; the envelope's token failed the batch.
                             break 'outer;
                         }
+                        // Not archived: the batch failed, the file stays and is retried
+                        // after `retry_after`; the next files go on.
                     }
                     _ = shutdown.wait() => {
                         // Stop intake: the unsent envelope is dropped, its file stays.

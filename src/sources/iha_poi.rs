@@ -28,7 +28,7 @@ use super::pull::{
     default_poll_interval, default_timeout, env_secret, get_bytes, https_client, load_tls_files,
     run_schedule, validate_pull, yes, PollError, Round, Schedule, Tls,
 };
-use super::{Source, SourceContext, SourceError};
+use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::BatchNotifier;
 use crate::config::deserialize_duration;
 use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
@@ -244,8 +244,12 @@ impl IhaPoiSource {
                 notifier.token(),
             );
             drop(notifier);
-            if cx.out.send(env).await.is_err() {
-                return Err(PollError("the pipeline stopped".into()));
+            if let Err(e) = cx.out.send(env).await {
+                // Nothing of this poll is acknowledged; it all comes again at the next poll.
+                return Err(PollError(match e {
+                    SendError::Closed => "the pipeline stopped".into(),
+                    SendError::Archive(e) => format!("{e}; kept for the next poll"),
+                }));
             }
             waits.push((m.id.clone(), prov, receiver));
         }

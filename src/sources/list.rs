@@ -134,8 +134,12 @@ impl Source for ListSource {
                     released: false,
                 });
             }));
-            if cx.out.send(env).await.is_err() {
-                break;
+            if let Err(e) = cx.out.send(env).await {
+                if e.is_closed() {
+                    break;
+                }
+                // Not archived: this item's batch failed (reported as settled, not
+                // delivered); the next items go on.
             }
         }
         drop(cx.out);

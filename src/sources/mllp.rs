@@ -39,7 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{Source, SourceContext, SourceError};
+use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::{BatchNotifier, BatchStatus, InFlight};
 use crate::config::deserialize_duration;
 use crate::dead_letter::ReasonCode;
@@ -650,10 +650,17 @@ async fn handle(c: &Conn, raw: Bytes, peer: SocketAddr) -> Option<Answer> {
         notifier.token(),
     );
     drop(notifier);
-    if c.out.send(env).await.is_err() {
-        // The pipeline is stopping: the envelope's token was dropped, the batch fails.
+    if let Err(e) = c.out.send(env).await {
+        // The pipeline is stopping, or the raw archive failed: the envelope's token was
+        // dropped, the batch fails, and the peer gets an AE so that it sends again.
         let _ = receiver.wait().await;
-        return Some(Answer::for_outcome(BatchStatus::Failed, None));
+        return Some(match e {
+            SendError::Closed => Answer::for_outcome(BatchStatus::Failed, None),
+            SendError::Archive(_) => Answer {
+                code: AckCode::Error,
+                reason: Some("archive_unavailable".into()),
+            },
+        });
     }
     let outcome = receiver.wait_outcome().await;
     let answer = Answer::for_outcome(outcome.status, outcome.reason);

@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 
 use crate::ack::InFlight;
+use crate::archive::{Archivable, ArchiveError, ArchiveHook};
 use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
 use crate::envelope::{Envelope, Raw};
 use crate::error::{Classify, ErrorKind};
@@ -95,15 +96,33 @@ impl SourceControl {
     }
 }
 
-/// The pipeline is gone: an envelope could not be sent (its ack token failed its batch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
+/// An envelope was not sent; it was dropped and its ack token failed its batch, so the input
+/// stays with the source for re-delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The pipeline is gone: stop reading.
+    #[error("the pipeline stopped")]
+    Closed,
+    /// The raw archive could not take the input after its retries: keep the input, deliver
+    /// it again later, and go on (see [`crate::archive`]).
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+}
+
+impl SendError {
+    /// True when the pipeline stopped (as opposed to one input that must come again).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, SendError::Closed)
+    }
+}
 
 /// A source's way into the pipeline: the bounded channel to the first consumer, gated by
-/// the pipeline's [`SourceControl`].
+/// the pipeline's [`SourceControl`], archiving each raw input first when the pipeline has
+/// an `[archive]`.
 pub struct Outlet<T> {
     tx: mpsc::Sender<Envelope<T>>,
     control: Arc<SourceControl>,
+    archive: Option<Arc<ArchiveHook>>,
 }
 
 impl<T> Clone for Outlet<T> {
@@ -111,31 +130,54 @@ impl<T> Clone for Outlet<T> {
         Outlet {
             tx: self.tx.clone(),
             control: self.control.clone(),
+            archive: self.archive.clone(),
         }
     }
 }
 
 impl<T> Outlet<T> {
     pub fn new(tx: mpsc::Sender<Envelope<T>>, control: Arc<SourceControl>) -> Self {
-        Outlet { tx, control }
+        Outlet {
+            tx,
+            control,
+            archive: None,
+        }
+    }
+    /// Archive every input before sending it.
+    pub fn with_archive(mut self, archive: Option<Arc<ArchiveHook>>) -> Self {
+        self.archive = archive;
+        self
     }
     pub fn control(&self) -> &Arc<SourceControl> {
         &self.control
     }
 }
 
-impl<T: Send> Outlet<T> {
+impl<T: Send + Archivable> Outlet<T> {
     /// Sends one envelope, waiting while the pipeline is paused and while the channel is
-    /// full (backpressure). `Err(Closed)` when the pipeline stopped; the envelope is dropped
-    /// and its batch fails, so the input stays for re-delivery.
-    pub async fn send(&self, env: Envelope<T>) -> Result<(), Closed> {
+    /// full (backpressure). With an archive, the raw input is archived first and the
+    /// envelope is sent only when that succeeded. On `Err` the envelope is dropped and its
+    /// batch fails, so the input stays for re-delivery: `SendError::Closed` when the
+    /// pipeline stopped, `SendError::Archive` when the archive failed (the source goes on).
+    pub async fn send(&self, env: Envelope<T>) -> Result<(), SendError> {
         if self.control.is_paused() {
             tokio::select! {
                 _ = self.control.wait_resumed() => {}
-                _ = self.tx.closed() => return Err(Closed),
+                _ = self.tx.closed() => return Err(SendError::Closed),
             }
         }
-        self.tx.send(env).await.map_err(|_| Closed)
+        if let Some(hook) = &self.archive {
+            tokio::select! {
+                r = hook.archive(&env) => {
+                    if let Err(e) = r {
+                        tracing::warn!(pipeline = %env.provenance.pipeline, source = %env.provenance.source, message = %env.id, sha = %env.provenance.short_hash(), error = %e, "Input not archived; not sent, the source keeps it for re-delivery.");
+                        return Err(SendError::Archive(e));
+                    }
+                }
+                _ = self.tx.closed() => return Err(SendError::Closed),
+            }
+        }
+        self.tx.send(env).await.map_err(|_| SendError::Closed)
     }
 }
 

@@ -35,7 +35,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::pull::{run_schedule, PollError, Round, Schedule};
-use super::{SourceContext, SourceError};
+use super::{SendError, SourceContext, SourceError};
 use crate::ack::{BatchNotifier, BatchReceiver, BatchStatus};
 use crate::config::deserialize_duration;
 use crate::document::{InboundDocument, SpoolFile};
@@ -247,7 +247,7 @@ impl RingCentralFaxSource {
                 }
                 Err(e) => {
                     unsettled.keep(created);
-                    tracing::warn!(pipeline = %cx.pipeline, source = %cx.id, message_id = r.id, error = %e, "Fax download failed; it is fetched again at the next poll.");
+                    tracing::warn!(pipeline = %cx.pipeline, source = %cx.id, message_id = r.id, error = %e, "Fax not taken (download or archive failed); it is fetched again at the next poll.");
                 }
             }
         }
@@ -343,8 +343,11 @@ impl RingCentralFaxSource {
         let (notifier, receiver) = BatchNotifier::new(Some(cx.in_flight.clone()));
         let env = Envelope::new(prov.clone(), doc, notifier.token());
         drop(notifier);
-        if cx.out.send(env).await.is_err() {
-            return Ok(None);
+        match cx.out.send(env).await {
+            Ok(()) => {}
+            Err(SendError::Closed) => return Ok(None),
+            // Not archived: the fax stays unread and unfiled; it is fetched again.
+            Err(SendError::Archive(e)) => return Err(PollError(e.to_string())),
         }
         Ok(Some(Pending {
             id: r.id,

@@ -36,7 +36,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use tokio::sync::mpsc;
 
-use super::{Source, SourceContext, SourceError};
+use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::{BatchNotifier, BatchStatus};
 use crate::config::deserialize_duration;
 use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
@@ -651,10 +651,13 @@ impl SftpSource {
                 let status = receiver.wait().await;
                 let _ = tx.send((path, status));
             });
-            if cx.out.send(env).await.is_err() {
-                return Err(SftpError("the pipeline stopped".into()));
+            match cx.out.send(env).await {
+                Ok(()) => taken += 1,
+                Err(SendError::Closed) => return Err(SftpError("the pipeline stopped".into())),
+                // Not archived: the file's batch failed, it stays on the server and comes
+                // again after `retry_after`; this round takes no more files.
+                Err(SendError::Archive(_)) => break,
             }
-            taken += 1;
         }
         // Forget files that vanished; remember this listing for the next stability check.
         previous.retain(|p, _| seen.contains(p));

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::ack::InFlight;
+use crate::archive::{ArchiveHook, RawArchive};
 use crate::config::{ComponentKind, PipelineConfig, PortType};
 use crate::dead_letter::DeadLetterStore;
 use crate::document::InboundDocument;
@@ -159,6 +160,7 @@ pub fn build(
     let (trigger, shutdown) = Shutdown::new();
     let in_flight = InFlight::new();
     let control = SourceControl::new();
+    let archive = archive_hook(cfg, &pipeline)?;
     let mut tasks: JoinSet<Result<(), Fatal>> = JoinSet::new();
 
     // Channels: one per consumer, typed by its input port.
@@ -312,6 +314,7 @@ pub fn build(
         observers: observers.clone(),
         store: store.clone(),
         control: control.clone(),
+        archive,
     };
     for c in &cfg.sources {
         let out = match txs.remove(&c.id) {
@@ -432,6 +435,19 @@ struct SourceShared {
     observers: Observers,
     store: Store,
     control: Arc<SourceControl>,
+    archive: Option<Arc<ArchiveHook>>,
+}
+
+/// The pipeline's raw archive, when it has an `[archive]` table.
+fn archive_hook(
+    cfg: &PipelineConfig,
+    pipeline: &Arc<str>,
+) -> Result<Option<Arc<ArchiveHook>>, BuildError> {
+    let Some(a) = &cfg.archive else {
+        return Ok(None);
+    };
+    let archive = RawArchive::new(a).map_err(|e| invalid(cfg, e.to_string()))?;
+    Ok(Some(ArchiveHook::new(archive, pipeline.clone())))
 }
 
 impl SourceShared {
@@ -439,7 +455,7 @@ impl SourceShared {
         SourceContext {
             pipeline: self.pipeline.clone(),
             id: Arc::from(id),
-            out: Outlet::new(out, self.control.clone()),
+            out: Outlet::new(out, self.control.clone()).with_archive(self.archive.clone()),
             shutdown: self.shutdown.clone(),
             in_flight: self.in_flight.clone(),
             observers: self.observers.clone(),

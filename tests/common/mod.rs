@@ -9,6 +9,7 @@ pub mod logs;
 pub mod mariadb;
 pub mod poi_emulator;
 pub mod rc_emulator;
+pub mod s3;
 pub mod sources;
 pub mod sshd;
 
