@@ -433,3 +433,80 @@ fn pause_holds_a_pipelines_intake_and_resume_lets_it_go_on() {
     let (code, logs) = stop(child);
     assert_eq!(code, Some(0), "{logs}");
 }
+
+#[test]
+fn tap_prints_the_events_at_one_component_and_no_bodies_unless_the_daemon_logs_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = daemon(tmp.path(), &format!("127.0.0.1:{port}"), &[], "");
+    let inbox = tmp.path().join("inbox");
+    wait_for(|| pipeline(port, "labs"));
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut tap = Command::new(bin())
+        .args([
+            "tap",
+            "labs",
+            "oscar",
+            "--endpoint",
+            &endpoint,
+            "--count",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Labs arrive until the tap has seen three commits at the sink.
+    let mut i = 0;
+    let status = loop {
+        if let Some(s) = tap.try_wait().unwrap() {
+            break s;
+        }
+        assert!(i < 40, "the tap saw no commits");
+        std::fs::write(
+            inbox.join(format!("lab{i}.hl7")),
+            variant("fixtures/hl7/pathl7/multi_message.hl7", i),
+        )
+        .unwrap();
+        i += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(tap.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert_eq!(status.code(), Some(0));
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    println!(
+        "tap: {} records at labs/oscar, first {}",
+        records.len(),
+        records[0]
+    );
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        assert_eq!(r["pipeline"], "labs");
+        assert_eq!(r["component"], "oscar");
+        assert_eq!(r["event"], "committed");
+        assert_eq!(r["provenance"]["source"], "inbox");
+        assert_eq!(r["provenance"]["sha256"].as_str().unwrap().len(), 64);
+        assert!(r.get("body").is_none());
+    }
+    assert!(!out.contains("TESTPATIENT") && !out.contains("9000000011"));
+
+    // Bodies need the daemon's --log-bodies; an unknown component is named as such.
+    let denied = Command::new(bin())
+        .args(["tap", "labs", "parse", "--bodies", "--endpoint", &endpoint])
+        .output()
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("--log-bodies"));
+    let unknown = Command::new(bin())
+        .args(["tap", "labs", "nope", "--endpoint", &endpoint])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no such component"));
+    let (code, logs) = stop(child);
+    assert_eq!(code, Some(0), "{logs}");
+}

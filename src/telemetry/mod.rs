@@ -390,8 +390,19 @@ pub fn bodies_logged() -> bool {
 /// `RUST_LOG` overrides the default level (`info`).
 pub fn init_logging(json: Option<bool>) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    // The AWS SDK logs request details (the access key id among them) at debug level; they
+    // stay out even under RUST_LOG=debug.
+    for d in [
+        "aws_smithy_runtime=info",
+        "aws_sdk_s3=info",
+        "aws_smithy_http_client=info",
+    ] {
+        if let Ok(d) = d.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let json = json.unwrap_or_else(|| !std::io::stderr().is_terminal());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
