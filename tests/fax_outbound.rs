@@ -450,9 +450,16 @@ async fn two_oscarflow_processes_on_one_oscar_database_never_send_a_fax_twice() 
         // Some answers are lost on the way back, so adoption races with claiming too.
         emu.state.lock().unwrap().drop_after_accept = 5;
         let config = daemon_config(&emu, tmp.path(), &docs);
-        let spawn = || {
+        // Process `a` serves /metrics; `b` has no endpoint.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen_a = format!("127.0.0.1:{port}");
+        let spawn = |listen: &str| {
             std::process::Command::new(common::bin())
-                .args(["run", "--config", config.to_str().unwrap()])
+                .args(["run", "--config", config.to_str().unwrap(), "--listen", listen])
                 .env("OSCARFLOW_T_OUT_DB", &url)
                 .env_remove("OSCARFLOW_DATABASE_URL")
                 .env("RUST_LOG", "info")
@@ -461,8 +468,8 @@ async fn two_oscarflow_processes_on_one_oscar_database_never_send_a_fax_twice() 
                 .spawn()
                 .unwrap()
         };
-        let mut a = spawn();
-        let mut b = spawn();
+        let mut a = spawn(&listen_a);
+        let mut b = spawn("off");
         let started = Instant::now();
         loop {
             let done = common::count(&store, "SELECT COUNT(*) FROM faxes WHERE status = 'COMPLETE'").await;
@@ -471,6 +478,23 @@ async fn two_oscarflow_processes_on_one_oscar_database_never_send_a_fax_twice() 
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        let metrics = reqwest::get(format!("http://{listen_a}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let completed_line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("oscarflow_outbound_messages_total{")
+                    && l.contains("kind=\"fax\"")
+                    && l.contains("worker=\"clinic\"")
+                    && l.contains("outcome=\"completed\"")
+            })
+            .expect("process a reports its completed faxes in /metrics");
+        println!("metrics of process a: {completed_line}");
+        assert!(metrics.contains("oscarflow_outbound_last_round_timestamp_seconds"));
         let mut logs = String::new();
         for child in [&mut a, &mut b] {
             let kill = std::process::Command::new("kill")

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::error::describe_sqlx;
 use crate::ringcentral::RcConfig;
 use crate::store::Store;
+use crate::telemetry::MetricName;
 use crate::topology::Shutdown;
 
 /// The checks every outbound worker's settings share.
@@ -41,7 +42,9 @@ pub(crate) async fn run_rounds<R, F, Fut>(
         match round(shutdown.clone()).await {
             Ok(r) => done(&r),
             Err(e) => {
-                tracing::error!(worker, error = %e, "Round failed; trying again at the next round.")
+                tracing::error!(worker, error = %e, "Round failed; trying again at the next round.");
+                metrics::counter!(MetricName::OutboundRoundFailures.as_str(), "worker" => worker.to_string())
+                    .increment(1);
             }
         }
         tokio::select! {
@@ -49,6 +52,23 @@ pub(crate) async fn run_rounds<R, F, Fut>(
             _ = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// Counts a round's outcomes in `/metrics`: `oscarflow_outbound_messages_total` by
+/// worker kind (`fax`, `sms`), worker name (from the config) and outcome, and the time of
+/// the worker's last finished round.
+pub(crate) fn record_round(kind: &'static str, worker: &str, outcomes: &[(&'static str, u32)]) {
+    for (outcome, n) in outcomes {
+        metrics::counter!(
+            MetricName::OutboundMessages.as_str(),
+            "kind" => kind,
+            "worker" => worker.to_string(),
+            "outcome" => *outcome
+        )
+        .increment(u64::from(*n));
+    }
+    metrics::gauge!(MetricName::OutboundLastRound.as_str(), "kind" => kind, "worker" => worker.to_string())
+        .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
 }
 
 /// A claim table: `table` keyed by `key`, with `owner`, `state` and `claimed_unix` columns.

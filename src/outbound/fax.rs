@@ -168,7 +168,18 @@ impl FaxOutbox {
             shutdown,
             |stop| async move { self.round_until(Some(&stop)).await },
             |r: &RoundReport| {
-                tracing::info!(outbox = %name, claimed = r.claimed, sent = r.sent, adopted = r.adopted, completed = r.completed, failed = r.failed, pending = r.pending, "Fax outbox round done.")
+                tracing::info!(outbox = %name, claimed = r.claimed, sent = r.sent, adopted = r.adopted, completed = r.completed, failed = r.failed, pending = r.pending, "Fax outbox round done.");
+                super::claim::record_round(
+                    "fax",
+                    &name,
+                    &[
+                        ("claimed", r.claimed),
+                        ("sent", r.sent),
+                        ("adopted", r.adopted),
+                        ("completed", r.completed),
+                        ("failed", r.failed),
+                    ],
+                );
             },
         )
         .await

@@ -307,7 +307,20 @@ impl SmsOutbox {
             shutdown,
             |_| self.round(),
             |r: &SmsReport| {
-                tracing::info!(sms = %name, queued = r.queued, opted_out = r.opted_out, invalid = r.invalid, sent = r.sent, adopted = r.adopted, delivered = r.delivered, failed = r.failed, "SMS round done.")
+                tracing::info!(sms = %name, queued = r.queued, opted_out = r.opted_out, invalid = r.invalid, sent = r.sent, adopted = r.adopted, delivered = r.delivered, failed = r.failed, "SMS round done.");
+                super::claim::record_round(
+                    "sms",
+                    &name,
+                    &[
+                        ("queued", r.queued),
+                        ("opted_out", r.opted_out),
+                        ("invalid", r.invalid),
+                        ("sent", r.sent),
+                        ("adopted", r.adopted),
+                        ("delivered", r.delivered),
+                        ("failed", r.failed),
+                    ],
+                );
             },
         )
         .await

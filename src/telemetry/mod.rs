@@ -38,6 +38,9 @@ pub enum MetricName {
     InputsInFlight,
     OldestUnackedAge,
     EnvelopesQueued,
+    OutboundMessages,
+    OutboundRoundFailures,
+    OutboundLastRound,
 }
 
 impl MetricName {
@@ -63,6 +66,9 @@ impl MetricName {
             MetricName::InputsInFlight => "oscarflow_inputs_in_flight_count",
             MetricName::OldestUnackedAge => "oscarflow_oldest_unacked_age_seconds",
             MetricName::EnvelopesQueued => "oscarflow_envelopes_queued_count",
+            MetricName::OutboundMessages => "oscarflow_outbound_messages_total",
+            MetricName::OutboundRoundFailures => "oscarflow_outbound_round_failures_total",
+            MetricName::OutboundLastRound => "oscarflow_outbound_last_round_timestamp_seconds",
         }
     }
 }
