@@ -337,7 +337,7 @@ fn run_drains_and_exits_zero_on_sigterm_with_nothing_half_written() {
         ),
     )
     .unwrap();
-    let total = 60;
+    let total = 200;
     for i in 0..total {
         std::fs::write(
             inbox.join(format!("lab{i:03}.hl7")),
@@ -402,6 +402,21 @@ fn run_drains_and_exits_zero_on_sigterm_with_nothing_half_written() {
         let done = std::fs::read_dir(&processed).unwrap().count() as i64;
         let left = std::fs::read_dir(&inbox).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count() as i64;
         assert_eq!(done + left, total as i64, "no file lost");
+        // What was not taken is untouched: same name, same bytes.
+        for e in std::fs::read_dir(&inbox).unwrap() {
+            let p = e.unwrap().path();
+            if !p.is_file() {
+                continue;
+            }
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let i: usize = name[3..6].parse().unwrap();
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                variant("fixtures/hl7/pathl7/multi_message.hl7", i),
+                "{name} is untouched"
+            );
+        }
+        println!("sigterm mid-load: exit 0, {done} files committed and released, {left} untouched, {files} in OSCAR");
         assert!(files >= done, "every released file was committed first");
         // Nothing half-written: each committed file has all three messages and its routing.
         assert_eq!(count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await, files * 3);
@@ -474,4 +489,5 @@ fn the_deployment_example_config_loads_and_the_unit_runs_it() {
     assert!(unit
         .contains("ExecStart=/usr/local/bin/oscarflow run --config /etc/oscarflow/oscarflow.toml"));
     assert!(unit.contains("KillSignal=SIGTERM"));
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
 }

@@ -215,6 +215,46 @@ impl Observer for SourceHealth {
 mod tests {
     use super::*;
 
+    fn status(unready_after: Duration) -> PipelineStatus {
+        PipelineStatus::new(
+            "labs".into(),
+            PathBuf::from("labs.toml"),
+            InFlight::new(),
+            10,
+            SourceControl::new(),
+            SourceHealth::new(),
+            unready_after,
+            Vec::new(),
+            vec!["pull".into()],
+        )
+    }
+
+    #[test]
+    fn a_pipeline_is_a_problem_when_stopped_or_when_a_source_fails_past_its_threshold() {
+        let s = status(Duration::from_secs(3600));
+        assert!(s.problems().is_empty());
+        s.health.observe(&Event::PollFailed {
+            pipeline: "labs",
+            component: "pull",
+            error: "timeout",
+        });
+        assert!(s.problems().is_empty(), "failing, but not for an hour yet");
+        let s = status(Duration::ZERO);
+        s.health.observe(&Event::PollFailed {
+            pipeline: "labs",
+            component: "pull",
+            error: "timeout",
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(s.problems().len(), 1);
+        assert!(s.problems()[0].starts_with("pipeline labs source pull failing for"));
+        s.mark_stopped(Some("pull: bind failed".into()));
+        assert!(s
+            .problems()
+            .contains(&"pipeline labs is not running".to_string()));
+        assert_eq!(s.to_json()["running"], false);
+    }
+
     #[test]
     fn a_source_is_failing_from_its_first_failed_poll_until_a_poll_succeeds() {
         let h = SourceHealth::new();
