@@ -62,7 +62,6 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use base64::Engine;
 use bytes::Bytes;
-use rand::Rng;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use time::OffsetDateTime;
@@ -71,6 +70,7 @@ use crate::config::{deserialize_duration, RetrySettings};
 use crate::document::InboundDocument;
 use crate::envelope::{Envelope, Raw};
 use crate::error::{Classify, ErrorKind};
+use crate::topology::run::backoff;
 
 /// Metric names of the raw archive.
 pub mod metric {
@@ -532,19 +532,6 @@ where
     }
 }
 
-/// Exponential backoff with full jitter: the delay after attempt `n` (1-based).
-fn backoff(r: &RetrySettings, attempt: u32) -> Duration {
-    let exp = r
-        .initial_backoff
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let cap = exp.min(r.max_backoff);
-    if cap.is_zero() {
-        return cap;
-    }
-    let ms = cap.as_millis().max(1) as u64;
-    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
-}
-
 /// What an [`crate::sources::Outlet`] holds to archive before it sends.
 #[derive(Debug)]
 pub struct ArchiveHook {
@@ -633,18 +620,5 @@ mod tests {
         // 23:30 on 28 February at UTC-8 is 07:30 on 1 March in UTC.
         let t = time::macros::datetime!(2026-02-28 23:30 -8);
         assert_eq!(a.key("labs", t, "ab12"), "clinic/labs/2026/03/01/ab12");
-    }
-
-    #[test]
-    fn backoff_grows_and_stays_under_the_cap() {
-        let r = RetrySettings {
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_millis(300),
-        };
-        assert!(backoff(&r, 1) <= Duration::from_millis(100));
-        assert!(backoff(&r, 1) >= Duration::from_millis(50));
-        assert!(backoff(&r, 10) <= Duration::from_millis(300));
-        assert!(backoff(&r, 10) >= Duration::from_millis(150));
     }
 }
