@@ -451,12 +451,7 @@ async fn two_oscarflow_processes_on_one_oscar_database_never_send_a_fax_twice() 
         emu.state.lock().unwrap().drop_after_accept = 5;
         let config = daemon_config(&emu, tmp.path(), &docs);
         // Process `a` serves /metrics; `b` has no endpoint.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen_a = format!("127.0.0.1:{port}");
+        let listen_a = format!("127.0.0.1:{}", common::free_port());
         let spawn = |listen: &str| {
             std::process::Command::new(common::bin())
                 .args(["run", "--config", config.to_str().unwrap(), "--listen", listen])

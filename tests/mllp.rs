@@ -107,31 +107,7 @@ fn messages_of(rel: &str) -> Vec<(String, Vec<u8>)> {
 /// A virtual environment with python-hl7 (`mllp_send`); `None` outside CI when Python or
 /// PyPI is unavailable.
 fn mllp_send_bin() -> Option<std::path::PathBuf> {
-    let venv = common::repo().join("target/py-hl7-venv");
-    let bin = venv.join("bin/mllp_send");
-    if bin.exists() {
-        return Some(bin);
-    }
-    let ok = std::process::Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && std::process::Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "hl7==0.4.5"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if ok && bin.exists() {
-        Some(bin)
-    } else if std::env::var_os("CI").is_some() {
-        panic!(
-            "cannot install python-hl7 (pip install hl7==0.4.5) into {}",
-            venv.display()
-        );
-    } else {
-        eprintln!("skipping: python-hl7 could not be installed");
-        None
-    }
+    common::pypi_program("py-hl7-venv", "hl7==0.4.5", "mllp_send")
 }
 
 async fn count(store: &Store, sql: &str) -> i64 {

@@ -9,18 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, variant};
+use common::{bin, free_port, variant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A plain HTTP/1.1 GET on loopback: (status, body).
-fn get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+/// A plain HTTP/1.1 request on loopback: (status, body).
+fn request(method: &str, port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
@@ -29,7 +21,7 @@ fn get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
         .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut out = String::new();
@@ -37,6 +29,10 @@ fn get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let status = out.split_whitespace().nth(1)?.parse().ok()?;
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((status, body))
+}
+
+fn get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    request("GET", port, path, token)
 }
 
 /// `oscarflow run` on a watched folder with the endpoint on `listen`.
@@ -253,19 +249,7 @@ async fn readyz_turns_unready_when_the_database_goes_away_and_ready_when_it_retu
 }
 
 fn post(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
+    request("POST", port, path, None)
 }
 
 /// A pipeline file reading the folder `inbox`, named `name`.

@@ -146,3 +146,43 @@ pub fn shared_dir(rel: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// A program installed from PyPI into a virtual environment `target/<venv>`: the path of
+/// `bin/<program>`. `None` outside CI when Python or PyPI is unavailable; under CI a failed
+/// install fails the test.
+pub fn pypi_program(venv: &str, requirement: &str, program: &str) -> Option<PathBuf> {
+    let venv = repo().join("target").join(venv);
+    let bin = venv.join("bin").join(program);
+    if bin.exists() {
+        return Some(bin);
+    }
+    let ok = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", requirement])
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok && bin.exists() {
+        Some(bin)
+    } else if std::env::var_os("CI").is_some() {
+        panic!(
+            "cannot install {requirement} (pip install) into {}",
+            venv.display()
+        );
+    } else {
+        eprintln!("skipping: {requirement} could not be installed from PyPI");
+        None
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -25,45 +25,13 @@ pub const SECRET: &str = "s3cr3t-0scarfl0w-archive-value-xyz";
 /// `moto_server` from a virtual environment under `target/`; `None` outside CI when it cannot
 /// be installed.
 pub fn moto_server_bin() -> Option<PathBuf> {
-    let venv = super::repo().join("target/py-moto-venv");
-    let bin = venv.join("bin/moto_server");
-    if bin.exists() {
-        return Some(bin);
-    }
-    let ok = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .is_ok_and(|s| s.success())
-        && Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", MOTO])
-            .status()
-            .is_ok_and(|s| s.success());
-    if ok && bin.exists() {
-        Some(bin)
-    } else if std::env::var_os("CI").is_some() {
-        panic!(
-            "cannot install moto (pip install \"{MOTO}\") into {}",
-            venv.display()
-        );
-    } else {
-        eprintln!("skipping: moto could not be installed (pip install \"{MOTO}\")");
-        None
-    }
+    super::pypi_program("py-moto-venv", MOTO, "moto_server")
 }
 
 /// Sets the credential variables (same values in every test).
 pub fn set_credentials() {
     std::env::set_var(KEY_ID_ENV, KEY_ID);
     std::env::set_var(SECRET_ENV, SECRET);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A moto server on a fixed loopback port, which may be stopped and started again.
@@ -79,7 +47,7 @@ impl MotoServer {
     pub fn reserve(bin: PathBuf, bucket: &str) -> MotoServer {
         MotoServer {
             bin,
-            port: free_port(),
+            port: super::free_port(),
             bucket: bucket.to_string(),
             child: None,
         }

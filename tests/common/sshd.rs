@@ -3,7 +3,7 @@
 //! when dropped. Plus a TCP proxy that can cut a connection after N bytes (a connection
 //! killed mid-transfer).
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,14 +48,6 @@ fn keygen(path: &Path) {
     assert!(st.success(), "ssh-keygen failed");
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Sshd {
     /// Starts a server under `dir`; `None` (with a notice) when OpenSSH is not installed
     /// outside CI. In CI a missing server is a failure (`.ci/run` installs it).
@@ -77,7 +69,7 @@ impl Sshd {
             .unwrap()
             .trim()
             .to_string();
-        let port = free_port();
+        let port = super::free_port();
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin yes\nStrictModes no\nUsePAM no\nMaxStartups 100\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
             d = dir.display()
