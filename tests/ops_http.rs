@@ -374,6 +374,20 @@ fn editing_a_pipeline_file_restarts_only_that_pipeline_and_a_broken_edit_keeps_t
         Some(b_started)
     );
 
+    // A new file that is invalid from the start: no version runs, so the daemon is unready.
+    std::fs::write(pdir.join("c.toml"), "[sources.inbox\ntype = ").unwrap();
+    let (ready, why) = wait_for(|| {
+        let (status, body) = get(port, "/readyz", None)?;
+        (status == 503).then_some((status, body))
+    });
+    assert!(why.contains("c.toml is invalid and not running"), "{why}");
+    std::fs::remove_file(pdir.join("c.toml")).unwrap();
+    wait_for(|| (get(port, "/readyz", None)?.0 == 200).then_some(()));
+    println!(
+        "readyz with an invalid new pipeline file: {ready} {}",
+        why.trim()
+    );
+
     let (code, logs) = stop(child);
     println!(
         "hot reload: a restarted once (a1 -> a2), b untouched, broken edit rejected: {}",

@@ -289,8 +289,18 @@ async fn readiness(state: &HttpState) -> Response<Body> {
             problems.push(format!("database {i} unreachable"));
         }
     }
-    for p in state.registry.pipelines() {
+    let pipelines = state.registry.pipelines();
+    for p in &pipelines {
         problems.extend(p.problems());
+    }
+    // A pipeline file that never ran (invalid since the start) is a pipeline not running.
+    for (file, _) in state.registry.rejected() {
+        if !pipelines.iter().any(|p| p.file == file) {
+            problems.push(format!(
+                "pipeline file {} is invalid and not running",
+                file.display()
+            ));
+        }
     }
     let body = serde_json::json!({"ready": problems.is_empty(), "problems": problems});
     let status = if problems.is_empty() {

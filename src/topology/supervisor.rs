@@ -176,6 +176,11 @@ impl Supervisor {
             self.registry.set_rejected(&f, None);
         }
         self.seen.retain(|p, _| files.contains(p));
+        for (f, _) in self.registry.rejected() {
+            if !files.contains(&f) {
+                self.registry.set_rejected(&f, None);
+            }
+        }
         let mut started = 0;
         for f in files {
             let Ok(bytes) = std::fs::read(&f) else {
