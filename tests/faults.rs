@@ -1047,69 +1047,154 @@ async fn ringcentral_down_mid_poll_and_back_loses_and_duplicates_nothing() {
     assert_eq!(read.len() as i64, FAXES, "each fax marked read once filed");
 }
 
+/// An SSH server whose drop folder holds `files` lab files of `PER_SFTP_FILE` synthetic
+/// messages each, and a seeded embedded store.
+struct SftpCase {
+    tmp: tempfile::TempDir,
+    sshd: common::sshd::Sshd,
+    store: Store,
+    remote: PathBuf,
+    templates: Vec<String>,
+    files: usize,
+}
+
+const PER_SFTP_FILE: usize = 5;
+
+impl SftpCase {
+    /// `None` (the test returns) outside CI when OpenSSH is not installed.
+    async fn new(files: usize) -> Option<SftpCase> {
+        let tmp = tempfile::tempdir().unwrap();
+        let sshd = common::sshd::Sshd::start(tmp.path())?;
+        let store = common::seeded_store(tmp.path()).await;
+        let remote = tmp.path().join("outbox");
+        std::fs::create_dir_all(&remote).unwrap();
+        let templates = templates();
+        for i in 0..files {
+            let k = i * PER_SFTP_FILE;
+            std::fs::write(
+                remote.join(format!("lab{i:04}.hl7")),
+                lab_file(&templates, k..k + PER_SFTP_FILE),
+            )
+            .unwrap();
+        }
+        Some(SftpCase {
+            tmp,
+            sshd,
+            store,
+            remote,
+            templates,
+            files,
+        })
+    }
+
+    /// The lab pipeline with the SFTP source spooling to `spool`, running.
+    fn start(
+        &self,
+        spool: &Path,
+        tag: &str,
+    ) -> (oscarflow::topology::RunningPipeline, Arc<SourceEvents>) {
+        let source = oscarflow::sources::sftp::SftpSource::new(self.sshd.sftp_config(
+            self.sshd.port,
+            &self.remote,
+            spool,
+            tag,
+        ))
+        .unwrap();
+        let events = Arc::new(SourceEvents::default());
+        let running = common::sources::start(
+            &common::lab_pipeline(),
+            &self.store,
+            Box::new(source),
+            Some(events.clone()),
+        );
+        (running, events)
+    }
+
+    /// Files still on the server.
+    fn left(&self) -> usize {
+        files_in(&self.remote).len()
+    }
+
+    /// Waits until the server's folder is empty, stops the pipeline and reads the figures.
+    async fn finish(&self, running: oscarflow::topology::RunningPipeline) -> LabFigures {
+        wait_for(120, "every file to be released", || self.left() == 0).await;
+        running.stop_intake();
+        common::sources::wait(running, 60).await.unwrap();
+        LabFigures::read(&self.store, &self.templates, self.files * PER_SFTP_FILE).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ssh_server_killed_mid_transfer_and_restarted_loses_and_duplicates_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(mut sshd) = common::sshd::Sshd::start(tmp.path()) else {
+    let Some(mut case) = SftpCase::new(200).await else {
         return;
     };
-    let store = common::seeded_store(tmp.path()).await;
-    let (remote, spool) = (tmp.path().join("outbox"), tmp.path().join("spool"));
-    std::fs::create_dir_all(&remote).unwrap();
-    let templates = templates();
-    let (files, per_file) = (200, 5);
-    for i in 0..files {
-        let k = 500_000 + i * per_file;
-        std::fs::write(
-            remote.join(format!("lab{i:04}.hl7")),
-            lab_file(&templates, k..k + per_file),
-        )
-        .unwrap();
-    }
-    let source = oscarflow::sources::sftp::SftpSource::new(sshd.sftp_config(
-        sshd.port,
-        &remote,
-        &spool,
-        "FAULTKILL",
-    ))
-    .unwrap();
-    let events = Arc::new(SourceEvents::default());
-    let running = common::sources::start(
-        &common::lab_pipeline(),
-        &store,
-        Box::new(source),
-        Some(events.clone()),
-    );
-    let left = || files_in(&remote).len();
+    let spool = case.tmp.path().join("spool");
+    let (running, events) = case.start(&spool, "FAULTKILL");
     // Killed while files are in transfer: a quarter released, the rest still coming.
-    wait_for(60, "a quarter of the files", || left() <= files * 3 / 4).await;
-    sshd.kill();
-    let at_kill = files - left();
+    wait_for(60, "a quarter of the files", || case.left() <= 150).await;
+    case.sshd.kill();
+    let at_kill = case.files - case.left();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let while_down = events.failed.lock().unwrap().len();
-    sshd.restart();
-    wait_for(120, "every file to be released", || left() == 0).await;
-    running.stop_intake();
-    common::sources::wait(running, 60).await.unwrap();
-
-    let messages = (files * per_file) as i64;
-    let imported = count(
-        &store,
-        "SELECT COUNT(DISTINCT accessionNum) FROM hl7TextInfo WHERE accessionNum LIKE '27-%'",
-    )
-    .await;
-    let rows = count(&store, "SELECT COUNT(*) FROM hl7TextInfo").await;
-    let uploads = count(&store, "SELECT COUNT(*) FROM fileUploadCheck").await;
-    let dead = count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await;
-    let (lost, duplicated) = (
-        messages - imported,
-        (rows - imported) + (uploads - files as i64),
+    case.sshd.restart();
+    let figures = case.finish(running).await;
+    println!(
+        "fault sftp_killed: {} files, sshd killed (SIGKILL, sessions too) after {at_kill} released, {while_down} failed polls while down, restarted: {}",
+        case.files,
+        figures.line()
     );
     println!(
-        "fault sftp_killed: {files} files ({messages} messages), sshd killed (SIGKILL, sessions too) after {at_kill} released, {while_down} failed polls while down, restarted: {imported} imported, {uploads} fileUploadCheck, {dead} dead letters, lost: {lost}, duplicated: {duplicated}"
+        "fault sftp_killed: lost: {}, duplicated: {}",
+        figures.lost, figures.duplicated
     );
-    assert!(at_kill < files, "killed mid-run");
+    assert!(at_kill < case.files, "killed mid-run");
     assert!(while_down >= 1, "the outage was seen");
-    assert_eq!((lost, duplicated, dead), (0, 0, 0));
+    figures.assert_exactly_once();
+    assert_eq!(figures.upload_checks, case.files as i64);
     assert!(files_in(&spool).is_empty(), "no partial download left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sftp_spool_disk_gives_a_clear_error_and_loses_nothing() {
+    let Some(case) = SftpCase::new(20).await else {
+        return;
+    };
+    let Some(disk) = Tmpfs::mount(&case.tmp.path().join("disk"), "1m") else {
+        return;
+    };
+    let spool = disk.0.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let filler = disk.fill();
+    let (running, events) = case.start(&spool, "SPOOLFULL");
+    wait_for(60, "three failed polls", || {
+        events.failed.lock().unwrap().len() >= 3
+    })
+    .await;
+    let errors = events.failed.lock().unwrap().clone();
+    let imported_while_full = count(&case.store, "SELECT COUNT(*) FROM hl7TextInfo").await;
+    let left_while_full = case.left();
+    std::fs::remove_file(&filler).unwrap();
+    let figures = case.finish(running).await;
+    println!(
+        "fault sftp_spool_full: {} files, spool disk full: {} failed polls (\"{}\"), {imported_while_full} messages imported and {} of {} files released while full; space freed: {}",
+        case.files,
+        errors.len(),
+        errors.first().map(String::as_str).unwrap_or(""),
+        case.files - left_while_full,
+        case.files,
+        figures.line()
+    );
+    println!(
+        "fault sftp_spool_full: lost: {}, duplicated: {}",
+        figures.lost, figures.duplicated
+    );
+    assert!(
+        errors.iter().all(|e| e.contains("No space left on device")),
+        "the poll errors name the full disk: {errors:?}"
+    );
+    assert_eq!(imported_while_full, 0, "nothing imported while full");
+    assert_eq!(left_while_full, case.files, "nothing released while full");
+    figures.assert_exactly_once();
+    assert!(files_in(&spool).is_empty(), "the spool is emptied");
 }
