@@ -299,6 +299,21 @@ impl Drop for Daemon {
     }
 }
 
+/// Prints one line of the fault report and appends it to `<target>/tmp/fault-suite.txt`,
+/// which `.ci/run` prints after the test run (cargo hides a passing test's output).
+fn report(line: String) {
+    use std::io::Write;
+    println!("{line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fault-suite.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
@@ -448,18 +463,18 @@ fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
         .count() as i64;
     let stray = released.difference(&all).count();
     let in_lab_import = rt.block_on(count(&store, "SELECT COUNT(*) FROM oscarflow_lab_import"));
-    println!(
+    report(format!(
         "fault kill_nine: {KILLS} SIGKILLs (seed {seed}) at files released {at_kill:?}, {total} input files ({distinct_files} distinct + {} byte-identical copies) in {secs:.1} s; files released {}, left {}, lost {files_lost}; {}",
         total - distinct_files,
         released.len(),
         left.len(),
         figures.line()
-    );
-    println!(
+    ));
+    report(format!(
         "fault kill_nine: lost: {}, duplicated: {}",
         figures.lost + files_lost,
         figures.duplicated
-    );
+    ));
     assert_eq!(code, Some(0), "the last run drains and exits 0");
     assert!(
         at_kill.iter().all(|n| *n < total),
@@ -690,13 +705,14 @@ fn mariadb_stopped_for_twenty_seconds_makes_the_daemon_unready_and_it_resumes_lo
     let templates = templates();
     let per_file = 3;
     let mut files = 0;
+    // Dropped the way a drop folder must be written to with `min_age = "0s"`: under a
+    // hidden name, then renamed (a file written in place can be read while still empty).
     let drop_lab = |files: &mut usize| {
         let k = *files * per_file;
-        std::fs::write(
-            inbox.join(format!("lab{:04}.hl7", *files)),
-            lab_file(&templates, k..k + per_file),
-        )
-        .unwrap();
+        let name = format!("lab{:04}.hl7", *files);
+        let hidden = inbox.join(format!(".{name}"));
+        std::fs::write(&hidden, lab_file(&templates, k..k + per_file)).unwrap();
+        std::fs::rename(&hidden, inbox.join(name)).unwrap();
         *files += 1;
     };
     let port = free_port();
@@ -758,17 +774,17 @@ fn mariadb_stopped_for_twenty_seconds_makes_the_daemon_unready_and_it_resumes_lo
     let figures = rt.block_on(LabFigures::read(&store, &templates, files * per_file));
     let n503 = statuses.iter().filter(|s| **s == Some(503)).count();
     let n200 = statuses.iter().filter(|s| **s == Some(200)).count();
-    println!(
+    report(format!(
         "fault mariadb_stopped: {files} input files, MariaDB down 20 s: /readyz 503 {n503} times of {} (first after {:.1} s, 200 {n200} times), released by the end of the outage {during_outage}, /readyz 200 {:.1} s after the restart; {}",
         statuses.len(),
         first_503.map_or(f64::NAN, |d| d.as_secs_f64()),
         ready_again.as_secs_f64(),
         figures.line()
-    );
-    println!(
+    ));
+    report(format!(
         "fault mariadb_stopped: lost: {}, duplicated: {}",
         figures.lost, figures.duplicated
-    );
+    ));
     assert_eq!(code, Some(0));
     assert!(
         first_503.is_some_and(|d| d < Duration::from_secs(10)),
@@ -978,14 +994,14 @@ async fn a_full_spool_disk_gives_a_clear_error_and_loses_nothing() {
     let corrupted = corrupted_documents(&tmp.path().join("document")) as i64;
     let lost = FAXES - filed + corrupted;
     let duplicated = docs - filed;
-    println!(
+    report(format!(
         "fault spool_full: {FAXES} faxes, {corrupted} filed with other bytes than sent, spool disk full: {} failed polls (\"{}\"), {no_space} \"Fax not taken\" warnings naming the full disk ({example}), {} filed, {} marked read, {spooled} left in the spool, {docs_while_full} in DOCUMENT_DIR; space freed: {docs} documents, {filed} distinct faxes filed, {} marked read, {dead} dead letters, lost: {lost}, duplicated: {duplicated}",
         errors.len(),
         errors.first().map(String::as_str).unwrap_or(""),
         while_full.0,
         read_while_full,
         emu.read_ids().len()
-    );
+    ));
     assert!(no_space >= 1, "a warning names the full disk");
     assert_eq!(
         while_full,
@@ -1035,11 +1051,11 @@ async fn ringcentral_down_mid_poll_and_back_loses_and_duplicates_nothing() {
     let failed = events.failed.lock().unwrap().len();
     let corrupted = corrupted_documents(&tmp.path().join("document")) as i64;
     let (lost, duplicated) = (FAXES - filed + corrupted, docs - filed);
-    println!(
+    report(format!(
         "fault ringcentral_down: {FAXES} faxes, down after 5 downloads: {} filed while down, {failed} failed polls; back: {docs} documents, {filed} distinct faxes filed, {} marked read, {dead} dead letters, lost: {lost}, duplicated: {duplicated}",
         while_down.0,
         emu.read_ids().len()
-    );
+    ));
     assert!(while_down.0 <= 5, "{while_down:?}");
     assert_eq!((lost, duplicated, dead), (0, 0, 0));
     let mut read = emu.read_ids();
@@ -1139,15 +1155,15 @@ async fn the_ssh_server_killed_mid_transfer_and_restarted_loses_and_duplicates_n
     let while_down = events.failed.lock().unwrap().len();
     case.sshd.restart();
     let figures = case.finish(running).await;
-    println!(
+    report(format!(
         "fault sftp_killed: {} files, sshd killed (SIGKILL, sessions too) after {at_kill} released, {while_down} failed polls while down, restarted: {}",
         case.files,
         figures.line()
-    );
-    println!(
+    ));
+    report(format!(
         "fault sftp_killed: lost: {}, duplicated: {}",
         figures.lost, figures.duplicated
-    );
+    ));
     assert!(at_kill < case.files, "killed mid-run");
     assert!(while_down >= 1, "the outage was seen");
     figures.assert_exactly_once();
@@ -1176,7 +1192,7 @@ async fn a_full_sftp_spool_disk_gives_a_clear_error_and_loses_nothing() {
     let left_while_full = case.left();
     std::fs::remove_file(&filler).unwrap();
     let figures = case.finish(running).await;
-    println!(
+    report(format!(
         "fault sftp_spool_full: {} files, spool disk full: {} failed polls (\"{}\"), {imported_while_full} messages imported and {} of {} files released while full; space freed: {}",
         case.files,
         errors.len(),
@@ -1184,11 +1200,11 @@ async fn a_full_sftp_spool_disk_gives_a_clear_error_and_loses_nothing() {
         case.files - left_while_full,
         case.files,
         figures.line()
-    );
-    println!(
+    ));
+    report(format!(
         "fault sftp_spool_full: lost: {}, duplicated: {}",
         figures.lost, figures.duplicated
-    );
+    ));
     assert!(
         errors.iter().all(|e| e.contains("No space left on device")),
         "the poll errors name the full disk: {errors:?}"
@@ -1259,11 +1275,11 @@ async fn a_full_document_dir_files_nothing_partially_and_keeps_every_fax_with_it
         .unwrap();
     let redriven = fax_figures(&store).await.1;
     let (lost, duplicated) = (FAXES - filed - intact, docs_n - filed);
-    println!(
+    report(format!(
         "fault document_dir_full: {FAXES} faxes, DOCUMENT_DIR full: {docs_n} documents, {filed} filed, {dead} dead letters ({intact} with the fax's exact bytes), {read} marked read, {} files left in DOCUMENT_DIR, lost: {lost}, duplicated: {duplicated}; `dlq retry --all` afterwards: exit {:?}, {redriven} filed (known gap: faxes cannot be re-driven)",
         leftovers.len(),
         retry.status.code()
-    );
+    ));
     assert!(
         leftovers.is_empty(),
         "no partial file in DOCUMENT_DIR: {leftovers:?}"
