@@ -12,69 +12,21 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use time::OffsetDateTime;
 
 use oscarflow::config::load_str;
 use oscarflow::store::Store;
 use oscarflow::topology::{build, BuildOptions};
 
-use common::rc_emulator::{RcEmulator, CLIENT_SECRET, JWT};
+use common::rc_emulator::{pdf, RcEmulator, CLIENT_SECRET, JWT};
 use common::sources::SourceEvents;
 
 /// OSCAR's unclaimed-document inbox (IMPORT-SPEC §3.4, `InboxResultsDao` "unmatched").
 const UNCLAIMED_INBOX: &str = "SELECT COUNT(DISTINCT plr.lab_no) FROM providerLabRouting plr, ctl_document cd WHERE plr.lab_type = 'DOC' AND cd.document_no = plr.lab_no AND cd.module_id = -1 AND plr.provider_no = '0' AND plr.status = 'N'";
 
-/// A synthetic PDF of about `size` bytes, distinct per id.
-fn pdf(id: i64, size: usize) -> Bytes {
-    let mut v = format!("%PDF-1.4\n% synthetic fax {id}\n").into_bytes();
-    let mut x = id as u64 ^ 0x9E37_79B9_7F4A_7C15;
-    while v.len() < size.saturating_sub(6) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.push(b' ' + (x % 90) as u8);
-    }
-    v.extend_from_slice(b"\n%%EOF");
-    Bytes::from(v)
-}
-
 /// The fax pipeline file, with per-test secret variables.
 fn pipeline_toml(emu: &RcEmulator, dir: &Path, tag: &str) -> String {
-    std::fs::create_dir_all(dir.join("document")).unwrap();
-    format!(
-        r#"
-[pipeline]
-name = "fax_inbox"
-channel_capacity = 4
-
-[pipeline.retry]
-max_attempts = 3
-initial_backoff = "50ms"
-max_backoff = "200ms"
-
-[sources.fax]
-type = "ringcentral_fax"
-spool_dir = "{spool}"
-poll_interval = "1h"
-per_page = 50
-
-[sources.fax.ringcentral]
-max_attempts = 2
-initial_backoff = "50ms"
-timeout = "20s"
-{ringcentral}
-[sinks.oscar]
-type = "oscar_fax"
-inputs = ["fax"]
-document_dir = "{docs}"
-queue_id = 1
-fax_line = "6045550100"
-"#,
-        spool = dir.join("spool").display(),
-        ringcentral = emu.ringcentral_toml(&format!("FAX_{tag}"), (100_000, "1m")),
-        docs = dir.join("document").display(),
-    )
+    common::rc_emulator::fax_pipeline_toml(emu, dir, tag, &dir.join("spool"), "1h")
 }
 
 /// One poll of the pipeline (one-shot); the poll and settle events.

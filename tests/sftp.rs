@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_spanned::Spanned;
-
 use oscarflow::ack::BatchStatus;
 use oscarflow::sources::sftp::{RemoteAfter, SftpConfig, SftpSource};
 use oscarflow::sources::Source;
@@ -23,27 +21,7 @@ use common::sources::SourceEvents as Polls;
 use common::sshd::{CuttingProxy, Sshd};
 
 fn config(sshd: &Sshd, port: u16, remote: &Path, spool: &Path, tag: &str) -> SftpConfig {
-    let user_var = format!("OSCARFLOW_T_SFTP_{tag}_USER");
-    std::env::set_var(&user_var, &sshd.user);
-    SftpConfig {
-        host: "127.0.0.1".into(),
-        port,
-        user_env: Spanned::new(0..0, user_var),
-        private_key: Some(sshd.client_key.clone()),
-        private_key_passphrase_env: None,
-        password_env: None,
-        known_hosts: sshd.known_hosts(port),
-        remote_dir: remote.display().to_string(),
-        pattern: "*.hl7".into(),
-        after: RemoteAfter::Delete,
-        archive_dir: None,
-        spool_dir: spool.to_path_buf(),
-        poll_interval: Duration::from_millis(100),
-        min_age: Duration::ZERO,
-        retry_after: Duration::from_secs(1),
-        max_backoff: Duration::from_millis(500),
-        timeout: Duration::from_secs(20),
-    }
+    sshd.sftp_config(port, remote, spool, tag)
 }
 
 /// A test server, a seeded store, the remote drop folder and the local spool.

@@ -116,15 +116,24 @@ pub async fn record_dead_lettered(
     }
 }
 
-/// Copies `from` to `dir/name` through a temporary name, synced before the rename.
+/// Copies `from` to `dir/name` through a temporary name, synced before the rename. On
+/// failure (a full disk) the temporary file is removed: nothing partial stays in the
+/// document directory, taking the space it lacks.
 async fn place_file(from: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
     let dest = dir.join(name);
     let tmp = dir.join(format!(".{name}.oscarflow-tmp"));
-    tokio::fs::copy(from, &tmp).await?;
-    let f = tokio::fs::OpenOptions::new().write(true).open(&tmp).await?;
-    f.sync_all().await?;
-    drop(f);
-    tokio::fs::rename(&tmp, &dest).await?;
+    let placed = async {
+        tokio::fs::copy(from, &tmp).await?;
+        let f = tokio::fs::OpenOptions::new().write(true).open(&tmp).await?;
+        f.sync_all().await?;
+        drop(f);
+        tokio::fs::rename(&tmp, &dest).await
+    }
+    .await;
+    if let Err(e) = placed {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
     if let Ok(d) = tokio::fs::File::open(dir).await {
         let _ = d.sync_all().await;
     }

@@ -636,6 +636,10 @@ impl RcClient {
                     format!("GET {}: the download broke off ({n} bytes)", route(uri)),
                 ));
             }
+            // tokio's `File` writes in the background: a failed write (a full disk) is only
+            // reported by the next write or by `flush`, never by `sync_all`, which would
+            // sync the truncated file and let it be filed as the fax.
+            f.flush().await.map_err(io)?;
             f.sync_all().await.map_err(io)?;
             Ok(())
         }

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1108,4 +1109,63 @@ fn sms_json(base: &str, m: &SentSms) -> serde_json::Value {
 fn sms_list(s: &State, query: &[(String, String)]) -> (u16, String, Option<u64>) {
     let records = s.sms.iter().map(|m| (m.created, sms_json(&s.base, m)));
     outbound_page(query, records)
+}
+
+/// A synthetic PDF of about `size` bytes, distinct per id.
+pub fn pdf(id: i64, size: usize) -> Bytes {
+    let mut v = format!("%PDF-1.4\n% synthetic fax {id}\n").into_bytes();
+    let mut x = id as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    while v.len() < size.saturating_sub(6) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(b' ' + (x % 90) as u8);
+    }
+    v.extend_from_slice(b"\n%%EOF");
+    Bytes::from(v)
+}
+
+/// The fax inbox pipeline file (`ringcentral_fax` → `oscar_fax`, documents in
+/// `dir/document`) against `emu`, with per-test secret variables.
+pub fn fax_pipeline_toml(
+    emu: &RcEmulator,
+    dir: &Path,
+    tag: &str,
+    spool: &Path,
+    poll_interval: &str,
+) -> String {
+    std::fs::create_dir_all(dir.join("document")).unwrap();
+    format!(
+        r#"
+[pipeline]
+name = "fax_inbox"
+channel_capacity = 4
+
+[pipeline.retry]
+max_attempts = 3
+initial_backoff = "50ms"
+max_backoff = "200ms"
+
+[sources.fax]
+type = "ringcentral_fax"
+spool_dir = "{spool}"
+poll_interval = "{poll_interval}"
+per_page = 50
+
+[sources.fax.ringcentral]
+max_attempts = 2
+initial_backoff = "50ms"
+timeout = "20s"
+{ringcentral}
+[sinks.oscar]
+type = "oscar_fax"
+inputs = ["fax"]
+document_dir = "{docs}"
+queue_id = 1
+fax_line = "6045550100"
+"#,
+        spool = spool.display(),
+        ringcentral = emu.ringcentral_toml(&format!("FAX_{tag}"), (100_000, "1m")),
+        docs = dir.join("document").display(),
+    )
 }

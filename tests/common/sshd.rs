@@ -10,11 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_spanned::Spanned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use oscarflow::sources::sftp::{RemoteAfter, SftpConfig};
 use tokio::net::{TcpListener, TcpStream};
 
 pub struct Sshd {
     child: Child,
+    sshd: PathBuf,
     pub port: u16,
     pub dir: PathBuf,
     pub user: String,
@@ -28,6 +32,55 @@ impl Drop for Sshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `sshd -D` on `dir/sshd_config` and waits until it listens on `port`.
+fn spawn(sshd: &Path, dir: &Path, port: u16) -> Child {
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sshd starts");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "sshd did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// The processes descended from `pid` (from `/proc/<pid>/stat`), deepest first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the command may hold spaces, so read after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((p, ppid));
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(p, _) in parents.iter().filter(|(_, pp)| *pp == parent) {
+            out.push(p);
+            frontier.push(p);
+        }
+    }
+    out.reverse();
+    out
 }
 
 fn sshd_path() -> Option<PathBuf> {
@@ -75,19 +128,7 @@ impl Sshd {
             d = dir.display()
         );
         std::fs::write(dir.join("sshd_config"), config).unwrap();
-        let child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("sshd starts");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn(&sshd, &dir, port);
         let pubkey = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
         let host_key_line = pubkey
             .split_whitespace()
@@ -96,12 +137,57 @@ impl Sshd {
             .join(" ");
         Some(Sshd {
             child,
+            sshd,
             port,
             user,
             client_key: dir.join("client_key"),
             host_key_line,
             dir,
         })
+    }
+
+    /// Kills the server with SIGKILL, its session processes too (every transfer in progress
+    /// dies with it): the machine lost its SSH server.
+    pub fn kill(&mut self) {
+        for p in descendants(self.child.id()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &p.to_string()])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port with the same keys.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.sshd, &self.dir, self.port);
+    }
+
+    /// An SFTP source's settings for this server (through `port`: the server's or a
+    /// proxy's), taking `*.hl7` from `remote` and deleting them once committed.
+    pub fn sftp_config(&self, port: u16, remote: &Path, spool: &Path, tag: &str) -> SftpConfig {
+        let user_var = format!("OSCARFLOW_T_SFTP_{tag}_USER");
+        std::env::set_var(&user_var, &self.user);
+        SftpConfig {
+            host: "127.0.0.1".into(),
+            port,
+            user_env: Spanned::new(0..0, user_var),
+            private_key: Some(self.client_key.clone()),
+            private_key_passphrase_env: None,
+            password_env: None,
+            known_hosts: self.known_hosts(port),
+            remote_dir: remote.display().to_string(),
+            pattern: "*.hl7".into(),
+            after: RemoteAfter::Delete,
+            archive_dir: None,
+            spool_dir: spool.to_path_buf(),
+            poll_interval: Duration::from_millis(100),
+            min_age: Duration::ZERO,
+            retry_after: Duration::from_secs(1),
+            max_backoff: Duration::from_millis(500),
+            timeout: Duration::from_secs(20),
+        }
     }
 
     /// A known_hosts file pinning this server's key for `port` (the server's or a proxy's).
