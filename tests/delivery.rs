@@ -864,3 +864,59 @@ async fn values_longer_than_oscars_columns_are_truncated_or_rejected_as_configur
         }
     }
 }
+
+#[test]
+fn a_file_written_to_after_it_was_read_is_kept_and_its_whole_content_imported() {
+    // A writer that has not finished when the file is read (here: an empty file, then the
+    // lab), with `min_age = 0`: the empty read is dead-lettered, but the file must not be
+    // released for it; the complete lab is read again and imported, then released.
+    let tmp = tempfile::tempdir().unwrap();
+    let inbox = tmp.path().join("inbox");
+    let processed = tmp.path().join("processed");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let cfg = folder_pipeline(&inbox, &processed);
+    let file = inbox.join("lab.hl7");
+    std::fs::write(&file, b"").unwrap();
+    let lab = std::fs::read(repo().join("fixtures/hl7/pathl7/matched_chem.hl7")).unwrap();
+    let finished = Arc::new(AtomicU32::new(0));
+    let (lab2, done) = (lab.clone(), finished.clone());
+    let hook: oscarflow::sources::folder::ReleaseHook = Arc::new(move |p: &Path| {
+        // The writer finishes between the read and the release of the first delivery.
+        if done.fetch_add(1, Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::write(p, &lab2).unwrap();
+        }
+        Box::pin(async {})
+    });
+    let rt = runtime();
+    let store = rt.block_on(seeded_store(tmp.path()));
+    let mut running = rt.block_on(async {
+        build(
+            &cfg,
+            &store,
+            BuildOptions {
+                release_hook: Some(hook),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    });
+    assert!(
+        wait_until(Duration::from_secs(20), || processed
+            .join("lab.hl7")
+            .exists()),
+        "the completed file was released"
+    );
+    rt.block_on(async {
+        assert!(running.shutdown(Duration::from_secs(10)).await);
+        let imported = count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await;
+        let dead = count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await;
+        println!(
+            "file changed after read: {} deliveries, {imported} lab imported, {dead} dead letter (the empty read), released once",
+            finished.load(Ordering::SeqCst)
+        );
+        assert_eq!(imported, 1, "the complete lab was imported");
+        assert_eq!(dead, 1, "the empty read was dead-lettered, not the lab");
+    });
+    assert_eq!(std::fs::read(processed.join("lab.hl7")).unwrap(), lab);
+}

@@ -371,6 +371,7 @@ impl Source for FolderSource {
                 if shutdown.is_triggered() {
                     break 'outer;
                 }
+                let before = stamp(&path);
                 let bytes = match tokio::fs::read(&path).await {
                     Ok(b) => Bytes::from(b),
                     Err(e) => {
@@ -383,6 +384,21 @@ impl Source for FolderSource {
                         continue;
                     }
                 };
+                // A file still being written (it changed while we read it) is read again
+                // later, whatever `min_age` says.
+                let read_stamp = stamp(&path);
+                if read_stamp.is_none()
+                    || read_stamp != before
+                    || read_stamp.map(|s| s.0) != Some(bytes.len() as u64)
+                {
+                    if let Ok(mut st) = state.lock() {
+                        st.retry_at.insert(
+                            path.clone(),
+                            Instant::now() + self.cfg.retry_after.min(self.cfg.poll_interval),
+                        );
+                    }
+                    continue;
+                }
                 let prov = Arc::new(Provenance {
                     pipeline: pipeline.clone(),
                     source: id.clone(),
@@ -420,14 +436,21 @@ impl Source for FolderSource {
                         if let Some(h) = &hook {
                             h(&p).await;
                         }
-                        match release(&cfg, &p).await {
-                            Ok(r) => released = r,
-                            Err(e) => {
-                                let msg = e.kind().to_string();
-                                obs.emit(Event::ReleaseFailed {
-                                    prov: &prov,
-                                    error: &msg,
-                                });
+                        if stamp(&p) != read_stamp {
+                            // Written to after we read it: what was committed (or
+                            // dead-lettered) is not what the file holds now. Keep it; it is
+                            // read again and its new content imported.
+                            tracing::warn!(source = %prov.source, sha = %prov.short_hash(), "The file changed after it was read; not released, it will be read again.");
+                        } else {
+                            match release(&cfg, &p).await {
+                                Ok(r) => released = r,
+                                Err(e) => {
+                                    let msg = e.kind().to_string();
+                                    obs.emit(Event::ReleaseFailed {
+                                        prov: &prov,
+                                        error: &msg,
+                                    });
+                                }
                             }
                         }
                     }
@@ -444,11 +467,9 @@ impl Source for FolderSource {
                             s.retry_at
                                 .insert(p.clone(), Instant::now() + cfg.retry_after);
                         } else if cfg.after == AfterCommit::Keep {
-                            if let Ok(md) = std::fs::metadata(&p) {
-                                s.done.insert(
-                                    p.clone(),
-                                    (md.len(), md.modified().unwrap_or(SystemTime::UNIX_EPOCH)),
-                                );
+                            // Done as it was read: a file changed since is new input.
+                            if let Some(read) = read_stamp {
+                                s.done.insert(p.clone(), read);
                             }
                         }
                     }
@@ -494,6 +515,12 @@ impl Source for FolderSource {
         while acks.join_next().await.is_some() {}
         Ok(())
     }
+}
+
+/// Size and modification time: what tells that a file changed.
+fn stamp(p: &Path) -> Option<(u64, SystemTime)> {
+    let md = std::fs::metadata(p).ok()?;
+    Some((md.len(), md.modified().ok()?))
 }
 
 fn poisoned() -> SourceError {
