@@ -1218,17 +1218,14 @@ async fn a_full_sftp_spool_disk_gives_a_clear_error_and_loses_nothing() {
 /// DOCUMENT_DIR full: the fax sink's write fails as a transient error, is retried, and the
 /// fax is then kept in the dead-letter store with its bytes and left unread in RingCentral
 /// (where the clinic still sees it). Nothing partial is filed or left in DOCUMENT_DIR.
-///
-/// Known gap (printed, not asserted): `oscarflow dlq retry` re-drives raw bytes through a
-/// pipeline's first stage and cannot re-drive a fax (`ringcentral_fax` → `oscar_fax` has
-/// no raw stage), and the source does not fetch a dead-lettered fax again; so once space is
-/// back these faxes stay dead letters until someone files them by hand.
+/// Once space is back, `oscarflow dlq retry --all` files every one of them through the
+/// pipeline's fax sink, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_document_dir_files_nothing_partially_and_keeps_every_fax_with_its_bytes() {
     let _ = common::logs::captured();
     let tmp = tempfile::tempdir().unwrap();
     // DOCUMENT_DIR (`<disk>/document`) on a file system that fills up.
-    let Some(disk) = Tmpfs::mount(&tmp.path().join("disk"), "1m") else {
+    let Some(disk) = Tmpfs::mount(&tmp.path().join("disk"), "4m") else {
         return;
     };
     let store = common::sqlite_store(tmp.path()).await;
@@ -1273,12 +1270,19 @@ async fn a_full_document_dir_files_nothing_partially_and_keeps_every_fax_with_it
         .env("RUST_LOG", "error")
         .output()
         .unwrap();
-    let redriven = fax_figures(&store).await.1;
+    let (docs_after, redriven, _) = fax_figures(&store).await;
+    let open: i64 = common::count(
+        &store,
+        "SELECT COUNT(*) FROM oscarflow_dead_letter WHERE status = 'open'",
+    )
+    .await;
     let (lost, duplicated) = (FAXES - filed - intact, docs_n - filed);
     report(format!(
-        "fault document_dir_full: {FAXES} faxes, DOCUMENT_DIR full: {docs_n} documents, {filed} filed, {dead} dead letters ({intact} with the fax's exact bytes), {read} marked read, {} files left in DOCUMENT_DIR, lost: {lost}, duplicated: {duplicated}; `dlq retry --all` afterwards: exit {:?}, {redriven} filed (known gap: faxes cannot be re-driven)",
+        "fault document_dir_full: {FAXES} faxes, DOCUMENT_DIR full: {docs_n} documents, {filed} filed, {dead} dead letters ({intact} with the fax's exact bytes), {read} marked read, {} files left in DOCUMENT_DIR, lost: {lost}, duplicated: {duplicated}; space back, `dlq retry --all`: exit {:?}, {redriven} filed, {docs_after} documents, {open} dead letters open, lost: {}, duplicated: {}",
         leftovers.len(),
-        retry.status.code()
+        retry.status.code(),
+        FAXES - redriven,
+        docs_after - redriven
     ));
     assert!(
         leftovers.is_empty(),
@@ -1295,4 +1299,15 @@ async fn a_full_document_dir_files_nothing_partially_and_keeps_every_fax_with_it
         "every fax kept with its bytes"
     );
     assert_eq!((lost, duplicated), (0, 0));
+    assert_eq!(
+        retry.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
+    assert_eq!(
+        (redriven, docs_after, open),
+        (FAXES, FAXES, 0),
+        "the re-drive files every kept fax once and resolves its dead letter"
+    );
 }

@@ -17,7 +17,7 @@ use crate::ack::BatchStatus;
 use crate::config::{load_all, PipelineConfig};
 use crate::dead_letter::{status, DeadLetterStore, Filter, ReasonCode, StoredDeadLetter};
 use crate::envelope::Origin;
-use crate::sources::list::ListItem;
+use crate::sources::list::{ListItem, DEAD_LETTER_KIND};
 use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
@@ -373,7 +373,34 @@ async fn retry(
                     .saturating_add(1),
             })
             .collect();
-        let (reports, fatal) = match run_once(&cfg, &store, items, "dead_letter", None).await {
+        if let Some(fax_sink) = fax_sink(&cfg) {
+            // A fax pipeline takes documents, not raw bytes: its dead letters go straight
+            // to its fax sink (the stage that rejected them).
+            for d in group {
+                let outcome = match redrive_fax(&cfg, fax_sink, &store, d).await {
+                    Ok(imported) => {
+                        if let Err(e) = dls.mark_resolved(&d.id).await {
+                            return fail(e);
+                        }
+                        if imported {
+                            "resolved"
+                        } else {
+                            "resolved (already filed)"
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: dead letter {}: {e}", d.id);
+                        if code == 0 {
+                            code = 2;
+                        }
+                        "not delivered"
+                    }
+                };
+                println!("{}  {outcome}", d.id);
+            }
+            continue;
+        }
+        let (reports, fatal) = match run_once(&cfg, &store, items, DEAD_LETTER_KIND, None).await {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
@@ -404,4 +431,89 @@ async fn retry(
         }
     }
     code
+}
+
+/// The fax sink of a pipeline that files received faxes (`oscar_fax`), if it is one.
+fn fax_sink(cfg: &PipelineConfig) -> Option<&crate::config::Component<crate::sinks::SinkConfig>> {
+    cfg.sinks
+        .iter()
+        .find(|s| matches!(s.config, crate::sinks::SinkConfig::OscarFax(_)))
+}
+
+/// Files one dead-lettered fax through the pipeline's fax sink: its bytes are spooled to a
+/// file under the system's temp directory (deleted afterwards) and filed under its
+/// RingCentral message id, replacing the dead-letter record. `Ok(false)`: it was filed
+/// already. The sender's number is not kept in dead letters, so `faxes.destination` stays
+/// empty for a re-driven fax.
+async fn redrive_fax(
+    cfg: &PipelineConfig,
+    sink: &crate::config::Component<crate::sinks::SinkConfig>,
+    store: &Store,
+    d: &StoredDeadLetter,
+) -> Result<bool, String> {
+    use crate::document::{InboundDocument, SpoolFile};
+    use crate::sinks::Sink;
+    let crate::sinks::SinkConfig::OscarFax(fc) = &sink.config else {
+        return Err("not a fax sink".into());
+    };
+    let message_id: i64 = d
+        .origin
+        .get("message_id")
+        .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_i64()))
+        .ok_or("the dead letter has no RingCentral message id")?;
+    let spool = std::env::temp_dir().join(format!("oscarflow-redrive-{}.fax", d.id));
+    std::fs::write(&spool, &d.raw).map_err(|e| format!("spooling the fax: {}", e.kind()))?;
+    let file = std::sync::Arc::new(SpoolFile::new(spool));
+    let content_type = if d.raw.starts_with(b"%PDF") {
+        "application/pdf"
+    } else if d.raw.starts_with(b"II*") || d.raw.starts_with(b"MM\0*") {
+        "image/tiff"
+    } else {
+        "application/octet-stream"
+    };
+    let received_at = time::OffsetDateTime::parse(
+        &d.received_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let doc = InboundDocument {
+        file,
+        size: d.raw.len() as u64,
+        name: format!(
+            "fax-{message_id}.{}",
+            if content_type == "image/tiff" {
+                "tif"
+            } else {
+                "pdf"
+            }
+        ),
+        content_type: content_type.into(),
+        pages: 0,
+        received_at,
+        external_id: message_id,
+        sender: None,
+    };
+    let prov = std::sync::Arc::new(crate::envelope::Provenance {
+        pipeline: std::sync::Arc::from(cfg.name.as_str()),
+        source: std::sync::Arc::from(d.source.as_str()),
+        source_kind: std::sync::Arc::from(DEAD_LETTER_KIND),
+        origin: Origin::Fax {
+            message_id: message_id.to_string(),
+        },
+        received_at,
+        attempt: u32::try_from(d.attempts)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1),
+        content_sha256: crate::envelope::sha256(&d.raw),
+    });
+    let collector = std::sync::Arc::new(super::report::ReportCollector::new(None));
+    let sink_impl = crate::sinks::oscar_fax::OscarFax::new(
+        store.clone(),
+        fc,
+        std::sync::Arc::from(sink.id.as_str()),
+        crate::telemetry::Observers::standard().with(collector.clone()),
+    );
+    let env = crate::envelope::Envelope::new(prov, doc, crate::ack::AckToken::detached());
+    sink_impl.write(&env).await.map_err(|e| e.detail)?;
+    Ok(collector.reports().iter().any(|r| r.imported > 0))
 }

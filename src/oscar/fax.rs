@@ -94,6 +94,12 @@ pub async fn taken_as(store: &Store, message_id: i64) -> Result<Option<String>, 
         .map_err(db("fax duplicate check"))
 }
 
+/// A re-drive of a dead letter (`oscarflow dlq retry`), as opposed to a delivery from
+/// RingCentral.
+fn is_redrive(prov: &Provenance) -> bool {
+    &*prov.source_kind == crate::sources::list::DEAD_LETTER_KIND
+}
+
 /// Records a fax that was dead-lettered (so it is not fetched again; the dead letter holds
 /// its bytes). A second record of the same id is ignored.
 pub async fn record_dead_lettered(
@@ -147,8 +153,13 @@ pub async fn import_fax(
     prov: &Provenance,
     opts: &FaxImportOptions,
 ) -> Result<FaxOutcome, ProcessError> {
-    if already_taken(store, doc.external_id).await? {
-        return Ok(FaxOutcome::Duplicate);
+    // A fax kept as a dead letter may be filed by its re-drive (`oscarflow dlq retry`);
+    // anything else taken before is a duplicate.
+    let redrive = is_redrive(prov);
+    match taken_as(store, doc.external_id).await?.as_deref() {
+        None => {}
+        Some("dead_lettered") if redrive => {}
+        Some(_) => return Ok(FaxOutcome::Duplicate),
     }
     let now_local = chrono::Local::now();
     let file_name = oscar_file_name(now_local, &doc.name);
@@ -229,6 +240,15 @@ async fn insert_rows(
         .execute(&mut *tx)
         .await
         .map_err(db("insert faxes"))?;
+    if is_redrive(prov) {
+        sqlx::query(
+            "DELETE FROM oscarflow_fax_inbound WHERE message_id = ? AND outcome = 'dead_lettered'",
+        )
+        .bind(doc.external_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("replace the dead-lettered record"))?;
+    }
     let r = sqlx::query("INSERT INTO oscarflow_fax_inbound (message_id, document_no, content_sha256, pipeline, outcome, taken_at) VALUES (?, ?, ?, ?, 'imported', ?)")
         .bind(doc.external_id)
         .bind(document_no)

@@ -16,6 +16,9 @@ use crate::ack::BatchNotifier;
 use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
 use crate::telemetry::Event;
 
+/// The `source_kind` of a dead letter's re-drive (`oscarflow dlq retry`).
+pub const DEAD_LETTER_KIND: &str = "dead_letter";
+
 /// One input of a [`ListSource`].
 #[derive(Debug, Clone)]
 pub enum ListItem {
