@@ -284,7 +284,7 @@ fn record_gauges(registry: &Registry) {
 async fn readiness(state: &HttpState) -> Response<Body> {
     let mut problems = Vec::new();
     for (i, s) in state.registry.stores().iter().enumerate() {
-        let ping = tokio::time::timeout(std::time::Duration::from_secs(5), s.ping()).await;
+        let ping = tokio::time::timeout(std::time::Duration::from_secs(2), s.ping()).await;
         if !matches!(ping, Ok(Ok(()))) {
             problems.push(format!("database {i} unreachable"));
         }
