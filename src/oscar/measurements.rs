@@ -112,21 +112,36 @@ pub async fn retire_previous_version(
         return Ok(0);
     }
     let previous = versions[pos - 1].0.to_string();
-    let ids = "SELECT measurement_id FROM measurementsExt WHERE keyval = 'lab_no' AND val = ?";
-    sqlx::query(&format!(
-        "INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) \
-         SELECT SUBSTR(m.type, 1, 4), m.demographicNo, m.providerNo, m.dataField, m.measuringInstruction, COALESCE(m.comments, ''), COALESCE(m.dateObserved, m.dateEntered), m.dateEntered, ?, m.id \
-         FROM measurements m WHERE m.id IN ({ids})"
-    ))
-    .bind(now)
+    // The ids first, then one primary-key statement per row: MariaDB runs `DELETE … WHERE
+    // id IN (subquery)` (and, on small tables, `id IN (list)`) as a full scan of
+    // `measurements` that locks every row, which deadlocks concurrent imports of other
+    // accessions and grows with the table. `id = ?` locks only the row it moves.
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT measurement_id FROM measurementsExt WHERE keyval = 'lab_no' AND val = ?",
+    )
     .bind(&previous)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    let r = sqlx::query(&format!("DELETE FROM measurements WHERE id IN ({ids})"))
-        .bind(&previous)
+    ids.sort_unstable();
+    ids.dedup();
+    let mut moved = 0;
+    for id in ids {
+        sqlx::query(
+            "INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) \
+             SELECT SUBSTR(m.type, 1, 4), m.demographicNo, m.providerNo, m.dataField, m.measuringInstruction, COALESCE(m.comments, ''), COALESCE(m.dateObserved, m.dateEntered), m.dateEntered, ?, m.id \
+             FROM measurements m WHERE m.id = ?",
+        )
+        .bind(now)
+        .bind(id)
         .execute(&mut **tx)
         .await?;
-    Ok(r.rows_affected())
+        moved += sqlx::query("DELETE FROM measurements WHERE id = ?")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(moved)
 }
 
 /// Writes the measurements of a matched lab; returns how many.
