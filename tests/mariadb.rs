@@ -854,3 +854,67 @@ async fn check_retire_locks(url: String) {
     other.rollback().await.expect("rollback");
     store.pool.close().await;
 }
+
+/// The `measurementsExt` rows are written in multi-row INSERTs of a bounded size: a lab with
+/// more of them than one statement takes (here 30 results, 390 rows) still gets every row,
+/// each measurement its own key/values in OSCAR's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_lab_gets_every_measurement_ext_row() {
+    with_test_db(check_large_lab_ext_rows).await;
+}
+
+async fn check_large_lab_ext_rows(url: String) {
+    let store = Store::open(&url)
+        .await
+        .expect("open the store on the test database");
+    let mut text = String::from("MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ZZCLINIC1|20260115093012||ORU^R01|ZZ9901|P|2.3|||ER|AL\rPID||9000000011|||TESTPATIENT^ALICE||19800115|F\rORC|RE||26-100009901-CHEM-1|||||||||91001^TESTDOC^ALPHA\rOBR|1||26-100009901-CHEM-1|CHEM^Chemistry||20260114081500|20260114081500|||||||20260114083000||91001^TESTDOC^ALPHA||||||20260115092900||CHEM4|F\r");
+    for i in 1..=30 {
+        text.push_str(&format!(
+            "OBX|{i}|NM|1000{i}-1^Synthetic analyte {i}||{i}.5|mmol/L|1.0-9.0|N|||F|||20260115092900\r"
+        ));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("large.hl7");
+    std::fs::write(&path, text).expect("write the lab");
+    replay(&store, &[path]).await;
+    assert_eq!(count(&store, "measurements").await, 30);
+    assert_eq!(count(&store, "measurementsExt").await, 30 * 13);
+    let rows = sqlx::query(
+        "SELECT measurement_id, keyval, val FROM measurementsExt ORDER BY measurement_id, id",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .expect("read measurementsExt");
+    let mut per: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
+    for r in &rows {
+        per.entry(r.get::<i64, _>(0)).or_default().push((
+            text_col(r, "keyval").unwrap(),
+            text_col(r, "val").unwrap_or_default(),
+        ));
+    }
+    assert_eq!(per.len(), 30, "every measurement has key/values");
+    for (n, kv) in per.values().enumerate() {
+        let keys: Vec<&str> = kv.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "lab_no",
+                "abnormal",
+                "identifier",
+                "name",
+                "labname",
+                "accession",
+                "request_datetime",
+                "datetime",
+                "olis_status",
+                "unit",
+                "minimum",
+                "maximum",
+                "other_id"
+            ]
+        );
+        assert_eq!(kv[2].1, format!("1000{}-1", n + 1), "identifier in order");
+        assert_eq!(kv[12].1, format!("0-{n}"), "other_id in order");
+    }
+    store.pool.close().await;
+}
