@@ -12,6 +12,8 @@
 //!
 //! Values longer than OSCAR's columns (`dataField` 255, `type` 50) are cut deliberately.
 
+use std::collections::HashMap;
+
 use sqlx::{Any, Row, Transaction};
 
 use super::info::format_hl7_ts;
@@ -144,6 +146,42 @@ pub async fn retire_previous_version(
     Ok(moved)
 }
 
+/// OSCAR's FLOWSHEET mapping (`measurementMap` → `measurementType`) of each identifier:
+/// `(type, measuringInstruction)` of the mapping with the lowest `b.id`, as OSCAR's
+/// per-result query `… a.ident_code = ? … ORDER BY b.id LIMIT 1` gives it, in one query per
+/// lab. The identifiers are joined as bound values, so the database compares them with
+/// `a.ident_code` under the column's collation, exactly as the per-result query did; one
+/// query per result scanned `measurementType` each time and was most of the server's work.
+async fn flowsheet_types(
+    tx: &mut Transaction<'static, Any>,
+    identifiers: &[&str],
+) -> Result<HashMap<String, (String, String)>, sqlx::Error> {
+    let mut wanted: Vec<&str> = identifiers.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut out = HashMap::new();
+    for chunk in wanted.chunks(MAP_CHUNK) {
+        let keys = vec!["SELECT ? AS k"; chunk.len()].join(" UNION ALL ");
+        let sql = format!(
+            "SELECT x.k, b.ident_code, t.measuringInstruction FROM ({keys}) x, measurementMap a, measurementMap b, measurementType t WHERE b.lab_type = 'FLOWSHEET' AND a.ident_code = x.k AND a.loinc_code = b.loinc_code AND t.type = b.ident_code ORDER BY b.id"
+        );
+        let mut q = sqlx::query(&sql);
+        for k in chunk {
+            q = q.bind(*k);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let k: String = r.try_get(0)?;
+            if !out.contains_key(&k) {
+                out.insert(k, (r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Identifiers per mapping query.
+const MAP_CHUNK: usize = 200;
+
 /// Writes the measurements of a matched lab; returns how many.
 pub async fn write_measurements(
     tx: &mut Transaction<'static, Any>,
@@ -155,21 +193,23 @@ pub async fn write_measurements(
     let accession = super::handlers::accession(lab);
     let mut n = 0;
     let mut ext_rows: Vec<(i64, &'static str, String)> = Vec::new();
+    let identifiers: Vec<&str> = lab
+        .orders
+        .iter()
+        .flat_map(|o| &o.observations)
+        .filter(|x| keep(x))
+        .map(|x| x.identifier.as_str())
+        .collect();
+    let mapped = flowsheet_types(tx, &identifiers).await?;
     for (i, order) in lab.orders.iter().enumerate() {
         for (j, x) in order.observations.iter().enumerate() {
             if !keep(x) {
                 continue;
             }
-            let mapped = sqlx::query(
-                "SELECT b.ident_code, t.measuringInstruction FROM measurementMap a, measurementMap b, measurementType t WHERE b.lab_type = 'FLOWSHEET' AND a.ident_code = ? AND a.loinc_code = b.loinc_code AND t.type = b.ident_code ORDER BY b.id LIMIT 1",
-            )
-            .bind(&x.identifier)
-            .fetch_optional(&mut **tx)
-            .await?;
-            let (mtype, instruction) = match mapped {
-                Some(r) => (r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?),
-                None => (String::new(), String::new()),
-            };
+            let (mtype, instruction) = mapped
+                .get(x.identifier.as_str())
+                .cloned()
+                .unwrap_or_default();
             let observed = format_hl7_ts(&x.observed_at).unwrap_or_else(|| now.to_string());
             let res = sqlx::query(
                 "INSERT INTO measurements (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, appointmentNo) VALUES (?, ?, '0', ?, ?, '', ?, ?, 0)",
