@@ -189,6 +189,24 @@ concurrency = {concurrency}
 """
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process (0 when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def server_pid():
+    try:
+        out = subprocess.run(["pidof", "mariadbd"], capture_output=True, text=True).stdout.split()
+        return int(out[0]) if out else None
+    except (OSError, ValueError):
+        return None
+
+
 def sha256_short(path):
     import hashlib
     with open(path, "rb") as f:
@@ -230,6 +248,9 @@ def run_daemon(args, db, dbname, workload, files, work, rate=None, label="throug
                 raise RuntimeError(f"the daemon did not become ready (see {log_path})")
             time.sleep(0.1)
         arrivals = []
+        spid = server_pid()
+        server_cpu0 = cpu_seconds(spid) if spid else 0.0
+        daemon_cpu0 = cpu_seconds(proc.pid)
         start = time.time()
         sent = 0
         for f in files:
@@ -252,6 +273,8 @@ def run_daemon(args, db, dbname, workload, files, work, rate=None, label="throug
                 raise RuntimeError(f"not every file was released within {timeout:.0f} s "
                                    f"({len(os.listdir(processed))} of {len(files)}; see {log_path})")
             time.sleep(0.05)
+        result["daemon_cpu"] = cpu_seconds(proc.pid) - daemon_cpu0
+        result["server_cpu"] = (cpu_seconds(spid) - server_cpu0) if spid else float("nan")
         with open(f"/proc/{proc.pid}/status") as st:
             for line in st:
                 if line.startswith("VmHWM:"):
@@ -381,6 +404,8 @@ def main():
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--seed", type=int, default=20261123)
     ap.add_argument("--keep", action="store_true", help="keep the databases (debugging)")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="only the daemon's throughput run (tuning); no e2e line")
     a = ap.parse_args()
     n = a.messages or (5_000 if a.quick else 50_000)
     offered = a.offered_messages or (3_000 if a.quick else 20_000)
@@ -434,12 +459,17 @@ def main():
             f"p99 {r['p99']:.0f} ms (saturated), peak RSS {r['peak_mb']:.1f} MB, "
             f"dead letters {r['dead']}, unaccounted {r['missing']}")
         say("oscarflow rows: " + ", ".join(f"{k} {v}" for k, v in rows.items()))
+        say(f"oscarflow cpu: daemon {r['daemon_cpu']:.1f} s, MariaDB server {r['server_cpu']:.1f} s "
+            f"over {r['wall']:.1f} s on {os.cpu_count()} CPUs "
+            f"({r['daemon_cpu'] / r['messages'] * 1000:.2f} + {r['server_cpu'] / r['messages'] * 1000:.2f} ms per message)")
         if r["stages"]:
             say("oscarflow stage means: " + ", ".join(f"{k} {v[0]:.2f} ms x {v[1]:.0f}"
                                                        for k, v in sorted(r["stages"].items())))
         if r["missing"]:
             raise RuntimeError(f"{r['missing']} files have no commit line in {r['log']}")
 
+        if a.throughput_only:
+            return
         # 2. Offered load.
         load_db = f"{tag}_load"
         db.clone(base_db, load_db)
