@@ -12,6 +12,7 @@
 //!
 //! Values longer than OSCAR's columns (`dataField` 255, `type` 50) are cut deliberately.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use sqlx::{Any, Row, Transaction};
@@ -171,8 +172,8 @@ async fn flowsheet_types(
         }
         for r in q.fetch_all(&mut **tx).await? {
             let k: String = r.try_get(0)?;
-            if !out.contains_key(&k) {
-                out.insert(k, (r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?));
+            if let Entry::Vacant(e) = out.entry(k) {
+                e.insert((r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?));
             }
         }
     }
