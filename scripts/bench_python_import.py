@@ -168,13 +168,17 @@ def import_message(cur, text, file_id, now):
                     "LIMIT 1", (acc, lab_no))
         prev = cur.fetchone()
         if prev:
-            ids = "SELECT measurement_id FROM measurementsExt WHERE keyval = 'lab_no' AND val = %s"
-            cur.execute("INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, "
-                        "measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) "
-                        "SELECT SUBSTR(type, 1, 4), demographicNo, providerNo, dataField, measuringInstruction, "
-                        f"COALESCE(comments, ''), COALESCE(dateObserved, dateEntered), dateEntered, %s, id "
-                        f"FROM measurements WHERE id IN ({ids})", (now, str(prev[0])))
-            cur.execute(f"DELETE FROM measurements WHERE id IN ({ids})", (str(prev[0]),))
+            cur.execute("SELECT measurement_id FROM measurementsExt WHERE keyval = 'lab_no' AND val = %s",
+                        (str(prev[0]),))
+            ids = [r[0] for r in cur.fetchall()]
+            if ids:
+                marks = ", ".join(["%s"] * len(ids))
+                cur.execute("INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, "
+                            "measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) "
+                            "SELECT SUBSTR(type, 1, 4), demographicNo, providerNo, dataField, measuringInstruction, "
+                            "COALESCE(comments, ''), COALESCE(dateObserved, dateEntered), dateEntered, %s, id "
+                            f"FROM measurements WHERE id IN ({marks})", (now, *ids))
+                cur.execute(f"DELETE FROM measurements WHERE id IN ({marks})", ids)
         for i, obr in enumerate(obrs):
             for j, x in enumerate(obxs):
                 if x is None:
