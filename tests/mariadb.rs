@@ -789,3 +789,132 @@ async fn adversarial_matching_cases_produce_no_wrong_patient_match_on_oscars_sch
     })
     .await;
 }
+
+/// Found by `scripts/bench-e2e`: moving a previous version's measurements aside used
+/// `DELETE … WHERE id IN (subquery)`, which MariaDB runs as a locking full scan of
+/// `measurements`, so concurrent imports of other accessions deadlocked (error 1213) and the
+/// statement grew with the table. It must lock only the measurements it moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_a_previous_version_locks_only_its_own_measurements() {
+    with_test_db(check_retire_locks).await;
+}
+
+async fn check_retire_locks(url: String) {
+    let store = Store::open(&url)
+        .await
+        .expect("open the store on the test database");
+    let prelim = fixtures().join("hl7/versions/accession_26-200000001_1_prelim.hl7");
+    replay(&store, &[prelim]).await;
+    let (lab_no, accession): (i64, String) = {
+        let r = sqlx::query("SELECT lab_no, accessionNum FROM hl7TextInfo")
+            .fetch_one(&store.pool)
+            .await
+            .expect("the prelim lab");
+        (r.get::<i64, _>(0), text_col(&r, "accessionNum").unwrap())
+    };
+    let before = count(&store, "measurements").await;
+    assert!(before > 0, "the prelim lab wrote measurements");
+
+    // Another import, still open, has written a measurement of another patient.
+    let mut other = store.pool.begin().await.expect("begin");
+    sqlx::query("INSERT INTO measurements (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, appointmentNo) VALUES ('', 1001, '0', '1', '', '', '2026-01-01 00:00:00', '2026-01-01 00:00:00', 0)")
+        .execute(&mut *other)
+        .await
+        .expect("the other import's measurement");
+
+    // The next version of the accession moves the prelim's measurements aside without
+    // waiting for the other import.
+    let mut tx = store.pool.begin().await.expect("begin");
+    sqlx::query("SET SESSION innodb_lock_wait_timeout = 3")
+        .execute(&mut *tx)
+        .await
+        .expect("lock wait timeout");
+    let next = lab_no + 1000;
+    sqlx::query("INSERT INTO hl7TextInfo (lab_no, final_result_count, obr_date, report_status, accessionNum) VALUES (?, 999, '2026-01-21 08:00:00', 'complete', ?)")
+        .bind(next)
+        .bind(&accession)
+        .execute(&mut *tx)
+        .await
+        .expect("the next version's hl7TextInfo");
+    let moved = oscarflow::oscar::measurements::retire_previous_version(
+        &mut tx,
+        next,
+        &accession,
+        "2026-01-22 00:00:00",
+    )
+    .await
+    .expect("no lock wait on the other import's rows");
+    assert_eq!(moved as i64, before, "every prelim measurement moved");
+    let deleted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM measurementsDeleted")
+        .fetch_one(&mut *tx)
+        .await
+        .expect("count measurementsDeleted");
+    assert_eq!(deleted, before);
+    tx.rollback().await.expect("rollback");
+    other.rollback().await.expect("rollback");
+    store.pool.close().await;
+}
+
+/// The `measurementsExt` rows are written in multi-row INSERTs of a bounded size: a lab with
+/// more of them than one statement takes (here 30 results, 390 rows) still gets every row,
+/// each measurement its own key/values in OSCAR's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_lab_gets_every_measurement_ext_row() {
+    with_test_db(check_large_lab_ext_rows).await;
+}
+
+async fn check_large_lab_ext_rows(url: String) {
+    let store = Store::open(&url)
+        .await
+        .expect("open the store on the test database");
+    let mut text = String::from("MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ZZCLINIC1|20260115093012||ORU^R01|ZZ9901|P|2.3|||ER|AL\rPID||9000000011|||TESTPATIENT^ALICE||19800115|F\rORC|RE||26-100009901-CHEM-1|||||||||91001^TESTDOC^ALPHA\rOBR|1||26-100009901-CHEM-1|CHEM^Chemistry||20260114081500|20260114081500|||||||20260114083000||91001^TESTDOC^ALPHA||||||20260115092900||CHEM4|F\r");
+    for i in 1..=30 {
+        text.push_str(&format!(
+            "OBX|{i}|NM|1000{i}-1^Synthetic analyte {i}||{i}.5|mmol/L|1.0-9.0|N|||F|||20260115092900\r"
+        ));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("large.hl7");
+    std::fs::write(&path, text).expect("write the lab");
+    replay(&store, &[path]).await;
+    assert_eq!(count(&store, "measurements").await, 30);
+    assert_eq!(count(&store, "measurementsExt").await, 30 * 13);
+    let rows = sqlx::query(
+        "SELECT measurement_id, keyval, val FROM measurementsExt ORDER BY measurement_id, id",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .expect("read measurementsExt");
+    let mut per: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
+    for r in &rows {
+        per.entry(r.get::<i64, _>(0)).or_default().push((
+            text_col(r, "keyval").unwrap(),
+            text_col(r, "val").unwrap_or_default(),
+        ));
+    }
+    assert_eq!(per.len(), 30, "every measurement has key/values");
+    for (n, kv) in per.values().enumerate() {
+        let keys: Vec<&str> = kv.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "lab_no",
+                "abnormal",
+                "identifier",
+                "name",
+                "labname",
+                "accession",
+                "request_datetime",
+                "datetime",
+                "olis_status",
+                "unit",
+                "minimum",
+                "maximum",
+                "other_id"
+            ]
+        );
+        assert_eq!(kv[2].1, format!("1000{}-1", n + 1), "identifier in order");
+        assert_eq!(kv[12].1, format!("0-{n}"), "other_id in order");
+    }
+    store.pool.close().await;
+}

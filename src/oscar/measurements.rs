@@ -12,6 +12,9 @@
 //!
 //! Values longer than OSCAR's columns (`dataField` 255, `type` 50) are cut deliberately.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
 use sqlx::{Any, Row, Transaction};
 
 use super::info::format_hl7_ts;
@@ -112,22 +115,73 @@ pub async fn retire_previous_version(
         return Ok(0);
     }
     let previous = versions[pos - 1].0.to_string();
-    let ids = "SELECT measurement_id FROM measurementsExt WHERE keyval = 'lab_no' AND val = ?";
-    sqlx::query(&format!(
-        "INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) \
-         SELECT SUBSTR(m.type, 1, 4), m.demographicNo, m.providerNo, m.dataField, m.measuringInstruction, COALESCE(m.comments, ''), COALESCE(m.dateObserved, m.dateEntered), m.dateEntered, ?, m.id \
-         FROM measurements m WHERE m.id IN ({ids})"
-    ))
-    .bind(now)
+    // The ids first, then one primary-key statement per row: MariaDB runs `DELETE … WHERE
+    // id IN (subquery)` (and, on small tables, `id IN (list)`) as a full scan of
+    // `measurements` that locks every row, which deadlocks concurrent imports of other
+    // accessions and grows with the table. `id = ?` locks only the row it moves.
+    let mut ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT measurement_id FROM measurementsExt WHERE keyval = 'lab_no' AND val = ?",
+    )
     .bind(&previous)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    let r = sqlx::query(&format!("DELETE FROM measurements WHERE id IN ({ids})"))
-        .bind(&previous)
+    ids.sort_unstable();
+    ids.dedup();
+    let mut moved = 0;
+    for id in ids {
+        sqlx::query(
+            "INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) \
+             SELECT SUBSTR(m.type, 1, 4), m.demographicNo, m.providerNo, m.dataField, m.measuringInstruction, COALESCE(m.comments, ''), COALESCE(m.dateObserved, m.dateEntered), m.dateEntered, ?, m.id \
+             FROM measurements m WHERE m.id = ?",
+        )
+        .bind(now)
+        .bind(id)
         .execute(&mut **tx)
         .await?;
-    Ok(r.rows_affected())
+        moved += sqlx::query("DELETE FROM measurements WHERE id = ?")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    }
+    Ok(moved)
 }
+
+/// OSCAR's FLOWSHEET mapping (`measurementMap` → `measurementType`) of each identifier:
+/// `(type, measuringInstruction)` of the mapping with the lowest `b.id`, as OSCAR's
+/// per-result query `… a.ident_code = ? … ORDER BY b.id LIMIT 1` gives it, in one query per
+/// lab. The identifiers are joined as bound values, so the database compares them with
+/// `a.ident_code` under the column's collation, exactly as the per-result query did; one
+/// query per result scanned `measurementType` each time and was most of the server's work.
+async fn flowsheet_types(
+    tx: &mut Transaction<'static, Any>,
+    identifiers: &[&str],
+) -> Result<HashMap<String, (String, String)>, sqlx::Error> {
+    let mut wanted: Vec<&str> = identifiers.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut out = HashMap::new();
+    for chunk in wanted.chunks(MAP_CHUNK) {
+        let keys = vec!["SELECT ? AS k"; chunk.len()].join(" UNION ALL ");
+        let sql = format!(
+            "SELECT x.k, b.ident_code, t.measuringInstruction FROM ({keys}) x, measurementMap a, measurementMap b, measurementType t WHERE b.lab_type = 'FLOWSHEET' AND a.ident_code = x.k AND a.loinc_code = b.loinc_code AND t.type = b.ident_code ORDER BY b.id"
+        );
+        let mut q = sqlx::query(&sql);
+        for k in chunk {
+            q = q.bind(*k);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let k: String = r.try_get(0)?;
+            if let Entry::Vacant(e) = out.entry(k) {
+                e.insert((r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Identifiers per mapping query.
+const MAP_CHUNK: usize = 200;
 
 /// Writes the measurements of a matched lab; returns how many.
 pub async fn write_measurements(
@@ -139,21 +193,24 @@ pub async fn write_measurements(
 ) -> Result<u64, sqlx::Error> {
     let accession = super::handlers::accession(lab);
     let mut n = 0;
+    let mut ext_rows: Vec<(i64, &'static str, String)> = Vec::new();
+    let identifiers: Vec<&str> = lab
+        .orders
+        .iter()
+        .flat_map(|o| &o.observations)
+        .filter(|x| keep(x))
+        .map(|x| x.identifier.as_str())
+        .collect();
+    let mapped = flowsheet_types(tx, &identifiers).await?;
     for (i, order) in lab.orders.iter().enumerate() {
         for (j, x) in order.observations.iter().enumerate() {
             if !keep(x) {
                 continue;
             }
-            let mapped = sqlx::query(
-                "SELECT b.ident_code, t.measuringInstruction FROM measurementMap a, measurementMap b, measurementType t WHERE b.lab_type = 'FLOWSHEET' AND a.ident_code = ? AND a.loinc_code = b.loinc_code AND t.type = b.ident_code ORDER BY b.id LIMIT 1",
-            )
-            .bind(&x.identifier)
-            .fetch_optional(&mut **tx)
-            .await?;
-            let (mtype, instruction) = match mapped {
-                Some(r) => (r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?),
-                None => (String::new(), String::new()),
-            };
+            let (mtype, instruction) = mapped
+                .get(x.identifier.as_str())
+                .cloned()
+                .unwrap_or_default();
             let observed = format_hl7_ts(&x.observed_at).unwrap_or_else(|| now.to_string());
             let res = sqlx::query(
                 "INSERT INTO measurements (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, appointmentNo) VALUES (?, ?, '0', ?, ?, '', ?, ?, 0)",
@@ -191,21 +248,29 @@ pub async fn write_measurements(
             }
             ext.extend(range(&x.reference_range));
             ext.push(("other_id", format!("{i}-{j}")));
-            for (k, v) in ext {
-                sqlx::query(
-                    "INSERT INTO measurementsExt (measurement_id, keyval, val) VALUES (?, ?, ?)",
-                )
-                .bind(id)
-                .bind(k)
-                .bind(v)
-                .execute(&mut **tx)
-                .await?;
-            }
+            ext_rows.extend(ext.into_iter().map(|(k, v)| (id, k, v)));
             n += 1;
         }
     }
+    // The key/values of every measurement in a few multi-row INSERTs (same rows, same
+    // order): one round trip per row was most of an import's time.
+    for chunk in ext_rows.chunks(EXT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO measurementsExt (measurement_id, keyval, val) VALUES {}",
+            vec!["(?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, k, v) in chunk {
+            q = q.bind(*id).bind(*k).bind(v.as_str());
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(n)
 }
+
+/// `measurementsExt` rows per INSERT (three parameters each; SQLite builds before 3.32
+/// allow 999 parameters per statement).
+const EXT_CHUNK: usize = 300;
 
 #[cfg(test)]
 mod tests {
