@@ -151,6 +151,10 @@ pub fn shared_dir(rel: &str) -> Option<PathBuf> {
 /// `bin/<program>`. `None` outside CI when Python or PyPI is unavailable; under CI a failed
 /// install fails the test.
 pub fn pypi_program(venv: &str, requirement: &str, program: &str) -> Option<PathBuf> {
+    // The tests of one binary run in parallel threads: one installs, the others wait for
+    // it (two `python3 -m venv` on one directory fail with "File exists").
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let venv = repo().join("target").join(venv);
     let bin = venv.join("bin").join(program);
     if bin.exists() {
