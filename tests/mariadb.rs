@@ -864,11 +864,14 @@ async fn a_large_lab_gets_every_measurement_ext_row() {
 }
 
 async fn check_large_lab_ext_rows(url: String) {
+    // More than one multi-row INSERT of `measurements` (150 rows each) and of
+    // `measurementsExt` (300 rows each).
+    const RESULTS: usize = 200;
     let store = Store::open(&url)
         .await
         .expect("open the store on the test database");
     let mut text = String::from("MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ZZCLINIC1|20260115093012||ORU^R01|ZZ9901|P|2.3|||ER|AL\rPID||9000000011|||TESTPATIENT^ALICE||19800115|F\rORC|RE||26-100009901-CHEM-1|||||||||91001^TESTDOC^ALPHA\rOBR|1||26-100009901-CHEM-1|CHEM^Chemistry||20260114081500|20260114081500|||||||20260114083000||91001^TESTDOC^ALPHA||||||20260115092900||CHEM4|F\r");
-    for i in 1..=30 {
+    for i in 1..=RESULTS {
         text.push_str(&format!(
             "OBX|{i}|NM|1000{i}-1^Synthetic analyte {i}||{i}.5|mmol/L|1.0-9.0|N|||F|||20260115092900\r"
         ));
@@ -877,8 +880,8 @@ async fn check_large_lab_ext_rows(url: String) {
     let path = dir.path().join("large.hl7");
     std::fs::write(&path, text).expect("write the lab");
     replay(&store, &[path]).await;
-    assert_eq!(count(&store, "measurements").await, 30);
-    assert_eq!(count(&store, "measurementsExt").await, 30 * 13);
+    assert_eq!(count(&store, "measurements").await, RESULTS as i64);
+    assert_eq!(count(&store, "measurementsExt").await, RESULTS as i64 * 13);
     let rows = sqlx::query(
         "SELECT measurement_id, keyval, val FROM measurementsExt ORDER BY measurement_id, id",
     )
@@ -892,7 +895,17 @@ async fn check_large_lab_ext_rows(url: String) {
             text_col(r, "val").unwrap_or_default(),
         ));
     }
-    assert_eq!(per.len(), 30, "every measurement has key/values");
+    assert_eq!(per.len(), RESULTS, "every measurement has key/values");
+    // Each measurement row holds the value of the result its key/values name: the ids
+    // returned by the multi-row INSERTs (two statements here) are matched to the right rows.
+    let values: BTreeMap<i64, String> = sqlx::query("SELECT id, dataField FROM measurements")
+        .fetch_all(&store.pool)
+        .await
+        .expect("read measurements")
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), text_col(r, "dataField").unwrap()))
+        .collect();
+    let ids: Vec<i64> = per.keys().copied().collect();
     for (n, kv) in per.values().enumerate() {
         let keys: Vec<&str> = kv.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
@@ -915,6 +928,37 @@ async fn check_large_lab_ext_rows(url: String) {
         );
         assert_eq!(kv[2].1, format!("1000{}-1", n + 1), "identifier in order");
         assert_eq!(kv[12].1, format!("0-{n}"), "other_id in order");
+        assert_eq!(
+            values[&ids[n]],
+            format!("{}.5", n + 1),
+            "value of its own result"
+        );
     }
     store.pool.close().await;
+}
+
+/// A file OSCAR already took through its own upload screen (its MD5 in `fileUploadCheck`)
+/// is a duplicate: nothing is written, and a file with other bytes still imports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_uploaded_through_oscars_own_screen_is_not_imported_again() {
+    with_test_db(|url| async move {
+        let store = Store::open(&url).await.expect("open the test database");
+        let files = files_under("hl7");
+        let (taken, other) = (&files[0], &files[1]);
+        sqlx::query("INSERT INTO fileUploadCheck (provider_no, filename, md5sum, date_time) VALUES ('100001', 'LabUpload.by-oscar', ?, '2026-01-01 00:00:00')")
+            .bind(md5_hex(&std::fs::read(taken).expect("read fixture")))
+            .execute(&store.pool)
+            .await
+            .expect("record OSCAR's upload");
+        let reports = replay(&store, std::slice::from_ref(taken)).await;
+        assert_eq!(reports[0].duplicates, reports[0].messages_found, "{reports:#?}");
+        assert_eq!(reports[0].imported, 0, "{reports:#?}");
+        assert_eq!(count(&store, "hl7TextMessage").await, 0);
+        assert_eq!(count(&store, "fileUploadCheck").await, 1);
+        let reports = replay(&store, std::slice::from_ref(other)).await;
+        assert!(reports[0].imported > 0, "{reports:#?}");
+        assert_eq!(count(&store, "fileUploadCheck").await, 2);
+        store.pool.close().await;
+    })
+    .await;
 }

@@ -183,17 +183,49 @@ async fn flowsheet_types(
 /// Identifiers per mapping query.
 const MAP_CHUNK: usize = 200;
 
+/// One `measurements` row, before its id is known.
+struct MeasurementRow {
+    mtype: String,
+    data: String,
+    instruction: String,
+    observed: String,
+}
+
+impl MeasurementRow {
+    /// Binds the row's values, in [`MEASUREMENT_VALUES`] order.
+    fn bind<'q>(
+        &'q self,
+        q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+        demographic_no: i64,
+        now: &'q str,
+    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+        q.bind(self.mtype.as_str())
+            .bind(demographic_no)
+            .bind(self.data.as_str())
+            .bind(self.instruction.as_str())
+            .bind(self.observed.as_str())
+            .bind(now)
+    }
+}
+
 /// Writes the measurements of a matched lab; returns how many.
+///
+/// With `returning` ([`crate::store::Store::insert_returning`]) the rows go in multi-row
+/// `INSERT … RETURNING id` statements: auto-increment values grow with each row a statement
+/// inserts, so the returned ids, sorted, belong to the rows in `VALUES` order, whatever the
+/// server's `innodb_autoinc_lock_mode` (interleaved mode can leave gaps, never reorder).
+/// Without it (MySQL), one `INSERT` per row and its reported id, as before. Same rows, same
+/// order, same `measurementsExt` either way: the golden tests run both backends, and
+/// `tests/mariadb.rs` compares the two paths.
 pub async fn write_measurements(
     tx: &mut Transaction<'static, Any>,
     lab: &LabMessage,
     lab_no: i64,
     demographic_no: i64,
     now: &str,
+    returning: bool,
 ) -> Result<u64, sqlx::Error> {
     let accession = super::handlers::accession(lab);
-    let mut n = 0;
-    let mut ext_rows: Vec<(i64, &'static str, String)> = Vec::new();
     let identifiers: Vec<&str> = lab
         .orders
         .iter()
@@ -202,6 +234,9 @@ pub async fn write_measurements(
         .map(|x| x.identifier.as_str())
         .collect();
     let mapped = flowsheet_types(tx, &identifiers).await?;
+    let mut rows: Vec<MeasurementRow> = Vec::new();
+    // (index into `rows`, key, value)
+    let mut ext_rows: Vec<(usize, &'static str, String)> = Vec::new();
     for (i, order) in lab.orders.iter().enumerate() {
         for (j, x) in order.observations.iter().enumerate() {
             if !keep(x) {
@@ -211,19 +246,12 @@ pub async fn write_measurements(
                 .get(x.identifier.as_str())
                 .cloned()
                 .unwrap_or_default();
-            let observed = format_hl7_ts(&x.observed_at).unwrap_or_else(|| now.to_string());
-            let res = sqlx::query(
-                "INSERT INTO measurements (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, appointmentNo) VALUES (?, ?, '0', ?, ?, '', ?, ?, 0)",
-            )
-            .bind(cut(&mtype, 50))
-            .bind(demographic_no)
-            .bind(cut(&x.value, 255))
-            .bind(cut(&instruction, 255))
-            .bind(&observed)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            let id = crate::store::last_insert_id(tx, res.last_insert_id()).await?;
+            rows.push(MeasurementRow {
+                mtype: cut(&mtype, 50),
+                data: cut(&x.value, 255),
+                instruction: cut(&instruction, 255),
+                observed: format_hl7_ts(&x.observed_at).unwrap_or_else(|| now.to_string()),
+            });
             let mut ext: Vec<(&str, String)> = vec![
                 ("lab_no", lab_no.to_string()),
                 ("abnormal", abnormal(&x.abnormal_flag).to_string()),
@@ -248,10 +276,15 @@ pub async fn write_measurements(
             }
             ext.extend(range(&x.reference_range));
             ext.push(("other_id", format!("{i}-{j}")));
-            ext_rows.extend(ext.into_iter().map(|(k, v)| (id, k, v)));
-            n += 1;
+            let row = rows.len() - 1;
+            ext_rows.extend(ext.into_iter().map(|(k, v)| (row, k, v)));
         }
     }
+    let ids = if returning {
+        insert_returning_ids(tx, &rows, demographic_no, now).await?
+    } else {
+        insert_one_by_one(tx, &rows, demographic_no, now).await?
+    };
     // The key/values of every measurement in a few multi-row INSERTs (same rows, same
     // order): one round trip per row was most of an import's time.
     for chunk in ext_rows.chunks(EXT_CHUNK) {
@@ -260,13 +293,80 @@ pub async fn write_measurements(
             vec!["(?, ?, ?)"; chunk.len()].join(", ")
         );
         let mut q = sqlx::query(&sql);
-        for (id, k, v) in chunk {
-            q = q.bind(*id).bind(*k).bind(v.as_str());
+        for (row, k, v) in chunk {
+            q = q.bind(ids[*row]).bind(*k).bind(v.as_str());
         }
         q.execute(&mut **tx).await?;
     }
-    Ok(n)
+    Ok(rows.len() as u64)
 }
+
+const MEASUREMENT_COLUMNS: &str = "INSERT INTO measurements (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, appointmentNo) VALUES ";
+const MEASUREMENT_VALUES: &str = "(?, ?, '0', ?, ?, '', ?, ?, 0)";
+
+/// The rows in multi-row `INSERT … RETURNING id` statements; their ids in row order.
+async fn insert_returning_ids(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[MeasurementRow],
+    demographic_no: i64,
+    now: &str,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut ids = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(MEASUREMENT_CHUNK) {
+        let sql = format!(
+            "{MEASUREMENT_COLUMNS}{} RETURNING id",
+            vec![MEASUREMENT_VALUES; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = r.bind(q, demographic_no, now);
+        }
+        let mut got = Vec::with_capacity(chunk.len());
+        for row in q.fetch_all(&mut **tx).await? {
+            got.push(id_column(&row)?);
+        }
+        if got.len() != chunk.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "INSERT INTO measurements returned {} ids for {} rows",
+                got.len(),
+                chunk.len()
+            )));
+        }
+        got.sort_unstable();
+        ids.extend(got);
+    }
+    Ok(ids)
+}
+
+/// The rows one `INSERT` at a time, each with its reported id.
+async fn insert_one_by_one(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[MeasurementRow],
+    demographic_no: i64,
+    now: &str,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let sql = format!("{MEASUREMENT_COLUMNS}{MEASUREMENT_VALUES}");
+    let mut ids = Vec::with_capacity(rows.len());
+    for r in rows {
+        let res = r
+            .bind(sqlx::query(&sql), demographic_no, now)
+            .execute(&mut **tx)
+            .await?;
+        ids.push(crate::store::last_insert_id(tx, res.last_insert_id()).await?);
+    }
+    Ok(ids)
+}
+
+/// An id column: `measurements.id` is `int unsigned` in OSCAR's schema.
+fn id_column(row: &sqlx::any::AnyRow) -> Result<i64, sqlx::Error> {
+    match row.try_get::<i64, _>(0) {
+        Ok(v) => Ok(v),
+        Err(_) => row.try_get::<i32, _>(0).map(i64::from),
+    }
+}
+
+/// `measurements` rows per INSERT (six parameters each, under SQLite's old limit of 999).
+const MEASUREMENT_CHUNK: usize = 150;
 
 /// `measurementsExt` rows per INSERT (three parameters each; SQLite builds before 3.32
 /// allow 999 parameters per statement).

@@ -145,6 +145,10 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
 pub struct Store {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// The server accepts `INSERT … RETURNING` (MariaDB 10.5+, SQLite 3.35+; not MySQL):
+    /// a lab's measurements go in one statement that returns their ids. Without it they are
+    /// inserted one by one. Public so tests can take the fallback on purpose.
+    pub insert_returning: bool,
 }
 
 /// The embedded default: `sqlite://<state_dir>/oscarflow.db`.
@@ -239,8 +243,13 @@ impl Store {
         .connect_with(opts)
         .await
         .map_err(|e| StoreError::Connect(redact_url(&url), e))?;
-        let store = Store { pool, backend };
+        let mut store = Store {
+            pool,
+            backend,
+            insert_returning: false,
+        };
         store.migrate().await?;
+        store.insert_returning = store.detect_insert_returning().await?;
         Ok(store)
     }
 
@@ -300,6 +309,22 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Whether the server accepts `INSERT … RETURNING` (see [`Store::insert_returning`]).
+    async fn detect_insert_returning(&self) -> Result<bool, StoreError> {
+        let sql = match self.backend {
+            Backend::MySql => "SELECT VERSION()",
+            Backend::Sqlite => "SELECT sqlite_version()",
+        };
+        let row = sqlx::query(sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query)?;
+        let version = text_column(&row, 0)
+            .map_err(StoreError::query)?
+            .unwrap_or_default();
+        Ok(supports_returning(self.backend, &version))
     }
 
     /// True when `table` exists in the current database.
@@ -456,6 +481,20 @@ pub async fn last_insert_id(
         .await
 }
 
+/// Whether a server of `backend` reporting `version` accepts `INSERT … RETURNING`:
+/// MariaDB from 10.5 (MySQL never), SQLite from 3.35.
+fn supports_returning(backend: Backend, version: &str) -> bool {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    match backend {
+        Backend::MySql => version.contains("MariaDB") && (major, minor) >= (10, 5),
+        Backend::Sqlite => (major, minor) >= (3, 35),
+    }
+}
+
 /// Whether `e` is a unique-key violation (another writer inserted the same key first).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.kind() == sqlx::error::ErrorKind::UniqueViolation)
@@ -469,6 +508,22 @@ pub fn now_sql() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_returning_is_used_only_on_mariadb_10_5_and_sqlite_3_35_or_later() {
+        assert!(supports_returning(
+            Backend::MySql,
+            "10.11.19-MariaDB-0+deb12u1"
+        ));
+        assert!(supports_returning(Backend::MySql, "10.5.0-MariaDB"));
+        assert!(!supports_returning(Backend::MySql, "10.4.32-MariaDB"));
+        assert!(!supports_returning(Backend::MySql, "8.0.36"), "MySQL");
+        assert!(!supports_returning(Backend::MySql, "5.7.44-log"));
+        assert!(supports_returning(Backend::Sqlite, "3.46.0"));
+        assert!(supports_returning(Backend::Sqlite, "3.35.0"));
+        assert!(!supports_returning(Backend::Sqlite, "3.34.1"));
+        assert!(!supports_returning(Backend::Sqlite, ""));
+    }
 
     #[test]
     fn redact_url_hides_the_password_only() {
