@@ -81,23 +81,16 @@ fn upload_filename(name: &str) -> String {
 }
 
 async fn is_duplicate(tx: &mut Transaction<'static, Any>, md5: &str) -> Result<bool, ProcessError> {
-    let ours: Option<i64> = sqlx::query_scalar(
-        "SELECT file_upload_check_id FROM oscarflow_lab_import WHERE md5sum = ?",
+    // Ours (the unique key) or OSCAR's (an upload through its own screens), in one round trip.
+    let seen: i64 = sqlx::query_scalar(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM oscarflow_lab_import WHERE md5sum = ?) OR EXISTS (SELECT 1 FROM fileUploadCheck WHERE md5sum = ?) THEN 1 ELSE 0 END",
     )
     .bind(md5)
-    .fetch_optional(&mut **tx)
+    .bind(md5)
+    .fetch_one(&mut **tx)
     .await
     .map_err(db("duplicate check"))?;
-    if ours.is_some() {
-        return Ok(true);
-    }
-    let theirs: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM fileUploadCheck WHERE md5sum = ? LIMIT 1")
-            .bind(md5)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db("duplicate check"))?;
-    Ok(theirs.is_some())
+    Ok(seen != 0)
 }
 
 /// Imports `file` in one transaction. See the module docs.
@@ -217,17 +210,23 @@ pub async fn import_file(
         let routed = routes(&mut tx, lab.lab_type, &doc_nums(lab), matched.mrp())
             .await
             .map_err(db("provider routing"))?;
-        for route in routed {
-            sqlx::query(
-                "INSERT INTO providerLabRouting (provider_no, lab_no, status, comment, timestamp, lab_type) VALUES (?, ?, ?, NULL, ?, 'HL7')",
-            )
-            .bind(route.provider_no)
-            .bind(lab_no)
-            .bind(route.status)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("insert providerLabRouting"))?;
+        // Every route of the lab in one INSERT (`routes` gives at least one).
+        if !routed.is_empty() {
+            let sql = format!(
+                "INSERT INTO providerLabRouting (provider_no, lab_no, status, comment, timestamp, lab_type) VALUES {}",
+                vec!["(?, ?, ?, NULL, ?, 'HL7')"; routed.len()].join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for route in routed {
+                q = q
+                    .bind(route.provider_no)
+                    .bind(lab_no)
+                    .bind(route.status)
+                    .bind(&now);
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(db("insert providerLabRouting"))?;
         }
         labs.push((entry.index, lab_no, matched.label()));
     }

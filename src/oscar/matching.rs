@@ -153,7 +153,7 @@ pub async fn match_patient(
         .map(|c| format!("{}%", like_literal(&c.to_uppercase().to_string())))
         .unwrap_or_else(|| "%".into());
     let mut sql = String::from(
-        "SELECT demographic_no, provider_no FROM demographic WHERE hin = ? AND year_of_birth LIKE ? ESCAPE '!' AND month_of_birth LIKE ? ESCAPE '!' AND date_of_birth LIKE ? ESCAPE '!'",
+        "SELECT demographic_no, provider_no, (SELECT m.merged_to FROM demographic_merged m WHERE m.demographic_no = demographic.demographic_no AND m.deleted = 0 ORDER BY m.id DESC LIMIT 1) AS merged_to FROM demographic WHERE hin = ? AND year_of_birth LIKE ? ESCAPE '!' AND month_of_birth LIKE ? ESCAPE '!' AND date_of_birth LIKE ? ESCAPE '!'",
     );
     if settings.relax_sex_for_non_binary {
         sql.push_str(" AND (sex LIKE ? ESCAPE '!' OR sex NOT IN ('F', 'M'))");
@@ -189,7 +189,9 @@ pub async fn match_patient(
         1 => {
             let found: i64 = rows[0].try_get(0)?;
             let mrp: Option<String> = rows[0].try_get(1)?;
-            let head = merged_head(conn, found).await?;
+            // The chart's own merge record came with it; further hops are read one by one.
+            let merged_to: Option<i64> = rows[0].try_get(2)?;
+            let head = merged_head(conn, found, merged_to).await?;
             if head == found {
                 Ok(MatchOutcome::Matched {
                     demographic_no: found,
@@ -216,16 +218,27 @@ pub async fn match_patient(
 }
 
 /// Follows `demographic_merged` (not deleted) to the head chart; stops on a cycle.
-async fn merged_head(conn: &mut AnyConnection, start: i64) -> Result<i64, sqlx::Error> {
+/// `first_hop` is `start`'s own `merged_to`, already read with the match.
+async fn merged_head(
+    conn: &mut AnyConnection,
+    start: i64,
+    first_hop: Option<i64>,
+) -> Result<i64, sqlx::Error> {
     let mut current = start;
     let mut seen = vec![start];
+    let mut known = Some(first_hop);
     for _ in 0..16 {
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT merged_to FROM demographic_merged WHERE demographic_no = ? AND deleted = 0 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(current)
-        .fetch_optional(&mut *conn)
-        .await?;
+        let next: Option<i64> = match known.take() {
+            Some(hop) => hop,
+            None => {
+                sqlx::query_scalar(
+                    "SELECT merged_to FROM demographic_merged WHERE demographic_no = ? AND deleted = 0 ORDER BY id DESC LIMIT 1",
+                )
+                .bind(current)
+                .fetch_optional(&mut *conn)
+                .await?
+            }
+        };
         match next {
             Some(n) if !seen.contains(&n) => {
                 seen.push(n);

@@ -16,6 +16,7 @@ use sqlx::AnyConnection;
 
 use super::matching::like_literal;
 use crate::hl7::lab::LabType;
+use crate::store::text_column;
 
 /// The `provider` column practitioner numbers are looked up in, per lab type (IMPORT-SPEC
 /// §2.4 step 10). A fixed set of identifiers, never built from input.
@@ -45,16 +46,28 @@ pub async fn routes(
     mrp: Option<&str>,
 ) -> Result<Vec<Route>, sqlx::Error> {
     let mut providers: Vec<String> = Vec::new();
-    let search = format!(
-        "SELECT provider_no FROM provider WHERE {} LIKE ? ESCAPE '!' ORDER BY provider_no",
-        search_column(lab_type)
-    );
-    for num in doc_nums.iter().filter(|n| !n.trim().is_empty()) {
-        let found: Vec<String> = sqlx::query_scalar(&search)
-            .bind(like_literal(num.trim()))
-            .fetch_all(&mut *conn)
-            .await?;
-        for p in found {
+    let nums: Vec<&str> = doc_nums
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if !nums.is_empty() {
+        // Every practitioner number in one query, each with its position: the providers of
+        // the first number (by provider_no), then of the second, …, as one query per number
+        // would give them.
+        let keys = (0..nums.len())
+            .map(|i| format!("SELECT {i} AS n, ? AS num"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let search = format!(
+            "SELECT p.provider_no FROM ({keys}) x JOIN provider p ON p.{} LIKE x.num ESCAPE '!' ORDER BY x.n, p.provider_no",
+            search_column(lab_type)
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&search);
+        for num in &nums {
+            q = q.bind(like_literal(num));
+        }
+        for p in q.fetch_all(&mut *conn).await? {
             if !p.trim().is_empty() && !providers.contains(&p) {
                 providers.push(p);
             }
@@ -79,23 +92,34 @@ pub async fn routes(
         if out.iter().any(|r| r.provider_no == p) {
             continue;
         }
-        let status: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT status FROM incomingLabRules WHERE provider_no = ? AND archive = '0' ORDER BY id LIMIT 1",
-        )
-        .bind(&p)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let status = status
-            .flatten()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "N".to_string());
-        let forwards: Vec<String> = sqlx::query_scalar(
-            "SELECT r.frwdProvider_no FROM incomingLabRules r JOIN provider p ON p.provider_no = r.frwdProvider_no WHERE r.provider_no = ? AND (r.archive IS NULL OR r.archive <> '1') ORDER BY r.id",
+        // The provider's rules in one query; OSCAR reads them in two: the status of the
+        // first rule with `archive = '0'`, and the forwards of every rule not archived
+        // (`archive IS NULL OR archive <> '1'`) to a provider that exists.
+        let rules = sqlx::query(
+            "SELECT r.status, CAST(r.archive AS CHAR) AS archive, r.frwdProvider_no, p.provider_no FROM incomingLabRules r LEFT JOIN provider p ON p.provider_no = r.frwdProvider_no WHERE r.provider_no = ? ORDER BY r.id",
         )
         .bind(&p)
         .fetch_all(&mut *conn)
         .await?;
+        let mut status: Option<String> = None;
+        let mut forwards: Vec<String> = Vec::new();
+        for rule in &rules {
+            let archive = text_column(rule, 1)?;
+            if status.is_none() && archive.as_deref() == Some("0") {
+                status = Some(text_column(rule, 0)?.unwrap_or_default());
+            }
+            let forward = text_column(rule, 2)?;
+            let exists = text_column(rule, 3)?.is_some();
+            if archive.as_deref() != Some("1") && exists {
+                if let Some(f) = forward {
+                    forwards.push(f);
+                }
+            }
+        }
+        let status = status
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "N".to_string());
         out.push(Route {
             provider_no: p,
             status,
