@@ -12,7 +12,9 @@
 //! Deliberate difference from OSCAR: a matched patient with no MRP routes to `'0'`, not to
 //! provider `''` (OSCAR's `Misc.getString` turns NULL into `''`, a row no inbox shows).
 
-use sqlx::AnyConnection;
+use std::collections::HashMap;
+
+use sqlx::{AnyConnection, Row};
 
 use super::matching::like_literal;
 use crate::hl7::lab::LabType;
@@ -84,38 +86,25 @@ pub async fn routes(
     }
     // Apply forwarding rules breadth-first; each provider routed once.
     let mut out: Vec<Route> = Vec::new();
+    let mut rules: HashMap<String, ProviderRules> = HashMap::new();
     let mut queue = providers;
     let mut i = 0;
-    while i < queue.len() && i < 64 {
+    while i < queue.len() && i < MAX_ROUTED {
         let p = queue[i].clone();
         i += 1;
         if out.iter().any(|r| r.provider_no == p) {
             continue;
         }
-        // The provider's rules in one query; OSCAR reads them in two: the status of the
-        // first rule with `archive = '0'`, and the forwards of every rule not archived
-        // (`archive IS NULL OR archive <> '1'`) to a provider that exists.
-        let rules = sqlx::query(
-            "SELECT r.status, CAST(r.archive AS CHAR) AS archive, r.frwdProvider_no, p.provider_no FROM incomingLabRules r LEFT JOIN provider p ON p.provider_no = r.frwdProvider_no WHERE r.provider_no = ? ORDER BY r.id",
-        )
-        .bind(&p)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut status: Option<String> = None;
-        let mut forwards: Vec<String> = Vec::new();
-        for rule in &rules {
-            let archive = text_column(rule, 1)?;
-            if status.is_none() && archive.as_deref() == Some("0") {
-                status = Some(text_column(rule, 0)?.unwrap_or_default());
-            }
-            let forward = text_column(rule, 2)?;
-            let exists = text_column(rule, 3)?.is_some();
-            if archive.as_deref() != Some("1") && exists {
-                if let Some(f) = forward {
-                    forwards.push(f);
-                }
-            }
+        if !rules.contains_key(&p) {
+            // The rules of this provider and of every one queued after it, in one query.
+            let pending: Vec<String> = queue[i - 1..queue.len().min(MAX_ROUTED)]
+                .iter()
+                .filter(|q| !rules.contains_key(*q))
+                .cloned()
+                .collect();
+            read_rules(conn, &pending, &mut rules).await?;
         }
+        let ProviderRules { status, forwards } = rules.get(&p).cloned().unwrap_or_default();
         let status = status
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
@@ -131,4 +120,63 @@ pub async fn routes(
         }
     }
     Ok(out)
+}
+
+/// At most this many providers are routed for one lab (a guard against rule loops the
+/// "each provider once" rule would not catch, such as a very long chain).
+const MAX_ROUTED: usize = 64;
+
+/// What a provider's `incomingLabRules` say.
+#[derive(Debug, Clone, Default)]
+struct ProviderRules {
+    /// The status of the first rule with `archive = '0'` (NULL read as empty).
+    status: Option<String>,
+    /// Forwards of the rules not archived (`archive IS NULL OR archive <> '1'`) to a
+    /// provider that exists, in rule order.
+    forwards: Vec<String>,
+}
+
+/// Reads the rules of `providers` into `into`, one entry per provider (empty when it has
+/// none), in one query. OSCAR reads them in two queries per provider; `tests/routing.rs`
+/// pins this reading to those, NULLs included.
+async fn read_rules(
+    conn: &mut AnyConnection,
+    providers: &[String],
+    into: &mut HashMap<String, ProviderRules>,
+) -> Result<(), sqlx::Error> {
+    if providers.is_empty() {
+        return Ok(());
+    }
+    let keys = (0..providers.len())
+        .map(|i| format!("SELECT {i} AS n, ? AS provider_no"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let sql = format!(
+        "SELECT x.n, r.status, CAST(r.archive AS CHAR) AS archive, r.frwdProvider_no, p.provider_no FROM ({keys}) x JOIN incomingLabRules r ON r.provider_no = x.provider_no LEFT JOIN provider p ON p.provider_no = r.frwdProvider_no ORDER BY x.n, r.id"
+    );
+    let mut q = sqlx::query(&sql);
+    for p in providers {
+        q = q.bind(p.as_str());
+    }
+    let mut read: Vec<ProviderRules> = vec![ProviderRules::default(); providers.len()];
+    for rule in q.fetch_all(&mut *conn).await? {
+        let n: i64 = rule.try_get(0)?;
+        let Some(entry) = usize::try_from(n).ok().and_then(|n| read.get_mut(n)) else {
+            continue;
+        };
+        let archive = text_column(&rule, 2)?;
+        if entry.status.is_none() && archive.as_deref() == Some("0") {
+            entry.status = Some(text_column(&rule, 1)?.unwrap_or_default());
+        }
+        let exists = text_column(&rule, 4)?.is_some();
+        if archive.as_deref() != Some("1") && exists {
+            if let Some(f) = text_column(&rule, 3)? {
+                entry.forwards.push(f);
+            }
+        }
+    }
+    for (p, r) in providers.iter().zip(read) {
+        into.insert(p.clone(), r);
+    }
+    Ok(())
 }
