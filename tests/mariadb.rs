@@ -962,3 +962,37 @@ async fn a_file_uploaded_through_oscars_own_screen_is_not_imported_again() {
     })
     .await;
 }
+
+/// OSCAR ships `fileUploadCheck` without an index on `md5sum`, so the duplicate check of
+/// every new file is a scan: the sink warns (see `has_index_on`). The embedded store has
+/// the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_md5_lookup_is_indexed_in_the_embedded_store_and_seen_unindexed_in_oscars_schema() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let sqlite = common::sqlite_store(tmp.path()).await;
+    assert!(sqlite
+        .has_index_on("fileUploadCheck", "md5sum")
+        .await
+        .unwrap());
+    assert!(!sqlite
+        .has_index_on("fileUploadCheck", "filename")
+        .await
+        .unwrap());
+    with_test_db(|url| async move {
+        let store = Store::open(&url).await.expect("open the test database");
+        assert!(!store
+            .has_index_on("fileUploadCheck", "md5sum")
+            .await
+            .unwrap());
+        assert!(store
+            .has_index_on("hl7TextInfo", "accessionNum")
+            .await
+            .unwrap());
+        assert!(store
+            .has_index_on("oscarflow_lab_import", "md5sum")
+            .await
+            .unwrap());
+        store.pool.close().await;
+    })
+    .await;
+}

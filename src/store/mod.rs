@@ -138,6 +138,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         name: "sms",
         sql: include_str!("../../migrations/sqlite/0006_sms.sql"),
     },
+    Migration {
+        version: 7,
+        name: "file_upload_md5",
+        sql: include_str!("../../migrations/sqlite/0007_file_upload_md5.sql"),
+    },
 ];
 
 /// A connection pool plus the backend it talks to.
@@ -341,27 +346,49 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// True when some index of `table` starts with `column` (a lookup by `column` is not a
+    /// scan). Column names compare without case.
+    pub async fn has_index_on(&self, table: &str, column: &str) -> Result<bool, StoreError> {
+        self.count_of(
+            "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name = ? AND LOWER(column_name) = LOWER(?) AND seq_in_index = 1",
+            "SELECT COUNT(*) FROM pragma_index_list(?) l, pragma_index_info(l.name) i WHERE i.seqno = 0 AND LOWER(i.name) = LOWER(?)",
+            table,
+            column,
+        )
+        .await
+        .map(|n| n > 0)
+    }
+
     /// True when `table` has `column`.
     pub async fn column_exists(&self, table: &str, column: &str) -> Result<bool, StoreError> {
-        let n: i64 = match self.backend {
-            Backend::MySql => sqlx::query_scalar(
-                "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?",
-            )
-            .bind(table)
-            .bind(column)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::query)?,
-            Backend::Sqlite => sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?",
-            )
-            .bind(table)
-            .bind(column)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::query)?,
+        self.count_of(
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ? AND column_name = ?",
+            "SELECT COUNT(*) FROM pragma_table_info(?) WHERE name = ?",
+            table,
+            column,
+        )
+        .await
+        .map(|n| n > 0)
+    }
+
+    /// A `COUNT(*)` catalogue query with two parameters, in this backend's dialect.
+    async fn count_of(
+        &self,
+        mysql: &str,
+        sqlite: &str,
+        table: &str,
+        column: &str,
+    ) -> Result<i64, StoreError> {
+        let sql = match self.backend {
+            Backend::MySql => mysql,
+            Backend::Sqlite => sqlite,
         };
-        Ok(n > 0)
+        sqlx::query_scalar(sql)
+            .bind(table)
+            .bind(column)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query)
     }
 
     /// The declared maximum length, in characters, of each character column of `table`
