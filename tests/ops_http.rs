@@ -386,7 +386,7 @@ fn editing_a_pipeline_file_restarts_only_that_pipeline_and_a_broken_edit_keeps_t
 }
 
 #[test]
-fn pause_holds_a_pipelines_intake_and_resume_lets_it_go_on() {
+fn pause_holds_a_pipelines_intake_across_a_reload_and_a_stop_and_resume_lets_it_go_on() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let child = daemon(tmp.path(), &format!("127.0.0.1:{port}"), &[], "");
@@ -402,14 +402,36 @@ fn pause_holds_a_pipelines_intake_and_resume_lets_it_go_on() {
         metrics.contains("oscarflow_pipeline_paused_info{pipeline=\"labs\"} 1"),
         "{metrics}"
     );
+
+    // An edit of the paused pipeline's file restarts it, still paused.
+    let started = pipeline(port, "labs").unwrap()["started_ms"].clone();
+    let file = tmp.path().join("pipelines/labs.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("# edited while paused\n");
+    std::fs::write(&file, text).unwrap();
+    let restarted = wait_for(|| pipeline(port, "labs").filter(|p| p["started_ms"] != started));
+    assert_eq!(restarted["paused"], true, "{restarted}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        inbox.join("lab1.hl7").exists(),
+        "restarted paused: the file is still not taken"
+    );
+
     let (status, body) = post(port, "/pipelines/labs/resume").unwrap();
     assert_eq!(status, 200, "{body}");
     wait_for(|| (!inbox.join("lab1.hl7").exists()).then_some(()));
     assert_eq!(post(port, "/pipelines/labs/poll").unwrap().0, 200);
     assert_eq!(post(port, "/pipelines/nope/pause").unwrap().0, 404);
     assert_eq!(get(port, "/pipelines/labs/pause", None).unwrap().0, 405);
+
+    // Stopped while paused: the held file stays, and the stop does not wait out the grace
+    // period for it.
+    assert_eq!(post(port, "/pipelines/labs/pause").unwrap().0, 200);
+    assert!(lab_stays(&inbox, 2, 1));
     let (code, logs) = stop(child);
     assert_eq!(code, Some(0), "{logs}");
+    assert!(inbox.join("lab2.hl7").exists(), "held while paused, kept");
+    assert!(!logs.contains("Grace period over"), "{logs}");
 }
 
 #[test]

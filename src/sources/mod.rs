@@ -123,6 +123,8 @@ pub struct Outlet<T> {
     tx: mpsc::Sender<Envelope<T>>,
     control: Arc<SourceControl>,
     archive: Option<Arc<ArchiveHook>>,
+    /// The pipeline's stop signal: it ends a paused wait (the input stays unreleased).
+    shutdown: Option<Shutdown>,
 }
 
 impl<T> Clone for Outlet<T> {
@@ -131,6 +133,7 @@ impl<T> Clone for Outlet<T> {
             tx: self.tx.clone(),
             control: self.control.clone(),
             archive: self.archive.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }
@@ -141,7 +144,14 @@ impl<T> Outlet<T> {
             tx,
             control,
             archive: None,
+            shutdown: None,
         }
+    }
+    /// A paused wait also ends when `shutdown` fires, with [`SendError::Closed`]: a paused
+    /// pipeline stops without taking the input it holds.
+    pub fn with_shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
     }
     /// Archive every input before sending it.
     pub fn with_archive(mut self, archive: Option<Arc<ArchiveHook>>) -> Self {
@@ -161,9 +171,16 @@ impl<T: Send + Archivable> Outlet<T> {
     /// pipeline stopped, `SendError::Archive` when the archive failed (the source goes on).
     pub async fn send(&self, env: Envelope<T>) -> Result<(), SendError> {
         if self.control.is_paused() {
+            let stopped = async {
+                match self.shutdown.clone() {
+                    Some(mut s) => s.wait().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.control.wait_resumed() => {}
                 _ = self.tx.closed() => return Err(SendError::Closed),
+                _ = stopped => return Err(SendError::Closed),
             }
         }
         if let Some(hook) = &self.archive {
@@ -346,13 +363,8 @@ mod control_tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_paused_outlet_holds_the_envelope_until_resumed_and_shutdown_ends_a_paused_wait() {
-        let control = SourceControl::new();
-        let (tx, mut rx) = mpsc::channel::<Envelope<Raw>>(4);
-        let out = Outlet::new(tx, control.clone());
-        control.pause();
-        let env = Envelope::new(
+    fn tiny_envelope() -> Envelope<Raw> {
+        Envelope::new(
             Arc::new(crate::envelope::Provenance {
                 pipeline: Arc::from("p"),
                 source: Arc::from("s"),
@@ -367,7 +379,16 @@ mod control_tests {
                 name: "x".into(),
             },
             crate::ack::AckToken::detached(),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_paused_outlet_holds_the_envelope_until_resumed_and_shutdown_ends_a_paused_wait() {
+        let control = SourceControl::new();
+        let (tx, mut rx) = mpsc::channel::<Envelope<Raw>>(4);
+        let out = Outlet::new(tx, control.clone());
+        control.pause();
+        let env = tiny_envelope();
         let send = tokio::spawn(async move { out.send(env).await });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(rx.try_recv().is_err(), "nothing passes while paused");
@@ -380,5 +401,22 @@ mod control_tests {
         let (trigger, mut shutdown) = Shutdown::new();
         trigger.trigger();
         assert!(!wait_next_poll(Duration::ZERO, &control, &mut polls, &mut shutdown).await);
+    }
+
+    #[tokio::test]
+    async fn a_paused_send_ends_closed_when_the_pipeline_stops_and_nothing_passes() {
+        let control = SourceControl::new();
+        let (tx, mut rx) = mpsc::channel::<Envelope<Raw>>(4);
+        let (trigger, shutdown) = Shutdown::new();
+        let out = Outlet::new(tx, control.clone()).with_shutdown(shutdown);
+        control.pause();
+        let env = tiny_envelope();
+        let send = tokio::spawn(async move { out.send(env).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        trigger.trigger();
+        let r = send.await.unwrap();
+        assert!(r.as_ref().is_err_and(SendError::is_closed), "{r:?}");
+        assert!(rx.try_recv().is_err(), "the held envelope did not pass");
+        assert!(control.is_paused(), "still paused");
     }
 }

@@ -52,6 +52,8 @@ pub struct BuildOptions {
     pub observers: Observers,
     /// Replace the pipeline's sources by this one (replay, dead-letter re-drive, tests).
     pub source_override: Option<SourceOverride>,
+    /// Start with intake paused (a paused pipeline restarted by a reload stays paused).
+    pub start_paused: bool,
 }
 
 /// A pipeline could not be built.
@@ -160,6 +162,9 @@ pub fn build(
     let (trigger, shutdown) = Shutdown::new();
     let in_flight = InFlight::new();
     let control = SourceControl::new();
+    if opts.start_paused {
+        control.pause();
+    }
     let archive = archive_hook(cfg, &pipeline)?;
     let mut tasks: JoinSet<Result<(), Fatal>> = JoinSet::new();
 
@@ -455,7 +460,9 @@ impl SourceShared {
         SourceContext {
             pipeline: self.pipeline.clone(),
             id: Arc::from(id),
-            out: Outlet::new(out, self.control.clone()).with_archive(self.archive.clone()),
+            out: Outlet::new(out, self.control.clone())
+                .with_archive(self.archive.clone())
+                .with_shutdown(self.shutdown.clone()),
             shutdown: self.shutdown.clone(),
             in_flight: self.in_flight.clone(),
             observers: self.observers.clone(),

@@ -224,16 +224,20 @@ impl Supervisor {
             }
             self.registry.set_rejected(&f, None);
             let previous = self.running.remove(&f);
+            // A paused pipeline stays paused across its restart: the operator resumes it.
+            let paused = previous
+                .as_ref()
+                .is_some_and(|s| s.status.control.is_paused());
             let old_cfg = match previous {
                 Some(s) => {
-                    tracing::info!(pipeline = %s.cfg.name, file = %f.display(), "Restarting the pipeline (its file changed, or it had stopped).");
+                    tracing::info!(pipeline = %s.cfg.name, file = %f.display(), paused, "Restarting the pipeline (its file changed, or it had stopped).");
                     let cfg = s.cfg.clone();
                     self.stop_one(s).await;
                     Some(cfg)
                 }
                 None => None,
             };
-            match self.start(&cfg).await {
+            match self.start(&cfg, paused).await {
                 Ok(s) => {
                     self.running.insert(f.clone(), s);
                     started += 1;
@@ -246,7 +250,7 @@ impl Supervisor {
                     tracing::error!(pipeline = %cfg.name, error = %e, "The new version did not start; the previous version is started again.");
                     self.registry.set_rejected(&f, Some(e));
                     if let Some(old) = old_cfg {
-                        if let Ok(s) = self.start(&old).await {
+                        if let Ok(s) = self.start(&old, paused).await {
                             self.running.insert(f.clone(), s);
                         }
                     }
@@ -256,12 +260,16 @@ impl Supervisor {
         Ok(started)
     }
 
-    async fn start(&mut self, cfg: &PipelineConfig) -> Result<Supervised, String> {
+    async fn start(&mut self, cfg: &PipelineConfig, paused: bool) -> Result<Supervised, String> {
         let url = cfg
             .database_url_override()
             .unwrap_or_else(|| self.default_url.clone());
         let store = self.store(&url).await?;
-        let p = build(cfg, &store, self.options.clone()).map_err(|e| e.to_string())?;
+        let options = BuildOptions {
+            start_paused: paused,
+            ..self.options.clone()
+        };
+        let p = build(cfg, &store, options).map_err(|e| e.to_string())?;
         tracing::info!(pipeline = %cfg.name, file = %cfg.path.display(), "Pipeline started.");
         let status = p.status.clone();
         self.registry.insert(status.clone());
@@ -300,10 +308,8 @@ impl Supervisor {
 
     /// Stops every pipeline: intake first, everywhere, then each drains until `deadline`.
     /// True when all drained in time.
+    /// A paused pipeline stops paused: what its sources hold stays with them.
     pub async fn stop_all(&mut self, deadline: tokio::time::Instant) -> bool {
-        for s in self.running.values() {
-            s.status.control.resume(); // a paused source must not hold the drain
-        }
         let all: Vec<Supervised> = std::mem::take(&mut self.running).into_values().collect();
         let (stops, tasks): (Vec<_>, Vec<_>) = all
             .into_iter()
