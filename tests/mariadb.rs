@@ -996,3 +996,46 @@ async fn the_md5_lookup_is_indexed_in_the_embedded_store_and_seen_unindexed_in_o
     })
     .await;
 }
+
+/// The one-query-per-lab FLOWSHEET lookup gives, for every identifier OSCAR's
+/// `measurementMap` knows (and its upper- and lower-case forms, and a few it does not), the
+/// same `(type, measuringInstruction)` as OSCAR's per-result query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flowsheet_lookup_per_lab_maps_every_identifier_as_oscars_per_result_query() {
+    with_test_db(|url| async move {
+        let store = Store::open(&url).await.expect("open the test database");
+        let known: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT ident_code FROM measurementMap")
+                .fetch_all(&store.pool)
+                .await
+                .expect("read measurementMap");
+        assert!(known.len() > 500, "OSCAR's measurementMap is loaded");
+        let mut all: Vec<String> = Vec::new();
+        for k in &known {
+            all.extend([k.clone(), k.to_uppercase(), k.to_lowercase()]);
+        }
+        all.extend(["ZZ-NOT-MAPPED".to_string(), String::new()]);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut tx = store.pool.begin().await.expect("begin");
+        let got = oscarflow::oscar::measurements::flowsheet_types(&mut tx, store.backend, &refs)
+            .await
+            .expect("the per-lab lookup");
+        let mut mapped = 0;
+        for k in &all {
+            let want: Option<(String, String)> = sqlx::query_as(
+                "SELECT b.ident_code, t.measuringInstruction FROM measurementMap a, measurementMap b, measurementType t WHERE b.lab_type = 'FLOWSHEET' AND a.ident_code = ? AND a.loinc_code = b.loinc_code AND t.type = b.ident_code ORDER BY b.id, t.id LIMIT 1",
+            )
+            .bind(k)
+            .fetch_optional(&mut *tx)
+            .await
+            .expect("OSCAR's query");
+            mapped += usize::from(want.is_some());
+            assert_eq!(got.get(k.as_str()).cloned(), want, "identifier {k:?}");
+        }
+        println!("flowsheet: {} identifiers, {mapped} mapped, all as OSCAR's query", all.len());
+        assert!(mapped > 100, "a real share of identifiers maps");
+        tx.rollback().await.expect("rollback");
+        store.pool.close().await;
+    })
+    .await;
+}

@@ -186,16 +186,9 @@ pub async fn import_file(
             retire_previous_version(&mut tx, lab_no, &info_accession, &now)
                 .await
                 .map_err(db("retire previous measurements"))?;
-            write_measurements(
-                &mut tx,
-                lab,
-                lab_no,
-                *demographic_no,
-                &now,
-                store.insert_returning,
-            )
-            .await
-            .map_err(db("insert measurements"))?;
+            write_measurements(&mut tx, lab, lab_no, *demographic_no, &now, store)
+                .await
+                .map_err(db("insert measurements"))?;
             sqlx::query(
                 "INSERT INTO patientLabRouting (demographic_no, lab_no, lab_type, created, dateModified) VALUES (?, ?, 'HL7', ?, ?)",
             )

@@ -19,6 +19,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::info::format_hl7_ts;
 use crate::hl7::lab::{LabMessage, Observation};
+use crate::store::{Backend, Store};
 
 fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
@@ -149,12 +150,20 @@ pub async fn retire_previous_version(
 
 /// OSCAR's FLOWSHEET mapping (`measurementMap` → `measurementType`) of each identifier:
 /// `(type, measuringInstruction)` of the mapping with the lowest `b.id`, as OSCAR's
-/// per-result query `… a.ident_code = ? … ORDER BY b.id LIMIT 1` gives it, in one query per
+/// per-result query `… a.ident_code = ? … ORDER BY b.id LIMIT 1` gives it (ties, from
+/// duplicate `measurementType.type` rows, broken by the lowest `t.id`), in one query per
 /// lab. The identifiers are joined as bound values, so the database compares them with
-/// `a.ident_code` under the column's collation, exactly as the per-result query did; one
-/// query per result scanned `measurementType` each time and was most of the server's work.
-async fn flowsheet_types(
+/// `a.ident_code` under the column's collation, exactly as the per-result query did.
+///
+/// On MySQL/MariaDB the join order is forced (`STRAIGHT_JOIN`): identifiers → `a` by its
+/// `ident_code` index → `b` by `loinc_code` (one pass over `measurementMap`, which has no
+/// index there) → `t` by its `type` index. Left to itself the optimizer joined every `a`
+/// row with every `measurementType` row and looked `b` up for each pair: ~6,000 index reads
+/// per lab, most of the server's work per import (Handler_read_key per message in the
+/// benchmark: 1,923 → see BENCHMARKS.md).
+pub async fn flowsheet_types(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     identifiers: &[&str],
 ) -> Result<HashMap<String, (String, String)>, sqlx::Error> {
     let mut wanted: Vec<&str> = identifiers.to_vec();
@@ -163,9 +172,14 @@ async fn flowsheet_types(
     let mut out = HashMap::new();
     for chunk in wanted.chunks(MAP_CHUNK) {
         let keys = vec!["SELECT ? AS k"; chunk.len()].join(" UNION ALL ");
-        let sql = format!(
-            "SELECT x.k, b.ident_code, t.measuringInstruction FROM ({keys}) x, measurementMap a, measurementMap b, measurementType t WHERE b.lab_type = 'FLOWSHEET' AND a.ident_code = x.k AND a.loinc_code = b.loinc_code AND t.type = b.ident_code ORDER BY b.id"
-        );
+        let sql = match backend {
+            Backend::MySql => format!(
+                "SELECT STRAIGHT_JOIN x.k, b.ident_code, t.measuringInstruction FROM ({keys}) x JOIN measurementMap a ON a.ident_code = x.k JOIN measurementMap b ON b.loinc_code = a.loinc_code JOIN measurementType t ON t.type = b.ident_code WHERE b.lab_type = 'FLOWSHEET' ORDER BY b.id, t.id"
+            ),
+            Backend::Sqlite => format!(
+                "SELECT x.k, b.ident_code, t.measuringInstruction FROM ({keys}) x, measurementMap a, measurementMap b, measurementType t WHERE b.lab_type = 'FLOWSHEET' AND a.ident_code = x.k AND a.loinc_code = b.loinc_code AND t.type = b.ident_code ORDER BY b.id, t.id"
+            ),
+        };
         let mut q = sqlx::query(&sql);
         for k in chunk {
             q = q.bind(*k);
@@ -210,7 +224,7 @@ impl MeasurementRow {
 
 /// Writes the measurements of a matched lab; returns how many.
 ///
-/// With `returning` ([`crate::store::Store::insert_returning`]) the rows go in multi-row
+/// With [`Store::insert_returning`] the rows go in multi-row
 /// `INSERT … RETURNING id` statements: auto-increment values grow with each row a statement
 /// inserts, so the returned ids, sorted, belong to the rows in `VALUES` order, whatever the
 /// server's `innodb_autoinc_lock_mode` (interleaved mode can leave gaps, never reorder).
@@ -223,7 +237,7 @@ pub async fn write_measurements(
     lab_no: i64,
     demographic_no: i64,
     now: &str,
-    returning: bool,
+    store: &Store,
 ) -> Result<u64, sqlx::Error> {
     let accession = super::handlers::accession(lab);
     let identifiers: Vec<&str> = lab
@@ -233,7 +247,7 @@ pub async fn write_measurements(
         .filter(|x| keep(x))
         .map(|x| x.identifier.as_str())
         .collect();
-    let mapped = flowsheet_types(tx, &identifiers).await?;
+    let mapped = flowsheet_types(tx, store.backend, &identifiers).await?;
     let mut rows: Vec<MeasurementRow> = Vec::new();
     // (index into `rows`, key, value)
     let mut ext_rows: Vec<(usize, &'static str, String)> = Vec::new();
@@ -280,7 +294,7 @@ pub async fn write_measurements(
             ext_rows.extend(ext.into_iter().map(|(k, v)| (row, k, v)));
         }
     }
-    let ids = if returning {
+    let ids = if store.insert_returning {
         insert_returning_ids(tx, &rows, demographic_no, now).await?
     } else {
         insert_one_by_one(tx, &rows, demographic_no, now).await?
