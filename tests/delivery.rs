@@ -45,6 +45,15 @@ fn folder_pipeline(inbox: &Path, processed: &Path) -> PipelineConfig {
     cfg
 }
 
+/// `<dir>/inbox` (created) read by [`folder_pipeline`], releasing to `<dir>/processed`.
+fn inbox_pipeline(dir: &Path) -> (PathBuf, PathBuf, PipelineConfig) {
+    let inbox = dir.join("inbox");
+    let processed = dir.join("processed");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let cfg = folder_pipeline(&inbox, &processed);
+    (inbox, processed, cfg)
+}
+
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
@@ -67,10 +76,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn source_file_stays_until_commit_and_a_crash_before_release_redelivers_without_a_second_row() {
     let tmp = tempfile::tempdir().unwrap();
-    let inbox = tmp.path().join("inbox");
-    let processed = tmp.path().join("processed");
-    std::fs::create_dir_all(&inbox).unwrap();
-    let cfg = folder_pipeline(&inbox, &processed);
+    let (inbox, processed, cfg) = inbox_pipeline(tmp.path());
     let file = inbox.join("lab.hl7");
     std::fs::copy(repo().join("fixtures/hl7/pathl7/matched_chem.hl7"), &file).unwrap();
 
@@ -871,10 +877,7 @@ fn a_file_written_to_after_it_was_read_is_kept_and_its_whole_content_imported() 
     // lab), with `min_age = 0`: the empty read is dead-lettered, but the file must not be
     // released for it; the complete lab is read again and imported, then released.
     let tmp = tempfile::tempdir().unwrap();
-    let inbox = tmp.path().join("inbox");
-    let processed = tmp.path().join("processed");
-    std::fs::create_dir_all(&inbox).unwrap();
-    let cfg = folder_pipeline(&inbox, &processed);
+    let (inbox, processed, cfg) = inbox_pipeline(tmp.path());
     let file = inbox.join("lab.hl7");
     std::fs::write(&file, b"").unwrap();
     let lab = std::fs::read(repo().join("fixtures/hl7/pathl7/matched_chem.hl7")).unwrap();

@@ -241,6 +241,20 @@ fn folder_lab_pipeline(inbox: &Path, processed: &Path, retry_after: &str) -> Str
     )
 }
 
+/// `<dir>/inbox` (created) and `<dir>/processed`, with `<dir>/pipelines/labs.toml` reading
+/// the one into the other ([`folder_lab_pipeline`]).
+fn lab_pipeline_dir(dir: &Path, retry_after: &str) -> (PathBuf, PathBuf) {
+    let (inbox, processed) = (dir.join("inbox"), dir.join("processed"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+    std::fs::write(
+        dir.join("pipelines/labs.toml"),
+        folder_lab_pipeline(&inbox, &processed, retry_after),
+    )
+    .unwrap();
+    (inbox, processed)
+}
+
 /// `oscarflow run` on the pipelines of `dir/pipelines` and `db_url` (passed in the
 /// environment, not on the command line), its log appended to `dir/daemon.log`. Killed with
 /// SIGKILL when dropped.
@@ -389,14 +403,7 @@ fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
         .unwrap_or(20_261_123u64);
     let mut rng = StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().unwrap();
-    let (inbox, processed) = (tmp.path().join("inbox"), tmp.path().join("processed"));
-    std::fs::create_dir_all(&inbox).unwrap();
-    std::fs::create_dir_all(tmp.path().join("pipelines")).unwrap();
-    std::fs::write(
-        tmp.path().join("pipelines/labs.toml"),
-        folder_lab_pipeline(&inbox, &processed, "2s"),
-    )
-    .unwrap();
+    let (inbox, processed) = lab_pipeline_dir(tmp.path(), "2s");
 
     // 10,000 messages in files of 1–10, then byte-identical copies of some files under
     // other names: OSCAR's MD5 check makes those duplicates by design (nothing written).
@@ -694,14 +701,7 @@ fn mariadb_stopped_for_twenty_seconds_makes_the_daemon_unready_and_it_resumes_lo
     };
     db.load_oscar(&source, "oscar_private");
     let url = db.url("oscar_private");
-    let (inbox, processed) = (tmp.path().join("inbox"), tmp.path().join("processed"));
-    std::fs::create_dir_all(&inbox).unwrap();
-    std::fs::create_dir_all(tmp.path().join("pipelines")).unwrap();
-    std::fs::write(
-        tmp.path().join("pipelines/labs.toml"),
-        folder_lab_pipeline(&inbox, &processed, "5s"),
-    )
-    .unwrap();
+    let (inbox, processed) = lab_pipeline_dir(tmp.path(), "5s");
     let templates = templates();
     let per_file = 3;
     let mut files = 0;
