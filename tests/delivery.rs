@@ -54,6 +54,23 @@ fn inbox_pipeline(dir: &Path) -> (PathBuf, PathBuf, PipelineConfig) {
     (inbox, processed, cfg)
 }
 
+/// Builds `cfg` with a folder release hook (fault injection between commit and release).
+fn build_with_release_hook(
+    cfg: &PipelineConfig,
+    store: &oscarflow::store::Store,
+    hook: oscarflow::sources::folder::ReleaseHook,
+) -> oscarflow::topology::RunningPipeline {
+    build(
+        cfg,
+        store,
+        BuildOptions {
+            release_hook: Some(hook),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
@@ -92,17 +109,7 @@ fn source_file_stays_until_commit_and_a_crash_before_release_redelivers_without_
         Box::pin(futures::future::pending::<()>())
     });
     let held = rt.block_on(store.pool.acquire()).unwrap();
-    let running = rt.block_on(async {
-        build(
-            &cfg,
-            &store,
-            BuildOptions {
-                release_hook: Some(hook),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    });
+    let running = rt.block_on(async { build_with_release_hook(&cfg, &store, hook) });
     std::thread::sleep(Duration::from_millis(600));
     assert!(
         file.exists(),
@@ -893,17 +900,7 @@ fn a_file_written_to_after_it_was_read_is_kept_and_its_whole_content_imported() 
     });
     let rt = runtime();
     let store = rt.block_on(seeded_store(tmp.path()));
-    let mut running = rt.block_on(async {
-        build(
-            &cfg,
-            &store,
-            BuildOptions {
-                release_hook: Some(hook),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    });
+    let mut running = rt.block_on(async { build_with_release_hook(&cfg, &store, hook) });
     assert!(
         wait_until(Duration::from_secs(20), || processed
             .join("lab.hl7")
