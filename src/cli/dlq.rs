@@ -461,9 +461,24 @@ async fn redrive_fax(
         .get("message_id")
         .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or(v.as_i64()))
         .ok_or("the dead letter has no RingCentral message id")?;
+    // The fax is patient data: readable by this user only, and removed when the guard drops,
+    // also when the write fails half-way.
     let spool = std::env::temp_dir().join(format!("oscarflow-redrive-{}.fax", d.id));
-    std::fs::write(&spool, &d.raw).map_err(|e| format!("spooling the fax: {}", e.kind()))?;
+    let _ = std::fs::remove_file(&spool); // left by an interrupted earlier re-drive
+    let mut out = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&spool)
+            .map_err(|e| format!("spooling the fax: {}", e.kind()))?
+    };
     let file = std::sync::Arc::new(SpoolFile::new(spool));
+    std::io::Write::write_all(&mut out, &d.raw)
+        .and_then(|()| out.sync_all())
+        .map_err(|e| format!("spooling the fax: {}", e.kind()))?;
+    drop(out);
     let content_type = if d.raw.starts_with(b"%PDF") {
         "application/pdf"
     } else if d.raw.starts_with(b"II*") || d.raw.starts_with(b"MM\0*") {
