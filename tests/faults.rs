@@ -705,14 +705,10 @@ fn mariadb_stopped_for_twenty_seconds_makes_the_daemon_unready_and_it_resumes_lo
     let templates = templates();
     let per_file = 3;
     let mut files = 0;
-    // Dropped the way a drop folder must be written to with `min_age = "0s"`: under a
-    // hidden name, then renamed (a file written in place can be read while still empty).
     let drop_lab = |files: &mut usize| {
         let k = *files * per_file;
         let name = format!("lab{:04}.hl7", *files);
-        let hidden = inbox.join(format!(".{name}"));
-        std::fs::write(&hidden, lab_file(&templates, k..k + per_file)).unwrap();
-        std::fs::rename(&hidden, inbox.join(name)).unwrap();
+        common::drop_file(&inbox, &name, lab_file(&templates, k..k + per_file));
         *files += 1;
     };
     let port = free_port();

@@ -259,8 +259,11 @@ fn pipeline(port: u16, name: &str) -> Option<serde_json::Value> {
 
 /// Drops a lab into `dir` and waits until the daemon took it (committed and deleted it).
 fn lab_is_taken(dir: &Path, i: usize) -> bool {
-    let f = dir.join(format!("lab{i}.hl7"));
-    std::fs::write(&f, variant("fixtures/hl7/pathl7/multi_message.hl7", i)).unwrap();
+    let f = common::drop_file(
+        dir,
+        &format!("lab{i}.hl7"),
+        variant("fixtures/hl7/pathl7/multi_message.hl7", i),
+    );
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(20) {
         if !f.exists() {
@@ -273,8 +276,11 @@ fn lab_is_taken(dir: &Path, i: usize) -> bool {
 
 /// Stays for `secs`: the daemon did not take it.
 fn lab_stays(dir: &Path, i: usize, secs: u64) -> bool {
-    let f = dir.join(format!("lab{i}.hl7"));
-    std::fs::write(&f, variant("fixtures/hl7/pathl7/multi_message.hl7", i)).unwrap();
+    let f = common::drop_file(
+        dir,
+        &format!("lab{i}.hl7"),
+        variant("fixtures/hl7/pathl7/multi_message.hl7", i),
+    );
     std::thread::sleep(Duration::from_secs(secs));
     f.exists()
 }

@@ -182,6 +182,18 @@ pub fn pypi_program(venv: &str, requirement: &str, program: &str) -> Option<Path
     }
 }
 
+/// Drops `bytes` into `dir` as `name` the way a drop folder read with `min_age = "0s"` must
+/// be written to: under a hidden name, then renamed. A file written in place can be read
+/// while still empty; the folder source then keeps it and reads it again only after
+/// `retry_after`.
+pub fn drop_file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let hidden = dir.join(format!(".{name}"));
+    std::fs::write(&hidden, bytes).unwrap();
+    let path = dir.join(name);
+    std::fs::rename(&hidden, &path).unwrap();
+    path
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
