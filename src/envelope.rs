@@ -137,6 +137,11 @@ pub struct Raw {
     pub bytes: Bytes,
     /// A file-like name for the input (used for OSCAR's `fileUploadCheck.filename`).
     pub name: String,
+    /// The lab type of the feed, when the source serves exactly one (`excelleris`: PATHL7,
+    /// `iha_poi`: IHAPOI); `None` where messages of any sender arrive (folders, SFTP, MLLP)
+    /// and the parse stage detects the type per message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab_type: Option<crate::hl7::lab::LabType>,
 }
 
 mod serde_bytes_b64 {
@@ -159,6 +164,17 @@ mod serde_bytes_b64 {
 pub trait RawBytes {
     /// The bytes to keep in the dead-letter store if this payload is rejected as a whole.
     fn raw_bytes(&self) -> Bytes;
+}
+
+impl Raw {
+    /// Bytes from a source that serves any sender (the parse stage detects the lab type).
+    pub fn new(bytes: Bytes, name: String) -> Raw {
+        Raw {
+            bytes,
+            name,
+            lab_type: None,
+        }
+    }
 }
 
 impl RawBytes for Raw {

@@ -90,6 +90,19 @@ fn check_accepts_the_example_pipelines_and_names_unset_secrets() {
         }
     }
     assert!(n >= 2, "example pipelines found: {n}");
+    // An example for every source type.
+    let mut all: String = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    all.push_str(&std::fs::read_to_string(repo().join("pipelines/lab_inbox.toml")).unwrap());
+    for t in oscarflow::sources::SourceConfig::TYPES {
+        assert!(
+            all.contains(&format!("type = \"{t}\"")),
+            "no example pipeline with a `{t}` source"
+        );
+    }
     let vars = [
         "EXCELLERIS_USER",
         "EXCELLERIS_PASSWORD",
@@ -99,6 +112,9 @@ fn check_accepts_the_example_pipelines_and_names_unset_secrets() {
         "RINGCENTRAL_JWT",
         "ARCHIVE_S3_ACCESS_KEY_ID",
         "ARCHIVE_S3_SECRET_ACCESS_KEY",
+        "SFTP_LABS_USER",
+        "IHA_POI_USER",
+        "IHA_POI_PASSWORD",
     ];
     let o = Command::new(bin())
         .args(["check"])
@@ -121,6 +137,50 @@ fn check_accepts_the_example_pipelines_and_names_unset_secrets() {
             "{out}"
         );
     }
+}
+
+/// A parse stage whose `lab_type` contradicts the feed its source fixes is refused by
+/// `check`, with the position of the wiring; the source's own `lab_type` says otherwise.
+#[test]
+fn check_refuses_a_lab_type_that_contradicts_the_sources_feed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo().join("pipelines/iha_poi.toml.example")).unwrap();
+    let vars = [("IHA_POI_USER", "u"), ("IHA_POI_PASSWORD", "p")];
+    let check = |text: &str| {
+        let path = tmp.path().join("iha.toml");
+        std::fs::write(&path, text).unwrap();
+        Command::new(bin())
+            .arg("check")
+            .arg(&path)
+            .envs(vars)
+            .output()
+            .unwrap()
+    };
+    let contradicting = example.replace(
+        "inputs = [\"iha\"]",
+        "inputs = [\"iha\"]\nlab_type = \"PATHL7\"",
+    );
+    let o = check(&contradicting);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "stages.parse: lab_type `PATHL7` contradicts its input `iha`, whose feed is `IHAPOI`"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("iha.toml:"), "{out}");
+    // OSCAR's and Expedius' name for the same feed agrees with the source.
+    let agreeing = example.replace(
+        "inputs = [\"iha\"]",
+        "inputs = [\"iha\"]\nlab_type = \"IHA\"",
+    );
+    let o = check(&agreeing);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // Saying otherwise at the source.
+    let both = contradicting.replace("# lab_type = \"IHAPOI\"", "lab_type = \"PATHL7\"");
+    let o = check(&both);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
 
 /// The JSON report without the machine-specific database path.

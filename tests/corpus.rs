@@ -59,6 +59,7 @@ fn every_corpus_file_parses_or_is_rejected_with_a_reason_and_nothing_panics() {
             Raw {
                 bytes: bytes.clone(),
                 name: "corpus".into(),
+                lab_type: None,
             },
             AckToken::detached(),
         );

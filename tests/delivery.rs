@@ -267,6 +267,7 @@ async fn a_slow_sink_bounds_the_envelopes_in_flight() {
             Raw {
                 bytes,
                 name: format!("{i}"),
+                lab_type: None,
             },
             n.token(),
         );
@@ -367,6 +368,7 @@ async fn send_one(
         Raw {
             bytes,
             name: "one".into(),
+            lab_type: None,
         },
         n.token(),
     );

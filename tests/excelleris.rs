@@ -51,6 +51,7 @@ fn config(emu: &Emulator, tag: &str) -> ExcellerisConfig {
         times_of_day: Vec::new(),
         acknowledge: true,
         timeout: Duration::from_secs(30),
+        lab_type: oscarflow::hl7::lab::LabType::Pathl7,
     }
 }
 
@@ -130,6 +131,41 @@ async fn the_qa_batch_is_imported_and_acknowledged_only_after_commit() {
         .await
         .unwrap();
     assert_eq!(t, "PATHL7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_excelleris_source_files_every_message_as_pathl7_whatever_its_msh3_says() {
+    let Some(batch) = qa_batch() else { return };
+    let text = String::from_utf8(batch.to_vec()).unwrap();
+    // Senders that detection would type otherwise: Interior Health, CML, an unknown one.
+    let mut n = 0;
+    let disguised: String = text
+        .split("MSH|^~\\&|PATHL7|")
+        .enumerate()
+        .map(|(i, part)| {
+            if i == 0 {
+                return part.to_string();
+            }
+            n += 1;
+            let app = ["IHALAB^2.1|IHKGH-", "LAB^2.0|KGH-", "Reports|CML-", "ACME|"][n % 4];
+            format!("MSH|^~\\&|{app}{part}")
+        })
+        .collect();
+    assert_eq!(n, 18);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = Emulator::start(tmp.path()).await;
+    emu.push_batch(Bytes::from(disguised));
+    let source = ExcellerisSource::new(config(&emu, "TYPED")).with_max_polls(1);
+    let polls = polled(&store, source).await;
+    assert_eq!(*polls.failed.lock().unwrap(), Vec::<String>::new());
+    let types: Vec<(String, i64)> =
+        sqlx::query_as("SELECT type, COUNT(*) FROM hl7TextMessage GROUP BY type")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    println!("types: {types:?}");
+    assert_eq!(types, vec![("PATHL7".to_string(), 18)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,18 +41,13 @@ fn config(emu: &PoiEmulator, tag: &str) -> IhaPoiConfig {
         times_of_day: Vec::new(),
         acknowledge: true,
         timeout: Duration::from_secs(30),
+        lab_type: oscarflow::hl7::lab::LabType::IhaPoi,
     }
 }
 
-/// The POI pipeline: the built-in lab pipeline with `lab_type = "IHAPOI"`.
+/// The POI pipeline: the built-in lab pipeline, no `lab_type`: the source fixes it.
 fn pipeline() -> oscarflow::config::PipelineConfig {
-    let mut cfg = common::lab_pipeline();
-    for s in &mut cfg.stages {
-        if let oscarflow::stages::StageConfig::ParseHl7(p) = &mut s.config {
-            p.lab_type = Some(oscarflow::hl7::lab::LabType::IhaPoi);
-        }
-    }
-    cfg
+    common::lab_pipeline()
 }
 
 /// Runs `source` to its end, which must be clean; the poll and settle events it reported.
@@ -116,6 +111,60 @@ async fn every_poi_message_is_imported_and_acknowledged_by_its_own_id_after_comm
         .await
         .unwrap();
     assert_eq!(t, vec!["IHAPOI".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poi_source_files_every_message_as_ihapoi_whatever_its_msh3_says() {
+    let Some(doc) = response("iha_poi_hl7_test.xml") else {
+        return;
+    };
+    // Every sending application and facility of the real sample, then the same messages
+    // claiming to be from senders no detection rule knows as Interior Health.
+    let disguised = doc
+        .replace("MSH|^~\\&|IHAOE^2.1|", "MSH|^~\\&|ACME^1|")
+        .replace("MSH|^~\\&|IHALAB^2.1|", "MSH|^~\\&|PATHL7|")
+        .replace("MSH|^~\\&|IHARAD^2.1|", "MSH|^~\\&|CML|");
+    assert_ne!(disguised, doc);
+    for (tag, body) in [("REAL", doc), ("DISGUISED", disguised)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = common::seeded_store(tmp.path()).await;
+        let emu = PoiEmulator::start(tmp.path(), &body).await;
+        polled(
+            &store,
+            IhaPoiSource::new(config(&emu, tag)).with_max_polls(1),
+        )
+        .await;
+        let types: Vec<(String, i64)> =
+            sqlx::query_as("SELECT type, COUNT(*) FROM hl7TextMessage GROUP BY type ORDER BY type")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        println!("{tag}: {types:?}");
+        assert_eq!(types, vec![("IHAPOI".to_string(), 28)], "{tag}");
+        // Health numbers come from PID-4, as OSCAR's IHAPOIHandler reads them.
+        let hins: Vec<String> =
+            sqlx::query_scalar("SELECT COALESCE(health_no, '') FROM hl7TextInfo")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        let framed = oscarflow::hl7::framing::frame(&bytes::Bytes::from(body.clone()));
+        let mut want: Vec<String> = framed
+            .messages
+            .iter()
+            .map(|f| {
+                let t = String::from_utf8_lossy(&f.joined(b"\r")).into_owned();
+                oscarflow::hl7::Message::parse(&t)
+                    .unwrap()
+                    .get("PID-4.1")
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        let mut got = hins;
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{tag}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

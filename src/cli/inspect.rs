@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::fail;
 use crate::hl7::framing::frame;
-use crate::hl7::lab::LabMessage;
+use crate::hl7::lab::{LabMessage, LabType};
 use crate::hl7::text::{decode, sniff_msh18, Fallback};
 use crate::hl7::Message;
 
@@ -25,6 +25,15 @@ pub struct InspectArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Read every message as this OSCAR lab type (`PATHL7`, `IHA`/`IHAPOI`, `HL7`, …), as a
+    /// pipeline with `lab_type` would; without it the detection rules decide and `inspect`
+    /// names the rule that did.
+    #[arg(long, value_parser = parse_lab_type)]
+    pub lab_type: Option<LabType>,
+}
+
+fn parse_lab_type(s: &str) -> Result<LabType, String> {
+    LabType::from_name(s).ok_or_else(|| format!("unknown lab type `{s}`"))
 }
 
 #[derive(Serialize)]
@@ -73,7 +82,7 @@ pub fn run(a: InspectArgs) -> i32 {
                     println!("{}", msg.get(f).replace(['\r', '\n'], " "));
                     continue;
                 }
-                let lab = LabMessage::from_message(&msg);
+                let lab = LabMessage::from_message_as(&msg, a.lab_type);
                 found.push(Found {
                     index: m.index,
                     line: m.line,
@@ -134,8 +143,9 @@ pub fn run(a: InspectArgs) -> i32 {
                 );
                 if let Some(l) = &f.lab {
                     println!(
-                        "    lab type {} facility {} accession {} orders {} observations {}",
+                        "    lab type {} ({}) facility {} accession {} orders {} observations {}",
                         l.lab_type.as_str(),
+                        l.typed_by.describe(),
                         l.sending_facility,
                         crate::oscar::handlers::accession(l),
                         l.orders.len(),

@@ -155,6 +155,12 @@ pub trait ComponentKind {
     fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
         Vec::new()
     }
+    /// The lab type this component fixes: a source serving one feed (`excelleris`,
+    /// `iha_poi`), or a parse stage with a `lab_type`. `check` reports a parse stage whose
+    /// type contradicts its source's.
+    fn lab_type(&self) -> Option<crate::hl7::lab::LabType> {
+        None
+    }
 }
 
 struct Loader<'a> {
@@ -463,6 +469,8 @@ struct Node<'a> {
     id: &'a str,
     output: Option<PortType>,
     span: Option<Range<usize>>,
+    /// The lab type the component fixes, if any.
+    lab_type: Option<crate::hl7::lab::LabType>,
 }
 
 fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
@@ -504,6 +512,7 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
                 id,
                 output: kind.output_port(),
                 span: span.clone(),
+                lab_type: kind.lab_type(),
             },
         );
         for (field, var) in kind.env_refs() {
@@ -592,6 +601,17 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
                     );
                 }
                 Some(src) => match (src.output, kind.input_port()) {
+                    _ if matches!((src.lab_type, kind.lab_type()), (Some(a), Some(b)) if a != b) => {
+                        l.err(
+                            Some(input.span()),
+                            format!(
+                                "{section}.{id}: lab_type `{}` contradicts its input `{name}`, whose feed is `{}` (set the source's lab_type to say otherwise)",
+                                kind.lab_type().map(|t| t.as_str()).unwrap_or_default(),
+                                src.lab_type.map(|t| t.as_str()).unwrap_or_default(),
+                            ),
+                        );
+                        consumers.entry(src.id).or_default().push(id);
+                    }
                     (None, _) => l.err(
                         Some(input.span()),
                         format!("{section}.{id}: input `{name}` is a sink and produces nothing"),

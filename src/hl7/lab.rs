@@ -13,7 +13,11 @@ use serde::Serialize;
 use super::message::{Message, Segment};
 
 /// OSCAR's lab handler name, stored in `hl7TextMessage.type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+///
+/// Configuration accepts OSCAR's and Expedius' own names as well (see [`LabType::from_name`]):
+/// Expedius uploads Interior Health's feed as `IHA`, the name Open-O's `message_config.xml`
+/// gives its `IHAPOIHandler`; oscarflow stores it as `IHAPOI`, as OSCAR's own rows have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum LabType {
     /// Excelleris / LifeLabs BC.
     #[serde(rename = "PATHL7")]
@@ -38,6 +42,82 @@ pub enum LabType {
     Generic,
 }
 
+/// Which rule of [`LabType::detect`] typed a message, or who fixed its type instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypedBy {
+    /// The pipeline's `lab_type` (the parse stage's, or the source's own setting).
+    Pipeline,
+    /// The source serves one feed and fixes its type (`excelleris`: PATHL7, `iha_poi`:
+    /// IHAPOI).
+    Source,
+    /// MSH-3 is `PATHL7` (Excelleris).
+    Msh3Pathl7,
+    /// MSH-3 starts with `IHA` (`IHALAB`, `IHAOE`, `IHARAD`, …: Interior Health POI).
+    Msh3Iha,
+    /// MSH-3 is `LAB`, `RAD` or `OE` and MSH-4 an Interior Health facility (`KGH`, `IH…`).
+    IhFacility,
+    /// MSH-3 or MSH-4 is `CML`.
+    Cml,
+    /// MSH-3 or MSH-4 is `GDML`.
+    Gdml,
+    /// MSH-3 starts with `MEDITECH`.
+    Meditech,
+    /// MSH-3 or MSH-4 is `CLS`.
+    Cls,
+    /// MSH-3 or MSH-4 contains `EPSILON`, or MSH-3 starts with `MDH` (MedHealth).
+    Epsilon,
+    /// No rule applies: OSCAR's generic handler.
+    NoRule,
+}
+
+impl TypedBy {
+    /// A short description for `inspect`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            TypedBy::Pipeline => "the pipeline's lab_type",
+            TypedBy::Source => "the source's feed",
+            TypedBy::Msh3Pathl7 => "MSH-3 is PATHL7",
+            TypedBy::Msh3Iha => "MSH-3 starts with IHA",
+            TypedBy::IhFacility => "MSH-3 LAB/RAD/OE from an Interior Health facility (MSH-4)",
+            TypedBy::Cml => "MSH-3 or MSH-4 is CML",
+            TypedBy::Gdml => "MSH-3 or MSH-4 is GDML",
+            TypedBy::Meditech => "MSH-3 starts with MEDITECH",
+            TypedBy::Cls => "MSH-3 or MSH-4 is CLS",
+            TypedBy::Epsilon => "MSH-3/MSH-4 names Epsilon or MedHealth (MDH)",
+            TypedBy::NoRule => "no rule applies: generic HL7",
+        }
+    }
+}
+
+/// OSCAR's and Expedius' type names and what they mean here: each of Open-O's
+/// `message_config.xml` names whose handler oscarflow implements, plus our own spellings.
+const NAMES: &[(&str, LabType)] = &[
+    ("PATHL7", LabType::Pathl7),
+    ("IHAPOI", LabType::IhaPoi),
+    ("IHA", LabType::IhaPoi),
+    ("CML", LabType::Cml),
+    ("GDML", LabType::Gdml),
+    ("MDS", LabType::Mds),
+    ("MEDITECH", LabType::Meditech),
+    ("CLS", LabType::Cls),
+    ("EPSILON", LabType::Epsilon),
+    ("HL7", LabType::Generic),
+];
+
+impl<'de> serde::Deserialize<'de> for LabType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LabType::from_name(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown lab type `{}`, expected one of {}",
+                s.chars().take(24).collect::<String>(),
+                NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+}
+
 impl LabType {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -53,21 +133,41 @@ impl LabType {
         }
     }
 
+    /// The type an OSCAR or Expedius type name means (case-insensitive): `IHA` and `IHAPOI`
+    /// are Interior Health's POI, `HL7` the generic handler.
+    pub fn from_name(name: &str) -> Option<LabType> {
+        let n = name.trim();
+        NAMES
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, t)| *t)
+    }
+
     /// Detects the type from MSH-3 / MSH-4 the way feeds identify themselves.
     pub fn detect(msg: &Message<'_>) -> LabType {
-        let app = msg.get("MSH-3.1").to_ascii_uppercase();
-        let fac = msg.get("MSH-4.1").to_ascii_uppercase();
+        Self::detect_with_rule(msg).0
+    }
+
+    /// [`LabType::detect`] and the rule that decided. Interior Health's POI sends under
+    /// many applications (`IHALAB`, `IHAOE`, `IHARAD` with version `^2.1`; `LAB`, `RAD`,
+    /// `OE` with `^2.0` from `KGH`) and facilities (`IHKGH`, `IHKLH`, `IHCMH`, … and `KGH`):
+    /// every one of them is IHAPOI, as Expedius uploads the whole feed as OSCAR's `IHA`.
+    pub fn detect_with_rule(msg: &Message<'_>) -> (LabType, TypedBy) {
+        let app = msg.get("MSH-3.1").trim().to_ascii_uppercase();
+        let fac = msg.get("MSH-4.1").trim().to_ascii_uppercase();
+        let ih_facility = fac == "KGH" || fac.starts_with("IH");
         match app.as_str() {
-            "PATHL7" => LabType::Pathl7,
-            "IHALAB" => LabType::IhaPoi,
-            // Interior Health POI: MSH-3 `LAB`, MSH-4 an IH facility (KGH, IHxxx).
-            "LAB" if fac == "KGH" || fac.starts_with("IH") => LabType::IhaPoi,
-            _ if fac == "CML" || app == "CML" => LabType::Cml,
-            _ if fac == "GDML" || app == "GDML" => LabType::Gdml,
-            _ if app.starts_with("MEDITECH") => LabType::Meditech,
-            _ if fac == "CLS" || app == "CLS" => LabType::Cls,
-            _ if app.contains("EPSILON") || fac.contains("EPSILON") => LabType::Epsilon,
-            _ => LabType::Generic,
+            "PATHL7" => (LabType::Pathl7, TypedBy::Msh3Pathl7),
+            _ if app.starts_with("IHA") => (LabType::IhaPoi, TypedBy::Msh3Iha),
+            "LAB" | "RAD" | "OE" if ih_facility => (LabType::IhaPoi, TypedBy::IhFacility),
+            _ if fac == "CML" || app == "CML" => (LabType::Cml, TypedBy::Cml),
+            _ if fac == "GDML" || app == "GDML" => (LabType::Gdml, TypedBy::Gdml),
+            _ if app.starts_with("MEDITECH") => (LabType::Meditech, TypedBy::Meditech),
+            _ if fac == "CLS" || app == "CLS" => (LabType::Cls, TypedBy::Cls),
+            _ if app.contains("EPSILON") || fac.contains("EPSILON") || app.starts_with("MDH") => {
+                (LabType::Epsilon, TypedBy::Epsilon)
+            }
+            _ => (LabType::Generic, TypedBy::NoRule),
         }
     }
 }
@@ -207,6 +307,8 @@ pub struct Patient {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LabMessage {
     pub lab_type: LabType,
+    /// Who fixed the type, or the detection rule that decided it.
+    pub typed_by: TypedBy,
     pub sending_application: String,
     pub sending_facility: String,
     pub control_id: String,
@@ -257,13 +359,27 @@ impl LabMessage {
         m: &Message<'_>,
         lab_type: Option<LabType>,
     ) -> Result<LabMessage, LabError> {
+        Self::from_message_typed(m, lab_type, None)
+    }
+
+    /// Builds the model with the type from, in this order: the pipeline's `configured`
+    /// type, the type its source's feed fixes (`source`), the detection rules.
+    pub fn from_message_typed(
+        m: &Message<'_>,
+        configured: Option<LabType>,
+        source: Option<LabType>,
+    ) -> Result<LabMessage, LabError> {
         let Some(pid) = m.segments_named("PID").next() else {
             return Err(LabError::MissingSegment("PID"));
         };
         if !m.has("OBR") {
             return Err(LabError::MissingSegment("OBR"));
         }
-        let lab_type = lab_type.unwrap_or_else(|| LabType::detect(m));
+        let (lab_type, typed_by) = match (configured, source) {
+            (Some(t), _) => (t, TypedBy::Pipeline),
+            (None, Some(t)) => (t, TypedBy::Source),
+            (None, None) => LabType::detect_with_rule(m),
+        };
         let t = |s: std::borrow::Cow<'_, str>| s.trim().to_string();
         // Where each OSCAR parser reads the health number (`getHealthNum`).
         let hin_field = match lab_type {
@@ -404,6 +520,7 @@ impl LabMessage {
         }
         Ok(LabMessage {
             lab_type,
+            typed_by,
             sending_application: t(m.get("MSH-3.1")),
             sending_facility: t(m.get("MSH-4.1")),
             control_id: t(m.get("MSH-10")),
@@ -490,6 +607,54 @@ mod tests {
         );
         let forced = LabMessage::from_message_as(&m, Some(LabType::Pathl7)).unwrap();
         assert_eq!(forced.patient.health_number, "A1");
+    }
+
+    #[test]
+    fn every_interior_health_application_and_facility_is_typed_ihapoi_by_a_named_rule() {
+        for (msh, rule) in [
+            ("IHAOE^2.1|IHKLH", TypedBy::Msh3Iha),
+            ("IHARAD^2.1|IHKGH", TypedBy::Msh3Iha),
+            ("IHALAB^2.1|KGH", TypedBy::Msh3Iha),
+            ("LAB^2.0|KGH", TypedBy::IhFacility),
+            ("RAD^2.0|KGH", TypedBy::IhFacility),
+            ("OE^2.0|IHKGH", TypedBy::IhFacility),
+        ] {
+            let text = format!("MSH|^~\\&|{msh}\rPID|1|A1||9879597977\rOBR|1");
+            let m = Message::parse(&text).unwrap();
+            let l = LabMessage::from_message(&m).unwrap();
+            assert_eq!((l.lab_type, l.typed_by), (LabType::IhaPoi, rule), "{msh}");
+            // PID-4, not the account number in PID-2.
+            assert_eq!(l.patient.health_number, "9879597977", "{msh}");
+        }
+        // LAB from a facility that is not Interior Health's is not POI.
+        let m = Message::parse("MSH|^~\\&|LAB|0826^LWH\rPID|1\rOBR|1").unwrap();
+        assert_eq!(
+            LabType::detect_with_rule(&m),
+            (LabType::Generic, TypedBy::NoRule)
+        );
+    }
+
+    #[test]
+    fn oscar_and_expedius_type_names_are_accepted_and_unknown_ones_refused() {
+        assert_eq!(LabType::from_name("IHA"), Some(LabType::IhaPoi));
+        assert_eq!(LabType::from_name("ihapoi"), Some(LabType::IhaPoi));
+        assert_eq!(LabType::from_name("PATHL7"), Some(LabType::Pathl7));
+        assert_eq!(LabType::from_name("HL7"), Some(LabType::Generic));
+        assert_eq!(LabType::from_name("OLIS_HL7"), None);
+        let t: LabType = serde_json::from_str("\"IHA\"").unwrap();
+        assert_eq!(t.as_str(), "IHAPOI");
+        let e = serde_json::from_str::<LabType>("\"NOPE\"").unwrap_err();
+        assert!(e.to_string().contains("unknown lab type `NOPE`"), "{e}");
+    }
+
+    #[test]
+    fn the_pipelines_type_wins_over_the_sources_which_wins_over_detection() {
+        let m = Message::parse("MSH|^~\\&|IHAOE^2.1|IHKLH\rPID|1|A1||9879597977\rOBR|1").unwrap();
+        let l = LabMessage::from_message_typed(&m, None, Some(LabType::Pathl7)).unwrap();
+        assert_eq!((l.lab_type, l.typed_by), (LabType::Pathl7, TypedBy::Source));
+        let l =
+            LabMessage::from_message_typed(&m, Some(LabType::Cml), Some(LabType::Pathl7)).unwrap();
+        assert_eq!((l.lab_type, l.typed_by), (LabType::Cml, TypedBy::Pipeline));
     }
 
     #[test]

@@ -57,11 +57,30 @@ pub enum MatchOutcome {
     /// The lab's birth date is present but not a date: unmatched rather than widened to
     /// "any birth date" (an absent date is a wildcard, as in OSCAR).
     InvalidBirthDate,
-    /// No chart fits.
+    /// No chart has the lab's health number.
     NotFound,
+    /// Charts have the health number, but none the lab's birth date.
+    BirthDateMismatch { candidates: usize },
+    /// Charts have the health number and birth date, but none the lab's sex.
+    SexMismatch { candidates: usize },
+    /// Charts have the health number, birth date and sex, but none the initials of the
+    /// lab's names (only with `nomatch_names = false`).
+    NameMismatch { candidates: usize },
     /// Several charts fit; OSCAR treats that as unmatched.
     Ambiguous { candidates: usize },
 }
+
+/// Every [`MatchOutcome::label`], for documentation and tests.
+pub const OUTCOME_LABELS: &[&str] = &[
+    "matched",
+    "no_health_number",
+    "invalid_birth_date",
+    "not_found",
+    "birth_date_mismatch",
+    "sex_mismatch",
+    "name_mismatch",
+    "ambiguous",
+];
 
 impl MatchOutcome {
     pub fn demographic_no(&self) -> Option<i64> {
@@ -83,7 +102,21 @@ impl MatchOutcome {
             MatchOutcome::NoHealthNumber => "no_health_number",
             MatchOutcome::InvalidBirthDate => "invalid_birth_date",
             MatchOutcome::NotFound => "not_found",
+            MatchOutcome::BirthDateMismatch { .. } => "birth_date_mismatch",
+            MatchOutcome::SexMismatch { .. } => "sex_mismatch",
+            MatchOutcome::NameMismatch { .. } => "name_mismatch",
             MatchOutcome::Ambiguous { .. } => "ambiguous",
+        }
+    }
+    /// The number of charts involved: those that fit (`ambiguous`) or those that have the
+    /// health number but failed a predicate (`*_mismatch`). PHI-free.
+    pub fn candidates(&self) -> Option<usize> {
+        match self {
+            MatchOutcome::Ambiguous { candidates }
+            | MatchOutcome::BirthDateMismatch { candidates }
+            | MatchOutcome::SexMismatch { candidates }
+            | MatchOutcome::NameMismatch { candidates } => Some(*candidates),
+            _ => None,
         }
     }
 }
@@ -152,14 +185,14 @@ pub async fn match_patient(
         .next()
         .map(|c| format!("{}%", like_literal(&c.to_uppercase().to_string())))
         .unwrap_or_else(|| "%".into());
-    let mut sql = String::from(
-        "SELECT demographic_no, provider_no, (SELECT m.merged_to FROM demographic_merged m WHERE m.demographic_no = demographic.demographic_no AND m.deleted = 0 ORDER BY m.id DESC LIMIT 1) AS merged_to FROM demographic WHERE hin = ? AND year_of_birth LIKE ? ESCAPE '!' AND month_of_birth LIKE ? ESCAPE '!' AND date_of_birth LIKE ? ESCAPE '!'",
-    );
-    if settings.relax_sex_for_non_binary {
-        sql.push_str(" AND (sex LIKE ? ESCAPE '!' OR sex NOT IN ('F', 'M'))");
+    let sex_predicate = if settings.relax_sex_for_non_binary {
+        "(sex LIKE ? ESCAPE '!' OR sex NOT IN ('F', 'M'))"
     } else {
-        sql.push_str(" AND sex LIKE ? ESCAPE '!'");
-    }
+        "sex LIKE ? ESCAPE '!'"
+    };
+    let mut sql = format!(
+        "SELECT demographic_no, provider_no, (SELECT m.merged_to FROM demographic_merged m WHERE m.demographic_no = demographic.demographic_no AND m.deleted = 0 ORDER BY m.id DESC LIMIT 1) AS merged_to FROM demographic WHERE hin = ? AND {DOB_PREDICATE} AND {sex_predicate}"
+    );
     let initial = |s: &str| {
         s.trim()
             .chars()
@@ -168,24 +201,49 @@ pub async fn match_patient(
             .unwrap_or_else(|| "%".into())
     };
     if !settings.nomatch_names {
-        sql.push_str(" AND last_name LIKE ? ESCAPE '!' AND first_name LIKE ? ESCAPE '!'");
+        sql.push_str(" AND ");
+        sql.push_str(NAME_PREDICATE);
     }
     sql.push_str(" LIMIT 3");
     let esc = |p: String| if p == "%" { p } else { like_literal(&p) };
+    let (y, m, d) = (esc(y), esc(m), esc(d));
+    let (last, first) = (initial(&patient.last_name), initial(&patient.first_name));
     let mut q = sqlx::query(&sql)
         .bind(&hin)
-        .bind(esc(y))
-        .bind(esc(m))
-        .bind(esc(d))
-        .bind(sex);
+        .bind(&y)
+        .bind(&m)
+        .bind(&d)
+        .bind(&sex);
     if !settings.nomatch_names {
-        q = q
-            .bind(initial(&patient.last_name))
-            .bind(initial(&patient.first_name));
+        q = q.bind(&last).bind(&first);
     }
     let rows = q.fetch_all(&mut *conn).await?;
     match rows.len() {
-        0 => Ok(MatchOutcome::NotFound),
+        0 => {
+            // Why: the same predicates, evaluated for the charts that have the health
+            // number (only for a lab that matched nothing, so the common path pays nothing).
+            let why = format!(
+                "SELECT CASE WHEN {DOB_PREDICATE} THEN 1 ELSE 0 END AS dob_ok, CASE WHEN {sex_predicate} THEN 1 ELSE 0 END AS sex_ok, CASE WHEN {NAME_PREDICATE} THEN 1 ELSE 0 END AS name_ok FROM demographic WHERE hin = ? LIMIT 50"
+            );
+            let rows = sqlx::query(&why)
+                .bind(&y)
+                .bind(&m)
+                .bind(&d)
+                .bind(&sex)
+                .bind(&last)
+                .bind(&first)
+                .bind(&hin)
+                .fetch_all(&mut *conn)
+                .await?;
+            let flags: Vec<(bool, bool, bool)> = rows
+                .iter()
+                .map(|r| {
+                    let f = |c: &str| r.try_get::<i64, _>(c).map(|v| v != 0);
+                    Ok((f("dob_ok")?, f("sex_ok")?, f("name_ok")?))
+                })
+                .collect::<Result<_, sqlx::Error>>()?;
+            Ok(why_not_found(&flags, settings))
+        }
         1 => {
             let found: i64 = rows[0].try_get(0)?;
             let mrp: Option<String> = rows[0].try_get(1)?;
@@ -214,6 +272,31 @@ pub async fn match_patient(
             }
         }
         n => Ok(MatchOutcome::Ambiguous { candidates: n }),
+    }
+}
+
+/// OSCAR's birth-date predicates (year, month, day), bound in that order.
+const DOB_PREDICATE: &str = "year_of_birth LIKE ? ESCAPE '!' AND month_of_birth LIKE ? ESCAPE '!' AND date_of_birth LIKE ? ESCAPE '!'";
+/// The initials of last and first name (`LAB_NOMATCH_NAMES=no`), bound in that order.
+const NAME_PREDICATE: &str = "last_name LIKE ? ESCAPE '!' AND first_name LIKE ? ESCAPE '!'";
+
+/// The reason a lab matched no chart, from the predicates each chart with its health
+/// number passed (birth date, sex, names): the first predicate, in that order, that the
+/// closest charts fail. Names count only when the pipeline compares them.
+fn why_not_found(charts: &[(bool, bool, bool)], settings: &MatchSettings) -> MatchOutcome {
+    let candidates = charts.len();
+    if candidates == 0 {
+        MatchOutcome::NotFound
+    } else if !charts.iter().any(|c| c.0) {
+        MatchOutcome::BirthDateMismatch { candidates }
+    } else if !charts.iter().any(|c| c.0 && c.1) {
+        MatchOutcome::SexMismatch { candidates }
+    } else if !settings.nomatch_names {
+        MatchOutcome::NameMismatch { candidates }
+    } else {
+        // Every predicate passed for some chart, yet the match found none: the table
+        // changed between the two reads. Nothing more precise can be said.
+        MatchOutcome::NotFound
     }
 }
 
@@ -276,6 +359,39 @@ mod tests {
         assert_eq!(dob_parts("UNKNOWN"), any);
         assert_eq!(dob_parts("19771399"), None);
         assert_eq!(dob_parts("1977-07-26"), None);
+    }
+
+    #[test]
+    fn the_reason_names_the_first_predicate_no_chart_with_the_health_number_passes() {
+        let names = MatchSettings {
+            nomatch_names: false,
+            ..MatchSettings::default()
+        };
+        let d = MatchSettings::default();
+        assert_eq!(why_not_found(&[], &d), MatchOutcome::NotFound);
+        assert_eq!(
+            why_not_found(&[(false, true, true), (false, false, true)], &d),
+            MatchOutcome::BirthDateMismatch { candidates: 2 }
+        );
+        assert_eq!(
+            why_not_found(&[(true, false, true), (false, true, true)], &d),
+            MatchOutcome::SexMismatch { candidates: 2 }
+        );
+        assert_eq!(
+            why_not_found(&[(true, true, false)], &names),
+            MatchOutcome::NameMismatch { candidates: 1 }
+        );
+        for o in [
+            MatchOutcome::NotFound,
+            MatchOutcome::NoHealthNumber,
+            MatchOutcome::InvalidBirthDate,
+            MatchOutcome::BirthDateMismatch { candidates: 1 },
+            MatchOutcome::SexMismatch { candidates: 1 },
+            MatchOutcome::NameMismatch { candidates: 1 },
+            MatchOutcome::Ambiguous { candidates: 2 },
+        ] {
+            assert!(OUTCOME_LABELS.contains(&o.label()), "{}", o.label());
+        }
     }
 
     #[test]

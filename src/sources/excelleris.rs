@@ -51,6 +51,7 @@ use crate::ack::BatchNotifier;
 use crate::config::deserialize_duration;
 use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
 use crate::error::ErrorKind;
+use crate::hl7::lab::LabType;
 use crate::telemetry::Event;
 
 /// `[sources.<id>] type = "excelleris"`.
@@ -88,6 +89,14 @@ pub struct ExcellerisConfig {
     /// Timeout of each HTTP request.
     #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
     pub timeout: Duration,
+    /// OSCAR's lab type of every message this source delivers: the feed is Excelleris', so
+    /// `PATHL7` whatever a message's MSH-3 says, unless set otherwise here.
+    #[serde(default = "pathl7")]
+    pub lab_type: LabType,
+}
+
+fn pathl7() -> LabType {
+    LabType::Pathl7
 }
 
 impl ExcellerisConfig {
@@ -343,6 +352,7 @@ impl ExcellerisSource {
                 Raw {
                     name: format!("excelleris-{}.xml", &prov.sha256_hex()[..16]),
                     bytes: wrapped,
+                    lab_type: Some(self.cfg.lab_type),
                 },
                 notifier.token(),
             );

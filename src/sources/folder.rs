@@ -417,7 +417,7 @@ impl Source for FolderSource {
                     prov: &prov,
                     bytes: bytes.len(),
                 });
-                let env = Envelope::new(prov.clone(), Raw { bytes, name }, notifier.token());
+                let env = Envelope::new(prov.clone(), Raw::new(bytes, name), notifier.token());
                 drop(notifier);
                 if let Ok(mut st) = state.lock() {
                     st.in_progress.insert(path.clone());

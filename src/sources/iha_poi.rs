@@ -33,6 +33,7 @@ use crate::ack::BatchNotifier;
 use crate::config::deserialize_duration;
 use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
 use crate::error::ErrorKind;
+use crate::hl7::lab::LabType;
 use crate::telemetry::Event;
 
 /// `[sources.<id>] type = "iha_poi"`.
@@ -58,6 +59,15 @@ pub struct IhaPoiConfig {
     pub acknowledge: bool,
     #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
     pub timeout: Duration,
+    /// OSCAR's lab type of every message this source delivers: the feed is Interior
+    /// Health's POI, so `IHAPOI` (Expedius' `IHA`) whatever a message's MSH-3 says, unless
+    /// set otherwise here.
+    #[serde(default = "ihapoi")]
+    pub lab_type: LabType,
+}
+
+fn ihapoi() -> LabType {
+    LabType::IhaPoi
 }
 
 impl IhaPoiConfig {
@@ -240,6 +250,7 @@ impl IhaPoiSource {
                 Raw {
                     name: format!("iha-poi-{}.hl7", &prov.sha256_hex()[..16]),
                     bytes: m.body.clone(),
+                    lab_type: Some(self.cfg.lab_type),
                 },
                 notifier.token(),
             );

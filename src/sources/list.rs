@@ -126,7 +126,7 @@ impl Source for ListSource {
                 bytes: bytes.len(),
             });
             let (notifier, receiver) = BatchNotifier::new(Some(cx.in_flight.clone()));
-            let env = Envelope::new(prov.clone(), Raw { bytes, name }, notifier.token());
+            let env = Envelope::new(prov.clone(), Raw::new(bytes, name), notifier.token());
             drop(notifier);
             let obs = cx.observers.clone();
             waits.push(tokio::spawn(async move {

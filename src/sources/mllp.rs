@@ -646,6 +646,7 @@ async fn handle(c: &Conn, raw: Bytes, peer: SocketAddr) -> Option<Answer> {
         Raw {
             bytes: raw,
             name: format!("mllp-{}", &sha[..16]),
+            lab_type: None,
         },
         notifier.token(),
     );

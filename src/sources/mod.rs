@@ -320,6 +320,13 @@ impl ComponentKind for SourceConfig {
             SourceConfig::RingCentralFax(c) => c.validate(),
         }
     }
+    fn lab_type(&self) -> Option<crate::hl7::lab::LabType> {
+        match self {
+            SourceConfig::Excelleris(c) => Some(c.lab_type),
+            SourceConfig::IhaPoi(c) => Some(c.lab_type),
+            _ => None,
+        }
+    }
     fn env_refs(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
         match self {
             SourceConfig::Excelleris(c) => c.env_refs(),
@@ -377,6 +384,7 @@ mod control_tests {
             Raw {
                 bytes: bytes::Bytes::from_static(b"x"),
                 name: "x".into(),
+                lab_type: None,
             },
             crate::ack::AckToken::detached(),
         )

@@ -643,7 +643,7 @@ impl SftpSource {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let env = Envelope::new(prov.clone(), Raw { bytes, name }, notifier.token());
+            let env = Envelope::new(prov.clone(), Raw::new(bytes, name), notifier.token());
             drop(notifier);
             pending.insert(f.path.clone(), Pending { spool: local, prov });
             let (tx, path) = (settled_tx.clone(), f.path.clone());

@@ -141,6 +141,12 @@ impl ComponentKind for StageConfig {
     fn output_port(&self) -> Option<PortType> {
         Some(PortType::LabFile)
     }
+    fn lab_type(&self) -> Option<crate::hl7::lab::LabType> {
+        match self {
+            StageConfig::ParseHl7(c) => c.lab_type,
+            StageConfig::MatchPatient(_) => None,
+        }
+    }
     fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
         let mut v = Vec::new();
         if self.concurrency() == 0 {

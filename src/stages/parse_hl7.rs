@@ -39,9 +39,12 @@ pub struct ParseHl7Config {
     pub message_types: Vec<String>,
     /// Parallel parse calls.
     pub concurrency: usize,
-    /// OSCAR's lab type for every message of this pipeline (`PATHL7`, `IHAPOI`, `CML`,
-    /// `GDML`, `MDS`, `MEDITECH`, `CLS`, `EPSILON`, `HL7`), as OSCAR's upload configuration
-    /// sets it. Absent: detected from MSH-3/MSH-4.
+    /// OSCAR's lab type for every message of this pipeline (`PATHL7`, `IHAPOI` or OSCAR's
+    /// and Expedius' `IHA`, `CML`, `GDML`, `MDS`, `MEDITECH`, `CLS`, `EPSILON`, `HL7`), as
+    /// OSCAR's upload configuration sets it. Absent: the type the source's feed fixes
+    /// (`excelleris`: PATHL7, `iha_poi`: IHAPOI), else detected per message from
+    /// MSH-3/MSH-4 ([`crate::hl7::lab::LabType::detect_with_rule`]). `check` refuses a
+    /// value that contradicts the source's feed.
     pub lab_type: Option<crate::hl7::lab::LabType>,
 }
 
@@ -155,7 +158,11 @@ impl ParseHl7 {
                 );
                 continue;
             }
-            let lab = match LabMessage::from_message_as(&msg, self.cfg.lab_type) {
+            let lab = match LabMessage::from_message_typed(
+                &msg,
+                self.cfg.lab_type,
+                input.payload.lab_type,
+            ) {
                 Ok(l) => l,
                 Err(e) => {
                     out.reject(

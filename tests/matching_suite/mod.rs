@@ -547,6 +547,7 @@ async fn import_and_check_inbox(
         Raw {
             bytes,
             name: format!("case{i}.hl7"),
+            lab_type: None,
         },
         AckToken::detached(),
     );
