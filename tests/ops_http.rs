@@ -121,6 +121,15 @@ fn health_readiness_and_prometheus_metrics_are_served_on_loopback() {
         "metrics are labelled by pipeline"
     );
     assert!(!metrics.contains("TESTPATIENT") && !metrics.contains("9000000011"));
+    // No chart exists in this store: every lab is unmatched, counted by its reason.
+    let unmatched = metrics
+        .lines()
+        .find(|l| l.starts_with("oscarflow_labs_unmatched_total{"))
+        .unwrap_or_else(|| panic!("no unmatched count: {metrics}"));
+    assert!(
+        unmatched.contains("reason=\"not_found\"") && unmatched.contains("lab_type=\"PATHL7\""),
+        "{unmatched}"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::report::{InputReport, ReportCollector};
+use super::report::{InputReport, MessageReport, ReportCollector};
 use super::{fail, DbArgs, DEFAULT_LAB_PIPELINE};
 use crate::ack::BatchStatus;
 use crate::config::{load_file, load_str, PipelineConfig};
@@ -220,6 +220,28 @@ fn print_table(r: &Report<'_>) {
         t.unmatched,
         t.dead_lettered
     );
+    let unmatched: Vec<(&str, &MessageReport)> = r
+        .files
+        .iter()
+        .flat_map(|f| f.messages.iter().map(move |m| (f.input.as_str(), m)))
+        .filter(|(_, m)| m.outcome != "matched" && m.lab_type.is_some())
+        .collect();
+    if !unmatched.is_empty() {
+        println!("unmatched labs (in OSCAR's unmatched list; `outcome` says why):");
+        for (input, m) in unmatched {
+            let candidates = m
+                .candidates
+                .map(|n| format!(" ({n} chart{})", if n == 1 { "" } else { "s" }))
+                .unwrap_or_default();
+            println!(
+                "  {input} #{} lab_no {} {} {}{candidates}",
+                m.message,
+                m.lab_no,
+                m.lab_type.unwrap_or("-"),
+                m.outcome
+            );
+        }
+    }
     println!("pipeline {} on {}", r.pipeline, r.database);
     if let Some(f) = &r.fatal {
         println!("FATAL: {f}");

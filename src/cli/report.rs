@@ -26,6 +26,25 @@ pub struct InputReport {
     /// Ids of the dead letters written for this input.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dead_letter_ids: Vec<String>,
+    /// Every lab committed from this input, with its match outcome (the reason, when
+    /// unmatched), in the order of the input.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<MessageReport>,
+}
+
+/// One committed lab of an input: ids and bounded codes, no PHI.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageReport {
+    /// 1-based position of the message in its input.
+    pub message: u32,
+    /// `hl7TextMessage.lab_id` (or `document.document_no` for a document).
+    pub lab_no: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab_type: Option<&'static str>,
+    /// `matched`, or why not: `not_found`, `birth_date_mismatch`, `ambiguous`, …
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<usize>,
 }
 
 /// Collects [`InputReport`]s keyed by input label, in first-seen order.
@@ -73,13 +92,29 @@ impl Observer for ReportCollector {
             Event::Parsed { prov, found, .. } => {
                 self.with(prov.origin.label(), |r| r.messages_found += found)
             }
-            Event::Imported { prov, outcome, .. } => self.with(prov.origin.label(), |r| {
+            Event::Imported {
+                prov,
+                outcome,
+                part,
+                lab_no,
+                lab,
+                ..
+            } => self.with(prov.origin.label(), |r| {
                 r.imported += 1;
                 if *outcome == "matched" {
                     r.matched += 1;
                 } else {
                     r.unmatched += 1;
                 }
+                let m = MessageReport {
+                    message: part + 1,
+                    lab_no: *lab_no,
+                    lab_type: lab.map(|l| l.lab_type),
+                    outcome,
+                    candidates: lab.and_then(|l| l.candidates),
+                };
+                let at = r.messages.partition_point(|x| x.message <= m.message);
+                r.messages.insert(at, m);
             }),
             Event::Duplicate { prov, messages, .. } => {
                 self.with(prov.origin.label(), |r| r.duplicates += messages)

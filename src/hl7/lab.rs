@@ -72,6 +72,23 @@ pub enum TypedBy {
 }
 
 impl TypedBy {
+    /// The bounded code stored and reported (`pipeline`, `source`, `msh3_iha`, …).
+    pub fn code(self) -> &'static str {
+        match self {
+            TypedBy::Pipeline => "pipeline",
+            TypedBy::Source => "source",
+            TypedBy::Msh3Pathl7 => "msh3_pathl7",
+            TypedBy::Msh3Iha => "msh3_iha",
+            TypedBy::IhFacility => "ih_facility",
+            TypedBy::Cml => "cml",
+            TypedBy::Gdml => "gdml",
+            TypedBy::Meditech => "meditech",
+            TypedBy::Cls => "cls",
+            TypedBy::Epsilon => "epsilon",
+            TypedBy::NoRule => "no_rule",
+        }
+    }
+
     /// A short description for `inspect`.
     pub fn describe(self) -> &'static str {
         match self {

@@ -53,9 +53,24 @@ pub enum Overflow {
 pub enum ImportOutcome {
     /// The file was imported before; nothing was written.
     Duplicate,
-    /// Every message was written: (part, lab_no, match outcome label).
-    Imported { labs: Vec<(u32, i64, &'static str)> },
+    /// Every message was written.
+    Imported { labs: Vec<ImportedLab> },
 }
+
+/// One lab written by an import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedLab {
+    /// Position of the message in its file.
+    pub part: u32,
+    /// `hl7TextMessage.lab_id`.
+    pub lab_no: i64,
+    pub lab_type: crate::hl7::lab::LabType,
+    /// The patient match, with its reason when unmatched.
+    pub matched: MatchOutcome,
+}
+
+/// `oscarflow_lab_message` rows per INSERT (11 parameters each, under SQLite's old limit).
+const LAB_MESSAGE_CHUNK: usize = 80;
 
 fn db(context: &'static str) -> impl Fn(sqlx::Error) -> ProcessError {
     move |e| ProcessError::from_sqlx(context, &e)
@@ -117,6 +132,7 @@ pub async fn import_file(
     let file_id = generated_id(&mut tx, fuc.last_insert_id(), "fileUploadCheck").await?;
 
     let mut labs = Vec::with_capacity(file.messages.len());
+    let mut records = Vec::with_capacity(file.messages.len());
     for entry in &file.messages {
         let lab = &entry.lab;
         let message =
@@ -221,12 +237,50 @@ pub async fn import_file(
                 .await
                 .map_err(db("insert providerLabRouting"))?;
         }
-        labs.push((entry.index, lab_no, matched.label()));
+        records.push((lab_no, entry, info_accession));
+        labs.push(ImportedLab {
+            part: entry.index,
+            lab_no,
+            lab_type: lab.lab_type,
+            matched,
+        });
+    }
+
+    // Each lab's record (type, match outcome and reason), in the same transaction.
+    for chunk in records
+        .iter()
+        .zip(&labs)
+        .collect::<Vec<_>>()
+        .chunks(LAB_MESSAGE_CHUNK)
+    {
+        let sql = format!(
+            "INSERT INTO oscarflow_lab_message (lab_no, md5sum, part, pipeline, lab_type, typed_by, control_id, accession, match_outcome, match_candidates, demographic_no, imported_at) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for ((lab_no, entry, accession), lab) in chunk {
+            q = q
+                .bind(*lab_no)
+                .bind(&file.md5)
+                .bind(i64::from(entry.index))
+                .bind(&*prov.pipeline)
+                .bind(lab.lab_type.as_str())
+                .bind(entry.lab.typed_by.code())
+                .bind(cut(&entry.lab.control_id, 100))
+                .bind(cut(accession, 255))
+                .bind(lab.matched.label())
+                .bind(lab.matched.candidates().map(|n| n as i64))
+                .bind(lab.matched.demographic_no())
+                .bind(&now);
+        }
+        q.execute(&mut *tx)
+            .await
+            .map_err(db("insert oscarflow_lab_message"))?;
     }
 
     let lab_nos = labs
         .iter()
-        .map(|(_, n, _)| n.to_string())
+        .map(|l| l.lab_no.to_string())
         .collect::<Vec<_>>()
         .join(",");
     let origin = serde_json::to_string(&prov.origin).unwrap_or_else(|_| "{}".into());

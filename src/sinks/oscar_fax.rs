@@ -126,6 +126,7 @@ impl Sink<InboundDocument> for OscarFax {
                 part: 0,
                 lab_no: document_no,
                 outcome: "unclaimed_document",
+                lab: None,
             }),
         }
         Ok(())

@@ -16,7 +16,7 @@ use crate::oscar::import::{import_file, ImportOptions, ImportOutcome, Overflow};
 use crate::oscar::info::ColumnWidths;
 use crate::oscar::{resolve_flavour, Flavour, FlavourSetting};
 use crate::store::Store;
-use crate::telemetry::{Event, MetricName, Observers};
+use crate::telemetry::{Event, LabDetail, MetricName, Observers};
 
 /// `[sinks.<id>] type = "oscar_lab"`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -125,13 +125,18 @@ impl Sink<LabFile> for OscarLab {
                 messages: env.payload.messages.len() as u32,
             }),
             ImportOutcome::Imported { labs } => {
-                for (part, lab_no, outcome) in labs {
+                for l in labs {
                     self.observers.emit(Event::Imported {
                         prov: &env.provenance,
                         component: &self.id,
-                        part,
-                        lab_no,
-                        outcome,
+                        part: l.part,
+                        lab_no: l.lab_no,
+                        outcome: l.matched.label(),
+                        lab: Some(LabDetail {
+                            lab_type: l.lab_type.as_str(),
+                            matched: l.matched.demographic_no().is_some(),
+                            candidates: l.matched.candidates(),
+                        }),
                     });
                 }
             }

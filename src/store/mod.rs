@@ -105,6 +105,11 @@ const MYSQL_MIGRATIONS: &[Migration] = &[
         name: "sms",
         sql: include_str!("../../migrations/mysql/0005_sms.sql"),
     },
+    Migration {
+        version: 6,
+        name: "lab_message",
+        sql: include_str!("../../migrations/mysql/0006_lab_message.sql"),
+    },
 ];
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -142,6 +147,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "file_upload_md5",
         sql: include_str!("../../migrations/sqlite/0007_file_upload_md5.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "lab_message",
+        sql: include_str!("../../migrations/sqlite/0008_lab_message.sql"),
     },
 ];
 

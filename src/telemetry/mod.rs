@@ -22,6 +22,7 @@ pub enum MetricName {
     InputBytesReceived,
     MessagesParsed,
     MessagesImported,
+    LabsUnmatched,
     MessagesDuplicate,
     MessagesDeadLettered,
     Retries,
@@ -50,6 +51,7 @@ impl MetricName {
             MetricName::InputBytesReceived => "oscarflow_input_bytes_received_total",
             MetricName::MessagesParsed => "oscarflow_messages_parsed_total",
             MetricName::MessagesImported => "oscarflow_messages_imported_total",
+            MetricName::LabsUnmatched => "oscarflow_labs_unmatched_total",
             MetricName::MessagesDuplicate => "oscarflow_messages_duplicate_total",
             MetricName::MessagesDeadLettered => "oscarflow_messages_dead_lettered_total",
             MetricName::Retries => "oscarflow_retries_total",
@@ -73,6 +75,17 @@ impl MetricName {
     }
 }
 
+/// What a committed lab adds to [`Event::Imported`]: bounded codes and counts only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabDetail {
+    /// OSCAR's lab type (`PATHL7`, `IHAPOI`, …).
+    pub lab_type: &'static str,
+    /// False for every unmatched outcome; `outcome` is then the reason.
+    pub matched: bool,
+    /// Charts involved in an unmatched outcome (`ambiguous`, `*_mismatch`).
+    pub candidates: Option<usize>,
+}
+
 /// Something that happened to an input or message.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
@@ -93,6 +106,8 @@ pub enum Event<'a> {
         part: u32,
         lab_no: i64,
         outcome: &'static str,
+        /// For a lab: its type and the match's details.
+        lab: Option<LabDetail>,
     },
     /// An input's messages were already imported (same file MD5).
     Duplicate {
@@ -223,8 +238,21 @@ impl Observer for Telemetry {
                 part,
                 lab_no,
                 outcome,
+                lab,
             } => {
-                tracing::info!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part, lab_no, patient = outcome, "Imported into OSCAR.");
+                tracing::info!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part, lab_no, patient = outcome, lab_type = lab.map(|l| l.lab_type), candidates = lab.and_then(|l| l.candidates), "Imported into OSCAR.");
+                if let Some(l) = lab.filter(|l| !l.matched) {
+                    counter(
+                        MetricName::LabsUnmatched,
+                        &[
+                            ("pipeline", prov.pipeline.to_string()),
+                            ("component", component.to_string()),
+                            ("reason", outcome.to_string()),
+                            ("lab_type", l.lab_type.to_string()),
+                        ],
+                        1,
+                    );
+                }
                 counter(
                     MetricName::MessagesImported,
                     &[

@@ -88,11 +88,12 @@ impl Observer for TapHub {
                 part,
                 lab_no,
                 outcome,
+                lab,
             } => (
                 &prov.pipeline,
                 component,
                 None,
-                json!({"event": "committed", "part": part, "row": lab_no, "outcome": outcome, "provenance": prov_json(prov)}),
+                json!({"event": "committed", "part": part, "row": lab_no, "outcome": outcome, "lab_type": lab.map(|l| l.lab_type), "candidates": lab.and_then(|l| l.candidates), "provenance": prov_json(prov)}),
             ),
             Event::Duplicate {
                 prov,

@@ -32,7 +32,14 @@ pub struct Lab {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
     Chart(i64),
+    /// No chart has the health number.
     NotFound,
+    /// Charts have the health number; none has the birth date.
+    BirthDateMismatch,
+    /// Charts have the health number and birth date; none has the sex.
+    SexMismatch,
+    /// Charts pass every other predicate; none has the initials.
+    NameMismatch,
     Ambiguous,
     NoHealthNumber,
     InvalidBirthDate,
@@ -210,7 +217,7 @@ pub fn cases() -> Vec<Case> {
             ..lab("9700000102", "19800115", "F")
         },
         names_required(),
-        Expect::NotFound,
+        Expect::NameMismatch,
     );
     add(
         "merged chart is followed to its head",
@@ -300,7 +307,7 @@ pub fn cases() -> Vec<Case> {
             relax_sex_for_non_binary: false,
             ..MatchSettings::default()
         },
-        Expect::NotFound,
+        Expect::SexMismatch,
     );
     add(
         "chart F, lab M",
@@ -308,7 +315,7 @@ pub fn cases() -> Vec<Case> {
         vec![],
         lab("9700000191", "19800115", "M"),
         default(),
-        Expect::NotFound,
+        Expect::SexMismatch,
     );
     add(
         "lab without sex matches on health number and birth date",
@@ -360,7 +367,7 @@ pub fn cases() -> Vec<Case> {
             ..lab("9700000241", "19800115", "F")
         },
         names_required(),
-        Expect::NotFound,
+        Expect::NameMismatch,
     );
     add(
         "12-character Ontario number with version code",
@@ -384,7 +391,7 @@ pub fn cases() -> Vec<Case> {
         vec![],
         lab("9700000271", "19800116", "F"),
         default(),
-        Expect::NotFound,
+        Expect::BirthDateMismatch,
     );
     add(
         "birth date present but not a date",
@@ -419,7 +426,7 @@ pub fn cases() -> Vec<Case> {
             relax_sex_for_non_binary: false,
             ..MatchSettings::default()
         },
-        Expect::NotFound,
+        Expect::SexMismatch,
     );
     add(
         "SQL in the surname with names required",
@@ -573,9 +580,25 @@ async fn import_and_check_inbox(
         widths: Arc::default(),
     };
     let lab_no = match import_file(store, &file, &prov, &opts).await {
-        Ok(ImportOutcome::Imported { labs }) if labs.len() == 1 => labs[0].1,
+        Ok(ImportOutcome::Imported { labs }) if labs.len() == 1 => labs[0].lab_no,
         other => return Err(format!("import: {other:?}")),
     };
+    // The outcome and its reason are recorded with the lab, in our own table.
+    let recorded: (String, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT match_outcome, match_candidates, demographic_no FROM oscarflow_lab_message WHERE lab_no = ?",
+    )
+    .bind(lab_no)
+    .fetch_one(&store.pool)
+    .await
+    .map_err(|e| format!("oscarflow_lab_message: {e}"))?;
+    let want = (
+        got.label().to_string(),
+        got.candidates().map(|n| n as i64),
+        got.demographic_no(),
+    );
+    if recorded != want {
+        return Err(format!("recorded {recorded:?}, expected {want:?}"));
+    }
     let patients: Vec<i64> =
         sqlx::query_scalar("SELECT demographic_no FROM patientLabRouting WHERE lab_no = ?")
             .bind(lab_no)
@@ -654,6 +677,9 @@ pub async fn run(store: &Store) -> (usize, Vec<String>) {
                 *demographic_no == n
             }
             (MatchOutcome::NotFound, Expect::NotFound) => true,
+            (MatchOutcome::BirthDateMismatch { .. }, Expect::BirthDateMismatch) => true,
+            (MatchOutcome::SexMismatch { .. }, Expect::SexMismatch) => true,
+            (MatchOutcome::NameMismatch { .. }, Expect::NameMismatch) => true,
             (MatchOutcome::Ambiguous { .. }, Expect::Ambiguous) => true,
             (MatchOutcome::NoHealthNumber, Expect::NoHealthNumber) => true,
             (MatchOutcome::InvalidBirthDate, Expect::InvalidBirthDate) => true,
@@ -678,6 +704,23 @@ pub async fn run(store: &Store) -> (usize, Vec<String>) {
 
 /// Runs the suite and fails with every case that went wrong.
 pub async fn assert_no_wrong_patient_match(store: &Store) {
+    // Every match outcome, each unmatched reason included, has a case.
+    let covered: Vec<&str> = cases()
+        .iter()
+        .map(|c| match c.expect {
+            Expect::Chart(_) => "matched",
+            Expect::NotFound => "not_found",
+            Expect::BirthDateMismatch => "birth_date_mismatch",
+            Expect::SexMismatch => "sex_mismatch",
+            Expect::NameMismatch => "name_mismatch",
+            Expect::Ambiguous => "ambiguous",
+            Expect::NoHealthNumber => "no_health_number",
+            Expect::InvalidBirthDate => "invalid_birth_date",
+        })
+        .collect();
+    for label in oscarflow::oscar::matching::OUTCOME_LABELS {
+        assert!(covered.contains(label), "no case expects `{label}`");
+    }
     let (n, failures) = run(store).await;
     assert!(n >= 30, "only {n} cases");
     assert!(
