@@ -55,7 +55,7 @@ fn every_corpus_value_agrees_with_er7_or_differs_for_a_documented_reason() {
         for fr in frame(&bytes).messages {
             let joined = fr.joined(b"\r");
             let (text, _) = decode(&joined, Fallback::Windows1252, None);
-            let Ok(ours) = Message::parse(&text) else {
+            let Ok(ours) = Message::parse_framed(&text) else {
                 ours_rejected += 1;
                 continue;
             };

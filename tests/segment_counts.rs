@@ -66,7 +66,7 @@ fn corpus_segment_counts_match_their_segment_lines_with_documented_exceptions_on
         for m in &framed.messages {
             let joined = m.joined(b"\r");
             let (text, _) = decode(&joined, Fallback::Windows1252, None);
-            match Message::parse(&text) {
+            match Message::parse_framed(&text) {
                 Ok(msg) => parsed += msg.segment_count(),
                 Err(_) => rejected += 1,
             }

@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         let joined = m.joined(b"\r");
         let msh18 = sniff_msh18(&joined);
         let (text, _) = decode(&joined, Fallback::Windows1252, msh18.as_deref());
-        let Ok(msg) = Message::parse(&text) else { continue };
+        let Ok(msg) = Message::parse_framed(&text) else { continue };
         for path in ["MSH-9.2", "PID-5.1", "PID-3[2].1", "OBX[3]-5", "OBR-16.1.1", "NTE-3"] {
             let _ = msg.get(path);
         }

@@ -76,7 +76,7 @@ pub fn run(a: InspectArgs) -> i32 {
         let joined = m.joined(b"\r");
         let msh18 = sniff_msh18(&joined);
         let (text, _) = decode(&joined, Fallback::Windows1252, msh18.as_deref());
-        match Message::parse(&text) {
+        match Message::parse_framed(&text) {
             Ok(msg) => {
                 if let Some(f) = &a.field {
                     println!("{}", msg.get(f).replace(['\r', '\n'], " "));

@@ -6,6 +6,12 @@
 //! trailing `FTS`; the Excelleris `hl7pull` XML (`<HL7Messages><Message><![CDATA[…]]>`) and
 //! Interior Health POI XML (`<result><messages><message>`), CDATA or entity-escaped.
 //!
+//! A lone LF inside a field of a CR-terminated message (a sender that joins a multi-line
+//! field with LF) does not end the segment: in a message whose MSH line ends in a lone CR, a
+//! line that follows a lone LF and does not start with a segment name continues the previous
+//! segment, the LF kept in its value, as python-hl7 and OSCAR's HAPI read it (only CR ends a
+//! segment there). Such segments are parsed with [`super::Message::parse_framed`].
+//!
 //! Every byte of the input is accounted for: a frame keeps the **original bytes** of its
 //! message (for the dead-letter store) and the segment lines (for parsing). Text that belongs
 //! to no message (a cover letter before the first `MSH`, junk between XML elements) comes back
@@ -138,6 +144,12 @@ fn frame_plain(body: &Bytes, out: &mut Framed, top_level: bool, whole: bool) {
         end: usize,
         line: usize,
         segments: Vec<Bytes>,
+        /// Where the last segment starts in `body` (a continuation line extends it).
+        last_start: usize,
+        /// The MSH line ended in a lone CR: the message's segments are CR-terminated.
+        cr_terminated: bool,
+        /// The field separator (MSH-1).
+        separator: u8,
     }
     let mut current: Option<Current> = None;
     let mut stray: Option<(usize, usize, usize, usize)> = None; // (start, end, line, count)
@@ -168,12 +180,17 @@ fn frame_plain(body: &Bytes, out: &mut Framed, top_level: bool, whole: bool) {
         }
     };
 
+    // The previous line ended in a lone LF.
+    let mut after_lone_lf = false;
     while pos < n {
         // A line ends at CR, LF, CRLF, or an MLLP end byte.
         let mut end = pos;
         while end < n && !matches!(body[end], b'\r' | b'\n' | 0x1C) {
             end += 1;
         }
+        let lone_cr = end < n && body[end] == b'\r' && body.get(end + 1) != Some(&b'\n');
+        let lone_lf = end < n && body[end] == b'\n';
+        let continues_after_lf = std::mem::replace(&mut after_lone_lf, lone_lf);
         let mut next = end;
         if next < n {
             if body[next] == b'\r' && next + 1 < n && body[next + 1] == b'\n' {
@@ -203,6 +220,9 @@ fn frame_plain(body: &Bytes, out: &mut Framed, top_level: bool, whole: bool) {
                 end: next,
                 line: line_no,
                 segments: vec![body.slice(ls..le)],
+                last_start: ls,
+                cr_terminated: lone_cr,
+                separator: line[3],
             });
         } else if is_batch_line(line) {
             flush_stray(&mut stray, out);
@@ -212,7 +232,17 @@ fn frame_plain(body: &Bytes, out: &mut Framed, top_level: bool, whole: bool) {
             }
         } else if let Some(c) = current.as_mut() {
             c.end = next;
-            c.segments.push(body.slice(ls..le));
+            if c.cr_terminated && continues_after_lf && !starts_segment(line, c.separator) {
+                // A lone LF inside a field of a CR-terminated message: the line goes on
+                // with the previous segment, the LF kept in its value (as python-hl7 and
+                // OSCAR's HAPI read it: only CR ends a segment there).
+                if let Some(last) = c.segments.last_mut() {
+                    *last = body.slice(c.last_start..le);
+                }
+            } else {
+                c.last_start = ls;
+                c.segments.push(body.slice(ls..le));
+            }
         } else {
             match stray.as_mut() {
                 Some(s) => {
@@ -573,6 +603,17 @@ impl StreamFramer {
     }
 }
 
+/// Whether a line starts with a segment name (three capitals or digits, the first a capital)
+/// followed by the field separator or the line's end.
+fn starts_segment(line: &[u8], separator: u8) -> bool {
+    line.len() >= 3
+        && line[0].is_ascii_uppercase()
+        && line[1..3]
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && line.get(3).is_none_or(|b| *b == separator)
+}
+
 /// Whether a line (without its terminator) starts a message, trimmed as `frame_plain` does.
 fn line_starts_message(line: &[u8]) -> bool {
     let mut ls = 0;
@@ -623,6 +664,30 @@ mod tests {
         assert_eq!(f.messages[1].segments.len(), 2);
         assert_eq!(&f.messages[1].segments[0][..], b"MSH|^~\\&|B");
         assert_eq!(f.messages[1].line, 5);
+    }
+
+    #[test]
+    fn a_lone_lf_inside_a_field_of_a_cr_terminated_message_continues_its_segment() {
+        let input = b("MSH|^~\\&|A|B\rPID|1||9000000011||ZZTEST^A||19800102|F|||1 MAIN ST\nAPT 2^^TOWN||||M\nS|||X\rOBR|1\rOBX|1|ST|X||a\r");
+        let f = frame(&input);
+        assert!(f.rejected.is_empty(), "{:?}", f.rejected);
+        let segs: Vec<&[u8]> = f.messages[0].segments.iter().map(|s| &s[..]).collect();
+        assert_eq!(segs.len(), 4);
+        assert_eq!(
+            segs[1],
+            &b"PID|1||9000000011||ZZTEST^A||19800102|F|||1 MAIN ST\nAPT 2^^TOWN||||M\nS|||X"[..]
+        );
+        // The original bytes are the message's, untouched.
+        assert_eq!(f.messages[0].raw, input);
+        // LF-terminated messages keep reading each line as a segment; so does a line that
+        // starts with a segment name after a lone LF.
+        let lf = frame(&b("MSH|^~\\&|A\nPID|1\nOBR|1\n"));
+        assert_eq!(lf.messages[0].segments.len(), 3);
+        let named = frame(&b("MSH|^~\\&|A\rPID|1\nOBR|1\r"));
+        assert_eq!(named.messages[0].segments.len(), 3);
+        // A stray line after a CR stays a (bad) segment of its own.
+        let cr = frame(&b("MSH|^~\\&|A\rPID|1\rjunk\rOBR|1\r"));
+        assert_eq!(cr.messages[0].segments.len(), 4);
     }
 
     #[test]

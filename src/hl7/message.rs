@@ -139,6 +139,17 @@ impl<'a> Message<'a> {
     /// Parses `text`, whose segments are separated by `\r` (as [`super::Frame::joined`]
     /// makes it); `\n` is accepted too.
     pub fn parse(text: &'a str) -> Result<Message<'a>, ParseError> {
+        Self::parse_lines(text, true)
+    }
+
+    /// Parses a framed message ([`super::Frame::joined`] with `\r`): only `\r` ends a
+    /// segment, so an LF that framing kept inside a field (a lone LF in a CR-terminated
+    /// message) stays in its value, as python-hl7 and HAPI read it.
+    pub fn parse_framed(text: &'a str) -> Result<Message<'a>, ParseError> {
+        Self::parse_lines(text, false)
+    }
+
+    fn parse_lines(text: &'a str, lf_ends_segments: bool) -> Result<Message<'a>, ParseError> {
         if !text.starts_with("MSH") {
             return Err(ParseError::NoMsh);
         }
@@ -183,7 +194,7 @@ impl<'a> Message<'a> {
         while pos <= bytes.len() {
             let end = bytes[pos..]
                 .iter()
-                .position(|b| *b == b'\r' || *b == b'\n')
+                .position(|b| *b == b'\r' || (lf_ends_segments && *b == b'\n'))
                 .map_or(bytes.len(), |p| pos + p);
             line_no += 1;
             let line = &text[pos..end];

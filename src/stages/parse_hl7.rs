@@ -124,7 +124,7 @@ impl ParseHl7 {
             let msh18 = text::sniff_msh18(&joined);
             let (decoded, encoding) =
                 text::decode(&joined, self.cfg.encoding_fallback, msh18.as_deref());
-            let msg = match Message::parse(&decoded) {
+            let msg = match Message::parse_framed(&decoded) {
                 Ok(m) => m,
                 Err(e) => {
                     out.reject(

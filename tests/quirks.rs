@@ -1,0 +1,106 @@
+//! Real-world message quirks that must not keep a lab from a chart: a lone LF inside a field
+//! of a CR-terminated message (read as python-hl7 reads it), characters OSCAR's utf8mb3
+//! columns cannot hold (replaced in those columns with a warning, the original bytes kept in
+//! `hl7TextMessage`), and an ORU with no results at all (stored as Open-O stores it).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine;
+use oscarflow::hl7::text::{decode, Fallback};
+use oscarflow::hl7::{frame, Message};
+use oscarflow::store::Store;
+
+/// A CR-terminated PATHL7 lab for chart 1001 with a lone LF inside PID-16 (and inside
+/// PID-11's street line): what a sender that joins a multi-line field with LF produces.
+const STRAY_LF: &[u8] = b"MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ACC|20260301120000||ORU^R01|LF1|P|2.3\rPID||9000000011|A100||TESTPATIENT^ALICE||19800115|F|||1 ZZTEST AVENUE\nUNIT 2^^TESTVILLE^BC|||||M\nS||ZZ1001\rORC|RE||26-770000091-HP-1\rOBR|1||26-770000091-HP-1|HP^Haem Profile|||20260301090000|||||||||91001^TESTDOC^ALPHA||||||||HAEM1|F\rOBX|1|NM|718-7^Hemoglobin||135|g/L|120-160|N|||F|||20260301100000\rNTE|||a note\r";
+
+/// The fields compared with python-hl7.
+const FIELDS: &[(&str, usize, usize)] = &[
+    ("PID", 2, 0),
+    ("PID", 3, 0),
+    ("PID", 5, 1),
+    ("PID", 5, 2),
+    ("PID", 7, 0),
+    ("PID", 8, 0),
+    ("PID", 11, 0),
+    ("PID", 16, 0),
+    ("PID", 18, 0),
+    ("OBR", 3, 0),
+    ("OBR", 16, 1),
+    ("OBX", 5, 0),
+    ("NTE", 3, 0),
+];
+
+/// What python-hl7 (the reader the Python importers of this field use) reads in `file`.
+fn python_hl7_values(file: &Path) -> Option<Vec<String>> {
+    let mllp_send = common::pypi_program("py-hl7-venv", "hl7==0.4.5", "mllp_send")?;
+    let python = mllp_send.with_file_name("python3");
+    let script = "import hl7, json, sys\nm = hl7.parse(open(sys.argv[1], 'rb').read().decode('utf-8'))\nout = []\nfor (s, f, c) in json.loads(sys.argv[2]):\n    v = m.segment(s)[f]\n    out.append(str(v[0][c - 1] if c else v))\nprint(json.dumps(out))\n";
+    let fields = serde_json::to_string(FIELDS).unwrap();
+    let o = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(file)
+        .arg(fields)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "python-hl7: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Some(serde_json::from_slice(&o.stdout).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_lf_inside_pid16_of_a_cr_terminated_lab_imports_with_python_hl7s_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("stray_lf.hl7");
+    std::fs::write(&file, STRAY_LF).unwrap();
+    // Our reading of every compared field.
+    let framed = frame(&bytes::Bytes::from_static(STRAY_LF));
+    assert!(framed.rejected.is_empty(), "{:?}", framed.rejected);
+    let joined = framed.messages[0].joined(b"\r");
+    let (text, _) = decode(&joined, Fallback::Windows1252, None);
+    let m = Message::parse_framed(&text).unwrap();
+    let ours: Vec<String> = FIELDS
+        .iter()
+        .map(|(s, f, c)| {
+            let path = if *c > 0 {
+                format!("{s}-{f}.{c}")
+            } else {
+                format!("{s}-{f}")
+            };
+            m.get(&path).into_owned()
+        })
+        .collect();
+    assert!(ours[7].contains('\n'), "PID-16 keeps its LF: {:?}", ours[7]);
+    if let Some(theirs) = python_hl7_values(&file) {
+        assert_eq!(ours, theirs, "values as python-hl7 reads them");
+        println!("python-hl7 agrees on {} fields", theirs.len());
+    }
+    // And the lab imports, matched to its chart, with one result.
+    let db = common::sqlite_url(tmp.path());
+    let o = Command::new(common::bin())
+        .arg("replay")
+        .arg(&file)
+        .args(["--database", &db, "--json", "--seed"])
+        .arg(common::repo().join("fixtures/sql/bc_clinic.sql"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["totals"]["dead_lettered"], 0, "{report}");
+    assert_eq!(report["files"][0]["messages"][0]["outcome"], "matched");
+    let store = Store::open(&db).await.unwrap();
+    let (demo, data): (i64, String) = sqlx::query_as(
+        "SELECT p.demographic_no, m.dataField FROM patientLabRouting p JOIN measurements m ON m.demographicNo = p.demographic_no",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!((demo, data.as_str()), (1001, ours[11].as_str()));
+}
