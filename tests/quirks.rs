@@ -104,3 +104,97 @@ async fn a_lone_lf_inside_pid16_of_a_cr_terminated_lab_imports_with_python_hl7s_
     .unwrap();
     assert_eq!((demo, data.as_str()), (1001, ours[11].as_str()));
 }
+
+/// A lab for chart 1001 with 4-byte characters in the patient's names, a result's name and
+/// value, and a result comment.
+const EMOJI: &str = "MSH|^~\\&|PATHL7|LIFELABS|HTTPCLIENT|ACC|20260301120000||ORU^R01|EMO1|P|2.3\rPID||9000000011|||TESTPATIENT\u{1F600}^ALICE\u{1F33C}||19800115|F\rORC|RE||26-770000092-HP-1\rOBR|1||26-770000092-HP-1|HP^Haem Profile|||20260301090000|||||||||91001^TESTDOC^ALPHA||||||||HAEM1|F\rOBX|1|ST|718-7^Hemoglobin \u{1F9EA}||135 \u{1F44D}|g/L|120-160|N|||F|||20260301100000\rNTE|||Comment with an emoji \u{1F642} in it\r";
+
+async fn emoji_lab_reaches_the_chart(db: String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("lab\u{1F600}.hl7");
+    std::fs::write(&file, EMOJI).unwrap();
+    let mut c = Command::new(common::bin());
+    c.arg("replay")
+        .arg(&file)
+        .args(["--database", &db, "--json"])
+        .env("RUST_LOG", "oscarflow=info");
+    if db.starts_with("sqlite") {
+        c.arg("--seed")
+            .arg(common::repo().join("fixtures/sql/bc_clinic.sql"));
+    }
+    let o = c.output().unwrap();
+    let logs = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{logs}");
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["totals"]["dead_lettered"], 0, "{report}");
+    assert_eq!(
+        report["files"][0]["messages"][0]["outcome"], "matched",
+        "{report}"
+    );
+    let store = Store::open(&db).await.unwrap();
+    // The stored message is the original, byte for byte (CRLF after each segment, as
+    // OSCAR stores pipe files).
+    let row = sqlx::query(
+        "SELECT m.message, i.last_name, i.first_name FROM hl7TextMessage m JOIN hl7TextInfo i ON i.lab_no = m.lab_id",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    let text = |c: usize| oscarflow::store::text_column(&row, c).unwrap();
+    let (message, last, first) = (text(0).unwrap(), text(1), text(2));
+    let stored = base64::engine::general_purpose::STANDARD
+        .decode(message)
+        .unwrap();
+    assert_eq!(stored, EMOJI.replace('\r', "\r\n").into_bytes());
+    let filed: i64 = sqlx::query_scalar("SELECT demographic_no FROM patientLabRouting")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(filed, 1001);
+    let data: String = sqlx::query_scalar("SELECT dataField FROM measurements")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    let filename: String = sqlx::query_scalar("SELECT filename FROM fileUploadCheck")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    if store.backend == oscarflow::store::Backend::MySql {
+        // OSCAR's utf8mb3 columns: replaced, one character for one, with a warning naming
+        // the columns (and nothing of the values).
+        assert_eq!(
+            (last.as_deref(), first.as_deref()),
+            (Some("TESTPATIENT\u{FFFD}"), Some("ALICE\u{FFFD}"))
+        );
+        assert_eq!(data, "135 \u{FFFD}");
+        assert!(filename.contains("lab\u{FFFD}.hl7"), "{filename}");
+        for column in [
+            "fileUploadCheck.filename",
+            "hl7TextInfo.last_name",
+            "hl7TextInfo.first_name",
+            "measurements.dataField",
+            "measurementsExt.val",
+        ] {
+            assert!(logs.contains(column), "no warning names {column}: {logs}");
+        }
+        assert!(logs.contains("utf8mb3"), "{logs}");
+        assert!(!logs.contains("TESTPATIENT"), "PHI in the logs: {logs}");
+    } else {
+        // The embedded store holds every character.
+        assert_eq!(last.as_deref(), Some("TESTPATIENT\u{1F600}"));
+        assert_eq!(data, "135 \u{1F44D}");
+    }
+    store.pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_with_emoji_in_names_results_and_comments_reaches_the_chart_in_mariadb_with_a_warning(
+) {
+    common::mariadb::with_test_db(emoji_lab_reaches_the_chart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_with_emoji_is_stored_unchanged_in_the_embedded_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    emoji_lab_reaches_the_chart(common::sqlite_url(tmp.path())).await;
+}

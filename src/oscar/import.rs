@@ -15,6 +15,7 @@
 use base64::Engine;
 use sqlx::{Any, Transaction};
 
+use super::charset::NarrowColumns;
 use super::generated_id;
 use super::info::{doc_nums, ColumnWidths, Hl7TextInfo};
 use super::matching::{match_patient, MatchOutcome, MatchSettings};
@@ -35,6 +36,8 @@ pub struct ImportOptions {
     pub on_overflow: Overflow,
     /// `hl7TextInfo` column widths of the target schema.
     pub widths: std::sync::Arc<ColumnWidths>,
+    /// The target's `utf8mb3` columns ([`super::charset`]).
+    pub narrow: std::sync::Arc<NarrowColumns>,
 }
 
 /// What to do with a value longer than its OSCAR column.
@@ -95,6 +98,19 @@ fn upload_filename(name: &str) -> String {
     )
 }
 
+/// Logs the columns where characters were replaced (names only) and clears the list.
+fn warn_replaced(
+    prov: &Provenance,
+    part: Option<u32>,
+    lab_no: Option<i64>,
+    replaced: &mut Vec<String>,
+) {
+    if !replaced.is_empty() {
+        tracing::warn!(pipeline = %prov.pipeline, sha = %prov.short_hash(), part, lab_no, columns = ?replaced, "Characters OSCAR's utf8mb3 columns cannot hold (4-byte UTF-8) were replaced with U+FFFD in these columns; hl7TextMessage keeps the original message.");
+        replaced.clear();
+    }
+}
+
 async fn is_duplicate(tx: &mut Transaction<'static, Any>, md5: &str) -> Result<bool, ProcessError> {
     // Ours (the unique key) or OSCAR's (an upload through its own screens), in one round trip.
     let seen: i64 = sqlx::query_scalar(
@@ -121,9 +137,16 @@ pub async fn import_file(
         return Ok(ImportOutcome::Duplicate);
     }
     let now = now_sql();
+    let mut replaced = Vec::new();
+    let filename = upload_filename(&file.name);
+    let filename = opts
+        .narrow
+        .fit("fileUploadCheck", "filename", &filename, &mut replaced)
+        .into_owned();
+    warn_replaced(prov, None, None, &mut replaced);
     let fuc = sqlx::query("INSERT INTO fileUploadCheck (provider_no, filename, md5sum, date_time) VALUES (?, ?, ?, ?)")
         .bind(&opts.upload_provider_no)
-        .bind(upload_filename(&file.name))
+        .bind(filename)
         .bind(&file.md5)
         .bind(&now)
         .execute(&mut *tx)
@@ -143,14 +166,19 @@ pub async fn import_file(
         .bind(file_id)
         .bind(message)
         .bind(lab.lab_type.as_str())
-        .bind(cut(&opts.service_name, 100))
+        .bind(
+            opts.narrow
+                .fit("hl7TextMessage", "serviceName", &cut(&opts.service_name, 100), &mut replaced)
+                .into_owned(),
+        )
         .bind(&now)
         .execute(&mut *tx)
         .await
         .map_err(db("insert hl7TextMessage"))?;
         let lab_no = generated_id(&mut tx, r.last_insert_id(), "hl7TextMessage").await?;
 
-        let info = Hl7TextInfo::from_lab_with(lab, opts.flavour, &opts.widths);
+        let mut info = Hl7TextInfo::from_lab_with(lab, opts.flavour, &opts.widths);
+        info.fit_charset(&opts.narrow, &mut replaced);
         let info_accession = info.accession_num.clone().unwrap_or_default();
         if !info.truncated.is_empty() && opts.on_overflow == Overflow::Reject {
             let _ = tx.rollback().await;
@@ -202,9 +230,16 @@ pub async fn import_file(
             retire_previous_version(&mut tx, lab_no, &info_accession, &now)
                 .await
                 .map_err(db("retire previous measurements"))?;
-            write_measurements(&mut tx, lab, lab_no, *demographic_no, &now, store)
-                .await
-                .map_err(db("insert measurements"))?;
+            write_measurements(
+                &mut tx,
+                lab,
+                (lab_no, *demographic_no),
+                &now,
+                store,
+                (&opts.narrow, &mut replaced),
+            )
+            .await
+            .map_err(db("insert measurements"))?;
             sqlx::query(
                 "INSERT INTO patientLabRouting (demographic_no, lab_no, lab_type, created, dateModified) VALUES (?, ?, 'HL7', ?, ?)",
             )
@@ -237,6 +272,7 @@ pub async fn import_file(
                 .await
                 .map_err(db("insert providerLabRouting"))?;
         }
+        warn_replaced(prov, Some(entry.index), Some(lab_no), &mut replaced);
         records.push((lab_no, entry, info_accession));
         labs.push(ImportedLab {
             part: entry.index,

@@ -246,6 +246,42 @@ impl Hl7TextInfo {
     }
 }
 
+impl Hl7TextInfo {
+    /// Replaces, in every column the target keeps as `utf8mb3`, the characters it cannot
+    /// hold ([`super::charset`]); the columns changed are added to `replaced`.
+    pub fn fit_charset(
+        &mut self,
+        narrow: &super::charset::NarrowColumns,
+        replaced: &mut Vec<String>,
+    ) {
+        let mut one = |column: &str, v: &mut String| {
+            if let std::borrow::Cow::Owned(o) = narrow.fit("hl7TextInfo", column, v, replaced) {
+                *v = o;
+            }
+        };
+        for (column, v) in [
+            ("sex", &mut self.sex),
+            ("health_no", &mut self.health_no),
+            ("result_status", &mut self.result_status),
+            ("obr_date", &mut self.obr_date),
+            ("priority", &mut self.priority),
+            ("requesting_client", &mut self.requesting_client),
+            ("discipline", &mut self.discipline),
+            ("last_name", &mut self.last_name),
+            ("first_name", &mut self.first_name),
+            ("accessionNum", &mut self.accession_num),
+            ("sending_facility", &mut self.sending_facility),
+            ("label", &mut self.label),
+        ] {
+            if let Some(v) = v.as_mut() {
+                one(column, v);
+            }
+        }
+        one("report_status", &mut self.report_status);
+        one("filler_order_num", &mut self.filler_order_num);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use sqlx::{Any, Row, Transaction};
 
+use super::charset::NarrowColumns;
 use super::info::format_hl7_ts;
 use crate::hl7::lab::{LabMessage, Observation};
 use crate::store::{Backend, Store};
@@ -234,10 +235,10 @@ impl MeasurementRow {
 pub async fn write_measurements(
     tx: &mut Transaction<'static, Any>,
     lab: &LabMessage,
-    lab_no: i64,
-    demographic_no: i64,
+    (lab_no, demographic_no): (i64, i64),
     now: &str,
     store: &Store,
+    (narrow, replaced): (&NarrowColumns, &mut Vec<String>),
 ) -> Result<u64, sqlx::Error> {
     let accession = super::handlers::accession(lab);
     let identifiers: Vec<&str> = lab
@@ -260,10 +261,15 @@ pub async fn write_measurements(
                 .get(x.identifier.as_str())
                 .cloned()
                 .unwrap_or_default();
+            let mut fit = |column: &str, v: String| {
+                narrow
+                    .fit("measurements", column, &v, replaced)
+                    .into_owned()
+            };
             rows.push(MeasurementRow {
-                mtype: cut(&mtype, 50),
-                data: cut(&x.value, 255),
-                instruction: cut(&instruction, 255),
+                mtype: fit("type", cut(&mtype, 50)),
+                data: fit("dataField", cut(&x.value, 255)),
+                instruction: fit("measuringInstruction", cut(&instruction, 255)),
                 observed: format_hl7_ts(&x.observed_at).unwrap_or_else(|| now.to_string()),
             });
             let mut ext: Vec<(&str, String)> = vec![
@@ -291,7 +297,15 @@ pub async fn write_measurements(
             ext.extend(range(&x.reference_range));
             ext.push(("other_id", format!("{i}-{j}")));
             let row = rows.len() - 1;
-            ext_rows.extend(ext.into_iter().map(|(k, v)| (row, k, v)));
+            ext_rows.extend(ext.into_iter().map(|(k, v)| {
+                (
+                    row,
+                    k,
+                    narrow
+                        .fit("measurementsExt", "val", &v, replaced)
+                        .into_owned(),
+                )
+            }));
         }
     }
     let ids = if store.insert_returning {

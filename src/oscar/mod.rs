@@ -11,8 +11,11 @@
 //!   MRP, else the unclaimed inbox `'0'`; `incomingLabRules` status and forwards.
 //! - [`import`]: one file = one transaction: `fileUploadCheck`, `hl7TextMessage`,
 //!   `hl7TextInfo`, `patientLabRouting`, `providerLabRouting`.
+//! - [`charset`]: OSCAR's `utf8mb3` columns and the replacement of characters they cannot
+//!   hold.
 //! - [`fax`]: received faxes filed as OSCAR's `FaxImporter` files them (§3.3).
 
+pub mod charset;
 pub mod fax;
 pub mod handlers;
 pub mod import;

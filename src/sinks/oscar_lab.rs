@@ -12,6 +12,7 @@ use super::Sink;
 use crate::component::ProcessError;
 use crate::envelope::Envelope;
 use crate::lab_file::{LabFile, OrderKey};
+use crate::oscar::charset::{NarrowColumns, LAB_TABLES};
 use crate::oscar::import::{import_file, ImportOptions, ImportOutcome, Overflow};
 use crate::oscar::info::ColumnWidths;
 use crate::oscar::{resolve_flavour, Flavour, FlavourSetting};
@@ -56,8 +57,9 @@ pub struct OscarLab {
     store: Store,
     opts: ImportOptions,
     setting: FlavourSetting,
-    /// The flavour and `hl7TextInfo` widths of the target, read once on first use.
-    target: tokio::sync::OnceCell<(Flavour, Arc<ColumnWidths>)>,
+    /// The flavour, `hl7TextInfo` widths and `utf8mb3` columns of the target, read once on
+    /// first use.
+    target: tokio::sync::OnceCell<(Flavour, Arc<ColumnWidths>, Arc<NarrowColumns>)>,
     observers: Observers,
     id: Arc<str>,
 }
@@ -72,6 +74,7 @@ impl OscarLab {
                 flavour: Flavour::OpenO,
                 on_overflow: cfg.on_overflow,
                 widths: Arc::default(),
+                narrow: Arc::default(),
             },
             setting: cfg.oscar_flavour,
             target: tokio::sync::OnceCell::new(),
@@ -89,7 +92,7 @@ impl Sink<LabFile> for OscarLab {
 
     async fn write(&self, env: &Envelope<LabFile>) -> Result<(), ProcessError> {
         let started = Instant::now();
-        let (flavour, widths) = self
+        let (flavour, widths, narrow) = self
             .target
             .get_or_try_init(|| async {
                 let f = resolve_flavour(self.setting, &self.store).await?;
@@ -106,13 +109,22 @@ impl Sink<LabFile> for OscarLab {
                 if matches!(self.store.has_index_on("fileUploadCheck", "md5sum").await, Ok(false)) {
                     tracing::warn!(component = %self.id, "OSCAR's fileUploadCheck has no index on md5sum: every new lab file scans the whole table (OSCAR's own upload does the same). Suggested, once, by the database administrator: CREATE INDEX oscarflow_md5sum ON fileUploadCheck (md5sum); see the README, Operations.");
                 }
-                Ok::<_, ProcessError>((f, Arc::new(widths)))
+                let narrow = self
+                    .store
+                    .narrow_text_columns(LAB_TABLES)
+                    .await
+                    .map_err(|e| ProcessError::transient(format!("reading column character sets: {e}")))?;
+                if !narrow.is_empty() {
+                    tracing::info!(component = %self.id, columns = narrow.len(), "OSCAR's text columns hold 3-byte UTF-8 at most (utf8mb3): 4-byte characters are replaced there, with a warning.");
+                }
+                Ok::<_, ProcessError>((f, Arc::new(widths), Arc::new(NarrowColumns::from_schema(narrow))))
             })
             .await?
             .clone();
         let opts = ImportOptions {
             flavour,
             widths,
+            narrow,
             ..self.opts.clone()
         };
         let outcome = import_file(&self.store, &env.payload, &env.provenance, &opts).await?;

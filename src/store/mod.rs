@@ -369,6 +369,35 @@ impl Store {
         .map(|n| n > 0)
     }
 
+    /// `(table, column)` of the text columns of `tables` that hold at most 3-byte UTF-8
+    /// (`utf8`/`utf8mb3`): OSCAR's tables in MySQL/MariaDB. None on SQLite.
+    pub async fn narrow_text_columns(
+        &self,
+        tables: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if self.backend != Backend::MySql || tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT CAST(table_name AS CHAR) AS t, CAST(column_name AS CHAR) AS c FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name IN ({}) AND character_set_name IN ('utf8', 'utf8mb3')",
+            vec!["?"; tables.len()].join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for t in tables {
+            q = q.bind(*t);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(StoreError::query)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    text_column(r, "t").ok().flatten().unwrap_or_default(),
+                    text_column(r, "c").ok().flatten().unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
     /// True when `table` has `column`.
     pub async fn column_exists(&self, table: &str, column: &str) -> Result<bool, StoreError> {
         self.count_of(

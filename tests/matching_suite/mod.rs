@@ -578,6 +578,7 @@ async fn import_and_check_inbox(
         flavour: oscarflow::oscar::Flavour::OpenO,
         on_overflow: Overflow::Truncate,
         widths: Arc::default(),
+        narrow: Arc::default(),
     };
     let lab_no = match import_file(store, &file, &prov, &opts).await {
         Ok(ImportOutcome::Imported { labs }) if labs.len() == 1 => labs[0].lab_no,
