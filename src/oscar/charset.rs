@@ -100,7 +100,7 @@ mod tests {
         let n = NarrowColumns::from_schema([("hl7TextInfo", "last_name")]);
         let mut replaced = Vec::new();
         assert_eq!(
-            n.fit("hl7TextInfo", "LAST_NAME", "ZZ\u{1F600}TEST", &mut replaced),
+            n.fit("hl7TextInfo", "last_name", "ZZ\u{1F600}TEST", &mut replaced),
             "ZZ\u{FFFD}TEST"
         );
         assert_eq!(
@@ -116,6 +116,8 @@ mod tests {
             "ÉLODIE"
         );
         assert_eq!(replaced, vec!["hl7TextInfo.last_name".to_string()]);
+        // The schema's names compare without case.
+        assert!(n.is_narrow("HL7TEXTINFO", "LAST_NAME"));
     }
 
     proptest! {
