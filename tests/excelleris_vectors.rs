@@ -78,7 +78,9 @@ const VECTORS: &[Vector] = &[
         report_status_o19: "F",
         final_result_count: 117,
         result_status: Some("A"),
-        obr_date_o19: None,
+        // OSCAR 19's first OBX-14 is empty here and its upload fails (IMPORT-SPEC §2.11);
+        // we file the lab, dated as Open-O dates it (src/oscar/handlers.rs).
+        obr_date_o19: Some("2014-02-06 16:14:48"),
         obr_date_open_o: "2014-02-06 16:14:48",
     },
     Vector {

@@ -34,6 +34,24 @@ const FIELDS: &[(&str, usize, usize)] = &[
     ("NTE", 3, 0),
 ];
 
+/// `oscarflow replay FILES --json` into `db`, seeded with the synthetic clinic: the report.
+fn replay_seeded(files: &[std::path::PathBuf], db: &str) -> serde_json::Value {
+    let o = Command::new(common::bin())
+        .arg("replay")
+        .args(files)
+        .args(["--database", db, "--json", "--seed"])
+        .arg(common::repo().join("fixtures/sql/bc_clinic.sql"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// What python-hl7 (the reader the Python importers of this field use) reads in `file`.
 fn python_hl7_values(file: &Path) -> Option<Vec<String>> {
     let mllp_send = common::pypi_program("py-hl7-venv", "hl7==0.4.5", "mllp_send")?;
@@ -84,15 +102,7 @@ async fn a_lone_lf_inside_pid16_of_a_cr_terminated_lab_imports_with_python_hl7s_
     }
     // And the lab imports, matched to its chart, with one result.
     let db = common::sqlite_url(tmp.path());
-    let o = Command::new(common::bin())
-        .arg("replay")
-        .arg(&file)
-        .args(["--database", &db, "--json", "--seed"])
-        .arg(common::repo().join("fixtures/sql/bc_clinic.sql"))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = replay_seeded(&[file], &db);
     assert_eq!(report["totals"]["dead_lettered"], 0, "{report}");
     assert_eq!(report["files"][0]["messages"][0]["outcome"], "matched");
     let store = Store::open(&db).await.unwrap();
@@ -197,4 +207,74 @@ async fn a_lab_with_emoji_in_names_results_and_comments_reaches_the_chart_in_mar
 async fn a_lab_with_emoji_is_stored_unchanged_in_the_embedded_store() {
     let tmp = tempfile::tempdir().unwrap();
     emoji_lab_reaches_the_chart(common::sqlite_url(tmp.path())).await;
+}
+
+/// An ORU with MSH, PID, ORC and OBR but no OBX and no NTE, as each feed type sends it.
+fn no_results(msh3_4: &str, pid: &str, n: usize) -> String {
+    format!(
+        "MSH|^~\\&|{msh3_4}|HTTPCLIENT|ACC|20260301120000||ORU^R01|NORES{n}|P|2.3\r{pid}\rORC|RE|PT-{n}|26-77000010{n}-HP-1\rOBR|1|PT-{n}|26-77000010{n}-HP-1|HP^Haem Profile|||20260301090000|||||||||91001^TESTDOC^ALPHA||||||||HAEM1|F\r"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oru_without_results_or_notes_is_filed_to_the_chart_and_inbox_with_no_measurements() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "PATHL7|LIFELABS",
+            "PID||9000000011|||TESTPATIENT^ALICE||19800115|F",
+        ),
+        (
+            "IHALAB^2.1|IHKGH",
+            "PID|1|A00001|KG0001|9000000011|TESTPATIENT^ALICE||19800115|F",
+        ),
+        (
+            "ACMELAB|ACME",
+            "PID|1|9000000011|||TESTPATIENT^ALICE||19800115|F",
+        ),
+    ];
+    let mut files = Vec::new();
+    for (n, (msh, pid)) in cases.iter().enumerate() {
+        let f = tmp.path().join(format!("nores{n}.hl7"));
+        std::fs::write(&f, no_results(msh, pid, n)).unwrap();
+        files.push(f);
+    }
+    let db = common::sqlite_url(tmp.path());
+    let report = replay_seeded(&files, &db);
+    assert_eq!(report["totals"]["imported"], 3, "{report}");
+    assert_eq!(report["totals"]["matched"], 3, "{report}");
+    assert_eq!(report["totals"]["dead_lettered"], 0, "{report}");
+    let store = Store::open(&db).await.unwrap();
+    let rows: Vec<(String, Option<String>, i64, String)> = sqlx::query_as(
+        "SELECT m.type, i.obr_date, i.final_result_count, (SELECT GROUP_CONCAT(r.provider_no) FROM providerLabRouting r WHERE r.lab_no = m.lab_id) FROM hl7TextMessage m JOIN hl7TextInfo i ON i.lab_no = m.lab_id ORDER BY m.lab_id",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    let mut types: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    types.sort_unstable();
+    assert_eq!(types, ["HL7", "IHAPOI", "PATHL7"]);
+    for (t, obr_date, _, routed) in &rows {
+        // Dated as Open-O dates it: OBR-7, or MSH-7 for the generic handler; in the
+        // ordering provider's inbox or, for a feed routed on other numbers, the chart's
+        // MRP's.
+        let want = if t == "HL7" {
+            "2026-03-01 12:00:00"
+        } else {
+            "2026-03-01 09:00:00"
+        };
+        assert_eq!(obr_date.as_deref(), Some(want), "{t}");
+        assert!(!routed.is_empty() && routed != "0", "{t}: {routed}");
+    }
+    let measurements: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM measurements")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(measurements, 0);
+    let filed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM patientLabRouting WHERE demographic_no = 1001")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(filed, 3);
 }

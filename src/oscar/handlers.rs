@@ -5,24 +5,52 @@
 //! things live. `PATHL7` (Excelleris, §2.5) is the reference; every other type here differs
 //! from it as read from OSCAR 19's `oscar.oscarLab.ca.all.parsers` (and Open-O's copies):
 //!
-//! | getter | CML | MEDITECH | IHAPOI (extends MEDITECH) | CLS |
-//! |---|---|---|---|---|
-//! | health number | PID-4 (or PID-2 `MU…`) | PID-2 | PID-4 | PID-2 |
-//! | accession | ORC-2 + `", "` + ORC-3 | first OBR-3 | OBR-2, else ORC-2, else ORC-4 | first OBR-20 |
-//! | filler order number | `""` | first OBR-3 | first OBR-3 | first OBR-3 |
-//! | order status | first ORC-5 | OBR-25 (`F` when empty/`S` and the last OBX is final; `C` when any OBX is) | as MEDITECH | ORC-5, else OBR-25 |
-//! | service date (Open-O `obr_date`) | ORC-15 | OBR-7, else OBR-14 | as MEDITECH | ORC-15, else OBR-14 |
-//! | message date (fallback) | first OBR-7 | MSH-7 | as MEDITECH | first OBR-7 |
-//! | first time stamp (OSCAR 19 `obr_date`) | first OBR-7 | first OBR-7 | as MEDITECH | first OBR-7 |
-//! | patient location (Open-O `sending_facility`) | MSH-4 | PV1-3.1 + `" "` + PV1-3.4 | as MEDITECH | MSH-4 |
-//! | discipline | OBX-4 headings | OBR-4 texts joined by `/` | `<section>:<OBR-4.5 or 4.2>` | OBR-4.2 per OBR |
-//! | abnormal result | OBX-8 = `A` | OBX-8 not empty, not `N` | as MEDITECH | OBX-8 ∈ {C, H, L, A} |
-//! | final result count | OBX-11 = F, no bonus | F/C, +100 final, +150 corrected | as MEDITECH | F/C, no bonus |
-//! | practitioner numbers | OBR-16 + OBR-28 | PV1-17, PV1-7, PV1-52, OBR-16, OBR-28 | the last `ZDR` segment, else as MEDITECH | OBR-16 + OBR-28 |
+//! | getter | CML | MEDITECH | IHAPOI (extends MEDITECH) | CLS | generic `HL7` (DefaultGenericHandler) |
+//! |---|---|---|---|---|---|
+//! | health number | PID-4 (or PID-2 `MU…`) | PID-2 | PID-4 | PID-2 | PID-2 (see below) |
+//! | accession | ORC-2 + `", "` + ORC-3 | first OBR-3 | OBR-2, else ORC-2, else ORC-4 | first OBR-20 | none (no versions linked) |
+//! | filler order number | `""` | first OBR-3 | first OBR-3 | first OBR-3 | `""` |
+//! | order status | first ORC-5 | OBR-25 (`F` when empty/`S` and the last OBX is final; `C` when any OBX is) | as MEDITECH | ORC-5, else OBR-25 | `""` |
+//! | service date (Open-O `obr_date`) | ORC-15 | OBR-7, else OBR-14 | as MEDITECH | ORC-15, else OBR-14 | none (so MSH-7) |
+//! | message date (fallback) | first OBR-7 | MSH-7 | as MEDITECH | first OBR-7 | MSH-7 |
+//! | first time stamp (OSCAR 19 `obr_date`) | first OBR-7 | first OBR-7 | as MEDITECH | first OBR-7 | first OBR-7 |
+//! | patient location (Open-O `sending_facility`) | MSH-4 | PV1-3.1 + `" "` + PV1-3.4 | as MEDITECH | MSH-4 | MSH-4 |
+//! | discipline | OBX-4 headings | OBR-4 texts joined by `/` | `<section>:<OBR-4.5 or 4.2>` | OBR-4.2 per OBR | none |
+//! | abnormal result | OBX-8 = `A` | OBX-8 not empty, not `N` | as MEDITECH | OBX-8 ∈ {C, H, L, A} | OBX-8 not empty, not `N` (case-sensitive) |
+//! | final result count | OBX-11 = F, no bonus | F/C, +100 final, +150 corrected | as MEDITECH | F/C, no bonus | OBX-11 starting with F/f, no bonus |
+//! | requesting client | OBR-16, all | OBR-16, all | OBR-16, else PV1-7 | OBR-16, all | the first OBR-16 only |
+//! | practitioner numbers | OBR-16 + OBR-28 | PV1-17, PV1-7, PV1-52, OBR-16, OBR-28 | the last `ZDR` segment, else as MEDITECH | OBR-16 + OBR-28 | OBR-16 + OBR-28 |
+//!
+//! Open-O writes `report_status` in words (`complete`, `corrected`, …) for PATHL7 only: its
+//! other parsers still return the letter, and the generic one `""`.
+//!
+//! **The generic type** (any sender no rule of [`LabType::detect_with_rule`] recognises, or
+//! `lab_type = "HL7"`) follows OSCAR 19's `DefaultGenericHandler`, with these deliberate
+//! differences:
+//! - the health number is PID-2 only. OSCAR takes the first value of exactly 10 characters
+//!   among PID-2, PID-4, PID-3 and PID-19: PID-3 is a medical record number and PID-19 a
+//!   social security number, and matching a chart on either would be matching on a value
+//!   that is not a health number. A lab without PID-2 is unmatched (`no_health_number`).
+//!   A PID-2 of another length is still matched (OSCAR's 12-to-10 cut applies);
+//! - Open-O's copy of the handler no longer strips `R01` before parsing, so it finds no OBX
+//!   in any ORU^R01 (no results count, no abnormal flag, no measurements) and cuts the last
+//!   segment short: we read the results as OSCAR 19 does;
+//! - OSCAR stops reading OBR-28 at its first empty repetition; we skip blanks and go on.
+//!
+//! `obr_date` is OBR-7 (OSCAR 19) or MSH-7 (Open-O), `label` NULL (OSCAR 19) or `''`
+//! (Open-O), as each writes them.
+//!
+//! **An ORU without results** (MSH, PID, OBR and no OBX or NTE) is stored as Open-O's upload
+//! stores it: the lab with its `hl7TextInfo` (a results count of the status bonus alone) and
+//! its routing, no measurements, dated by the service date, else the message date. OSCAR 19
+//! instead fails such an upload and cleans the whole file when its date comes from the
+//! (absent) first OBX-14 — PATHL7 — so in the OSCAR 19 flavour `obr_date` falls back the
+//! same way: a lab without results (a cancelled test, a "see report" notice) still reaches
+//! the chart and the inbox.
 //!
 //! Names, DOB and sex are PID-5.1/5.2, PID-7 and PID-8 everywhere except CLS, whose PID-5.1
 //! holds `Last, First Middle` (split in [`crate::hl7::lab`]). Types without an entry
-//! (`GDML`, `MDS`, `EPSILON`, generic `HL7`) use the PATHL7 rules; EPSILON reads its health
+//! (`GDML`, `MDS`, `EPSILON`) use the PATHL7 rules; EPSILON reads its health
 //! number from PID-4 like CML, but its other getters are not reproduced (Open-O's Epsilon
 //! parser fails on every message, OSCAR 19's differs again) — configure such feeds
 //! deliberately.
@@ -68,6 +96,8 @@ pub fn accession(lab: &LabMessage) -> String {
         .unwrap_or("")
         .to_string(),
         LabType::Cls => first.map(|o| o.filler_field1.clone()).unwrap_or_default(),
+        // DefaultGenericHandler: no accession, so no versions are linked.
+        LabType::Generic => String::new(),
         _ => pathl7_accession(lab),
     }
 }
@@ -146,6 +176,8 @@ pub fn order_status(lab: &LabMessage) -> String {
             }
             s
         }
+        // DefaultGenericHandler has no order status.
+        LabType::Generic => String::new(),
         _ => {
             if any_obx_status(lab, "C") {
                 "C".into()
@@ -171,6 +203,8 @@ pub fn service_date(lab: &LabMessage) -> Option<String> {
         LabType::Cml => orc15(),
         LabType::Meditech | LabType::IhaPoi => obr7().or_else(obr14),
         LabType::Cls => orc15().or_else(obr14),
+        // Open-O's DefaultGenericHandler: none, so `obr_date` is the message date (MSH-7).
+        LabType::Generic => None,
         _ => obr7(),
     }
 }
@@ -190,7 +224,7 @@ pub fn message_date(lab: &LabMessage) -> Option<String> {
 pub fn first_time_stamp(lab: &LabMessage) -> Option<String> {
     let first = lab.orders.first();
     match lab.lab_type {
-        LabType::Cml | LabType::Cls | LabType::Meditech | LabType::IhaPoi => {
+        LabType::Cml | LabType::Cls | LabType::Meditech | LabType::IhaPoi | LabType::Generic => {
             first.and_then(|o| format_hl7_ts(&o.observed_at))
         }
         _ => first
@@ -220,6 +254,8 @@ pub fn is_abnormal(lab_type: LabType, x: &Observation) -> bool {
     match lab_type {
         LabType::Cml => flag == "A",
         LabType::Cls => matches!(flag, "C" | "H" | "L" | "A"),
+        // DefaultGenericHandler compares with "N" exactly (an `n` counts as abnormal).
+        LabType::Generic => !flag.is_empty() && flag != "N",
         _ => !flag.is_empty() && !flag.eq_ignore_ascii_case("N"),
     }
 }
@@ -238,6 +274,8 @@ pub fn final_result_count(lab: &LabMessage) -> i64 {
         let s = x.status.trim();
         match lab.lab_type {
             LabType::Cml => s.eq_ignore_ascii_case("F"),
+            // DefaultGenericHandler: OBX-11 starting with F or f.
+            LabType::Generic => s.starts_with(['F', 'f']),
             _ => s.eq_ignore_ascii_case("F") || s.eq_ignore_ascii_case("C"),
         }
     };
@@ -248,7 +286,7 @@ pub fn final_result_count(lab: &LabMessage) -> i64 {
         .filter(counted)
         .count() as i64;
     let bonus = match lab.lab_type {
-        LabType::Cml | LabType::Cls => 0,
+        LabType::Cml | LabType::Cls | LabType::Generic => 0,
         _ => match order_status(lab).as_str() {
             "F" => 100,
             "C" => 150,
@@ -335,6 +373,8 @@ pub fn discipline(lab: &LabMessage) -> String {
                 .unwrap_or("");
             format!("{key}:{test}")
         }
+        // DefaultGenericHandler has no headers.
+        LabType::Generic => String::new(),
         _ => {
             let headers = lab.orders.iter().map(|o| o.section.trim().to_string());
             discipline_of_headers(&dedupe(headers, true))
@@ -373,6 +413,13 @@ pub fn doc_name(lab: &LabMessage) -> String {
             .visit
             .as_ref()
             .map(|v| names(&v.attending))
+            .unwrap_or_default(),
+        // DefaultGenericHandler: the first OBR-16 repetition only.
+        LabType::Generic => lab
+            .orders
+            .first()
+            .and_then(|o| o.ordering.first())
+            .map(|p| p.display_name())
             .unwrap_or_default(),
         _ => ordering,
     }

@@ -169,13 +169,19 @@ impl Hl7TextInfo {
             fit(s, widths.of(column), column, truncated)
         };
         let obr_date = match flavour {
-            Flavour::Oscar19 => handlers::first_time_stamp(lab),
+            // OSCAR 19 fails the whole upload when this is empty (a PATHL7 lab without
+            // results, or whose first OBX has no OBX-14); we fall back as Open-O does.
+            Flavour::Oscar19 => handlers::first_time_stamp(lab)
+                .or_else(|| handlers::service_date(lab))
+                .or_else(|| handlers::message_date(lab)),
             Flavour::OpenO => handlers::service_date(lab).or_else(|| handlers::message_date(lab)),
         };
         let requesting_client = handlers::doc_name(lab);
-        let report_status = match flavour {
-            Flavour::Oscar19 => report_status_letter(lab),
-            Flavour::OpenO => open_o_status_word(lab),
+        // Open-O writes words for PATHL7 only: its other parsers' getOrderStatus (MEDITECH,
+        // IHAPOI, CML, CLS, …) still return the letter, and the generic one "".
+        let report_status = match (flavour, lab.lab_type) {
+            (Flavour::OpenO, LabType::Pathl7) => open_o_status_word(lab),
+            _ => report_status_letter(lab),
         };
         // Open-O's label is PATHL7Handler.getLabel(): the distinct OBR-4.2 texts.
         let label = match (flavour, lab.lab_type) {
@@ -189,6 +195,8 @@ impl Hl7TextInfo {
                 }
                 non_empty(seen.join(" | "))
             }
+            // Open-O merges the generic handler's empty label into '' (not NULL).
+            (Flavour::OpenO, LabType::Generic) => Some(String::new()),
             _ => None,
         };
         let sending_facility = match flavour {
@@ -316,6 +324,79 @@ mod tests {
         assert_eq!(i.obr_date.as_deref(), Some("2026-01-04 09:00:00"));
         assert_eq!(i.sending_facility, None);
         assert_eq!(i.label, None);
+    }
+
+    /// A sender no rule recognises: DefaultGenericHandler's display, as OSCAR 19 reads it.
+    const GENERIC: &str = "MSH|^~\\&|ACMELAB|ACME HOSP|OSCAR|CLINIC|20260105080000||ORU^R01|G1|P|2.5\rPID|1|9000000029|MRN1234567||TESTPATIENT^BOB||19750630|M\rORC|RE||26-300000001-HP-1\rOBR|1||26-300000001-HP-1|HP^Haem Profile||20260104070000|20260104073000|||||||||91004^TESTDOC^DELTA^^^DR~91006^TESTDOC^FOX||||||||HAEM1|C|||91005^TESTDOC^ECHO\rOBX|1|NM|718-7^Hemoglobin||135|g/L|120-160|n|||f|||20260104090000\rOBX|2|NM|789-8^RBC||4.1|x10E12/L|4.2-5.4|L|||C|||20260104090000";
+
+    #[test]
+    fn a_generic_lab_is_written_as_oscars_default_generic_handler_displays_it() {
+        let l = lab(GENERIC);
+        assert_eq!(l.lab_type, LabType::Generic);
+        for flavour in [Flavour::Oscar19, Flavour::OpenO] {
+            let i = Hl7TextInfo::from_lab(&l, flavour);
+            // No accession, order status or headers in DefaultGenericHandler.
+            assert_eq!(i.accession_num, None, "{flavour:?}");
+            assert_eq!(i.report_status, "", "{flavour:?}");
+            assert_eq!(i.discipline, None, "{flavour:?}");
+            // Results whose OBX-11 starts with F or f, no bonus; `n` is not `N`.
+            assert_eq!(i.final_result_count, 1, "{flavour:?}");
+            assert_eq!(i.result_status.as_deref(), Some("A"), "{flavour:?}");
+            // The first ordering provider only.
+            assert_eq!(
+                i.requesting_client.as_deref(),
+                Some("DR DELTA TESTDOC"),
+                "{flavour:?}"
+            );
+            // The health number is PID-2 only (OSCAR would also try PID-4, PID-3 and
+            // PID-19: not health numbers, never matched on here).
+            assert_eq!(i.health_no.as_deref(), Some("9000000029"), "{flavour:?}");
+        }
+        let o19 = Hl7TextInfo::from_lab(&l, Flavour::Oscar19);
+        assert_eq!(
+            o19.obr_date.as_deref(),
+            Some("2026-01-04 07:30:00"),
+            "OBR-7"
+        );
+        assert_eq!(o19.label, None);
+        let oo = Hl7TextInfo::from_lab(&l, Flavour::OpenO);
+        assert_eq!(oo.obr_date.as_deref(), Some("2026-01-05 08:00:00"), "MSH-7");
+        assert_eq!(oo.label.as_deref(), Some(""));
+        assert_eq!(oo.sending_facility.as_deref(), Some("ACME HOSP"));
+        // A PID-2 that is not there is no health number, whatever PID-3 holds.
+        let none = lab(&GENERIC.replace("PID|1|9000000029|", "PID|1||"));
+        assert_eq!(none.patient.health_number, "");
+    }
+
+    #[test]
+    fn a_lab_without_results_is_dated_by_obr7_in_both_flavours() {
+        let l = lab("MSH|^~\\&|PATHL7|LIFELABS|||20260105080000||ORU^R01|N1|P|2.3\rPID||9000000029\rOBR|1||26-1-HP-1|HP^X||20260104070000|20260104073000");
+        for flavour in [Flavour::Oscar19, Flavour::OpenO] {
+            let i = Hl7TextInfo::from_lab(&l, flavour);
+            assert_eq!(
+                i.obr_date.as_deref(),
+                Some("2026-01-04 07:30:00"),
+                "{flavour:?}"
+            );
+        }
+        let bare = lab(
+            "MSH|^~\\&|PATHL7|LIFELABS|||20260105080000||ORU^R01|N1|P|2.3\rPID||9000000029\rOBR|1",
+        );
+        let i = Hl7TextInfo::from_lab(&bare, Flavour::Oscar19);
+        assert_eq!(i.obr_date.as_deref(), Some("2026-01-05 08:00:00"), "MSH-7");
+    }
+
+    #[test]
+    fn open_o_writes_report_status_words_for_pathl7_only() {
+        let meditech = "MSH|^~\\&|LAB|0826^LWH\rPID|1|9000000029\rOBR|1||X||||||||||||||||||||||F\rOBX|1|NM|K||4|||||F";
+        let mut l = lab(meditech);
+        l.lab_type = LabType::Meditech;
+        assert_eq!(Hl7TextInfo::from_lab(&l, Flavour::OpenO).report_status, "F");
+        l.lab_type = LabType::Pathl7;
+        assert_eq!(
+            Hl7TextInfo::from_lab(&l, Flavour::OpenO).report_status,
+            "complete"
+        );
     }
 
     #[test]
