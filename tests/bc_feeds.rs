@@ -204,3 +204,60 @@ async fn poi_messages_of_every_ih_application_keep_pid4_the_accession_and_hso_ro
     let expected = std::fs::read_to_string(&path).expect("golden file (UPDATE_GOLDEN=1 writes it)");
     assert_eq!(pretty, expected, "differs from {}", path.display());
 }
+
+/// Every real lab sample of the corpus is typed as the feed it comes from, by the detection
+/// rules alone: no feed OSCAR ships samples of falls through to the generic type, except
+/// MEDITECH's, whose messages name no system (README, "Lab types").
+#[test]
+fn every_real_feed_sample_is_typed_as_its_feed_by_detection() {
+    let Some(corpus) = common::shared_dir("corpus/public") else {
+        return;
+    };
+    let families: &[(&str, &str)] = &[
+        ("oscar/excelleris_test_lab_data", "PATHL7"),
+        ("expedius/excelleris_qa.xml", "PATHL7"),
+        ("oscar/IHAPOI_test_data", "IHAPOI"),
+        ("expedius/iha_poi_hl7_II.xml", "IHAPOI"),
+        ("expedius/iha_poi_hl7_test.xml", "IHAPOI"),
+        ("oscar/HL7-CML", "CML"),
+        ("oscar/HL7-CLS", "CLS"),
+        ("oscar/HL7-Epsilon", "EPSILON"),
+        // No marker of the system in MSH-3/MSH-4: the pipeline must say `MEDITECH`.
+        ("oscar/MEDITECH_test_data", "HL7"),
+    ];
+    let mut counts = Vec::new();
+    for (rel, want) in families {
+        let p = corpus.join(rel);
+        let files: Vec<_> = if p.is_dir() {
+            std::fs::read_dir(&p)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect()
+        } else {
+            vec![p]
+        };
+        let mut n = 0;
+        for f in files {
+            let bytes = bytes::Bytes::from(std::fs::read(&f).unwrap());
+            for fr in frame(&bytes).messages {
+                let text = String::from_utf8_lossy(&fr.joined(b"\r")).into_owned();
+                let Ok(m) = Message::parse_framed(&text) else {
+                    continue;
+                };
+                let (t, rule) = oscarflow::hl7::lab::LabType::detect_with_rule(&m);
+                assert_eq!(
+                    t.as_str(),
+                    *want,
+                    "{} #{}: typed by {rule:?}",
+                    f.display(),
+                    fr.index + 1
+                );
+                n += 1;
+            }
+        }
+        assert!(n > 0, "{rel}: no messages");
+        counts.push(format!("{rel} {n} {want}"));
+    }
+    println!("{}", counts.join("; "));
+}
