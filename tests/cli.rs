@@ -507,6 +507,31 @@ fn inspect_prints_each_message_and_one_decoded_field_per_message() {
     assert_eq!(msgs[0]["message_type"], "ORU^R01");
     assert_eq!(msgs[0]["segments"], 8);
     assert_eq!(msgs[0]["lab"]["lab_type"], "PATHL7");
+    assert_eq!(msgs[0]["lab"]["typed_by"], "msh3_pathl7");
+    // The text names the rule that typed each message; --lab-type reads as configured.
+    let t = oscarflow(
+        &["inspect", "fixtures/hl7/pathl7/multi_message.hl7"],
+        &repo(),
+    );
+    assert!(
+        stdout(&t).contains("lab type PATHL7 (MSH-3 is PATHL7)"),
+        "{}",
+        stdout(&t)
+    );
+    let t = oscarflow(
+        &[
+            "inspect",
+            "fixtures/hl7/pathl7/multi_message.hl7",
+            "--lab-type",
+            "IHA",
+        ],
+        &repo(),
+    );
+    assert!(
+        stdout(&t).contains("lab type IHAPOI (the pipeline's lab_type)"),
+        "{}",
+        stdout(&t)
+    );
     let f = oscarflow(
         &[
             "inspect",
