@@ -73,6 +73,21 @@ fn check_accepts_the_shipped_pipelines() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
 
+/// The secret variables the example pipelines name.
+const EXAMPLE_SECRETS: [&str; 11] = [
+    "EXCELLERIS_USER",
+    "EXCELLERIS_PASSWORD",
+    "EXCELLERIS_P12_PASSWORD",
+    "RINGCENTRAL_CLIENT_ID",
+    "RINGCENTRAL_CLIENT_SECRET",
+    "RINGCENTRAL_JWT",
+    "ARCHIVE_S3_ACCESS_KEY_ID",
+    "ARCHIVE_S3_SECRET_ACCESS_KEY",
+    "SFTP_LABS_USER",
+    "IHA_POI_USER",
+    "IHA_POI_PASSWORD",
+];
+
 /// The example pipelines (`pipelines/*.toml.example`) are valid once their secrets are set,
 /// and `check` names every unset secret variable when they are not.
 #[test]
@@ -103,19 +118,7 @@ fn check_accepts_the_example_pipelines_and_names_unset_secrets() {
             "no example pipeline with a `{t}` source"
         );
     }
-    let vars = [
-        "EXCELLERIS_USER",
-        "EXCELLERIS_PASSWORD",
-        "EXCELLERIS_P12_PASSWORD",
-        "RINGCENTRAL_CLIENT_ID",
-        "RINGCENTRAL_CLIENT_SECRET",
-        "RINGCENTRAL_JWT",
-        "ARCHIVE_S3_ACCESS_KEY_ID",
-        "ARCHIVE_S3_SECRET_ACCESS_KEY",
-        "SFTP_LABS_USER",
-        "IHA_POI_USER",
-        "IHA_POI_PASSWORD",
-    ];
+    let vars = EXAMPLE_SECRETS;
     let o = Command::new(bin())
         .args(["check"])
         .arg(tmp.path())
@@ -137,6 +140,54 @@ fn check_accepts_the_example_pipelines_and_names_unset_secrets() {
             "{out}"
         );
     }
+}
+
+/// Two pipelines that consume one inbox (spelled differently) are refused by `check`,
+/// with both positions; so are two MLLP sources on one address.
+#[test]
+fn check_reports_two_pipelines_consuming_one_input_with_both_positions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = std::fs::read_to_string(repo().join("pipelines/lab_inbox.toml")).unwrap();
+    std::fs::write(tmp.path().join("a_labs.toml"), &lab).unwrap();
+    let other = lab
+        .replace("name = \"lab_inbox\"", "name = \"second\"")
+        .replace("path = \"var/inbox\"", "path = \"./var/../var/inbox/\"");
+    std::fs::write(tmp.path().join("b_second.toml"), other).unwrap();
+    let o = Command::new(bin())
+        .arg("check")
+        .arg(tmp.path())
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("reads the same folder"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // This file's position, and the first consumer's file and position.
+    assert!(line.contains("b_second.toml:"), "{line}");
+    assert!(
+        line.contains("as lab_inbox.sources.inbox (") && line.contains("a_labs.toml:"),
+        "{line}"
+    );
+    // The shipped examples, all enabled together, share no input.
+    let all = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(repo().join("pipelines"))
+        .unwrap()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().replace(".example", "");
+        std::fs::copy(e.path(), all.path().join(name)).unwrap();
+    }
+    let vars = EXAMPLE_SECRETS;
+    let o = Command::new(bin())
+        .arg("check")
+        .arg(all.path())
+        .envs(vars.iter().map(|v| (*v, "set")))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
 
 /// A parse stage whose `lab_type` contradicts the feed its source fixes is refused by

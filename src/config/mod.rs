@@ -742,7 +742,48 @@ pub fn load_all(paths: &[PathBuf]) -> (Vec<PipelineConfig>, Vec<Diagnostic>) {
             });
         }
     }
+    diags.extend(conflicts(&ok));
     (ok, diags)
+}
+
+/// Sources of different pipelines (or of one) that consume the same outside input: each
+/// would release (move, delete, acknowledge) inputs the other has not committed. Reported
+/// at every consumer after the first, naming the first with its position.
+pub fn conflicts(pipelines: &[PipelineConfig]) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let mut seen: HashMap<String, (PathBuf, usize, usize, String)> = HashMap::new();
+    for p in pipelines {
+        let text = std::fs::read_to_string(&p.path).unwrap_or_default();
+        for s in &p.sources {
+            let (line, col) = s
+                .span
+                .as_ref()
+                .map(|r| diagnostics::line_col(&text, r.start))
+                .unwrap_or((1, 1));
+            let (what, key) = s.config.consumes();
+            let here = format!("{}.sources.{}", p.name, s.id);
+            match seen.get(&format!("{what}\u{0}{key}")) {
+                Some((path, l, c, first)) => diags.push(Diagnostic {
+                    path: p.path.clone(),
+                    line,
+                    col,
+                    message: format!(
+                        "error: sources.{}: reads the same {what} as {} ({}:{l}:{c}); two consumers of one input would release each other's inputs",
+                        s.id,
+                        first,
+                        path.display()
+                    ),
+                }),
+                None => {
+                    seen.insert(
+                        format!("{what}\u{0}{key}"),
+                        (p.path.clone(), line, col, here),
+                    );
+                }
+            }
+        }
+    }
+    diags
 }
 
 impl<C> Component<C> {

@@ -288,6 +288,63 @@ impl SourceConfig {
     pub fn kind_name(&self) -> &'static str {
         self.type_name()
     }
+
+    /// The outside input this source consumes (and releases: moves, deletes, acknowledges,
+    /// marks read): two sources on one input would each release what the other has not
+    /// committed, so `check` refuses the second. (`what`, normalised key.)
+    pub fn consumes(&self) -> (&'static str, String) {
+        match self {
+            SourceConfig::Folder(c) => ("folder", normalised_path(&c.path)),
+            SourceConfig::Sftp(c) => (
+                "SFTP folder",
+                format!(
+                    "{}:{}{}",
+                    c.host.to_ascii_lowercase(),
+                    c.port,
+                    normalised_path(std::path::Path::new(&c.remote_dir))
+                ),
+            ),
+            SourceConfig::Mllp(c) => ("MLLP address", c.listen.trim().to_string()),
+            SourceConfig::Excelleris(c) => (
+                "Excelleris account",
+                format!("{}|{}", c.url.trim(), c.user_env.get_ref()),
+            ),
+            SourceConfig::IhaPoi(c) => (
+                "POI account",
+                format!("{}|{}", c.url.trim(), c.user_env.get_ref()),
+            ),
+            SourceConfig::RingCentralFax(c) => (
+                "RingCentral fax inbox",
+                format!(
+                    "{}|{}",
+                    c.ringcentral.server.trim(),
+                    c.ringcentral.jwt_env.get_ref()
+                ),
+            ),
+        }
+    }
+}
+
+/// `path` made absolute (against the working directory) and lexically normalised (`.` and
+/// `..` resolved, no trailing separator), so two spellings of one folder compare equal.
+pub fn normalised_path(path: &std::path::Path) -> String {
+    use std::path::Component;
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut out = std::path::PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out.display().to_string()
 }
 
 impl ComponentKind for SourceConfig {
