@@ -190,6 +190,82 @@ fn check_reports_two_pipelines_consuming_one_input_with_both_positions() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
 
+/// `check` reads the daemon's `oscarflow.toml` as such (it printed nine false pipeline
+/// errors for the shipped example): the example with the pipelines passes once its secrets
+/// are set, and a broken config is reported at its positions.
+#[test]
+fn check_validates_the_daemon_config_with_the_pipelines() {
+    let secrets = [
+        "OSCARFLOW_DATABASE_URL",
+        "RINGCENTRAL_CLIENT_ID",
+        "RINGCENTRAL_CLIENT_SECRET",
+        "RINGCENTRAL_JWT",
+    ];
+    let o = Command::new(bin())
+        .args(["check", "deploy/oscarflow.toml.example", "pipelines/"])
+        .current_dir(repo())
+        .envs(secrets.iter().map(|v| (*v, "set")))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("1 daemon config file(s) OK"),
+        "{}",
+        stdout(&o)
+    );
+    // Unset secrets are named, at the line that names them.
+    let o = Command::new(bin())
+        .args(["check", "--config", "deploy/oscarflow.toml.example"])
+        .current_dir(repo())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    for v in secrets {
+        assert!(
+            stdout(&o).contains(&format!("environment variable `{v}` is not set")),
+            "{}",
+            stdout(&o)
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("oscarflow.toml");
+    let example = std::fs::read_to_string(repo().join("deploy/oscarflow.toml.example")).unwrap();
+    let second_line = example
+        [example.find("[[fax_outbox]]").unwrap()..example.find("# Appointment").unwrap()]
+        .replace("name = \"clinic\"", "name = \"second\"");
+    std::fs::write(
+        &bad,
+        example.replace("listen = \"127.0.0.1:9464\"", "listen = \"0.0.0.0:9464\"") + &second_line,
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .arg("check")
+        .arg(&bad)
+        .envs(secrets.iter().map(|v| (*v, "set")))
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "oscarflow.toml:12:1: error: listen: off loopback the endpoint needs a bearer token"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: fax_outbox[1]: fax line also sent by fax_outbox[0] (16:1)"),
+        "{out}"
+    );
+    std::fs::write(&bad, "state_dir = \"x\"\ncolour = 1\n").unwrap();
+    let o = Command::new(bin()).arg("check").arg(&bad).output().unwrap();
+    assert!(
+        stdout(&o).contains("oscarflow.toml:2:1: error: unknown field `colour`"),
+        "{}",
+        stdout(&o)
+    );
+}
+
 /// A parse stage whose `lab_type` contradicts the feed its source fixes is refused by
 /// `check`, with the position of the wiring; the source's own `lab_type` says otherwise.
 #[test]

@@ -1,22 +1,57 @@
-//! `oscarflow check PATH...`: parse + validate pipeline files, no I/O besides reading them.
+//! `oscarflow check PATH...`: parse + validate pipeline files and the daemon's config file,
+//! no I/O besides reading them. A file whose name starts with `oscarflow.toml` (the daemon's
+//! `oscarflow.toml`, its `.example`) is read as the daemon's settings, every other `*.toml`
+//! as a pipeline; `--config FILE` names the daemon's file explicitly. Inputs consumed by two
+//! sources are reported across all the files given.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `check`.
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// Pipeline files or directories (their *.toml files).
-    #[arg(required = true)]
+    /// Pipeline files or directories (their *.toml files), and `oscarflow.toml` files.
+    #[arg(required_unless_present = "config")]
     pub paths: Vec<PathBuf>,
+    /// The daemon's `oscarflow.toml`, checked as well.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Whether `path` names a daemon config file (`oscarflow.toml`, `oscarflow.toml.example`).
+fn is_daemon_config(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("oscarflow.toml"))
 }
 
 pub fn run(a: CheckArgs) -> i32 {
-    let (ok, diags) = crate::config::load_all(&a.paths);
+    let (daemon, pipelines): (Vec<PathBuf>, Vec<PathBuf>) =
+        a.paths.iter().cloned().partition(|p| is_daemon_config(p));
+    let daemon: Vec<PathBuf> = a.config.iter().cloned().chain(daemon).collect();
+    let mut diags = Vec::new();
+    for d in &daemon {
+        diags.extend(crate::config::daemon::DaemonConfig::check(d));
+    }
+    let (ok, pipeline_diags) = if pipelines.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        crate::config::load_all(&pipelines)
+    };
+    diags.extend(pipeline_diags);
     for d in &diags {
         println!("{d}");
     }
     if diags.is_empty() {
-        println!("{} pipeline file(s) OK", ok.len());
+        if daemon.is_empty() {
+            println!("{} pipeline file(s) OK", ok.len());
+        } else {
+            println!(
+                "{} pipeline file(s) and {} daemon config file(s) OK",
+                ok.len(),
+                daemon.len()
+            );
+        }
         0
     } else {
         println!("{} problem(s) found", diags.len());

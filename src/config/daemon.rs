@@ -4,6 +4,7 @@
 //! embedded SQLite store under `./var/`. Secrets never appear inline: the database URL may
 //! be named by `database_url_env`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -83,6 +84,141 @@ impl DaemonConfig {
             return Ok(url.clone());
         }
         Ok(crate::store::default_sqlite_url(&self.state_dir))
+    }
+}
+
+/// 1-based position of the first line that sets `key` (`key =`), else of the file start.
+fn key_position(text: &str, key: &str) -> (usize, usize) {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            return super::diagnostics::line_col(text, offset + (line.len() - t.len()));
+        }
+        offset += line.len();
+    }
+    (1, 1)
+}
+
+/// 1-based position of the `n`-th (0-based) `[[table]]` header.
+fn table_position(text: &str, table: &str, n: usize) -> (usize, usize) {
+    let header = format!("[[{table}]]");
+    text.match_indices(&header)
+        .nth(n)
+        .map(|(i, _)| super::diagnostics::line_col(text, i))
+        .unwrap_or((1, 1))
+}
+
+impl DaemonConfig {
+    /// `oscarflow check` of a daemon config file: parse, then every setting that the daemon
+    /// would refuse at start — unset secret variables, an endpoint off loopback without a
+    /// token, invalid outbound workers, two workers on one fax line — each at its position.
+    pub fn check(path: &Path) -> Vec<super::Diagnostic> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                return vec![super::Diagnostic {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    col: 1,
+                    message: format!("error: cannot read: {e}"),
+                }]
+            }
+        };
+        let cfg: DaemonConfig = match toml_edit::de::from_str(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                let (line, col) = e
+                    .span()
+                    .map(|s| super::diagnostics::line_col(&text, s.start))
+                    .unwrap_or((1, 1));
+                return vec![super::Diagnostic {
+                    path: path.to_path_buf(),
+                    line,
+                    col,
+                    message: format!("error: {}", e.message()),
+                }];
+            }
+        };
+        let mut out = Vec::new();
+        let mut err = |(line, col): (usize, usize), message: String| {
+            out.push(super::Diagnostic {
+                path: path.to_path_buf(),
+                line,
+                col,
+                message: format!("error: {message}"),
+            })
+        };
+        let unset = |var: &str| std::env::var_os(var).is_none();
+        for (key, var) in [
+            ("database_url_env", &cfg.database_url_env),
+            ("http_token_env", &cfg.http_token_env),
+        ] {
+            if let Some(v) = var.as_deref().filter(|v| unset(v)) {
+                err(
+                    key_position(&text, key),
+                    format!("{key}: environment variable `{v}` is not set"),
+                );
+            }
+        }
+        if cfg.listen != "off" {
+            match cfg.listen.parse::<std::net::SocketAddr>() {
+                Err(_) => err(
+                    key_position(&text, "listen"),
+                    "listen: not an address (`127.0.0.1:9464`) nor `off`".into(),
+                ),
+                Ok(a) if !a.ip().is_loopback() && cfg.http_token_env.is_none() => err(
+                    key_position(&text, "listen"),
+                    "listen: off loopback the endpoint needs a bearer token: set http_token_env"
+                        .into(),
+                ),
+                Ok(_) => {}
+            }
+        }
+        let mut lines: HashMap<&str, usize> = HashMap::new();
+        for (i, f) in cfg.fax_outbox.iter().enumerate() {
+            let at = table_position(&text, "fax_outbox", i);
+            for m in f.validate() {
+                err(at, format!("fax_outbox[{i}] `{}`: {m}", f.name));
+            }
+            if let Some(prev) = lines.insert(f.fax_line.as_str(), i) {
+                err(
+                    at,
+                    format!(
+                        "fax_outbox[{i}]: fax line also sent by fax_outbox[{prev}] ({}:{}): each fax would be claimed by two workers",
+                        table_position(&text, "fax_outbox", prev).0,
+                        table_position(&text, "fax_outbox", prev).1
+                    ),
+                );
+            }
+        }
+        for (i, s) in cfg.sms.iter().enumerate() {
+            let at = table_position(&text, "sms", i);
+            for m in s.validate() {
+                err(at, format!("sms[{i}] `{}`: {m}", s.name));
+            }
+        }
+        let connections = (cfg.fax_outbox.iter().enumerate())
+            .map(|(i, f)| (format!("fax_outbox[{i}]"), &f.ringcentral))
+            .chain(
+                (cfg.sms.iter().enumerate()).map(|(i, s)| (format!("sms[{i}]"), &s.ringcentral)),
+            );
+        for (table, rc) in connections {
+            for (field, var) in rc.env_refs() {
+                if unset(var.get_ref()) {
+                    err(
+                        super::diagnostics::line_col(&text, var.span().start),
+                        format!(
+                            "{table}.ringcentral.{field}: environment variable `{}` is not set",
+                            var.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        out
     }
 }
 
