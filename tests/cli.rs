@@ -398,6 +398,60 @@ fn replay_dead_letters_bad_input_and_keeps_the_good_messages_of_a_file() {
     assert_golden("replay_fixtures_bad.json", &normalised_report(&o));
 }
 
+/// `--config` points the store commands at the daemon's own database (here named by the
+/// config's `database_url_env`), not at an empty `./var/` in whatever directory the
+/// operator stands in.
+#[test]
+fn dlq_and_replay_with_config_use_the_daemons_configured_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("oscarflow.toml");
+    let example = std::fs::read_to_string(repo().join("deploy/oscarflow.toml.example")).unwrap();
+    std::fs::write(
+        &config,
+        example.replace("\"OSCARFLOW_DATABASE_URL\"", "\"CLINIC_DB_URL_FOR_TEST\""),
+    )
+    .unwrap();
+    let db = format!("sqlite://{}", tmp.path().join("daemon.db").display());
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .current_dir(tmp.path())
+            .env_remove("OSCARFLOW_DATABASE_URL")
+            .env("CLINIC_DB_URL_FOR_TEST", &db)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let bad = repo().join("fixtures/bad");
+    let c = config.to_str().unwrap();
+    let o = run(&["replay", bad.to_str().unwrap(), "--config", c, "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dead = r["totals"]["dead_lettered"].as_u64().unwrap();
+    assert!(dead > 0, "{r}");
+    let listed = run(&["dlq", "list", "--json", "--config", c]);
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len() as u64, dead, "{rows}");
+    // Without --config: the embedded store of this directory, which has none.
+    let listed = run(&["dlq", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 0, "{rows}");
+    // An unset variable is a clear error, not an empty list.
+    let o = Command::new(bin())
+        .args(["dlq", "list", "--config", c])
+        .current_dir(tmp.path())
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .env_remove("CLINIC_DB_URL_FOR_TEST")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("`CLINIC_DB_URL_FOR_TEST` (database_url_env) is not set"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[test]
 fn dlq_show_returns_the_original_bytes_and_retry_redrives_through_the_pipeline() {
     let tmp = tempfile::tempdir().unwrap();

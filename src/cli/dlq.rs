@@ -61,8 +61,10 @@ pub enum DlqCommand {
         #[arg(long)]
         pipeline: Option<String>,
         /// Where to find pipeline files by name.
-        #[arg(long, default_value = "pipelines")]
-        pipelines: PathBuf,
+        /// Pipeline files to re-drive through. Default: the `--config` file's
+        /// `pipelines_dir`, else `pipelines`.
+        #[arg(long)]
+        pipelines: Option<PathBuf>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -114,7 +116,7 @@ fn reason_filter(r: Option<&str>) -> Result<Option<ReasonCode>, String> {
 }
 
 async fn open(db: &DbArgs) -> Result<DeadLetterStore, String> {
-    Store::open(&db.url())
+    Store::open(&db.url()?)
         .await
         .map(DeadLetterStore::new)
         .map_err(|e| e.to_string())
@@ -299,10 +301,19 @@ async fn retry(
     id: Option<String>,
     all: bool,
     pipeline: Option<String>,
-    pipelines: PathBuf,
+    pipelines: Option<PathBuf>,
     db: DbArgs,
 ) -> i32 {
-    let url = db.url();
+    let url = match db.url() {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
+    let pipelines = match (pipelines, db.daemon_config()) {
+        (Some(p), _) => p,
+        (None, Ok(Some(cfg))) => cfg.pipelines_dir,
+        (None, Ok(None)) => PathBuf::from("pipelines"),
+        (None, Err(e)) => return fail(e),
+    };
     let store = match Store::open(&url).await {
         Ok(s) => s,
         Err(e) => return fail(e),

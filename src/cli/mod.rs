@@ -59,16 +59,42 @@ pub struct DbArgs {
     /// SQLite store in the state directory.
     #[arg(long, env = "OSCARFLOW_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
-    /// State directory (embedded database).
-    #[arg(long, default_value = "var")]
-    pub state_dir: PathBuf,
+    /// State directory (embedded database). Default: the `--config` file's, else `var`.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The daemon's `oscarflow.toml`: use its database and state directory, so that an
+    /// operator on the server sees the daemon's own dead letters.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 impl DbArgs {
-    pub fn url(&self) -> String {
-        self.database
-            .clone()
-            .unwrap_or_else(|| crate::store::default_sqlite_url(&self.state_dir))
+    /// The database to open: `--database` (or `OSCARFLOW_DATABASE_URL`), else the
+    /// `--config` file's, else the embedded store in the state directory.
+    pub fn url(&self) -> Result<String, String> {
+        if let Some(d) = &self.database {
+            return Ok(d.clone());
+        }
+        match self.daemon_config()? {
+            Some(cfg) => cfg.database_url(),
+            None => Ok(crate::store::default_sqlite_url(
+                self.state_dir
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("var")),
+            )),
+        }
+    }
+
+    /// The `--config` file, with `--state-dir` applied over it.
+    pub fn daemon_config(&self) -> Result<Option<crate::config::daemon::DaemonConfig>, String> {
+        let Some(path) = &self.config else {
+            return Ok(None);
+        };
+        let mut cfg = crate::config::daemon::DaemonConfig::load(path)?;
+        if let Some(s) = &self.state_dir {
+            cfg.state_dir = s.clone();
+        }
+        Ok(Some(cfg))
     }
 }
 

@@ -104,7 +104,10 @@ pub async fn run(a: ReplayArgs) -> i32 {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
-    let url = a.db.url();
+    let url = match a.db.url() {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
     let store = match Store::open(&url).await {
         Ok(s) => s,
         Err(e) => return fail(e),

@@ -12,12 +12,17 @@ pub struct TapArgs {
     pub pipeline: String,
     /// Component id in the pipeline file (a source, stage or sink).
     pub component: String,
-    /// The daemon's HTTP endpoint.
-    #[arg(long, default_value = "http://127.0.0.1:9464")]
-    pub endpoint: String,
+    /// The daemon's HTTP endpoint. Default: the `--config` file's `listen`, else
+    /// `http://127.0.0.1:9464`.
+    #[arg(long)]
+    pub endpoint: Option<String>,
     /// Environment variable holding the endpoint's bearer token (when it is not on loopback).
+    /// Default: the `--config` file's `http_token_env`.
     #[arg(long)]
     pub token_env: Option<String>,
+    /// The daemon's `oscarflow.toml`: its listen address and token variable.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// Stop after this many events.
     #[arg(long)]
     pub count: Option<u64>,
@@ -26,10 +31,26 @@ pub struct TapArgs {
     pub bodies: bool,
 }
 
-pub async fn run(a: TapArgs) -> i32 {
+pub async fn run(mut a: TapArgs) -> i32 {
+    if let Some(path) = &a.config {
+        let cfg = match crate::config::daemon::DaemonConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        if a.endpoint.is_none() && cfg.listen != "off" {
+            a.endpoint = Some(format!("http://{}", cfg.listen));
+        }
+        if a.token_env.is_none() {
+            a.token_env = cfg.http_token_env;
+        }
+    }
+    let endpoint = a
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| "http://127.0.0.1:9464".to_string());
     let url = format!(
         "{}/tap/{}/{}{}",
-        a.endpoint.trim_end_matches('/'),
+        endpoint.trim_end_matches('/'),
         a.pipeline,
         a.component,
         if a.bodies { "?bodies=1" } else { "" }
@@ -47,7 +68,7 @@ pub async fn run(a: TapArgs) -> i32 {
         Err(e) => {
             return fail(format!(
                 "cannot reach the daemon at {}: {}",
-                a.endpoint,
+                endpoint,
                 crate::sources::pull::describe_reqwest(&e)
             ))
         }
