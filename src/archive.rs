@@ -70,15 +70,8 @@ use crate::config::{deserialize_duration, RetrySettings};
 use crate::document::InboundDocument;
 use crate::envelope::{Envelope, Raw};
 use crate::error::{Classify, ErrorKind};
+use crate::telemetry::{counter, histogram, MetricName};
 use crate::topology::run::backoff;
-
-/// Metric names of the raw archive.
-pub mod metric {
-    pub const OBJECTS: &str = "oscarflow_archive_objects_total";
-    pub const BYTES: &str = "oscarflow_archive_bytes_total";
-    pub const FAILURES: &str = "oscarflow_archive_failures_total";
-    pub const DURATION: &str = "oscarflow_archive_duration_seconds";
-}
 
 /// Server-side encryption requested for each archived object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -400,20 +393,23 @@ impl RawArchive {
                 }
             }
         };
-        metrics::histogram!(metric::DURATION).record(started.elapsed().as_secs_f64());
+        histogram(
+            MetricName::ArchiveDurationSeconds,
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+        let labels = [("pipeline", pipeline.to_string())];
         match result {
             Ok(uploaded) => {
-                metrics::counter!(metric::OBJECTS, "pipeline" => pipeline.to_string()).increment(1);
+                counter(MetricName::ArchiveObjects, &labels, 1);
                 if uploaded {
-                    metrics::counter!(metric::BYTES, "pipeline" => pipeline.to_string())
-                        .increment(body.len());
+                    counter(MetricName::ArchiveBytes, &labels, body.len());
                 }
                 tracing::debug!(pipeline, bucket = %self.bucket, key = %key, bytes = body.len(), uploaded, "Raw input archived.");
                 Ok(key)
             }
             Err(e) => {
-                metrics::counter!(metric::FAILURES, "pipeline" => pipeline.to_string())
-                    .increment(1);
+                counter(MetricName::ArchiveFailures, &labels, 1);
                 tracing::error!(pipeline, bucket = %self.bucket, key = %key, kind = %e.kind, error = %e.detail, "Raw archive put failed; the input is not sent and stays with its source.");
                 Err(e)
             }

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::telemetry::tap::TapHub;
-use crate::telemetry::MetricName;
+use crate::telemetry::{gauge, MetricName};
 use crate::topology::{Registry, Shutdown};
 
 /// What the endpoint reports on.
@@ -265,18 +265,25 @@ fn control(state: &HttpState, rest: &str) -> Response<Body> {
 /// The gauges that are read, not counted: set from the running pipelines at each scrape.
 fn record_gauges(registry: &Registry) {
     for p in registry.pipelines() {
-        let name = p.name.clone();
-        metrics::gauge!(MetricName::PipelineUp.as_str(), "pipeline" => name.clone())
-            .set(if p.is_running() { 1.0 } else { 0.0 });
-        metrics::gauge!(MetricName::PipelinePaused.as_str(), "pipeline" => name.clone())
-            .set(if p.control.is_paused() { 1.0 } else { 0.0 });
-        metrics::gauge!(MetricName::InputsInFlight.as_str(), "pipeline" => name.clone())
-            .set(p.in_flight.current() as f64);
-        metrics::gauge!(MetricName::OldestUnackedAge.as_str(), "pipeline" => name.clone())
-            .set(p.in_flight.oldest_age().as_secs_f64());
+        let l = [("pipeline", p.name.clone())];
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
+        gauge(MetricName::PipelineUp, &l, flag(p.is_running()));
+        gauge(MetricName::PipelinePaused, &l, flag(p.control.is_paused()));
+        gauge(MetricName::InputsInFlight, &l, p.in_flight.current() as f64);
+        gauge(
+            MetricName::OldestUnackedAge,
+            &l,
+            p.in_flight.oldest_age().as_secs_f64(),
+        );
         for (component, n) in p.queued() {
-            metrics::gauge!(MetricName::EnvelopesQueued.as_str(), "pipeline" => name.clone(), "component" => component.to_string())
-                .set(n as f64);
+            gauge(
+                MetricName::EnvelopesQueued,
+                &[
+                    ("pipeline", p.name.clone()),
+                    ("component", component.to_string()),
+                ],
+                n as f64,
+            );
         }
     }
 }

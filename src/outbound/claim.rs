@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::describe_sqlx;
 use crate::ringcentral::RcConfig;
 use crate::store::Store;
-use crate::telemetry::MetricName;
+use crate::telemetry::{counter, gauge, MetricName};
 use crate::topology::Shutdown;
 
 /// The checks every outbound worker's settings share.
@@ -43,8 +43,11 @@ pub(crate) async fn run_rounds<R, F, Fut>(
             Ok(r) => done(&r),
             Err(e) => {
                 tracing::error!(worker, error = %e, "Round failed; trying again at the next round.");
-                metrics::counter!(MetricName::OutboundRoundFailures.as_str(), "worker" => worker.to_string())
-                    .increment(1);
+                counter(
+                    MetricName::OutboundRoundFailures,
+                    &[("worker", worker.to_string())],
+                    1,
+                );
             }
         }
         tokio::select! {
@@ -59,16 +62,21 @@ pub(crate) async fn run_rounds<R, F, Fut>(
 /// the worker's last finished round.
 pub(crate) fn record_round(kind: &'static str, worker: &str, outcomes: &[(&'static str, u32)]) {
     for (outcome, n) in outcomes {
-        metrics::counter!(
-            MetricName::OutboundMessages.as_str(),
-            "kind" => kind,
-            "worker" => worker.to_string(),
-            "outcome" => *outcome
-        )
-        .increment(u64::from(*n));
+        counter(
+            MetricName::OutboundMessages,
+            &[
+                ("kind", kind.to_string()),
+                ("worker", worker.to_string()),
+                ("outcome", outcome.to_string()),
+            ],
+            u64::from(*n),
+        );
     }
-    metrics::gauge!(MetricName::OutboundLastRound.as_str(), "kind" => kind, "worker" => worker.to_string())
-        .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+    gauge(
+        MetricName::OutboundLastRound,
+        &[("kind", kind.to_string()), ("worker", worker.to_string())],
+        time::OffsetDateTime::now_utc().unix_timestamp() as f64,
+    );
 }
 
 /// A claim table: `table` keyed by `key`, with `owner`, `state` and `claimed_unix` columns.

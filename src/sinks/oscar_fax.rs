@@ -112,8 +112,11 @@ impl Sink<InboundDocument> for OscarFax {
             flavour,
         };
         let outcome = import_fax(&self.store, &env.payload, &env.provenance, &opts).await?;
-        metrics::histogram!(MetricName::ImportDurationSeconds.as_str(), "pipeline" => env.provenance.pipeline.to_string())
-            .record(started.elapsed().as_secs_f64());
+        crate::telemetry::histogram(
+            MetricName::ImportDurationSeconds,
+            &[("pipeline", env.provenance.pipeline.to_string())],
+            started.elapsed().as_secs_f64(),
+        );
         match outcome {
             FaxOutcome::Duplicate => self.observers.emit(Event::Duplicate {
                 prov: &env.provenance,

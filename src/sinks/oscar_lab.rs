@@ -128,8 +128,11 @@ impl Sink<LabFile> for OscarLab {
             ..self.opts.clone()
         };
         let outcome = import_file(&self.store, &env.payload, &env.provenance, &opts).await?;
-        metrics::histogram!(MetricName::ImportDurationSeconds.as_str(), "pipeline" => env.provenance.pipeline.to_string())
-            .record(started.elapsed().as_secs_f64());
+        crate::telemetry::histogram(
+            MetricName::ImportDurationSeconds,
+            &[("pipeline", env.provenance.pipeline.to_string())],
+            started.elapsed().as_secs_f64(),
+        );
         match outcome {
             ImportOutcome::Duplicate => self.observers.emit(Event::Duplicate {
                 prov: &env.provenance,

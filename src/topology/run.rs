@@ -188,12 +188,14 @@ async fn dead_letter_error<T: RawBytes>(
 
 /// Records how long a component took over one envelope, retries included.
 fn stage_latency(cx: &RunContext, started: std::time::Instant) {
-    metrics::histogram!(
-        MetricName::StageDurationSeconds.as_str(),
-        "pipeline" => cx.pipeline.to_string(),
-        "component" => cx.component.to_string()
-    )
-    .record(started.elapsed().as_secs_f64());
+    crate::telemetry::histogram(
+        MetricName::StageDurationSeconds,
+        &[
+            ("pipeline", cx.pipeline.to_string()),
+            ("component", cx.component.to_string()),
+        ],
+        started.elapsed().as_secs_f64(),
+    );
 }
 
 /// Runs a stage until its input channel closes. Outputs keep arrival order.
