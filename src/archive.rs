@@ -70,8 +70,8 @@ use crate::config::{deserialize_duration, RetrySettings};
 use crate::document::InboundDocument;
 use crate::envelope::{Envelope, Raw};
 use crate::error::{Classify, ErrorKind};
+use crate::retry::backoff;
 use crate::telemetry::{counter, histogram, MetricName};
-use crate::topology::run::backoff;
 
 /// Server-side encryption requested for each archived object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -13,7 +13,8 @@
 //! | [`ack`] | end-to-end acknowledgement: `BatchNotifier`, `AckToken`, `BatchStatus` |
 //! | [`error`], [`component`] | `ErrorKind` (`Data`/`Transient`/`Fatal`) and the per-message `ProcessError` |
 //! | [`config`] | pipeline files (parse → validate → build) and `oscarflow.toml` |
-//! | [`topology`] | building and running pipelines: bounded channels, retries, ordering, shutdown |
+//! | [`topology`] | building and running pipelines: bounded channels, runners, supervisor |
+//! | [`shutdown`], [`retry`] | the stop signal every task watches; backoff with jitter (used by the runners, the archive and the clients) |
 //! | [`sources`] | `Source` trait and kinds (`folder`, `mllp`, `sftp`, `excelleris`, `iha_poi`, `ringcentral_fax`) |
 //! | [`stages`] | `Stage` trait and kinds (`parse_hl7`, `match_patient`) |
 //! | [`sinks`] | `Sink` trait and kinds (`oscar_lab`, `oscar_fax`) |
@@ -43,7 +44,9 @@ pub mod http;
 pub mod lab_file;
 pub mod oscar;
 pub mod outbound;
+pub mod retry;
 pub mod ringcentral;
+pub mod shutdown;
 pub mod sinks;
 pub mod sources;
 pub mod stages;

@@ -130,7 +130,7 @@ pub async fn run(a: RunArgs) -> i32 {
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let _watcher = watch_dir(&cfg.pipelines_dir, reload_tx.clone());
 
-    let (outbox_stop, outbox_shutdown) = crate::topology::Shutdown::new();
+    let (outbox_stop, outbox_shutdown) = crate::shutdown::Shutdown::new();
     let mut outboxes = tokio::task::JoinSet::new();
     if !cfg.fax_outbox.is_empty() || !cfg.sms.is_empty() {
         let store = match sup.store(&url).await {

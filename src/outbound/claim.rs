@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::error::describe_sqlx;
 use crate::ringcentral::RcConfig;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::telemetry::{counter, gauge, MetricName};
-use crate::topology::Shutdown;
 
 /// The checks every outbound worker's settings share.
 pub(crate) fn check_worker(name: &str, rc: &RcConfig, batch: u32, attempts: u32) -> Vec<String> {

@@ -41,8 +41,8 @@ use crate::oscar::fax::is_fax_line;
 use crate::ringcentral::fax::{find_sent_by_name, get_message, send_fax, FaxMessage, FaxRequest};
 use crate::ringcentral::phone::to_e164;
 use crate::ringcentral::{RcClient, RcConfig, RcError};
+use crate::shutdown::Shutdown;
 use crate::store::{is_unique_violation, now_sql, text_column, Store};
-use crate::topology::Shutdown;
 
 /// `[[fax_outbox]]` in `oscarflow.toml`: one outbound fax line.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

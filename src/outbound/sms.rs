@@ -39,9 +39,9 @@ use crate::ringcentral::client::{Body, Group};
 use crate::ringcentral::messages::{list_pages, MESSAGE_STORE};
 use crate::ringcentral::phone::to_e164;
 use crate::ringcentral::{RcClient, RcConfig, RcError};
+use crate::shutdown::Shutdown;
 use crate::sources::pull::parse_time_of_day;
 use crate::store::{is_unique_violation, now_sql, text_column, Store};
-use crate::topology::Shutdown;
 
 const SMS: &str = "/restapi/v1.0/account/~/extension/~/sms";
 

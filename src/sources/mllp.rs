@@ -47,9 +47,9 @@ use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
 use crate::error::ErrorKind;
 use crate::hl7::ack::{build_ack, AckCode, AckMode};
 use crate::hl7::Message;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::telemetry::{Event, Observers};
-use crate::topology::Shutdown;
 
 /// MLLP start block.
 pub const START: u8 = 0x0B;

@@ -29,8 +29,8 @@ use crate::archive::{Archivable, ArchiveError, ArchiveHook};
 use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
 use crate::envelope::{Envelope, Raw};
 use crate::error::{Classify, ErrorKind};
+use crate::shutdown::Shutdown;
 use crate::telemetry::Observers;
-use crate::topology::Shutdown;
 
 pub use excelleris::ExcellerisConfig;
 pub use folder::FolderConfig;

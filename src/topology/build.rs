@@ -35,8 +35,8 @@ use crate::store::Store;
 use crate::telemetry::Observers;
 
 use super::run::{run_sink, run_stage, Fatal, RunContext};
-use super::shutdown::{Shutdown, Trigger};
 use super::status::{PipelineStatus, QueueProbe, SourceHealth};
+use crate::shutdown::{Shutdown, Trigger};
 
 /// A source handed in from outside; taken once by [`build`].
 pub type SourceOverride = Arc<std::sync::Mutex<Option<Box<dyn Source>>>>;

@@ -17,11 +17,10 @@
 
 pub mod build;
 pub mod run;
-pub mod shutdown;
 pub mod status;
 pub mod supervisor;
 
+pub use crate::shutdown::Shutdown;
 pub use build::{build, BuildError, BuildOptions, RunningPipeline};
-pub use shutdown::Shutdown;
 pub use status::PipelineStatus;
 pub use supervisor::{Registry, Supervisor};

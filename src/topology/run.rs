@@ -17,11 +17,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::time::Duration;
 
+use crate::retry::backoff;
 use futures::future::{FutureExt, Shared};
 use futures::StreamExt;
-use rand::Rng;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
@@ -54,18 +53,6 @@ pub struct RunContext {
 pub struct Fatal {
     pub component: String,
     pub detail: String,
-}
-
-/// The delay before attempt `attempt + 1`.
-pub fn backoff(retry: &RetrySettings, attempt: u32) -> Duration {
-    let exp = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
-    let full = retry
-        .initial_backoff
-        .saturating_mul(exp)
-        .min(retry.max_backoff);
-    let half = full / 2;
-    let jitter = rand::thread_rng().gen_range(0..=half.as_millis().max(1) as u64);
-    half + Duration::from_millis(jitter).min(full - half)
 }
 
 /// Runs `f` until it succeeds, fails with a non-transient error, or the retry budget is
