@@ -58,3 +58,13 @@ impl Classify for ProcessError {
         self.kind
     }
 }
+
+/// What a stage or sink configuration needs to build its running component
+/// (`StageConfig::build`, `SinkConfig::build`): its id, the pipeline's database and the
+/// observers its events go to.
+#[derive(Clone)]
+pub struct BuildContext {
+    pub id: std::sync::Arc<str>,
+    pub store: crate::store::Store,
+    pub observers: crate::telemetry::Observers,
+}

@@ -14,9 +14,13 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 
-use crate::component::ProcessError;
+use std::sync::Arc;
+
+use crate::component::{BuildContext, ProcessError};
 use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
+use crate::document::InboundDocument;
 use crate::envelope::Envelope;
+use crate::lab_file::{LabFile, OrderKey};
 
 pub use oscar_fax::OscarFaxConfig;
 pub use oscar_lab::OscarLabConfig;
@@ -31,6 +35,20 @@ pub trait Sink<T: Send + Sync + 'static>: Send + Sync {
     async fn write(&self, env: &Envelope<T>) -> Result<(), ProcessError>;
 }
 
+/// A running sink, by the payload it consumes, with how the runner drives it.
+pub enum BuiltSink {
+    LabFile(Arc<dyn Sink<LabFile>>, SinkRun),
+    Document(Arc<dyn Sink<InboundDocument>>, SinkRun),
+}
+
+/// How the sink runner drives a sink: parallel writes, and which envelopes keep their
+/// order.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkRun {
+    pub concurrency: usize,
+    pub order_by: OrderKey,
+}
+
 /// The closed set of sink configurations.
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
@@ -39,6 +57,36 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
+    /// Builds the running sink (no I/O until its first write).
+    pub fn build(&self, cx: &BuildContext) -> BuiltSink {
+        match self {
+            SinkConfig::OscarLab(c) => BuiltSink::LabFile(
+                Arc::new(oscar_lab::OscarLab::new(
+                    cx.store.clone(),
+                    c,
+                    cx.id.clone(),
+                    cx.observers.clone(),
+                )),
+                SinkRun {
+                    concurrency: c.concurrency,
+                    order_by: c.order_by,
+                },
+            ),
+            SinkConfig::OscarFax(c) => BuiltSink::Document(
+                Arc::new(oscar_fax::OscarFax::new(
+                    cx.store.clone(),
+                    c,
+                    cx.id.clone(),
+                    cx.observers.clone(),
+                )),
+                SinkRun {
+                    concurrency: c.concurrency,
+                    order_by: OrderKey::None,
+                },
+            ),
+        }
+    }
+
     pub const TYPES: &'static [&'static str] = &["oscar_lab", "oscar_fax"];
 
     pub fn from_table(

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use serde::Deserialize;
 use tokio::task::JoinSet;
 use ulid::Ulid;
@@ -150,7 +149,7 @@ impl FolderConfig {
 }
 
 /// Called just before a file is released; fault-injection tests use it to "crash" there.
-pub type ReleaseHook = Arc<dyn Fn(&Path) -> BoxFuture<'static, ()> + Send + Sync>;
+pub use super::ReleaseHook;
 
 /// The source.
 pub struct FolderSource {

@@ -239,10 +239,32 @@ impl Classify for SourceError {
 /// crash would (nothing acknowledged, nothing recorded).
 pub type CrashHook = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// An input reader. See the module docs for the contract.
+/// An input reader of payload `T` (raw bytes for every kind but `ringcentral_fax`). See the
+/// module docs for the contract.
 #[async_trait]
-pub trait Source: Send {
-    async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError>;
+pub trait Source<T: Send + 'static = Raw>: Send {
+    async fn run(self: Box<Self>, cx: SourceContext<T>) -> Result<(), SourceError>;
+}
+
+/// Fault injection for tests: called with an input's path right before a source releases
+/// it (after its batch settled), as a crash at that point would interrupt.
+pub type ReleaseHook =
+    Arc<dyn Fn(&std::path::Path) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// A running source, by the payload it sends.
+pub enum BuiltSource {
+    Raw(Box<dyn Source<Raw>>),
+    Document(Box<dyn Source<crate::document::InboundDocument>>),
+}
+
+/// What a source configuration needs to build its running source.
+#[derive(Clone, Default)]
+pub struct SourceBuildContext {
+    /// Read what is there once and end (`replay`, `dlq retry`): folders in `once` mode,
+    /// polling sources after one poll.
+    pub one_shot: bool,
+    /// Called where a folder source is about to release an input (fault injection).
+    pub release_hook: Option<ReleaseHook>,
 }
 
 /// The closed set of source configurations.
@@ -287,6 +309,46 @@ impl SourceConfig {
 
     pub fn kind_name(&self) -> &'static str {
         self.type_name()
+    }
+
+    /// Builds the running source (its I/O starts when it runs).
+    pub fn build(&self, cx: &SourceBuildContext) -> Result<BuiltSource, SourceError> {
+        let polls = |n: bool| n.then_some(1);
+        Ok(match self {
+            SourceConfig::Folder(c) => {
+                let mut c = c.clone();
+                if cx.one_shot {
+                    c.mode = folder::FolderMode::Once;
+                }
+                BuiltSource::Raw(Box::new(folder::FolderSource::new(
+                    c,
+                    cx.release_hook.clone(),
+                )?))
+            }
+            SourceConfig::Mllp(c) => BuiltSource::Raw(Box::new(mllp::MllpSource::new(c.clone()))),
+            SourceConfig::Sftp(c) => BuiltSource::Raw(Box::new(sftp::SftpSource::new(c.clone())?)),
+            SourceConfig::IhaPoi(c) => {
+                let s = iha_poi::IhaPoiSource::new(c.clone());
+                BuiltSource::Raw(Box::new(match polls(cx.one_shot) {
+                    Some(n) => s.with_max_polls(n),
+                    None => s,
+                }))
+            }
+            SourceConfig::Excelleris(c) => {
+                let s = excelleris::ExcellerisSource::new(c.clone());
+                BuiltSource::Raw(Box::new(match polls(cx.one_shot) {
+                    Some(n) => s.with_max_polls(n),
+                    None => s,
+                }))
+            }
+            SourceConfig::RingCentralFax(c) => {
+                let s = ringcentral_fax::RingCentralFaxSource::new(c.clone());
+                BuiltSource::Document(Box::new(match polls(cx.one_shot) {
+                    Some(n) => s.with_max_polls(n),
+                    None => s,
+                }))
+            }
+        })
     }
 
     /// The outside input this source consumes (and releases: moves, deletes, acknowledges,

@@ -155,6 +155,13 @@ impl RingCentralFaxSource {
 
     /// Runs until shutdown (or `max_polls`).
     pub async fn run(self, cx: SourceContext<InboundDocument>) -> Result<(), SourceError> {
+        self.poll_until_stopped(cx).await
+    }
+
+    async fn poll_until_stopped(
+        self,
+        cx: SourceContext<InboundDocument>,
+    ) -> Result<(), SourceError> {
         let fatal = |detail: String| SourceError {
             kind: ErrorKind::Fatal,
             detail: format!("ringcentral_fax: {detail}"),
@@ -510,5 +517,12 @@ async fn save_checkpoint(
             .map_err(err)
         }
         Err(e) => Err(err(e)),
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Source<InboundDocument> for RingCentralFaxSource {
+    async fn run(self: Box<Self>, cx: SourceContext<InboundDocument>) -> Result<(), SourceError> {
+        (*self).poll_until_stopped(cx).await
     }
 }

@@ -16,10 +16,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::ack::AckToken;
-use crate::component::ProcessError;
+use crate::component::{BuildContext, ProcessError};
 use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
 use crate::dead_letter::ReasonCode;
-use crate::envelope::{Envelope, MessageId, Provenance};
+use crate::envelope::{Envelope, MessageId, Provenance, Raw};
+use crate::lab_file::LabFile;
 
 pub use match_patient::MatchPatientConfig;
 pub use parse_hl7::ParseHl7Config;
@@ -91,6 +92,12 @@ pub trait Stage<I: Send + Sync + 'static, O: Send + 'static>: Send + Sync {
     async fn process(&self, input: &Envelope<I>, out: &mut Emitter<O>) -> Result<(), ProcessError>;
 }
 
+/// A running stage, by the payloads it consumes and produces.
+pub enum BuiltStage {
+    RawToLabFile(Arc<dyn Stage<Raw, LabFile>>),
+    LabFileToLabFile(Arc<dyn Stage<LabFile, LabFile>>),
+}
+
 /// The closed set of stage configurations.
 #[derive(Debug, Clone)]
 pub enum StageConfig {
@@ -99,6 +106,18 @@ pub enum StageConfig {
 }
 
 impl StageConfig {
+    /// Builds the running stage.
+    pub fn build(&self, cx: &BuildContext) -> BuiltStage {
+        match self {
+            StageConfig::ParseHl7(c) => BuiltStage::RawToLabFile(Arc::new(
+                parse_hl7::ParseHl7::new(c.clone(), cx.id.clone(), cx.observers.clone()),
+            )),
+            StageConfig::MatchPatient(c) => BuiltStage::LabFileToLabFile(Arc::new(
+                match_patient::MatchPatient::new(cx.store.clone(), c),
+            )),
+        }
+    }
+
     pub const TYPES: &'static [&'static str] = &["parse_hl7", "match_patient"];
 
     pub fn from_table(

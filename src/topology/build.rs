@@ -13,24 +13,17 @@ use tokio::task::JoinSet;
 
 use crate::ack::InFlight;
 use crate::archive::{ArchiveHook, RawArchive};
+use crate::component::BuildContext;
 use crate::config::{ComponentKind, PipelineConfig, PortType};
 use crate::dead_letter::DeadLetterStore;
 use crate::document::InboundDocument;
 use crate::envelope::{Envelope, Raw};
-use crate::lab_file::{LabFile, OrderKey};
-use crate::sinks::oscar_fax::OscarFax;
-use crate::sinks::oscar_lab::OscarLab;
-use crate::sinks::{Sink, SinkConfig};
-use crate::sources::excelleris::ExcellerisSource;
-use crate::sources::folder::{FolderMode, FolderSource, ReleaseHook};
-use crate::sources::iha_poi::IhaPoiSource;
-use crate::sources::mllp::MllpSource;
-use crate::sources::ringcentral_fax::RingCentralFaxSource;
-use crate::sources::sftp::SftpSource;
-use crate::sources::{Outlet, Source, SourceConfig, SourceContext, SourceControl};
-use crate::stages::match_patient::MatchPatient;
-use crate::stages::parse_hl7::ParseHl7;
-use crate::stages::{Stage, StageConfig};
+use crate::lab_file::LabFile;
+use crate::sinks::BuiltSink;
+use crate::sources::{
+    BuiltSource, Outlet, ReleaseHook, Source, SourceBuildContext, SourceContext, SourceControl,
+};
+use crate::stages::BuiltStage;
 use crate::store::Store;
 use crate::telemetry::Observers;
 
@@ -44,9 +37,9 @@ pub type SourceOverride = Arc<std::sync::Mutex<Option<Box<dyn Source>>>>;
 /// Knobs for how a pipeline is built.
 #[derive(Clone, Default)]
 pub struct BuildOptions {
-    /// Force every folder source into one-shot mode (replay).
+    /// Run every source once (replay, re-drives): see `SourceBuildContext::one_shot`.
     pub one_shot: bool,
-    /// Fault-injection: called before a folder source releases a file.
+    /// Fault-injection: called before a source releases an input.
     pub release_hook: Option<ReleaseHook>,
     /// Extra observers (reports).
     pub observers: Observers,
@@ -236,40 +229,23 @@ pub fn build(
         observers: observers.clone(),
     };
 
+    let bcx = |id: &str| BuildContext {
+        id: Arc::from(id),
+        store: store.clone(),
+        observers: observers.clone(),
+    };
     for c in &cfg.sinks {
-        match (&c.config, rxs.remove(&c.id)) {
-            (SinkConfig::OscarFax(fc), Some(Rx::Doc(rx))) => {
-                bound += fc.concurrency + 1;
-                let sink: Arc<dyn Sink<InboundDocument>> = Arc::new(OscarFax::new(
-                    store.clone(),
-                    fc,
-                    Arc::from(c.id.as_str()),
-                    observers.clone(),
-                ));
-                tasks.spawn(run_sink(
-                    sink,
-                    rx,
-                    cx(&c.id, "oscar_fax"),
-                    fc.concurrency,
-                    OrderKey::None,
-                ));
+        let kind = c.config.type_name();
+        let run = match (c.config.build(&bcx(&c.id)), rxs.remove(&c.id)) {
+            (BuiltSink::LabFile(sink, run), Some(Rx::Lab(rx))) => {
+                let r = run_sink(sink, rx, cx(&c.id, kind), run.concurrency, run.order_by);
+                tasks.spawn(r);
+                run
             }
-            (SinkConfig::OscarLab(sc), Some(Rx::Lab(rx))) => {
-                // `concurrency` writes plus the one envelope waiting for a permit.
-                bound += sc.concurrency + 1;
-                let sink: Arc<dyn Sink<LabFile>> = Arc::new(OscarLab::new(
-                    store.clone(),
-                    sc,
-                    Arc::from(c.id.as_str()),
-                    observers.clone(),
-                ));
-                tasks.spawn(run_sink(
-                    sink,
-                    rx,
-                    cx(&c.id, "oscar_lab"),
-                    sc.concurrency,
-                    sc.order_by,
-                ));
+            (BuiltSink::Document(sink, run), Some(Rx::Doc(rx))) => {
+                let r = run_sink(sink, rx, cx(&c.id, kind), run.concurrency, run.order_by);
+                tasks.spawn(r);
+                run
             }
             _ => {
                 return Err(invalid(
@@ -277,27 +253,23 @@ pub fn build(
                     format!("sink `{}` is not wired to a matching input", c.id),
                 ))
             }
-        }
+        };
+        // `concurrency` writes plus the one envelope waiting for a permit.
+        bound += run.concurrency + 1;
     }
 
     for c in &cfg.stages {
         let rx = rxs.remove(&c.id);
         let tx = txs.remove(&c.id);
         let conc = c.config.concurrency();
+        let kind = c.config.type_name();
         bound += conc;
-        match (&c.config, rx, tx) {
-            (StageConfig::ParseHl7(pc), Some(Rx::Raw(rx)), Some(Tx::Lab(tx))) => {
-                let stage: Arc<dyn Stage<Raw, LabFile>> = Arc::new(ParseHl7::new(
-                    pc.clone(),
-                    Arc::from(c.id.as_str()),
-                    observers.clone(),
-                ));
-                tasks.spawn(run_stage(stage, rx, tx, cx(&c.id, "parse_hl7"), conc));
+        match (c.config.build(&bcx(&c.id)), rx, tx) {
+            (BuiltStage::RawToLabFile(stage), Some(Rx::Raw(rx)), Some(Tx::Lab(tx))) => {
+                tasks.spawn(run_stage(stage, rx, tx, cx(&c.id, kind), conc));
             }
-            (StageConfig::MatchPatient(mc), Some(Rx::Lab(rx)), Some(Tx::Lab(tx))) => {
-                let stage: Arc<dyn Stage<LabFile, LabFile>> =
-                    Arc::new(MatchPatient::new(store.clone(), mc));
-                tasks.spawn(run_stage(stage, rx, tx, cx(&c.id, "match_patient"), conc));
+            (BuiltStage::LabFileToLabFile(stage), Some(Rx::Lab(rx)), Some(Tx::Lab(tx))) => {
+                tasks.spawn(run_stage(stage, rx, tx, cx(&c.id, kind), conc));
             }
             _ => {
                 return Err(invalid(
@@ -321,79 +293,35 @@ pub fn build(
         control: control.clone(),
         archive,
     };
+    let scx = SourceBuildContext {
+        one_shot: opts.one_shot,
+        release_hook: opts.release_hook.clone(),
+    };
     for c in &cfg.sources {
-        let out = match txs.remove(&c.id) {
-            Some(Tx::Doc(out)) => {
-                let SourceConfig::RingCentralFax(fc) = &c.config else {
-                    return Err(invalid(
-                        cfg,
-                        format!("source `{}` does not send documents", c.id),
-                    ));
-                };
-                let s = RingCentralFaxSource::new(fc.clone());
-                let s = if opts.one_shot {
-                    s.with_max_polls(1)
-                } else {
-                    s
-                };
-                let scx = shared.context(&c.id, out);
-                spawn_source(&mut tasks, &c.id, s.run(scx));
-                continue;
-            }
-            other => other,
-        };
-        let Some(Tx::Raw(out)) = out else {
-            return Err(invalid(
-                cfg,
-                format!("source `{}` is not wired to a raw-bytes input", c.id),
-            ));
-        };
-        let source: Box<dyn Source> = match overridden.take() {
-            Some(s) => s,
+        let built = match overridden.take() {
+            Some(s) => BuiltSource::Raw(s),
             None if opts.source_override.is_some() => continue, // only one re-drive source
-            None => match &c.config {
-                SourceConfig::Folder(fc) => {
-                    let mut fc = fc.clone();
-                    if opts.one_shot {
-                        fc.mode = FolderMode::Once;
-                    }
-                    Box::new(
-                        FolderSource::new(fc, opts.release_hook.clone()).map_err(|e| {
-                            invalid(cfg, format!("source `{}`: {}", c.id, e.detail))
-                        })?,
-                    )
-                }
-                SourceConfig::Mllp(mc) => Box::new(MllpSource::new(mc.clone())),
-                SourceConfig::Sftp(sc) => Box::new(
-                    SftpSource::new(sc.clone())
-                        .map_err(|e| invalid(cfg, format!("source `{}`: {}", c.id, e.detail)))?,
-                ),
-                SourceConfig::IhaPoi(pc) => {
-                    let s = IhaPoiSource::new(pc.clone());
-                    Box::new(if opts.one_shot {
-                        s.with_max_polls(1)
-                    } else {
-                        s
-                    })
-                }
-                SourceConfig::RingCentralFax(_) => {
-                    return Err(invalid(
-                        cfg,
-                        format!("source `{}` is not wired to a document input", c.id),
-                    ))
-                }
-                SourceConfig::Excelleris(ec) => {
-                    let s = ExcellerisSource::new(ec.clone());
-                    Box::new(if opts.one_shot {
-                        s.with_max_polls(1)
-                    } else {
-                        s
-                    })
-                }
-            },
+            None => c
+                .config
+                .build(&scx)
+                .map_err(|e| invalid(cfg, format!("source `{}`: {}", c.id, e.detail)))?,
         };
-        let scx = shared.context(&c.id, out);
-        spawn_source(&mut tasks, &c.id, source.run(scx));
+        match (built, txs.remove(&c.id)) {
+            (BuiltSource::Raw(source), Some(Tx::Raw(out))) => {
+                let run = source.run(shared.context(&c.id, out));
+                spawn_source(&mut tasks, &c.id, run);
+            }
+            (BuiltSource::Document(source), Some(Tx::Doc(out))) => {
+                let run = source.run(shared.context(&c.id, out));
+                spawn_source(&mut tasks, &c.id, run);
+            }
+            _ => {
+                return Err(invalid(
+                    cfg,
+                    format!("source `{}` is not wired to a matching input", c.id),
+                ))
+            }
+        }
     }
     let status = Arc::new(PipelineStatus::new(
         cfg.name.clone(),

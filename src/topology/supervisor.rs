@@ -6,7 +6,7 @@
 //! - a file whose content did not change: its pipeline keeps running, untouched;
 //! - a changed file that is valid: only that pipeline restarts — it stops intake, drains
 //!   (within the grace period) and the new version starts. The old one is stopped *before*
-//!   the new one starts so that two versions never read the same drop folder or port;
+//!   the new one starts so that two versions never read the same input or port;
 //! - a changed file that is invalid: reported (log line and `/pipelines`) and the running
 //!   version kept; it is not read again until the file changes once more;
 //! - a removed file: its pipeline stops (drains);
