@@ -14,74 +14,23 @@
 //! (Expedius' IHA parsing finds no message in IHA's real responses and re-uses the first id
 //! for every ack; we parse the `message` elements themselves.)
 
-use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_spanned::Spanned;
 
 use super::pull::{
-    default_poll_interval, default_timeout, env_secret, get_bytes, https_client, load_tls_files,
-    run_schedule, validate_pull, yes, PollError, Round, Schedule, Tls,
+    env_secret, get_bytes, https_client, load_tls_files, run_schedule, PollError, Round, Schedule,
+    Tls,
 };
 use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::BatchNotifier;
-use crate::config::deserialize_duration;
 use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
 use crate::error::ErrorKind;
-use crate::hl7::lab::LabType;
 use crate::telemetry::Event;
 
-/// `[sources.<id>] type = "iha_poi"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct IhaPoiConfig {
-    /// The `interface.aspx` address.
-    pub url: String,
-    pub user_env: Spanned<String>,
-    pub password_env: Spanned<String>,
-    /// PEM bundle of CAs to trust instead of the system roots.
-    #[serde(default)]
-    pub trust_store: Option<PathBuf>,
-    #[serde(
-        default = "default_poll_interval",
-        deserialize_with = "deserialize_duration"
-    )]
-    pub poll_interval: Duration,
-    #[serde(default)]
-    pub times_of_day: Vec<String>,
-    /// Acknowledge committed messages (`false`: never, for testing).
-    #[serde(default = "yes")]
-    pub acknowledge: bool,
-    #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
-    pub timeout: Duration,
-    /// OSCAR's lab type of every message this source delivers: the feed is Interior
-    /// Health's POI, so `IHAPOI` (Expedius' `IHA`) whatever a message's MSH-3 says, unless
-    /// set otherwise here.
-    #[serde(default = "ihapoi")]
-    pub lab_type: LabType,
-}
-
-fn ihapoi() -> LabType {
-    LabType::IhaPoi
-}
-
-impl IhaPoiConfig {
-    pub(crate) fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
-        validate_pull(&self.url, self.poll_interval, &self.times_of_day)
-    }
-
-    pub(crate) fn env_refs(&self) -> Vec<(&'static str, &Spanned<String>)> {
-        vec![
-            ("user_env", &self.user_env),
-            ("password_env", &self.password_env),
-        ]
-    }
-}
+mod config;
+pub use config::*;
 
 /// One `<message>` of a POI response: its id and its HL7 text.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,6 @@
 //! database error is transient (the runner retries the whole file).
 
 use async_trait::async_trait;
-use serde::Deserialize;
 
 use super::{Emitter, Stage};
 use crate::component::ProcessError;
@@ -12,29 +11,8 @@ use crate::lab_file::LabFile;
 use crate::oscar::matching::{match_patient, MatchSettings};
 use crate::store::Store;
 
-/// `[stages.<id>] type = "match_patient"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MatchPatientConfig {
-    /// OSCAR's `LAB_NOMATCH_NAMES` (default true): names are not compared. When false, the
-    /// initials of last and first name must match as well.
-    pub nomatch_names: bool,
-    /// OSCAR 19's relaxation: charts whose sex is neither F nor M match any lab sex.
-    pub relax_sex_for_non_binary: bool,
-    /// Parallel match calls.
-    pub concurrency: usize,
-}
-
-impl Default for MatchPatientConfig {
-    fn default() -> Self {
-        let s = MatchSettings::default();
-        Self {
-            nomatch_names: s.nomatch_names,
-            relax_sex_for_non_binary: s.relax_sex_for_non_binary,
-            concurrency: 2,
-        }
-    }
-}
+mod config;
+pub use config::*;
 
 /// The stage.
 pub struct MatchPatient {

@@ -6,51 +6,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 
 use super::Sink;
 use crate::component::ProcessError;
 use crate::envelope::Envelope;
-use crate::lab_file::{LabFile, OrderKey};
+use crate::lab_file::LabFile;
 use crate::oscar::charset::{NarrowColumns, LAB_TABLES};
-use crate::oscar::import::{import_file, ImportOptions, ImportOutcome, Overflow};
+use crate::oscar::import::{import_file, ImportOptions, ImportOutcome};
 use crate::oscar::info::ColumnWidths;
 use crate::oscar::{resolve_flavour, Flavour, FlavourSetting};
 use crate::store::Store;
 use crate::telemetry::{Event, LabDetail, MetricName, Observers};
 
-/// `[sinks.<id>] type = "oscar_lab"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct OscarLabConfig {
-    /// `hl7TextMessage.serviceName`.
-    pub service_name: String,
-    /// `fileUploadCheck.provider_no` (OSCAR uses `'0'` for automated uploads).
-    pub upload_provider_no: String,
-    /// Which OSCAR reads the database: `open_o`, `oscar19`, or `auto` (read from the
-    /// schema on first use: Open-O has `document.report_media`).
-    pub oscar_flavour: FlavourSetting,
-    /// Files committed in parallel (different ordering keys only).
-    pub concurrency: usize,
-    /// Files sharing this key are committed in arrival order.
-    pub order_by: OrderKey,
-    /// A value longer than its OSCAR column: `truncate` (with a warning naming the column)
-    /// or `reject` (the file goes to the dead-letter store).
-    pub on_overflow: Overflow,
-}
-
-impl Default for OscarLabConfig {
-    fn default() -> Self {
-        Self {
-            service_name: "oscarflow".into(),
-            upload_provider_no: "0".into(),
-            oscar_flavour: FlavourSetting::Auto,
-            concurrency: 4,
-            order_by: OrderKey::Accession,
-            on_overflow: Overflow::Truncate,
-        }
-    }
-}
+mod config;
+pub use config::*;
 
 /// The sink.
 pub struct OscarLab {
