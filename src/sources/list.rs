@@ -6,14 +6,13 @@
 //! settled; it releases nothing (replays leave their files alone).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Source, SourceContext, SourceError};
 use crate::ack::BatchNotifier;
-use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
+use crate::envelope::{sha256, Envelope, Origin, Raw};
 use crate::telemetry::Event;
 
 /// The `source_kind` of a dead letter's re-drive (`oscarflow dlq retry`).
@@ -112,19 +111,9 @@ impl Source for ListSource {
                     attempt,
                 } => (origin, name, bytes, attempt),
             };
-            let prov = Arc::new(Provenance {
-                pipeline: cx.pipeline.clone(),
-                source: cx.id.clone(),
-                source_kind: Arc::from(self.kind),
-                origin,
-                received_at: time::OffsetDateTime::now_utc(),
-                attempt,
-                content_sha256: sha256(&bytes),
-            });
-            cx.observers.emit(Event::Received {
-                prov: &prov,
-                bytes: bytes.len(),
-            });
+            let prov = cx
+                .stamp(self.kind)
+                .delivered(origin, sha256(&bytes), bytes.len(), attempt);
             let (notifier, receiver) = BatchNotifier::new(Some(cx.in_flight.clone()));
             let env = Envelope::new(prov.clone(), Raw::new(bytes, name), notifier.token());
             drop(notifier);

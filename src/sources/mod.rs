@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::ack::InFlight;
 use crate::archive::{Archivable, ArchiveError, ArchiveHook};
 use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
-use crate::envelope::{Envelope, Raw};
+use crate::envelope::{Envelope, Origin, Provenance, Raw};
 use crate::error::{Classify, ErrorKind};
 use crate::shutdown::Shutdown;
 use crate::telemetry::Observers;
@@ -51,6 +51,71 @@ pub struct SourceContext<T = Raw> {
     pub observers: Observers,
     /// The pipeline's database (sources that keep state: MLLP answers, checkpoints).
     pub store: crate::store::Store,
+}
+
+impl<T> SourceContext<T> {
+    /// The provenance stamp of this source's inputs (`kind` is its type name).
+    pub fn stamp(&self, kind: &'static str) -> Stamp {
+        Stamp {
+            pipeline: self.pipeline.clone(),
+            source: self.id.clone(),
+            kind: Arc::from(kind),
+            observers: self.observers.clone(),
+        }
+    }
+}
+
+/// Stamps every input of one source with its provenance and reports its receipt (the
+/// `received` event: a log line and `oscarflow_inputs_received_total`), so that no source
+/// writes that code itself.
+#[derive(Clone)]
+pub struct Stamp {
+    pipeline: Arc<str>,
+    source: Arc<str>,
+    kind: Arc<str>,
+    observers: Observers,
+}
+
+impl Stamp {
+    /// The provenance of one input received now (first delivery), reported as received.
+    /// `content` is what its hash covers; `bytes` its size.
+    pub fn received(&self, origin: Origin, content: &[u8], bytes: usize) -> Arc<Provenance> {
+        self.received_hashed(origin, crate::envelope::sha256(content), bytes)
+    }
+
+    /// As [`Stamp::received`], with the content hash computed by the source (a file hashed
+    /// while it was spooled).
+    pub fn received_hashed(
+        &self,
+        origin: Origin,
+        content_sha256: [u8; 32],
+        bytes: usize,
+    ) -> Arc<Provenance> {
+        self.delivered(origin, content_sha256, bytes, 1)
+    }
+
+    /// As [`Stamp::received_hashed`], for a delivery that is not the first (`attempt`: a
+    /// re-drive from the dead-letter store counts up).
+    pub fn delivered(
+        &self,
+        origin: Origin,
+        content_sha256: [u8; 32],
+        bytes: usize,
+        attempt: u32,
+    ) -> Arc<Provenance> {
+        let prov = Arc::new(Provenance {
+            pipeline: self.pipeline.clone(),
+            source: self.source.clone(),
+            source_kind: self.kind.clone(),
+            origin,
+            received_at: time::OffsetDateTime::now_utc(),
+            attempt,
+            content_sha256,
+        });
+        self.observers
+            .emit(crate::telemetry::Event::Received { prov: &prov, bytes });
+        prov
+    }
 }
 
 /// Run-time controls of one pipeline's sources, driven by the daemon's control API:

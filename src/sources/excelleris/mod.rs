@@ -32,8 +32,6 @@
 //! raw); a failed fetch is an error, not "no content"; a stale success never triggers an ack
 //! (Expedius acks on a later empty run after one successful import).
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -43,7 +41,7 @@ use super::pull::{
 };
 use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::BatchNotifier;
-use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
+use crate::envelope::{Envelope, Origin, Raw};
 use crate::error::ErrorKind;
 use crate::telemetry::Event;
 
@@ -264,23 +262,15 @@ impl ExcellerisSource {
         let total = all.len() as u32;
         for (index, raw) in all {
             let wrapped = wrap_message(&raw);
-            let prov = Arc::new(Provenance {
-                pipeline: cx.pipeline.clone(),
-                source: cx.id.clone(),
-                source_kind: Arc::from("excelleris"),
-                origin: Origin::Pull {
+            let prov = cx.stamp("excelleris").received(
+                Origin::Pull {
                     host: host.to_string(),
                     batch: batch.clone(),
                     index,
                 },
-                received_at: time::OffsetDateTime::now_utc(),
-                attempt: 1,
-                content_sha256: sha256(&wrapped),
-            });
-            cx.observers.emit(Event::Received {
-                prov: &prov,
-                bytes: wrapped.len(),
-            });
+                &wrapped,
+                wrapped.len(),
+            );
             let env = Envelope::new(
                 prov.clone(),
                 Raw {

@@ -28,7 +28,7 @@ use ulid::Ulid;
 
 use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::{BatchNotifier, BatchStatus};
-use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
+use crate::envelope::{Envelope, Origin, Raw};
 use crate::error::ErrorKind;
 use crate::telemetry::Event;
 
@@ -185,8 +185,9 @@ async fn release(cfg: &FolderConfig, path: &Path) -> std::io::Result<bool> {
 #[async_trait]
 impl Source for FolderSource {
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
+        let provenance = cx.stamp("folder");
         let SourceContext {
-            pipeline,
+            pipeline: _,
             id,
             out,
             mut shutdown,
@@ -285,24 +286,13 @@ impl Source for FolderSource {
                     }
                     continue;
                 }
-                let prov = Arc::new(Provenance {
-                    pipeline: pipeline.clone(),
-                    source: id.clone(),
-                    source_kind: Arc::from("folder"),
-                    origin: Origin::File { path: path.clone() },
-                    received_at: time::OffsetDateTime::now_utc(),
-                    attempt: 1,
-                    content_sha256: sha256(&bytes),
-                });
+                let prov =
+                    provenance.received(Origin::File { path: path.clone() }, &bytes, bytes.len());
                 let (notifier, receiver) = BatchNotifier::new(Some(in_flight.clone()));
                 let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                observers.emit(Event::Received {
-                    prov: &prov,
-                    bytes: bytes.len(),
-                });
                 let env = Envelope::new(prov.clone(), Raw::new(bytes, name), notifier.token());
                 drop(notifier);
                 if let Ok(mut st) = state.lock() {

@@ -14,8 +14,6 @@
 //! (Expedius' IHA parsing finds no message in IHA's real responses and re-uses the first id
 //! for every ack; we parse the `message` elements themselves.)
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -25,7 +23,7 @@ use super::pull::{
 };
 use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::BatchNotifier;
-use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
+use crate::envelope::{Envelope, Origin, Raw};
 use crate::error::ErrorKind;
 use crate::telemetry::Event;
 
@@ -176,23 +174,15 @@ impl IhaPoiSource {
         let batch = ulid::Ulid::new().to_string();
         let mut waits = Vec::new();
         for (index, m) in messages.iter().enumerate() {
-            let prov = Arc::new(Provenance {
-                pipeline: cx.pipeline.clone(),
-                source: cx.id.clone(),
-                source_kind: Arc::from("iha_poi"),
-                origin: Origin::Pull {
+            let prov = cx.stamp("iha_poi").received(
+                Origin::Pull {
                     host: host.clone(),
                     batch: batch.clone(),
                     index: index as u32,
                 },
-                received_at: time::OffsetDateTime::now_utc(),
-                attempt: 1,
-                content_sha256: sha256(&m.body),
-            });
-            cx.observers.emit(Event::Received {
-                prov: &prov,
-                bytes: m.body.len(),
-            });
+                &m.body,
+                m.body.len(),
+            );
             let (notifier, receiver) = BatchNotifier::new(Some(cx.in_flight.clone()));
             let env = Envelope::new(
                 prov.clone(),

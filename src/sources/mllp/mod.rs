@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::{BatchNotifier, BatchStatus, InFlight};
 use crate::dead_letter::ReasonCode;
-use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
+use crate::envelope::{sha256, Envelope, Origin, Raw};
 use crate::error::ErrorKind;
 use crate::hl7::ack::{build_ack, AckCode, AckMode};
 use crate::hl7::Message;
@@ -376,6 +376,7 @@ struct Conn {
     out: super::Outlet<Raw>,
     in_flight: Arc<InFlight>,
     observers: Observers,
+    stamp: super::Stamp,
     store: Store,
     cfg: MllpConfig,
     crash_before_answer: Option<CrashHook>,
@@ -423,6 +424,7 @@ impl Source for MllpSource {
             out: cx.out.clone(),
             in_flight: cx.in_flight.clone(),
             observers: cx.observers.clone(),
+            stamp: cx.stamp("mllp"),
             store: cx.store.clone(),
             cfg: self.cfg.clone(),
             crash_before_answer: self.crash_before_answer.clone(),
@@ -551,22 +553,14 @@ async fn handle(c: &Conn, raw: Bytes, peer: SocketAddr) -> Option<Answer> {
             }
         }
     }
-    let prov = Arc::new(Provenance {
-        pipeline: c.pipeline.clone(),
-        source: c.id.clone(),
-        source_kind: Arc::from("mllp"),
-        origin: Origin::Mllp {
+    let prov = c.stamp.received_hashed(
+        Origin::Mllp {
             peer: peer.to_string(),
             control_id: ident.as_ref().map(|i| i.1.clone()).unwrap_or_default(),
         },
-        received_at: time::OffsetDateTime::now_utc(),
-        attempt: 1,
-        content_sha256: digest,
-    });
-    c.observers.emit(Event::Received {
-        prov: &prov,
-        bytes: raw.len(),
-    });
+        digest,
+        raw.len(),
+    );
     let (notifier, receiver) = BatchNotifier::new(Some(c.in_flight.clone()));
     let env = Envelope::new(
         prov.clone(),

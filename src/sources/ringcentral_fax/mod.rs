@@ -239,21 +239,13 @@ impl RingCentralFaxSource {
         } else {
             "pdf"
         };
-        let prov = Arc::new(Provenance {
-            pipeline: cx.pipeline.clone(),
-            source: cx.id.clone(),
-            source_kind: Arc::from("ringcentral_fax"),
-            origin: Origin::Fax {
+        let prov = cx.stamp("ringcentral_fax").received_hashed(
+            Origin::Fax {
                 message_id: r.id.to_string(),
             },
-            received_at: OffsetDateTime::now_utc(),
-            attempt: 1,
-            content_sha256: sha,
-        });
-        cx.observers.emit(Event::Received {
-            prov: &prov,
-            bytes: size as usize,
-        });
+            sha,
+            size as usize,
+        );
         let doc = InboundDocument {
             file,
             size,

@@ -504,22 +504,14 @@ impl SftpSource {
                 Ok(b) => Bytes::from(b),
                 Err(e) => return Err(SftpError(format!("spool: {e}"))),
             };
-            let prov = Arc::new(Provenance {
-                pipeline: cx.pipeline.clone(),
-                source: cx.id.clone(),
-                source_kind: Arc::from("sftp"),
-                origin: Origin::Sftp {
+            let prov = cx.stamp("sftp").received(
+                Origin::Sftp {
                     host: format!("{}:{}", cfg.host, cfg.port),
                     path: f.path.clone(),
                 },
-                received_at: time::OffsetDateTime::now_utc(),
-                attempt: 1,
-                content_sha256: sha256(&bytes),
-            });
-            cx.observers.emit(Event::Received {
-                prov: &prov,
-                bytes: bytes.len(),
-            });
+                &bytes,
+                bytes.len(),
+            );
             let (notifier, receiver) = BatchNotifier::new(Some(cx.in_flight.clone()));
             let name = Path::new(&f.path)
                 .file_name()
