@@ -15,9 +15,9 @@
 //! | [`config`] | pipeline files (parse → validate → build) and `oscarflow.toml` |
 //! | [`topology`] | building and running pipelines: bounded channels, runners, supervisor |
 //! | [`shutdown`], [`retry`] | the stop signal every task watches; backoff with jitter (used by the runners, the archive and the clients) |
-//! | [`sources`] | `Source` trait and kinds (`folder`, `mllp`, `sftp`, `excelleris`, `iha_poi`, `ringcentral_fax`) |
-//! | [`stages`] | `Stage` trait and kinds (`parse_hl7`, `match_patient`) |
-//! | [`sinks`] | `Sink` trait and kinds (`oscar_lab`, `oscar_fax`) |
+//! | [`sources`] | `Source<T>` trait, `SourceConfig` (the closed set) and one folder per kind (`folder`, `mllp`, `sftp`, `excelleris`, `iha_poi`, `ringcentral_fax`), each `config.rs` + the component; the shared outlet and provenance stamp |
+//! | [`stages`] | `Stage<I, O>` trait, `StageConfig` and one folder per kind (`parse_hl7`, `match_patient`) |
+//! | [`sinks`] | `Sink<T>` trait, `SinkConfig` and one folder per kind (`oscar_lab`, `oscar_fax`) |
 //! | [`dead_letter`] | the dead-letter store and its reason codes |
 //! | [`http`] | the daemon's ops endpoint: `/healthz`, `/readyz`, `/metrics` |
 //! | [`hl7`] | HL7 v2 framing, parsing, escapes, lab model (pure: no I/O) |
@@ -29,6 +29,12 @@
 //! | [`store`] | the database (MariaDB or embedded SQLite), migrations |
 //! | [`telemetry`] | events → logs and metrics |
 //! | [`cli`] | the `oscarflow` commands |
+//!
+//! Each component's config builds the running component (`SourceConfig::build`,
+//! `StageConfig::build`, `SinkConfig::build`, given a context), returning it by the payload
+//! it carries; [`topology`] wires channels and runners by payload and names no component.
+//! Adding a source touches its folder under `src/sources/`, one variant of `SourceConfig`
+//! (with its `build`, `from_table` and `consumes` arms), an example pipeline and a fixture.
 
 pub mod ack;
 pub mod archive;

@@ -7,7 +7,13 @@
 //! is kept and re-delivered later. `run` returns when the input is exhausted (one-shot) or the
 //! shutdown signal fired, after the batches it started have settled or the channel closed.
 //! Kinds: `folder`, `mllp`, `excelleris`, `iha_poi`, `sftp` (raw bytes), `ringcentral_fax`
-//! (received faxes, spooled to disk: [`crate::document::InboundDocument`]).
+//! (received faxes, spooled to disk: [`crate::document::InboundDocument`]), each in its own
+//! folder: `config.rs` (the serde config and its pure `validate`) and the component.
+//! [`SourceConfig::build`] makes the running source ([`BuiltSource`], by payload); every
+//! source stamps its inputs through [`SourceContext::stamp`] (provenance + the `received`
+//! event) and sends them through its [`Outlet`] (pause, archive, backpressure), so none
+//! writes that code itself. [`SourceConfig::consumes`] names the outside input a source
+//! releases, for `check`'s conflict report.
 
 pub mod excelleris;
 pub mod folder;
