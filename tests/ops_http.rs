@@ -294,6 +294,48 @@ fn lab_stays(dir: &Path, i: usize, secs: u64) -> bool {
     f.exists()
 }
 
+/// A pipeline file added beside a running one that reads the same folder is not taken:
+/// two consumers of one inbox would release each other's files. It is listed under
+/// `rejected` with the reason; the running pipeline goes on.
+#[test]
+fn a_second_pipeline_on_a_running_pipelines_folder_is_rejected_and_the_first_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let child = daemon(dir, &format!("127.0.0.1:{port}"), &[], "");
+    wait_for(|| pipeline(port, "labs"));
+    std::fs::write(
+        dir.join("pipelines/second.toml"),
+        folder_pipeline("second", &dir.join("inbox")),
+    )
+    .unwrap();
+    let rejected = wait_for(|| {
+        let r = pipelines(port)["rejected"].as_array()?.clone();
+        (!r.is_empty()).then_some(r)
+    });
+    let names: Vec<String> = pipelines(port)["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    let took = lab_is_taken(&dir.join("inbox"), 1);
+    let (code, _) = stop(child);
+    assert_eq!(code, Some(0));
+    let problem = rejected[0]["problem"].as_str().unwrap_or_default();
+    println!("conflicting pipeline rejected: {problem}");
+    assert!(rejected[0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("second.toml"));
+    assert!(
+        problem.contains("reads the same folder as labs.sources.inbox"),
+        "{problem}"
+    );
+    assert_eq!(names, vec!["labs".to_string()]);
+    assert!(took, "the running pipeline still imports");
+}
+
 #[test]
 fn editing_a_pipeline_file_restarts_only_that_pipeline_and_a_broken_edit_keeps_the_running_one() {
     let tmp = tempfile::tempdir().unwrap();

@@ -222,6 +222,24 @@ impl Supervisor {
                 self.registry.set_rejected(&f, Some(why));
                 continue;
             }
+            // Two pipelines on one input would release each other's inputs: the file that
+            // comes later is not taken while the other runs.
+            let mut with_others: Vec<PipelineConfig> = self
+                .running
+                .iter()
+                .filter(|(p, _)| **p != f)
+                .map(|(_, s)| s.cfg.clone())
+                .collect();
+            with_others.push(cfg.clone());
+            if let Some(d) = crate::config::conflicts(&with_others)
+                .into_iter()
+                .find(|d| d.path == f)
+            {
+                let why = d.to_string();
+                tracing::error!(file = %f.display(), problem = %why, "Pipeline file not taken.");
+                self.registry.set_rejected(&f, Some(why));
+                continue;
+            }
             self.registry.set_rejected(&f, None);
             let previous = self.running.remove(&f);
             // A paused pipeline stays paused across its restart: the operator resumes it.
