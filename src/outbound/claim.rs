@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::error::describe_sqlx;
+use super::{OutboundError, OutboundReason};
+use crate::error::{classify_sqlx, describe_sqlx};
 use crate::ringcentral::RcConfig;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -36,16 +37,19 @@ pub(crate) async fn run_rounds<R, F, Fut>(
     done: impl Fn(&R),
 ) where
     F: FnMut(Shutdown) -> Fut,
-    Fut: std::future::Future<Output = Result<R, String>>,
+    Fut: std::future::Future<Output = Result<R, OutboundError>>,
 {
     loop {
         match round(shutdown.clone()).await {
             Ok(r) => done(&r),
             Err(e) => {
-                tracing::error!(worker, error = %e, "Round failed; trying again at the next round.");
+                tracing::error!(worker, reason = e.reason.as_str(), kind = ?e.kind, error = %e, "Round failed; trying again at the next round.");
                 counter(
                     MetricName::OutboundRoundFailures,
-                    &[("worker", worker.to_string())],
+                    &[
+                        ("worker", worker.to_string()),
+                        ("reason", e.reason.as_str().to_string()),
+                    ],
                     1,
                 );
             }
@@ -130,9 +134,14 @@ impl ClaimTable {
     }
 }
 
-/// A PHI-free database error text with its context.
-pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> String {
-    move |e| format!("{context}: {}", describe_sqlx(&e))
+/// A database error with its context, classified (a lost connection is transient), its
+/// text PHI-free.
+pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> OutboundError {
+    move |e| OutboundError {
+        kind: classify_sqlx(&e),
+        reason: OutboundReason::Database,
+        detail: format!("{context}: {}", describe_sqlx(&e)),
+    }
 }
 
 pub(crate) fn unix_now() -> i64 {

@@ -35,6 +35,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use super::claim::{check_worker, cut, db, owner_id, rfc3339, run_rounds, unix_now, ClaimTable};
+use super::OutboundError;
 use crate::config::deserialize_duration;
 use crate::error::ErrorKind;
 use crate::oscar::fax::is_fax_line;
@@ -132,16 +133,17 @@ pub struct FaxOutbox {
 }
 
 impl FaxOutbox {
-    pub fn new(cfg: FaxOutboxConfig, store: Store) -> Result<Self, String> {
+    pub fn new(cfg: FaxOutboxConfig, store: Store) -> Result<Self, OutboundError> {
         let problems = cfg.validate();
         if !problems.is_empty() {
-            return Err(format!(
+            return Err(OutboundError::config(format!(
                 "fax_outbox `{}`: {}",
                 cfg.name,
                 problems.join("; ")
-            ));
+            )));
         }
-        let client = RcClient::new(cfg.ringcentral.clone()).map_err(|e| e.detail)?;
+        let client =
+            RcClient::new(cfg.ringcentral.clone()).map_err(|e| OutboundError::config(e.detail))?;
         Ok(Self {
             owner: owner_id(&cfg.name),
             cfg,
@@ -187,14 +189,14 @@ impl FaxOutbox {
 
     /// One round: settle what is unknown, claim new faxes, send what this worker owns, poll
     /// the status of what RingCentral accepted.
-    pub async fn round(&self) -> Result<RoundReport, String> {
+    pub async fn round(&self) -> Result<RoundReport, OutboundError> {
         self.round_until(None).await
     }
 
     /// [`Self::round`], stopping between faxes once `stop` fires (what is claimed and not
     /// sent stays claimed by this worker and is resumed by the next round or, after
     /// `claim_timeout`, by another worker).
-    pub async fn round_until(&self, stop: Option<&Shutdown>) -> Result<RoundReport, String> {
+    pub async fn round_until(&self, stop: Option<&Shutdown>) -> Result<RoundReport, OutboundError> {
         let mut report = RoundReport::default();
         self.take_over_stale().await?;
         self.settle_unknown(&mut report).await?;
@@ -216,7 +218,7 @@ impl FaxOutbox {
             match self.send_one(&c, &mut report).await {
                 Ok(()) => {}
                 // Credentials refused: nothing else will work this round.
-                Err(e) if e.kind == ErrorKind::Fatal => return Err(e.detail),
+                Err(e) if e.kind == ErrorKind::Fatal => return Err(OutboundError::ringcentral(&e)),
                 Err(_) => {}
             }
         }
@@ -232,7 +234,7 @@ impl FaxOutbox {
 
     /// Claims older than `claim_timeout` whose owner did not finish: taken over (and first
     /// looked up in RingCentral, since the owner may have sent them).
-    async fn take_over_stale(&self) -> Result<(), String> {
+    async fn take_over_stale(&self) -> Result<(), OutboundError> {
         let limit = unix_now() - self.cfg.claim_timeout.as_secs() as i64;
         let stale: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT fax_id, owner, claimed_unix FROM oscarflow_fax_outbound WHERE state IN ('sending', 'unknown') AND owner <> ? AND claimed_unix < ?",
@@ -263,7 +265,7 @@ impl FaxOutbox {
 
     /// Faxes whose send broke off in transit: found in RingCentral → adopted; not found
     /// (after `unknown_settle_after`) → sent again.
-    async fn settle_unknown(&self, report: &mut RoundReport) -> Result<(), String> {
+    async fn settle_unknown(&self, report: &mut RoundReport) -> Result<(), OutboundError> {
         let settle_before = unix_now() - self.cfg.unknown_settle_after.as_secs() as i64;
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT fax_id, ref_name, first_claimed_unix FROM oscarflow_fax_outbound WHERE state = 'unknown' AND owner = ?",
@@ -304,7 +306,7 @@ impl FaxOutbox {
 
     /// Claims up to `batch` waiting faxes of the line: new ones, and ones OSCAR queued again
     /// after we sent or failed them (a user's resend).
-    async fn claim(&self) -> Result<u32, String> {
+    async fn claim(&self) -> Result<u32, OutboundError> {
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT f.id FROM faxes f WHERE f.status = 'WAITING' AND f.faxline = ? AND f.jobId IS NULL AND NOT EXISTS (SELECT 1 FROM oscarflow_fax_outbound o WHERE o.fax_id = f.id) ORDER BY f.id LIMIT ?",
         )
@@ -362,7 +364,7 @@ impl FaxOutbox {
         Ok(n)
     }
 
-    async fn owned_to_send(&self) -> Result<Vec<Claimed>, String> {
+    async fn owned_to_send(&self) -> Result<Vec<Claimed>, OutboundError> {
         let rows: Vec<(i64, i64, String)> = sqlx::query_as(
             "SELECT fax_id, attempts, ref_name FROM oscarflow_fax_outbound WHERE state = 'sending' AND owner = ? ORDER BY fax_id",
         )
@@ -381,11 +383,11 @@ impl FaxOutbox {
     }
 
     async fn send_one(&self, c: &Claimed, report: &mut RoundReport) -> Result<(), RcError> {
-        let local = |kind, detail: String| RcError {
+        let local = |kind, e: OutboundError| RcError {
             kind,
             status: None,
             code: None,
-            detail,
+            detail: e.detail,
             ambiguous: false,
         };
         let row = sqlx::query("SELECT filename, destination, document FROM faxes WHERE id = ?")
@@ -431,7 +433,7 @@ impl FaxOutbox {
         {
             Ok(d) => d,
             Err(reason) => {
-                self.fail(c.fax_id, &reason, report)
+                self.fail(c.fax_id, &reason.detail, report)
                     .await
                     .map_err(|e| local(ErrorKind::Transient, e))?;
                 return Ok(());
@@ -517,7 +519,7 @@ impl FaxOutbox {
     }
 
     /// RingCentral accepted the fax: our row `queued` with its message id, OSCAR's `SENT`.
-    async fn accepted(&self, fax_id: i64, m: &FaxMessage) -> Result<(), String> {
+    async fn accepted(&self, fax_id: i64, m: &FaxMessage) -> Result<(), OutboundError> {
         let mut tx = self.store.pool.begin().await.map_err(db("begin"))?;
         sqlx::query("UPDATE oscarflow_fax_outbound SET state = 'queued', rc_message_id = ?, last_error = NULL, updated_at = ? WHERE fax_id = ?")
             .bind(m.id)
@@ -542,7 +544,7 @@ impl FaxOutbox {
         fax_id: i64,
         reason: &str,
         report: &mut RoundReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutboundError> {
         let mut tx = self.store.pool.begin().await.map_err(db("begin"))?;
         sqlx::query("UPDATE oscarflow_fax_outbound SET state = 'failed', last_error = ?, updated_at = ? WHERE fax_id = ?")
             .bind(cut(reason, 255))
@@ -563,7 +565,12 @@ impl FaxOutbox {
         Ok(())
     }
 
-    async fn set_state(&self, fax_id: i64, state: &str, error: Option<&str>) -> Result<(), String> {
+    async fn set_state(
+        &self,
+        fax_id: i64,
+        state: &str,
+        error: Option<&str>,
+    ) -> Result<(), OutboundError> {
         sqlx::query("UPDATE oscarflow_fax_outbound SET state = ?, last_error = ?, updated_at = ? WHERE fax_id = ?")
             .bind(state)
             .bind(error)
@@ -576,7 +583,7 @@ impl FaxOutbox {
     }
 
     /// Reads the status of every accepted fax (any owner's: updates are idempotent).
-    async fn poll_statuses(&self, report: &mut RoundReport) -> Result<(), String> {
+    async fn poll_statuses(&self, report: &mut RoundReport) -> Result<(), OutboundError> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT fax_id, rc_message_id FROM oscarflow_fax_outbound WHERE state = 'queued' AND rc_message_id IS NOT NULL ORDER BY updated_at, fax_id",
         )
@@ -586,7 +593,7 @@ impl FaxOutbox {
         for (fax_id, message_id) in rows {
             let m = match get_message(&self.client, message_id).await {
                 Ok(m) => m,
-                Err(e) if e.kind == ErrorKind::Fatal => return Err(e.detail),
+                Err(e) if e.kind == ErrorKind::Fatal => return Err(OutboundError::ringcentral(&e)),
                 Err(e) => {
                     tracing::warn!(outbox = %self.cfg.name, fax_id, error = %e, "Could not read a fax's status; trying again next round.");
                     continue;
@@ -638,7 +645,7 @@ async fn load_document(
     document_dir: &Path,
     filename: Option<&str>,
     base64_doc: Option<&[u8]>,
-) -> Result<Document, String> {
+) -> Result<Document, OutboundError> {
     let name = filename.unwrap_or("").trim();
     let base = name.rsplit(['/', '\\']).next().unwrap_or("").to_string();
     let mut candidates = Vec::new();
@@ -651,7 +658,7 @@ async fn load_document(
     for p in candidates {
         if let Ok(bytes) = tokio::fs::read(&p).await {
             if bytes.is_empty() {
-                return Err("the fax's document is empty".into());
+                return Err(OutboundError::document("the fax's document is empty"));
             }
             return Ok(Document {
                 content_type: content_type_of(&base),
@@ -680,10 +687,14 @@ async fn load_document(
                 },
                 bytes: Bytes::from(bytes),
             }),
-            _ => Err("the fax's document column is not valid Base64".into()),
+            _ => Err(OutboundError::document(
+                "the fax's document column is not valid Base64",
+            )),
         };
     }
-    Err("the fax's document was not found (file name, DOCUMENT_DIR, document column)".into())
+    Err(OutboundError::document(
+        "the fax's document was not found (file name, DOCUMENT_DIR, document column)",
+    ))
 }
 
 fn content_type_of(name: &str) -> String {
@@ -751,7 +762,12 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(e.contains("Base64"));
+        assert!(e.detail.contains("Base64"));
+        // A document that cannot be sent is the fax's fault: it ends in ERROR, no retry.
+        assert_eq!(
+            (e.kind, e.reason),
+            (ErrorKind::Data, crate::outbound::OutboundReason::Document)
+        );
         assert!(load_document(dir.path(), None, None).await.is_err());
     }
 }

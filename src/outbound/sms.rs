@@ -32,6 +32,7 @@ use chrono::{Local, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use serde::Deserialize;
 
 use super::claim::{check_worker, cut, db, owner_id, rfc3339, run_rounds, unix_now, ClaimTable};
+use super::OutboundError;
 use crate::dead_letter::{DeadLetter, DeadLetterStore, ReasonCode};
 use crate::envelope::{sha256, MessageId, Origin, Provenance};
 use crate::error::ErrorKind;
@@ -282,12 +283,17 @@ fn truthy(v: &str) -> bool {
 }
 
 impl SmsOutbox {
-    pub fn new(cfg: SmsConfig, store: Store) -> Result<Self, String> {
+    pub fn new(cfg: SmsConfig, store: Store) -> Result<Self, OutboundError> {
         let problems = cfg.validate();
         if !problems.is_empty() {
-            return Err(format!("sms `{}`: {}", cfg.name, problems.join("; ")));
+            return Err(OutboundError::config(format!(
+                "sms `{}`: {}",
+                cfg.name,
+                problems.join("; ")
+            )));
         }
-        let client = RcClient::new(cfg.ringcentral.clone()).map_err(|e| e.detail)?;
+        let client =
+            RcClient::new(cfg.ringcentral.clone()).map_err(|e| OutboundError::config(e.detail))?;
         Ok(Self {
             owner: owner_id(&cfg.name),
             from: to_e164(&cfg.from).unwrap_or_default(),
@@ -327,7 +333,7 @@ impl SmsOutbox {
     }
 
     /// One round: produce, settle unknown sends, send what is queued, poll statuses.
-    pub async fn round(&self) -> Result<SmsReport, String> {
+    pub async fn round(&self) -> Result<SmsReport, OutboundError> {
         let mut r = SmsReport::default();
         if let Some(rc) = &self.cfg.reminders {
             self.produce_reminders(rc, Local::now().naive_local(), &mut r)
@@ -349,7 +355,7 @@ impl SmsOutbox {
     // Producers
     // ---------------------------------------------------------------------------------
 
-    async fn reach(&self, demographic_no: i64) -> Result<Reach, String> {
+    async fn reach(&self, demographic_no: i64) -> Result<Reach, OutboundError> {
         let opted: Option<i64> = sqlx::query_scalar(
             "SELECT demographic_no FROM oscarflow_sms_optout WHERE demographic_no = ?",
         )
@@ -386,7 +392,7 @@ impl SmsOutbox {
         })
     }
 
-    async fn ext(&self, demographic_no: i64, key: &str) -> Result<Option<String>, String> {
+    async fn ext(&self, demographic_no: i64, key: &str) -> Result<Option<String>, OutboundError> {
         let row = sqlx::query(
             "SELECT value FROM demographicExt WHERE demographic_no = ? AND key_val = ? ORDER BY id DESC LIMIT 1",
         )
@@ -401,7 +407,7 @@ impl SmsOutbox {
         }
     }
 
-    async fn known(&self, key: &str) -> Result<bool, String> {
+    async fn known(&self, key: &str) -> Result<bool, OutboundError> {
         let n: Option<i64> =
             sqlx::query_scalar("SELECT id FROM oscarflow_sms_outbox WHERE dedupe_key = ?")
                 .bind(key)
@@ -418,7 +424,7 @@ impl SmsOutbox {
         to: &str,
         state: &str,
         error: Option<&str>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, OutboundError> {
         let now = now_sql();
         let r = sqlx::query("INSERT INTO oscarflow_sms_outbox (kind, dedupe_key, demographic_no, to_number, body, state, owner, rc_message_id, attempts, last_error, claimed_unix, first_claimed_unix, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, 0, ?, NULL, NULL, ?, ?)")
             .bind(m.kind)
@@ -448,7 +454,7 @@ impl SmsOutbox {
         origin: Origin,
         body: String,
         r: &mut SmsReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutboundError> {
         if self.known(&key).await? {
             return Ok(());
         }
@@ -485,7 +491,7 @@ impl SmsOutbox {
         origin: Origin,
         demographic_no: i64,
         reason: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutboundError> {
         let raw = Bytes::from(
             serde_json::json!({"kind": kind, "demographic_no": demographic_no, "origin": origin})
                 .to_string(),
@@ -514,7 +520,7 @@ impl SmsOutbox {
             })
             .await
             .map(|_| ())
-            .map_err(|e| format!("dead-lettering a refused number: {e}"))
+            .map_err(|e| OutboundError::database(format!("dead-lettering a refused number: {e}")))
     }
 
     async fn produce_reminders(
@@ -522,7 +528,7 @@ impl SmsOutbox {
         rc: &ReminderConfig,
         now: NaiveDateTime,
         r: &mut SmsReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutboundError> {
         let earliest = now + chrono::Duration::from_std(rc.min_notice).unwrap_or_default();
         let latest = now + chrono::Duration::from_std(rc.lead_time).unwrap_or_default();
         let rows = sqlx::query("SELECT a.appointment_no, a.demographic_no, CAST(a.appointment_date AS CHAR), CAST(a.start_time AS CHAR), a.status FROM appointment a JOIN demographic d ON d.demographic_no = a.demographic_no WHERE a.appointment_date >= ? AND a.appointment_date <= ? AND a.demographic_no > 0 AND d.patient_status = 'AC' ORDER BY a.appointment_no")
@@ -580,7 +586,7 @@ impl SmsOutbox {
         &self,
         lc: &LabReadyConfig,
         r: &mut SmsReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutboundError> {
         // Only labs that arrive after the notices were switched on.
         let pipeline = format!("sms:{}", self.cfg.name);
         let since: Option<String> = sqlx::query_scalar(
@@ -642,7 +648,7 @@ impl SmsOutbox {
     // Sending
     // ---------------------------------------------------------------------------------
 
-    async fn take_over_stale(&self) -> Result<(), String> {
+    async fn take_over_stale(&self) -> Result<(), OutboundError> {
         let limit = unix_now() - self.cfg.claim_timeout.as_secs() as i64;
         sqlx::query("UPDATE oscarflow_sms_outbox SET owner = ?, state = 'unknown', claimed_unix = ?, updated_at = ? WHERE state IN ('sending', 'unknown') AND owner <> ? AND claimed_unix < ?")
             .bind(&self.owner)
@@ -658,7 +664,7 @@ impl SmsOutbox {
 
     /// Messages whose send broke off: found in RingCentral (same number and text since the
     /// first claim) → adopted; else, after `unknown_settle_after`, queued again.
-    async fn settle_unknown(&self, r: &mut SmsReport) -> Result<(), String> {
+    async fn settle_unknown(&self, r: &mut SmsReport) -> Result<(), OutboundError> {
         let rows: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
             "SELECT id, to_number, body, first_claimed_unix, claimed_unix FROM oscarflow_sms_outbox WHERE state = 'unknown' AND owner = ?",
         )
@@ -701,7 +707,7 @@ impl SmsOutbox {
         Ok(())
     }
 
-    async fn send_queued(&self, r: &mut SmsReport) -> Result<(), String> {
+    async fn send_queued(&self, r: &mut SmsReport) -> Result<(), OutboundError> {
         let rows: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(
             "SELECT id, COALESCE(demographic_no, 0), to_number, body, attempts FROM oscarflow_sms_outbox WHERE state = 'queued' ORDER BY id LIMIT ?",
         )
@@ -769,7 +775,7 @@ impl SmsOutbox {
         attempts: i64,
         e: RcError,
         r: &mut SmsReport,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutboundError> {
         if e.ambiguous {
             tracing::warn!(sms = %self.cfg.name, outbox_id = id, error = %e, "A text's send broke off in transit; it is looked up before any new attempt.");
             return sqlx::query("UPDATE oscarflow_sms_outbox SET state = 'unknown', claimed_unix = ?, last_error = ?, updated_at = ? WHERE id = ?")
@@ -785,7 +791,7 @@ impl SmsOutbox {
         match e.kind {
             ErrorKind::Fatal => {
                 self.set(id, "queued", Some(&e.detail)).await?;
-                Err(e.detail)
+                Err(OutboundError::ringcentral(&e))
             }
             ErrorKind::Data => {
                 r.failed += 1;
@@ -824,7 +830,7 @@ impl SmsOutbox {
         }
     }
 
-    async fn accepted(&self, id: i64, message_id: i64) -> Result<(), String> {
+    async fn accepted(&self, id: i64, message_id: i64) -> Result<(), OutboundError> {
         sqlx::query("UPDATE oscarflow_sms_outbox SET state = 'sent', rc_message_id = ?, last_error = NULL, updated_at = ? WHERE id = ?")
             .bind(message_id)
             .bind(now_sql())
@@ -835,7 +841,7 @@ impl SmsOutbox {
             .map_err(db("record a sent text"))
     }
 
-    async fn set(&self, id: i64, state: &str, error: Option<&str>) -> Result<(), String> {
+    async fn set(&self, id: i64, state: &str, error: Option<&str>) -> Result<(), OutboundError> {
         sqlx::query(
             "UPDATE oscarflow_sms_outbox SET state = ?, last_error = ?, updated_at = ? WHERE id = ?",
         )
@@ -850,7 +856,7 @@ impl SmsOutbox {
     }
 
     /// Delivery status of sent texts, for `status_poll_for` after sending.
-    async fn poll_statuses(&self, r: &mut SmsReport) -> Result<(), String> {
+    async fn poll_statuses(&self, r: &mut SmsReport) -> Result<(), OutboundError> {
         let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT id, rc_message_id, COALESCE(first_claimed_unix, 0), COALESCE(demographic_no, 0) FROM oscarflow_sms_outbox WHERE state = 'sent' AND rc_message_id IS NOT NULL ORDER BY id LIMIT 200",
         )
@@ -874,7 +880,7 @@ impl SmsOutbox {
                 .and_then(|resp| resp.json())
             {
                 Ok(m) => m,
-                Err(e) if e.kind == ErrorKind::Fatal => return Err(e.detail),
+                Err(e) if e.kind == ErrorKind::Fatal => return Err(OutboundError::ringcentral(&e)),
                 Err(e) => {
                     tracing::warn!(sms = %self.cfg.name, outbox_id = id, error = %e, "Could not read a text's status; trying again next round.");
                     continue;
@@ -909,7 +915,7 @@ impl SmsOutbox {
 
     /// The patient replied STOP (the carrier refuses further texts): recorded as an opt-out,
     /// so that no further text is even tried.
-    async fn opt_out(&self, demographic_no: i64) -> Result<(), String> {
+    async fn opt_out(&self, demographic_no: i64) -> Result<(), OutboundError> {
         let r = sqlx::query("INSERT INTO oscarflow_sms_optout (demographic_no, reason, created_at) VALUES (?, 'replied STOP (SMS-RC-413)', ?)")
             .bind(demographic_no)
             .bind(now_sql())
