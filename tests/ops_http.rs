@@ -495,20 +495,21 @@ fn pause_holds_a_pipelines_intake_across_a_reload_and_a_stop_and_resume_lets_it_
 fn tap_prints_the_events_at_one_component_and_no_bodies_unless_the_daemon_logs_them() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = daemon(tmp.path(), &format!("127.0.0.1:{port}"), &[], "");
+    // The daemon's own config names its listen address: `tap --config` finds it there.
+    let child = daemon(
+        tmp.path(),
+        &format!("127.0.0.1:{port}"),
+        &[],
+        &format!("listen = \"127.0.0.1:{port}\"\n"),
+    );
     let inbox = tmp.path().join("inbox");
     wait_for(|| pipeline(port, "labs"));
     let endpoint = format!("http://127.0.0.1:{port}");
+    let config = tmp.path().join("oscarflow.toml");
     let mut tap = Command::new(bin())
-        .args([
-            "tap",
-            "labs",
-            "oscar",
-            "--endpoint",
-            &endpoint,
-            "--count",
-            "3",
-        ])
+        .args(["tap", "labs", "oscar", "--config"])
+        .arg(&config)
+        .args(["--count", "3"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
