@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use oscarflow::hl7::{frame, Message};
 use oscarflow::store::Store;
@@ -16,14 +15,10 @@ use oscarflow::store::Store;
 const RESPONSES: &[&str] = &["iha_poi_hl7_II.xml", "iha_poi_hl7_test.xml"];
 
 fn replay(files: &[&Path], db: &str, seed: Option<&Path>) {
-    let mut c = Command::new(common::bin());
-    c.arg("replay")
-        .args(files)
-        .args(["--database", db, "--json"]);
-    if let Some(s) = seed {
-        c.arg("--seed").arg(s);
-    }
-    let o = c.output().unwrap();
+    let o = common::replay_command(files, db, seed)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert!(
         matches!(o.status.code(), Some(0)),
         "replay: {}\n{}",
@@ -43,11 +38,7 @@ async fn replay_of_expedius_poi_responses_without_a_pipeline_files_every_message
     let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
     replay(&refs, &db, None);
     let store = Store::open(&db).await.unwrap();
-    let types: Vec<(String, i64)> =
-        sqlx::query_as("SELECT type, COUNT(*) FROM hl7TextMessage GROUP BY type")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap();
+    let types = common::lab_types(&store).await;
     println!("types: {types:?}");
     assert_eq!(types.len(), 1, "{types:?}");
     assert_eq!(types[0].0, "IHAPOI");

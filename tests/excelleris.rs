@@ -159,11 +159,7 @@ async fn the_excelleris_source_files_every_message_as_pathl7_whatever_its_msh3_s
     let source = ExcellerisSource::new(config(&emu, "TYPED")).with_max_polls(1);
     let polls = polled(&store, source).await;
     assert_eq!(*polls.failed.lock().unwrap(), Vec::<String>::new());
-    let types: Vec<(String, i64)> =
-        sqlx::query_as("SELECT type, COUNT(*) FROM hl7TextMessage GROUP BY type")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap();
+    let types = common::lab_types(&store).await;
     println!("types: {types:?}");
     assert_eq!(types, vec![("PATHL7".to_string(), 18)]);
 }

@@ -134,11 +134,7 @@ async fn the_poi_source_files_every_message_as_ihapoi_whatever_its_msh3_says() {
             IhaPoiSource::new(config(&emu, tag)).with_max_polls(1),
         )
         .await;
-        let types: Vec<(String, i64)> =
-            sqlx::query_as("SELECT type, COUNT(*) FROM hl7TextMessage GROUP BY type ORDER BY type")
-                .fetch_all(&store.pool)
-                .await
-                .unwrap();
+        let types = common::lab_types(&store).await;
         println!("{tag}: {types:?}");
         assert_eq!(types, vec![("IHAPOI".to_string(), 28)], "{tag}");
         // Health numbers come from PID-4, as OSCAR's IHAPOIHandler reads them.

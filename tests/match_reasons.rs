@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// (health number, birth date, sex, last name, first name, expected outcome, candidates)
 type Case = (
@@ -123,16 +123,9 @@ fn pipeline() -> String {
 }
 
 fn replay(dir: &Path, db: &str, json: bool) -> Output {
-    let mut c = Command::new(common::bin());
-    c.arg("replay")
-        .arg(dir.join("reasons.hl7"))
-        .arg("--pipeline")
-        .arg(dir.join("reasons.toml"))
-        .args(["--database", db]);
-    if db.starts_with("sqlite") {
-        c.arg("--seed")
-            .arg(common::repo().join("fixtures/sql/bc_clinic.sql"));
-    }
+    let seed = common::clinic_seed(db);
+    let mut c = common::replay_command(&[dir.join("reasons.hl7")], db, seed.as_deref());
+    c.arg("--pipeline").arg(dir.join("reasons.toml"));
     if json {
         c.arg("--json");
     }

@@ -36,11 +36,8 @@ const FIELDS: &[(&str, usize, usize)] = &[
 
 /// `oscarflow replay FILES --json` into `db`, seeded with the synthetic clinic: the report.
 fn replay_seeded(files: &[std::path::PathBuf], db: &str) -> serde_json::Value {
-    let o = Command::new(common::bin())
-        .arg("replay")
-        .args(files)
-        .args(["--database", db, "--json", "--seed"])
-        .arg(common::repo().join("fixtures/sql/bc_clinic.sql"))
+    let o = common::replay_command(files, db, common::clinic_seed(db).as_deref())
+        .arg("--json")
         .output()
         .unwrap();
     assert_eq!(
@@ -123,16 +120,11 @@ async fn emoji_lab_reaches_the_chart(db: String) {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("lab\u{1F600}.hl7");
     std::fs::write(&file, EMOJI).unwrap();
-    let mut c = Command::new(common::bin());
-    c.arg("replay")
-        .arg(&file)
-        .args(["--database", &db, "--json"])
-        .env("RUST_LOG", "oscarflow=info");
-    if db.starts_with("sqlite") {
-        c.arg("--seed")
-            .arg(common::repo().join("fixtures/sql/bc_clinic.sql"));
-    }
-    let o = c.output().unwrap();
+    let o = common::replay_command(&[&file], &db, common::clinic_seed(&db).as_deref())
+        .arg("--json")
+        .env("RUST_LOG", "oscarflow=info")
+        .output()
+        .unwrap();
     let logs = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(0), "{logs}");
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -102,6 +102,38 @@ pub async fn run_items(
         .expect("pipeline ran without a fatal error");
 }
 
+/// `oscarflow replay PATHS --database DB [--seed SEED]`; callers add flags (`--json`).
+pub fn replay_command<P: AsRef<std::ffi::OsStr>>(
+    paths: &[P],
+    db: &str,
+    seed: Option<&Path>,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(bin());
+    c.arg("replay")
+        .args(paths)
+        .args(["--database", db])
+        .env_remove("OSCARFLOW_DATABASE_URL");
+    if let Some(s) = seed {
+        c.arg("--seed").arg(s);
+    }
+    c
+}
+
+/// The synthetic clinic's seed for an embedded store `db`; none for MariaDB, whose test
+/// databases are cloned with the clinic already in them.
+pub fn clinic_seed(db: &str) -> Option<PathBuf> {
+    db.starts_with("sqlite")
+        .then(|| repo().join("fixtures/sql/bc_clinic.sql"))
+}
+
+/// `hl7TextMessage.type` with its count, by type.
+pub async fn lab_types(store: &Store) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT type, COUNT(*) FROM hl7TextMessage GROUP BY type ORDER BY type")
+        .fetch_all(&store.pool)
+        .await
+        .expect("count labs by type")
+}
+
 pub async fn count(store: &Store, sql: &str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql)
         .fetch_one(&store.pool)
