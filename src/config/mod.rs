@@ -114,6 +114,8 @@ pub struct Component<C> {
     pub config: C,
     /// Byte span of the component's key, for diagnostics.
     pub span: Option<Range<usize>>,
+    /// 1-based line and column of the component's key (diagnostics across files).
+    pub position: (usize, usize),
 }
 
 /// A loaded and validated pipeline file.
@@ -424,11 +426,16 @@ fn load_components<C>(
         };
         match from_table(raw, section) {
             Ok(config) => {
+                let position = kspan
+                    .as_ref()
+                    .map(|s| diagnostics::line_col(l.text, s.start))
+                    .unwrap_or((1, 1));
                 out.push(Component {
                     id: id.to_string(),
                     inputs,
                     config,
                     span: kspan,
+                    position,
                 });
             }
             Err((msg, span)) => {
@@ -753,13 +760,8 @@ pub fn conflicts(pipelines: &[PipelineConfig]) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     let mut seen: HashMap<String, (PathBuf, usize, usize, String)> = HashMap::new();
     for p in pipelines {
-        let text = std::fs::read_to_string(&p.path).unwrap_or_default();
         for s in &p.sources {
-            let (line, col) = s
-                .span
-                .as_ref()
-                .map(|r| diagnostics::line_col(&text, r.start))
-                .unwrap_or((1, 1));
+            let (line, col) = s.position;
             let (what, key) = s.config.consumes();
             let here = format!("{}.sources.{}", p.name, s.id);
             match seen.get(&format!("{what}\u{0}{key}")) {

@@ -27,6 +27,23 @@ pub(crate) fn check_worker(name: &str, rc: &RcConfig, batch: u32, attempts: u32)
     v
 }
 
+/// The RingCentral client of a worker whose settings are valid; else the settings' problems
+/// as one `config` error (`table` and `name` say which worker).
+pub(crate) fn worker_client(
+    table: &str,
+    name: &str,
+    problems: Vec<String>,
+    rc: &RcConfig,
+) -> Result<crate::ringcentral::RcClient, OutboundError> {
+    if !problems.is_empty() {
+        return Err(OutboundError::config(format!(
+            "{table} `{name}`: {}",
+            problems.join("; ")
+        )));
+    }
+    crate::ringcentral::RcClient::new(rc.clone()).map_err(|e| OutboundError::config(e.detail))
+}
+
 /// Runs `round` now and then every `interval` until `shutdown` fires; `done` logs a
 /// finished round, a failed one is logged here (PHI-free text) and tried again next time.
 pub(crate) async fn run_rounds<R, F, Fut>(

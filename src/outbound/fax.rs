@@ -34,7 +34,9 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::claim::{check_worker, cut, db, owner_id, rfc3339, run_rounds, unix_now, ClaimTable};
+use super::claim::{
+    check_worker, cut, db, owner_id, rfc3339, run_rounds, unix_now, worker_client, ClaimTable,
+};
 use super::OutboundError;
 use crate::config::deserialize_duration;
 use crate::error::ErrorKind;
@@ -134,16 +136,7 @@ pub struct FaxOutbox {
 
 impl FaxOutbox {
     pub fn new(cfg: FaxOutboxConfig, store: Store) -> Result<Self, OutboundError> {
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            return Err(OutboundError::config(format!(
-                "fax_outbox `{}`: {}",
-                cfg.name,
-                problems.join("; ")
-            )));
-        }
-        let client =
-            RcClient::new(cfg.ringcentral.clone()).map_err(|e| OutboundError::config(e.detail))?;
+        let client = worker_client("fax_outbox", &cfg.name, cfg.validate(), &cfg.ringcentral)?;
         Ok(Self {
             owner: owner_id(&cfg.name),
             cfg,

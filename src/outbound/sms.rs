@@ -31,7 +31,9 @@ use bytes::Bytes;
 use chrono::{Local, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use serde::Deserialize;
 
-use super::claim::{check_worker, cut, db, owner_id, rfc3339, run_rounds, unix_now, ClaimTable};
+use super::claim::{
+    check_worker, cut, db, owner_id, rfc3339, run_rounds, unix_now, worker_client, ClaimTable,
+};
 use super::OutboundError;
 use crate::dead_letter::{DeadLetter, DeadLetterStore, ReasonCode};
 use crate::envelope::{sha256, MessageId, Origin, Provenance};
@@ -284,16 +286,7 @@ fn truthy(v: &str) -> bool {
 
 impl SmsOutbox {
     pub fn new(cfg: SmsConfig, store: Store) -> Result<Self, OutboundError> {
-        let problems = cfg.validate();
-        if !problems.is_empty() {
-            return Err(OutboundError::config(format!(
-                "sms `{}`: {}",
-                cfg.name,
-                problems.join("; ")
-            )));
-        }
-        let client =
-            RcClient::new(cfg.ringcentral.clone()).map_err(|e| OutboundError::config(e.detail))?;
+        let client = worker_client("sms", &cfg.name, cfg.validate(), &cfg.ringcentral)?;
         Ok(Self {
             owner: owner_id(&cfg.name),
             from: to_e164(&cfg.from).unwrap_or_default(),
