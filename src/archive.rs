@@ -227,6 +227,12 @@ impl Archivable for Raw {
     }
 }
 
+impl Archivable for crate::lab_file::LabFile {
+    fn archive_body(&self) -> ArchiveBody {
+        ArchiveBody::Bytes(self.raw.clone())
+    }
+}
+
 impl Archivable for InboundDocument {
     fn archive_body(&self) -> ArchiveBody {
         ArchiveBody::File {

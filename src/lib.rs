@@ -9,6 +9,8 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`envelope`] | `Envelope<T>`, `Provenance`, `Origin`, `MessageId` |
+//! | [`payload`] | `PortType`: the closed set of payload kinds, one line each; erased channels and components |
+//! | [`jobs`] | payloads of the outbound queues (`FaxJob`): ids and a step, never content |
 //! | [`archive`] | the raw archive: every inbound input kept in S3 before it enters the pipeline |
 //! | [`ack`] | end-to-end acknowledgement: `BatchNotifier`, `AckToken`, `BatchStatus` |
 //! | [`error`], [`component`] | `ErrorKind` (`Data`/`Transient`/`Fatal`) and the per-message `ProcessError` |
@@ -31,8 +33,9 @@
 //! | [`cli`] | the `oscarflow` commands |
 //!
 //! Each component's config builds the running component (`SourceConfig::build`,
-//! `StageConfig::build`, `SinkConfig::build`, given a context), returning it by the payload
-//! it carries; [`topology`] wires channels and runners by payload and names no component.
+//! `StageConfig::build`, `SinkConfig::build`, given a context), its payload type erased;
+//! [`topology`] wires channels and runners through [`payload::PortType::visit`] and names
+//! neither a component nor a payload.
 //! Adding a source touches its folder under `src/sources/`, one variant of `SourceConfig`
 //! (with its `build`, `from_table` and `consumes` arms), an example pipeline and a fixture.
 
@@ -47,9 +50,11 @@ pub mod envelope;
 pub mod error;
 pub mod hl7;
 pub mod http;
+pub mod jobs;
 pub mod lab_file;
 pub mod oscar;
 pub mod outbound;
+pub mod payload;
 pub mod retry;
 pub mod ringcentral;
 pub mod shutdown;

@@ -29,26 +29,7 @@ use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
 use crate::stages::StageConfig;
 
-/// The type of envelopes flowing on an edge, checked at validation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortType {
-    /// `Envelope<Raw>`: bytes from a source.
-    Raw,
-    /// `Envelope<LabFile>`: a parsed lab file (possibly with patient matches).
-    LabFile,
-    /// `Envelope<InboundDocument>`: a received document (fax) spooled on disk.
-    Document,
-}
-
-impl PortType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PortType::Raw => "raw bytes",
-            PortType::LabFile => "parsed lab file",
-            PortType::Document => "received document",
-        }
-    }
-}
+pub use crate::payload::PortType;
 
 /// Retry policy for transient errors (exponential backoff with full jitter).
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -21,6 +21,7 @@ use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
 use crate::document::InboundDocument;
 use crate::envelope::Envelope;
 use crate::lab_file::{LabFile, OrderKey};
+use crate::payload::{Erased, Payload};
 
 pub use oscar_fax::OscarFaxConfig;
 pub use oscar_lab::OscarLabConfig;
@@ -35,10 +36,28 @@ pub trait Sink<T: Send + Sync + 'static>: Send + Sync {
     async fn write(&self, env: &Envelope<T>) -> Result<(), ProcessError>;
 }
 
-/// A running sink, by the payload it consumes, with how the runner drives it.
-pub enum BuiltSink {
-    LabFile(Arc<dyn Sink<LabFile>>, SinkRun),
-    Document(Arc<dyn Sink<InboundDocument>>, SinkRun),
+/// A running sink, its payload type erased (see [`crate::payload`]), with how the runner
+/// drives it.
+pub struct BuiltSink {
+    sink: Erased,
+    pub run: SinkRun,
+}
+
+impl BuiltSink {
+    pub fn new<T: Payload>(sink: Arc<dyn Sink<T>>, run: SinkRun) -> Self {
+        BuiltSink {
+            sink: Erased::new(Some(T::PORT), None, sink),
+            run,
+        }
+    }
+    /// The payload it consumes.
+    pub fn input(&self) -> Option<PortType> {
+        self.sink.input
+    }
+    /// The sink as a writer of `T`; `None` when it takes another payload.
+    pub fn typed<T: Payload>(self) -> Option<Arc<dyn Sink<T>>> {
+        self.sink.take::<Arc<dyn Sink<T>>>()
+    }
 }
 
 /// How the sink runner drives a sink: parallel writes, and which envelopes keep their
@@ -60,7 +79,7 @@ impl SinkConfig {
     /// Builds the running sink (no I/O until its first write).
     pub fn build(&self, cx: &BuildContext) -> BuiltSink {
         match self {
-            SinkConfig::OscarLab(c) => BuiltSink::LabFile(
+            SinkConfig::OscarLab(c) => BuiltSink::new::<LabFile>(
                 Arc::new(oscar_lab::OscarLab::new(
                     cx.store.clone(),
                     c,
@@ -72,7 +91,7 @@ impl SinkConfig {
                     order_by: c.order_by,
                 },
             ),
-            SinkConfig::OscarFax(c) => BuiltSink::Document(
+            SinkConfig::OscarFax(c) => BuiltSink::new::<InboundDocument>(
                 Arc::new(oscar_fax::OscarFax::new(
                     cx.store.clone(),
                     c,

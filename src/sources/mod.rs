@@ -35,6 +35,7 @@ use crate::archive::{Archivable, ArchiveError, ArchiveHook};
 use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
 use crate::envelope::{Envelope, Origin, Provenance, Raw};
 use crate::error::{Classify, ErrorKind};
+use crate::payload::{Erased, Payload};
 use crate::shutdown::Shutdown;
 use crate::telemetry::Observers;
 
@@ -322,10 +323,21 @@ pub trait Source<T: Send + 'static = Raw>: Send {
 pub type ReleaseHook =
     Arc<dyn Fn(&std::path::Path) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
-/// A running source, by the payload it sends.
-pub enum BuiltSource {
-    Raw(Box<dyn Source<Raw>>),
-    Document(Box<dyn Source<crate::document::InboundDocument>>),
+/// A running source, its payload type erased (see [`crate::payload`]).
+pub struct BuiltSource(Erased);
+
+impl BuiltSource {
+    pub fn new<T: Payload>(source: Box<dyn Source<T>>) -> Self {
+        BuiltSource(Erased::new(None, Some(T::PORT), source))
+    }
+    /// The payload it sends.
+    pub fn output(&self) -> Option<PortType> {
+        self.0.output
+    }
+    /// The source as a reader of `T`; `None` when it sends another payload.
+    pub fn typed<T: Payload>(self) -> Option<Box<dyn Source<T>>> {
+        self.0.take::<Box<dyn Source<T>>>()
+    }
 }
 
 /// What a source configuration needs to build its running source.
@@ -391,33 +403,39 @@ impl SourceConfig {
                 if cx.one_shot {
                     c.mode = folder::FolderMode::Once;
                 }
-                BuiltSource::Raw(Box::new(folder::FolderSource::new(
+                BuiltSource::new::<Raw>(Box::new(folder::FolderSource::new(
                     c,
                     cx.release_hook.clone(),
                 )?))
             }
-            SourceConfig::Mllp(c) => BuiltSource::Raw(Box::new(mllp::MllpSource::new(c.clone()))),
-            SourceConfig::Sftp(c) => BuiltSource::Raw(Box::new(sftp::SftpSource::new(c.clone())?)),
+            SourceConfig::Mllp(c) => {
+                BuiltSource::new::<Raw>(Box::new(mllp::MllpSource::new(c.clone())))
+            }
+            SourceConfig::Sftp(c) => {
+                BuiltSource::new::<Raw>(Box::new(sftp::SftpSource::new(c.clone())?))
+            }
             SourceConfig::IhaPoi(c) => {
                 let s = iha_poi::IhaPoiSource::new(c.clone());
-                BuiltSource::Raw(Box::new(match polls(cx.one_shot) {
+                BuiltSource::new::<Raw>(Box::new(match polls(cx.one_shot) {
                     Some(n) => s.with_max_polls(n),
                     None => s,
                 }))
             }
             SourceConfig::Excelleris(c) => {
                 let s = excelleris::ExcellerisSource::new(c.clone());
-                BuiltSource::Raw(Box::new(match polls(cx.one_shot) {
+                BuiltSource::new::<Raw>(Box::new(match polls(cx.one_shot) {
                     Some(n) => s.with_max_polls(n),
                     None => s,
                 }))
             }
             SourceConfig::RingCentralFax(c) => {
                 let s = ringcentral_fax::RingCentralFaxSource::new(c.clone());
-                BuiltSource::Document(Box::new(match polls(cx.one_shot) {
-                    Some(n) => s.with_max_polls(n),
-                    None => s,
-                }))
+                BuiltSource::new::<crate::document::InboundDocument>(Box::new(
+                    match polls(cx.one_shot) {
+                        Some(n) => s.with_max_polls(n),
+                        None => s,
+                    },
+                ))
             }
         })
     }

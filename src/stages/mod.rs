@@ -21,6 +21,7 @@ use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
 use crate::dead_letter::ReasonCode;
 use crate::envelope::{Envelope, MessageId, Provenance, Raw};
 use crate::lab_file::LabFile;
+use crate::payload::{Erased, Payload};
 
 pub use match_patient::MatchPatientConfig;
 pub use parse_hl7::ParseHl7Config;
@@ -92,10 +93,21 @@ pub trait Stage<I: Send + Sync + 'static, O: Send + 'static>: Send + Sync {
     async fn process(&self, input: &Envelope<I>, out: &mut Emitter<O>) -> Result<(), ProcessError>;
 }
 
-/// A running stage, by the payloads it consumes and produces.
-pub enum BuiltStage {
-    RawToLabFile(Arc<dyn Stage<Raw, LabFile>>),
-    LabFileToLabFile(Arc<dyn Stage<LabFile, LabFile>>),
+/// A running stage, its payload types erased (see [`crate::payload`]).
+pub struct BuiltStage(Erased);
+
+impl BuiltStage {
+    pub fn new<I: Payload, O: Payload>(stage: Arc<dyn Stage<I, O>>) -> Self {
+        BuiltStage(Erased::new(Some(I::PORT), Some(O::PORT), stage))
+    }
+    /// The payloads it consumes and produces.
+    pub fn ports(&self) -> (Option<PortType>, Option<PortType>) {
+        (self.0.input, self.0.output)
+    }
+    /// The stage as `I → O`; `None` when its payloads are others.
+    pub fn typed<I: Payload, O: Payload>(self) -> Option<Arc<dyn Stage<I, O>>> {
+        self.0.take::<Arc<dyn Stage<I, O>>>()
+    }
 }
 
 /// The closed set of stage configurations.
@@ -109,10 +121,10 @@ impl StageConfig {
     /// Builds the running stage.
     pub fn build(&self, cx: &BuildContext) -> BuiltStage {
         match self {
-            StageConfig::ParseHl7(c) => BuiltStage::RawToLabFile(Arc::new(
+            StageConfig::ParseHl7(c) => BuiltStage::new::<Raw, LabFile>(Arc::new(
                 parse_hl7::ParseHl7::new(c.clone(), cx.id.clone(), cx.observers.clone()),
             )),
-            StageConfig::MatchPatient(c) => BuiltStage::LabFileToLabFile(Arc::new(
+            StageConfig::MatchPatient(c) => BuiltStage::new::<LabFile, LabFile>(Arc::new(
                 match_patient::MatchPatient::new(cx.store.clone(), c),
             )),
         }

@@ -16,9 +16,8 @@ use crate::archive::{ArchiveHook, RawArchive};
 use crate::component::BuildContext;
 use crate::config::{ComponentKind, PipelineConfig, PortType};
 use crate::dead_letter::DeadLetterStore;
-use crate::document::InboundDocument;
 use crate::envelope::{Envelope, Raw};
-use crate::lab_file::LabFile;
+use crate::payload::{AnyRx, AnyTx, Payload, PayloadVisitor};
 use crate::sinks::BuiltSink;
 use crate::sources::{
     BuiltSource, Outlet, ReleaseHook, Source, SourceBuildContext, SourceContext, SourceControl,
@@ -54,17 +53,6 @@ pub struct BuildOptions {
 pub enum BuildError {
     #[error("pipeline `{pipeline}`: {detail}")]
     Invalid { pipeline: String, detail: String },
-}
-
-enum Tx {
-    Raw(mpsc::Sender<Envelope<Raw>>),
-    Lab(mpsc::Sender<Envelope<LabFile>>),
-    Doc(mpsc::Sender<Envelope<InboundDocument>>),
-}
-enum Rx {
-    Raw(mpsc::Receiver<Envelope<Raw>>),
-    Lab(mpsc::Receiver<Envelope<LabFile>>),
-    Doc(mpsc::Receiver<Envelope<InboundDocument>>),
 }
 
 /// A pipeline's tasks.
@@ -161,10 +149,10 @@ pub fn build(
     let archive = archive_hook(cfg, &pipeline)?;
     let mut tasks: JoinSet<Result<(), Fatal>> = JoinSet::new();
 
-    // Channels: one per consumer, typed by its input port.
-    let mut txs: HashMap<String, Tx> = HashMap::new();
+    // Channels: one per consumer, of its input port's payload.
+    let mut txs: HashMap<String, AnyTx> = HashMap::new();
     let mut queues: Vec<(String, QueueProbe)> = Vec::new();
-    let mut rxs: HashMap<String, Rx> = HashMap::new();
+    let mut rxs: HashMap<String, AnyRx> = HashMap::new();
     // Unacknowledged batches are bounded by: one envelope per source blocked on `send`,
     // each channel's capacity, each stage's concurrency (outputs wait inside its buffer),
     // each sink's concurrency plus the envelope waiting for a permit.
@@ -188,35 +176,14 @@ pub fn build(
         }));
     for (id, port, inputs) in consumers {
         bound += cap;
-        let (tx, rx) = match port {
-            Some(PortType::Raw) => {
-                let (tx, rx) = mpsc::channel(cap);
-                (Tx::Raw(tx), Rx::Raw(rx))
-            }
-            Some(PortType::LabFile) => {
-                let (tx, rx) = mpsc::channel(cap);
-                (Tx::Lab(tx), Rx::Lab(rx))
-            }
-            Some(PortType::Document) => {
-                let (tx, rx) = mpsc::channel(cap);
-                (Tx::Doc(tx), Rx::Doc(rx))
-            }
-            None => return Err(invalid(cfg, format!("`{id}` has no input port"))),
+        let Some(port) = port else {
+            return Err(invalid(cfg, format!("`{id}` has no input port")));
         };
+        let (tx, rx, depth) = crate::payload::channel(port, cap);
         for input in inputs {
-            let clone = match &tx {
-                Tx::Raw(t) => Tx::Raw(t.clone()),
-                Tx::Lab(t) => Tx::Lab(t.clone()),
-                Tx::Doc(t) => Tx::Doc(t.clone()),
-            };
-            txs.insert(input, clone);
+            txs.insert(input, tx.clone());
         }
-        let probe: QueueProbe = match &tx {
-            Tx::Raw(t) => queue_probe(t),
-            Tx::Lab(t) => queue_probe(t),
-            Tx::Doc(t) => queue_probe(t),
-        };
-        queues.push((id.to_string(), probe));
+        queues.push((id.to_string(), depth));
         rxs.insert(id.to_string(), rx);
     }
 
@@ -236,24 +203,23 @@ pub fn build(
     };
     for c in &cfg.sinks {
         let kind = c.config.type_name();
-        let run = match (c.config.build(&bcx(&c.id)), rxs.remove(&c.id)) {
-            (BuiltSink::LabFile(sink, run), Some(Rx::Lab(rx))) => {
-                let r = run_sink(sink, rx, cx(&c.id, kind), run.concurrency, run.order_by);
-                tasks.spawn(r);
-                run
-            }
-            (BuiltSink::Document(sink, run), Some(Rx::Doc(rx))) => {
-                let r = run_sink(sink, rx, cx(&c.id, kind), run.concurrency, run.order_by);
-                tasks.spawn(r);
-                run
-            }
-            _ => {
-                return Err(invalid(
-                    cfg,
-                    format!("sink `{}` is not wired to a matching input", c.id),
-                ))
-            }
+        let built = c.config.build(&bcx(&c.id));
+        let run = built.run;
+        let wired = match (built.input(), rxs.remove(&c.id)) {
+            (Some(port), Some(rx)) => port.visit(SpawnSink {
+                sink: built,
+                rx,
+                cx: cx(&c.id, kind),
+                tasks: &mut tasks,
+            }),
+            _ => false,
         };
+        if !wired {
+            return Err(invalid(
+                cfg,
+                format!("sink `{}` is not wired to a matching input", c.id),
+            ));
+        }
         // `concurrency` writes plus the one envelope waiting for a permit.
         bound += run.concurrency + 1;
     }
@@ -264,19 +230,24 @@ pub fn build(
         let conc = c.config.concurrency();
         let kind = c.config.type_name();
         bound += conc;
-        match (c.config.build(&bcx(&c.id)), rx, tx) {
-            (BuiltStage::RawToLabFile(stage), Some(Rx::Raw(rx)), Some(Tx::Lab(tx))) => {
-                tasks.spawn(run_stage(stage, rx, tx, cx(&c.id, kind), conc));
-            }
-            (BuiltStage::LabFileToLabFile(stage), Some(Rx::Lab(rx)), Some(Tx::Lab(tx))) => {
-                tasks.spawn(run_stage(stage, rx, tx, cx(&c.id, kind), conc));
-            }
-            _ => {
-                return Err(invalid(
-                    cfg,
-                    format!("stage `{}` is not wired to matching ports", c.id),
-                ))
-            }
+        let built = c.config.build(&bcx(&c.id));
+        let wired = match (built.ports(), rx, tx) {
+            ((Some(input), Some(output)), Some(rx), Some(tx)) => input.visit(SpawnStage {
+                stage: built,
+                output,
+                rx,
+                tx,
+                cx: cx(&c.id, kind),
+                concurrency: conc,
+                tasks: &mut tasks,
+            }),
+            _ => false,
+        };
+        if !wired {
+            return Err(invalid(
+                cfg,
+                format!("stage `{}` is not wired to matching ports", c.id),
+            ));
         }
     }
 
@@ -299,28 +270,28 @@ pub fn build(
     };
     for c in &cfg.sources {
         let built = match overridden.take() {
-            Some(s) => BuiltSource::Raw(s),
+            Some(s) => BuiltSource::new::<Raw>(s),
             None if opts.source_override.is_some() => continue, // only one re-drive source
             None => c
                 .config
                 .build(&scx)
                 .map_err(|e| invalid(cfg, format!("source `{}`: {}", c.id, e.detail)))?,
         };
-        match (built, txs.remove(&c.id)) {
-            (BuiltSource::Raw(source), Some(Tx::Raw(out))) => {
-                let run = source.run(shared.context(&c.id, out));
-                spawn_source(&mut tasks, &c.id, run);
-            }
-            (BuiltSource::Document(source), Some(Tx::Doc(out))) => {
-                let run = source.run(shared.context(&c.id, out));
-                spawn_source(&mut tasks, &c.id, run);
-            }
-            _ => {
-                return Err(invalid(
-                    cfg,
-                    format!("source `{}` is not wired to a matching input", c.id),
-                ))
-            }
+        let wired = match (built.output(), txs.remove(&c.id)) {
+            (Some(port), Some(out)) => port.visit(SpawnSource {
+                source: built,
+                out,
+                id: &c.id,
+                shared: &shared,
+                tasks: &mut tasks,
+            }),
+            _ => false,
+        };
+        if !wired {
+            return Err(invalid(
+                cfg,
+                format!("source `{}` is not wired to a matching input", c.id),
+            ));
         }
     }
     let status = Arc::new(PipelineStatus::new(
@@ -347,16 +318,6 @@ pub fn build(
         in_flight_bound: bound,
         control,
         status,
-    })
-}
-
-/// Counts what waits in a channel without keeping it open.
-fn queue_probe<T: Send + 'static>(tx: &mpsc::Sender<Envelope<T>>) -> QueueProbe {
-    let weak = tx.downgrade();
-    Box::new(move || {
-        weak.upgrade()
-            .map(|s| s.max_capacity() - s.capacity())
-            .unwrap_or(0)
     })
 }
 
@@ -417,5 +378,113 @@ impl BuildOptions {
     fn observers_into(&self, mut base: Observers) -> Observers {
         base = base.extend(&self.observers);
         base
+    }
+}
+
+/// Starts a sink's runner for the payload it takes; false when its input channel carries
+/// another payload (a wiring bug: validation compares the ports).
+struct SpawnSink<'a> {
+    sink: BuiltSink,
+    rx: AnyRx,
+    cx: RunContext,
+    tasks: &'a mut JoinSet<Result<(), Fatal>>,
+}
+
+impl PayloadVisitor for SpawnSink<'_> {
+    type Out = bool;
+    fn visit<T: Payload>(self) -> bool {
+        let run = self.sink.run;
+        match (self.sink.typed::<T>(), self.rx.typed::<T>()) {
+            (Some(sink), Some(rx)) => {
+                self.tasks
+                    .spawn(run_sink(sink, rx, self.cx, run.concurrency, run.order_by));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Starts a stage's runner: its input payload first, then (by [`SpawnStageOutput`]) its
+/// output payload.
+struct SpawnStage<'a> {
+    stage: BuiltStage,
+    output: PortType,
+    rx: AnyRx,
+    tx: AnyTx,
+    cx: RunContext,
+    concurrency: usize,
+    tasks: &'a mut JoinSet<Result<(), Fatal>>,
+}
+
+impl PayloadVisitor for SpawnStage<'_> {
+    type Out = bool;
+    fn visit<I: Payload>(self) -> bool {
+        let SpawnStage {
+            stage,
+            output,
+            rx,
+            tx,
+            cx,
+            concurrency,
+            tasks,
+        } = self;
+        match rx.typed::<I>() {
+            Some(rx) => output.visit(SpawnStageOutput {
+                stage,
+                rx,
+                tx,
+                cx,
+                concurrency,
+                tasks,
+            }),
+            None => false,
+        }
+    }
+}
+
+struct SpawnStageOutput<'a, I: Payload> {
+    stage: BuiltStage,
+    rx: mpsc::Receiver<Envelope<I>>,
+    tx: AnyTx,
+    cx: RunContext,
+    concurrency: usize,
+    tasks: &'a mut JoinSet<Result<(), Fatal>>,
+}
+
+impl<I: Payload> PayloadVisitor for SpawnStageOutput<'_, I> {
+    type Out = bool;
+    fn visit<O: Payload>(self) -> bool {
+        match (self.tx.typed::<O>(), self.stage.typed::<I, O>()) {
+            (Some(tx), Some(stage)) => {
+                self.tasks
+                    .spawn(run_stage(stage, self.rx, tx, self.cx, self.concurrency));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Starts a source for the payload it sends, with its context and outlet.
+struct SpawnSource<'a> {
+    source: BuiltSource,
+    out: AnyTx,
+    id: &'a str,
+    shared: &'a SourceShared,
+    tasks: &'a mut JoinSet<Result<(), Fatal>>,
+}
+
+impl PayloadVisitor for SpawnSource<'_> {
+    type Out = bool;
+    fn visit<T: Payload>(self) -> bool {
+        match (self.source.typed::<T>(), self.out.typed::<T>()) {
+            (Some(source), Some(out)) => {
+                let run = source.run(self.shared.context(self.id, out));
+                spawn_source(self.tasks, self.id, run);
+                true
+            }
+            _ => false,
+        }
     }
 }
