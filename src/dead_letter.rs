@@ -42,8 +42,15 @@ pub enum ReasonCode {
     ImportRejected,
     /// A transient failure persisted through every retry.
     RetriesExhausted,
-    /// A text message's phone number is not a usable North American number.
+    /// A text message's phone number (or a fax's destination) is not a usable North
+    /// American number.
     InvalidPhone,
+    /// An outbound fax's document is missing, empty or unreadable.
+    DocumentUnavailable,
+    /// RingCentral refused the request for this message's data.
+    Refused,
+    /// RingCentral accepted the message but could not deliver it.
+    DeliveryFailed,
 }
 
 impl ReasonCode {
@@ -57,6 +64,9 @@ impl ReasonCode {
         ReasonCode::ImportRejected,
         ReasonCode::RetriesExhausted,
         ReasonCode::InvalidPhone,
+        ReasonCode::DocumentUnavailable,
+        ReasonCode::Refused,
+        ReasonCode::DeliveryFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +80,9 @@ impl ReasonCode {
             ReasonCode::ImportRejected => "import_rejected",
             ReasonCode::RetriesExhausted => "retries_exhausted",
             ReasonCode::InvalidPhone => "invalid_phone",
+            ReasonCode::DocumentUnavailable => "document_unavailable",
+            ReasonCode::Refused => "refused",
+            ReasonCode::DeliveryFailed => "delivery_failed",
         }
     }
 

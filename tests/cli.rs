@@ -34,7 +34,7 @@ fn check_reports_every_problem_with_file_line_and_column() {
         "tests/data/bad_pipelines/bad_duration.toml:4:11: error: sources.inbox: invalid duration `5 parsecs`",
         "tests/data/bad_pipelines/duplicate_id.toml:5:9: error: stages.parse: duplicate component id (already used in sources)",
         "tests/data/bad_pipelines/many_problems.toml:3:47: error: [pipeline]: invalid duration `fast`",
-        "tests/data/bad_pipelines/many_problems.toml:6:8: error: sources.inbox: unknown source type `ftp` (known: folder, mllp, excelleris, iha_poi, sftp, ringcentral_fax)",
+        "tests/data/bad_pipelines/many_problems.toml:6:8: error: sources.inbox: unknown source type `ftp` (known: folder, mllp, excelleris, iha_poi, sftp, ringcentral_fax, oscar_fax_queue)",
         "tests/data/bad_pipelines/many_problems.toml:12:21: error: stages.parse: invalid value: integer `-1`, expected usize",
         "tests/data/bad_pipelines/many_problems.toml:16:11: error: stages.match: unknown input `prase`",
         "tests/data/bad_pipelines/many_problems.toml:21:12: error: sinks.oscar: unknown variant `colour`",
@@ -171,6 +171,33 @@ fn check_reports_two_pipelines_consuming_one_input_with_both_positions() {
         line.contains("as lab_inbox.sources.inbox (") && line.contains("a_labs.toml:"),
         "{line}"
     );
+    // Two pipelines sending one OSCAR fax line would claim each other's faxes.
+    let fax = std::fs::read_to_string(repo().join("pipelines/fax_out.toml.example")).unwrap();
+    let lines = tempfile::tempdir().unwrap();
+    std::fs::write(lines.path().join("a_fax.toml"), &fax).unwrap();
+    std::fs::write(
+        lines.path().join("b_fax.toml"),
+        fax.replace("name = \"fax_out\"", "name = \"fax_out_2\""),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .arg("check")
+        .arg(lines.path())
+        .envs(EXAMPLE_SECRETS.iter().map(|v| (*v, "set")))
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("reads the same OSCAR fax line"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("b_fax.toml:")
+            && line.contains("as fax_out.sources.outbox (")
+            && line.contains("a_fax.toml:"),
+        "{line}"
+    );
     // The shipped examples, all enabled together, share no input.
     let all = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(repo().join("pipelines"))
@@ -231,12 +258,9 @@ fn check_validates_the_daemon_config_with_the_pipelines() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("oscarflow.toml");
     let example = std::fs::read_to_string(repo().join("deploy/oscarflow.toml.example")).unwrap();
-    let second_line = example
-        [example.find("[[fax_outbox]]").unwrap()..example.find("# Appointment").unwrap()]
-        .replace("name = \"clinic\"", "name = \"second\"");
     std::fs::write(
         &bad,
-        example.replace("listen = \"127.0.0.1:9464\"", "listen = \"0.0.0.0:9464\"") + &second_line,
+        example.replace("listen = \"127.0.0.1:9464\"", "listen = \"0.0.0.0:9464\""),
     )
     .unwrap();
     let o = Command::new(bin())
@@ -253,8 +277,21 @@ fn check_validates_the_daemon_config_with_the_pipelines() {
         ),
         "{out}"
     );
+    // A config of an earlier version: its outbound fax line (`[[fax_outbox]]`) is refused
+    // at its position, with the pipeline file that replaces it.
+    std::fs::write(
+        &bad,
+        "listen = \"off\"\n\n[[fax_outbox]]\nname = \"clinic\"\nfax_line = \"6045550100\"\ndocument_dir = \"/d\"\n\n[fax_outbox.ringcentral]\nclient_id_env = \"A\"\nclient_secret_env = \"B\"\njwt_env = \"C\"\n",
+    )
+    .unwrap();
+    let o = Command::new(bin()).arg("check").arg(&bad).output().unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(
-        out.contains("error: fax_outbox[1]: fax line also sent by fax_outbox[0] (16:1)"),
+        out.contains("oscarflow.toml:3:1: error: fax_outbox[0] is no longer read")
+            && out.contains("<pipelines_dir>/fax_out_clinic.toml")
+            && out.contains("type = \"oscar_fax_queue\"")
+            && out.contains("[sinks.send.ringcentral]"),
         "{out}"
     );
     std::fs::write(&bad, "state_dir = \"x\"\ncolour = 1\n").unwrap();
@@ -747,8 +784,7 @@ fn the_deployment_example_config_loads_and_the_unit_runs_it() {
         &repo().join("deploy/oscarflow.toml.example"),
     )
     .unwrap();
-    assert_eq!((c.fax_outbox.len(), c.sms.len()), (1, 1));
-    assert_eq!(c.fax_outbox[0].validate(), Vec::<String>::new());
+    assert_eq!(c.sms.len(), 1);
     assert_eq!(c.sms[0].validate(), Vec::<String>::new());
     assert_eq!(c.listen, "127.0.0.1:9464");
     assert_eq!(

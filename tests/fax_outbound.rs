@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use oscarflow::outbound::fax::{FaxOutbox, FaxOutboxConfig, RoundReport};
 use oscarflow::store::Store;
 
-use common::rc_emulator::{GroupLimit, RcEmulator, SentFax, CLIENT_SECRET, JWT};
+use common::fax_queue::{
+    daemon_files, fax_pipeline, pdf, queue_faxes, sent_once, statuses, stop_daemons,
+};
+use common::queue::{QueuePipeline, RoundReport};
 
-const LINE: &str = "6045550100";
+use common::rc_emulator::{GroupLimit, RcEmulator, SentFax, CLIENT_SECRET, JWT};
 
 fn limit(emu: &RcEmulator, group: &'static str, requests: usize, window: Duration) {
     emu.state.lock().unwrap().limits.insert(
@@ -32,61 +34,15 @@ fn limit(emu: &RcEmulator, group: &'static str, requests: usize, window: Duratio
     );
 }
 
-/// The outbox settings as an operator writes them (`[[fax_outbox]]`).
-fn outbox_config(
-    emu: &RcEmulator,
-    docs: &Path,
-    extra: &str,
-    heavy: (u32, &str),
-) -> FaxOutboxConfig {
-    let text = format!(
-        r#"
-name = "clinic"
-fax_line = "{LINE}"
-document_dir = "{docs}"
-poll_interval = "1s"
-unknown_settle_after = "0s"
-{extra}
-[ringcentral]
-max_attempts = 3
-initial_backoff = "50ms"
-timeout = "10s"
-{ringcentral}"#,
-        docs = docs.display(),
-        ringcentral = emu.ringcentral_toml("OUT", heavy),
-    );
-    toml_edit::de::from_str(&text).expect("valid [[fax_outbox]] settings")
-}
-
-/// A synthetic PDF per fax.
-fn pdf(n: i64) -> Vec<u8> {
-    format!("%PDF-1.4\n% outbound fax {n}\n{}\n%%EOF", "x".repeat(2000)).into_bytes()
-}
-
-/// `n` OSCAR fax rows `WAITING` on our line, as OSCAR's fax screen queues them: the PDF in
-/// DOCUMENT_DIR, `filename` naming it, a 10-digit destination.
-async fn queue_faxes(store: &Store, docs: &Path, n: i64) {
-    std::fs::create_dir_all(docs).unwrap();
-    for i in 1..=n {
-        let name = format!("referral_{i}.pdf");
-        std::fs::write(docs.join(&name), pdf(i)).unwrap();
-        sqlx::query("INSERT INTO faxes (filename, faxline, destination, status, statusString, numPages, stamp, user, jobId, oscarUser, demographicNo) VALUES (?, ?, ?, 'WAITING', '', 1, '2026-11-22 09:00:00', 'clinic', NULL, '999998', NULL)")
-            .bind(format!("/var/lib/OscarDocument/oscar/document/{name}"))
-            .bind(LINE)
-            .bind(format!("604555{:04}", 2000 + i))
-            .execute(&store.pool)
-            .await
-            .unwrap();
-    }
-}
-
-async fn statuses(store: &Store) -> HashMap<String, i64> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, COUNT(*) FROM faxes GROUP BY status")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap();
-    rows.into_iter().collect()
+/// The outbound fax pipeline, with rounds run on request (`extra` goes in the source's table).
+fn outbox_config(emu: &RcEmulator, docs: &Path, extra: &str, heavy: (u32, &str)) -> String {
+    fax_pipeline(
+        emu,
+        "OUT",
+        docs,
+        &format!("poll_interval = \"1h\"\n{extra}"),
+        heavy,
+    )
 }
 
 /// An embedded store with `n` waiting faxes, and the emulator.
@@ -116,7 +72,7 @@ impl Line {
 }
 
 /// Rounds until nothing is pending (at most `max` rounds); the summed report.
-async fn drain(outbox: &FaxOutbox, max: u32) -> RoundReport {
+async fn drain(outbox: &mut QueuePipeline, max: u32) -> RoundReport {
     let mut total = RoundReport::default();
     for _ in 0..max {
         let r = outbox.round().await.expect("round");
@@ -131,20 +87,6 @@ async fn drain(outbox: &FaxOutbox, max: u32) -> RoundReport {
         }
     }
     total
-}
-
-/// Each fax reference appears in at most one sent fax; the map ref → fax.
-fn sent_once(emu: &RcEmulator) -> HashMap<String, SentFax> {
-    let sent = emu.state.lock().unwrap().sent.clone();
-    let mut by_ref = HashMap::new();
-    for f in sent {
-        let name = f.name.clone();
-        assert!(
-            by_ref.insert(name.clone(), f).is_none(),
-            "{name} was sent twice"
-        );
-    }
-    by_ref
 }
 
 fn assert_no_phones_or_secrets_in_logs() {
@@ -191,12 +133,8 @@ async fn waiting_faxes_are_sent_once_and_end_complete_or_error_with_a_reason() {
         .await
         .unwrap();
 
-    let outbox = FaxOutbox::new(
-        outbox_config(&emu, &docs, "", (100_000, "1m")),
-        store.clone(),
-    )
-    .unwrap();
-    let report = drain(&outbox, 10).await;
+    let mut outbox = QueuePipeline::start(&outbox_config(&emu, &docs, "", (100_000, "1m")), &store);
+    let report = drain(&mut outbox, 10).await;
     println!("outbound: {report:?}");
     let sent = sent_once(&emu);
     assert_eq!(
@@ -246,7 +184,7 @@ async fn waiting_faxes_are_sent_once_and_end_complete_or_error_with_a_reason() {
     assert!(reason(6).contains("NoAnswer"), "{}", reason(6));
     assert_eq!(reason(1), "Sent (2 pages)");
     // A second run finds nothing to send.
-    let again = drain(&outbox, 2).await;
+    let again = drain(&mut outbox, 2).await;
     assert_eq!((again.claimed, again.sent), (0, 0));
     assert_eq!(sent_once(&emu).len(), 8);
     // A user resends fax 1 and, with its document back, fax 4: OSCAR queues them again.
@@ -255,7 +193,7 @@ async fn waiting_faxes_are_sent_once_and_end_complete_or_error_with_a_reason() {
         .execute(&store.pool)
         .await
         .unwrap();
-    let resent = drain(&outbox, 5).await;
+    let resent = drain(&mut outbox, 5).await;
     assert_eq!((resent.claimed, resent.sent), (2, 2));
     let sent = sent_once(&emu);
     assert_eq!(sent.len(), 10);
@@ -274,12 +212,8 @@ async fn a_send_that_broke_off_after_ringcentral_accepted_it_is_adopted_not_sent
     } = Line::on_sqlite(6).await;
     // RingCentral takes the first three faxes but the answers never arrive.
     emu.state.lock().unwrap().drop_after_accept = 3;
-    let outbox = FaxOutbox::new(
-        outbox_config(&emu, &docs, "", (100_000, "1m")),
-        store.clone(),
-    )
-    .unwrap();
-    let report = drain(&outbox, 10).await;
+    let mut outbox = QueuePipeline::start(&outbox_config(&emu, &docs, "", (100_000, "1m")), &store);
+    let report = drain(&mut outbox, 10).await;
     println!("outbound with dropped answers: {report:?}");
     assert_eq!(report.adopted, 3, "the three were found in RingCentral");
     assert_eq!(sent_once(&emu).len(), 6, "each fax sent once");
@@ -321,12 +255,11 @@ async fn a_fax_claimed_by_a_process_that_died_is_looked_up_before_it_is_sent() {
         created: time::OffsetDateTime::now_utc() - time::Duration::minutes(59),
         reads: 0,
     });
-    let outbox = FaxOutbox::new(
-        outbox_config(&emu, &docs, "claim_timeout = \"10m\"", (100_000, "1m")),
-        store.clone(),
-    )
-    .unwrap();
-    let report = drain(&outbox, 10).await;
+    let mut outbox = QueuePipeline::start(
+        &outbox_config(&emu, &docs, "claim_timeout = \"10m\"", (100_000, "1m")),
+        &store,
+    );
+    let report = drain(&mut outbox, 10).await;
     println!("outbound after a crash: {report:?}");
     assert_eq!((report.adopted, report.sent), (1, 1));
     let sent = sent_once(&emu);
@@ -374,12 +307,8 @@ async fn a_hundred_faxes_under_a_429_storm_stay_within_the_heavy_limit_and_none_
             s.forced_retry_after = 1;
         }
         queue_faxes(&store, &docs, 100).await;
-        let outbox = FaxOutbox::new(
-            outbox_config(&emu, &docs, "batch = 100", (10, "1s")),
-            store.clone(),
-        )
-        .unwrap();
-        let report = drain(&outbox, 20).await;
+        let mut outbox = QueuePipeline::start(&outbox_config(&emu, &docs, "batch = 100", (10, "1s")), &store);
+        let report = drain(&mut outbox, 20).await;
         let sent = sent_once(&emu);
         let peak = busiest(&emu, "heavy", Duration::from_millis(950));
         let throttled = emu
@@ -403,39 +332,16 @@ async fn a_hundred_faxes_under_a_429_storm_stay_within_the_heavy_limit_and_none_
     .await;
 }
 
-/// `oscarflow.toml` for a daemon that only runs the fax outbox of our line.
+/// `oscarflow.toml` for a daemon whose one pipeline sends the faxes of our line.
 fn daemon_config(emu: &RcEmulator, dir: &Path, docs: &Path) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
-    let path = dir.join("oscarflow.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-database_url_env = "OSCARFLOW_T_OUT_DB"
-pipelines_dir = "{pipelines}"
-state_dir = "{state}"
-grace_period = "20s"
-listen = "off"
-
-[[fax_outbox]]
-name = "clinic"
-fax_line = "{LINE}"
-document_dir = "{docs}"
-poll_interval = "200ms"
-batch = 7
-unknown_settle_after = "0s"
-
-[fax_outbox.ringcentral]
-initial_backoff = "50ms"
-{ringcentral}"#,
-            pipelines = dir.join("pipelines").display(),
-            state = dir.join("state").display(),
-            docs = docs.display(),
-            ringcentral = emu.ringcentral_toml("OUT", (100_000, "1m")),
-        ),
-    )
-    .unwrap();
-    path
+    let pipeline = fax_pipeline(
+        emu,
+        "OUT",
+        docs,
+        "poll_interval = \"200ms\"\nbatch = 7",
+        (100_000, "1m"),
+    );
+    daemon_files(dir, "OSCARFLOW_T_OUT_DB", &pipeline)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,19 +396,7 @@ async fn two_oscarflow_processes_on_one_oscar_database_never_send_a_fax_twice() 
             .expect("process a reports its completed faxes in /metrics");
         println!("metrics of process a: {completed_line}");
         assert!(metrics.contains("oscarflow_outbound_last_round_timestamp_seconds"));
-        let mut logs = String::new();
-        for child in [&mut a, &mut b] {
-            let kill = std::process::Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(kill.success());
-            let status = child.wait().unwrap();
-            let mut err = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            assert_eq!(status.code(), Some(0), "{err}");
-            logs.push_str(&err);
-        }
+        let logs = stop_daemons(&mut [&mut a, &mut b]);
         let sent = sent_once(&emu);
         let by_owner: Vec<(String, i64)> = sqlx::query_as(
             "SELECT SUBSTRING(owner, 1, 40), COUNT(*) FROM oscarflow_fax_outbound GROUP BY owner",

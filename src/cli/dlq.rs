@@ -384,6 +384,32 @@ async fn retry(
                     .saturating_add(1),
             })
             .collect();
+        if let Some(queue) = cfg.sources.iter().find(|s| s.config.is_queue()) {
+            // A queue's dead letters go back into the queue, as OSCAR's own resend does:
+            // the running daemon claims and sends them.
+            for d in group {
+                let outcome = match queue.config.requeue(&store, &d.raw).await {
+                    Some(Ok(requeued)) => {
+                        if let Err(e) = dls.mark_resolved(&d.id).await {
+                            return fail(e);
+                        }
+                        if requeued {
+                            "resolved (queued again)"
+                        } else {
+                            "resolved (not in error any more)"
+                        }
+                    }
+                    Some(Err(e)) => {
+                        eprintln!("error: dead letter {}: {e}", d.id);
+                        code = code.max(2);
+                        "not queued"
+                    }
+                    None => "not queued",
+                };
+                println!("{}  {outcome}", d.id);
+            }
+            continue;
+        }
         if let Some(fax_sink) = fax_sink(&cfg) {
             // A fax pipeline takes documents, not raw bytes: its dead letters go straight
             // to its fax sink (the stage that rejected them).

@@ -140,7 +140,10 @@ impl Observer for ReportCollector {
             | Event::ReleaseFailed { .. }
             | Event::Polled { .. }
             | Event::Body { .. }
-            | Event::PollFailed { .. } => {}
+            | Event::PollFailed { .. }
+            | Event::Outbound { .. }
+            | Event::QueueRound { .. }
+            | Event::QueueRoundFailed { .. } => {}
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `oscarflow run`: the daemon. Runs every pipeline in the pipelines directory, and every
-//! outbound fax line (`[[fax_outbox]]`) and SMS sender (`[[sms]]`) of the config file, until
+//! `oscarflow run`: the daemon. Runs every pipeline in the pipelines directory (outbound fax
+//! lines among them), and every SMS sender (`[[sms]]`) of the config file, until
 //! SIGTERM or SIGINT, then stops intake, drains in-flight work within the grace period and exits 0.
 //! Work still in flight when the grace period ends is abandoned safely: its transactions roll
 //! back and its inputs stay where they are, to be re-delivered on the next start.
@@ -120,7 +120,7 @@ pub async fn run(a: RunArgs) -> i32 {
     if let Err(e) = sup.reconcile().await {
         return fail(e);
     }
-    if sup.running_count() == 0 && cfg.fax_outbox.is_empty() && cfg.sms.is_empty() {
+    if sup.running_count() == 0 && cfg.sms.is_empty() {
         return fail(format!(
             "no valid pipeline in {}",
             cfg.pipelines_dir.display()
@@ -132,21 +132,11 @@ pub async fn run(a: RunArgs) -> i32 {
 
     let (outbox_stop, outbox_shutdown) = crate::shutdown::Shutdown::new();
     let mut outboxes = tokio::task::JoinSet::new();
-    if !cfg.fax_outbox.is_empty() || !cfg.sms.is_empty() {
+    if !cfg.sms.is_empty() {
         let store = match sup.store(&url).await {
             Ok(s) => s,
             Err(e) => return fail(e),
         };
-        for oc in &cfg.fax_outbox {
-            match crate::outbound::fax::FaxOutbox::new(oc.clone(), store.clone()) {
-                Ok(o) => {
-                    tracing::info!(outbox = %oc.name, "Fax outbox started.");
-                    let sd = outbox_shutdown.clone();
-                    outboxes.spawn(async move { o.run(sd).await });
-                }
-                Err(e) => return fail(e),
-            }
-        }
         for sc in &cfg.sms {
             match crate::outbound::sms::SmsOutbox::new(sc.clone(), store.clone()) {
                 Ok(o) => {

@@ -4,7 +4,6 @@
 //! embedded SQLite store under `./var/`. Secrets never appear inline: the database URL may
 //! be named by `database_url_env`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,9 +33,6 @@ pub struct DaemonConfig {
     /// Environment variable holding the bearer token the endpoint requires; needed when
     /// `listen` is not a loopback address.
     pub http_token_env: Option<String>,
-    /// Outbound fax lines sent through RingCentral (`[[fax_outbox]]`), each a worker on
-    /// OSCAR's `faxes` queue ([`crate::outbound::fax`]).
-    pub fax_outbox: Vec<crate::outbound::fax::FaxOutboxConfig>,
     /// Text messages through RingCentral (`[[sms]]`): reminders and lab-ready notices
     /// ([`crate::outbound::sms`]).
     pub sms: Vec<crate::outbound::sms::SmsConfig>,
@@ -52,7 +48,6 @@ impl Default for DaemonConfig {
             grace_period: Duration::from_secs(30),
             listen: "127.0.0.1:9464".into(),
             http_token_env: None,
-            fax_outbox: Vec::new(),
             sms: Vec::new(),
         }
     }
@@ -63,6 +58,10 @@ impl DaemonConfig {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        if let Some(r) = super::legacy::retired_tables(&text).first() {
+            let (line, col) = super::diagnostics::line_col(&text, r.offset);
+            return Err(format!("{}:{line}:{col}: {}", path.display(), r.message()));
+        }
         toml_edit::de::from_str(&text).map_err(|e| {
             let (line, col) = e
                 .span()
@@ -127,6 +126,21 @@ impl DaemonConfig {
                 }]
             }
         };
+        let retired = super::legacy::retired_tables(&text);
+        if !retired.is_empty() {
+            return retired
+                .iter()
+                .map(|r| {
+                    let (line, col) = super::diagnostics::line_col(&text, r.offset);
+                    super::Diagnostic {
+                        path: path.to_path_buf(),
+                        line,
+                        col,
+                        message: format!("error: {}", r.message()),
+                    }
+                })
+                .collect();
+        }
         let cfg: DaemonConfig = match toml_edit::de::from_str(&text) {
             Ok(c) => c,
             Err(e) => {
@@ -177,34 +191,14 @@ impl DaemonConfig {
                 Ok(_) => {}
             }
         }
-        let mut lines: HashMap<&str, usize> = HashMap::new();
-        for (i, f) in cfg.fax_outbox.iter().enumerate() {
-            let at = table_position(&text, "fax_outbox", i);
-            for m in f.validate() {
-                err(at, format!("fax_outbox[{i}] `{}`: {m}", f.name));
-            }
-            if let Some(prev) = lines.insert(f.fax_line.as_str(), i) {
-                err(
-                    at,
-                    format!(
-                        "fax_outbox[{i}]: fax line also sent by fax_outbox[{prev}] ({}:{}): each fax would be claimed by two workers",
-                        table_position(&text, "fax_outbox", prev).0,
-                        table_position(&text, "fax_outbox", prev).1
-                    ),
-                );
-            }
-        }
         for (i, s) in cfg.sms.iter().enumerate() {
             let at = table_position(&text, "sms", i);
             for m in s.validate() {
                 err(at, format!("sms[{i}] `{}`: {m}", s.name));
             }
         }
-        let connections = (cfg.fax_outbox.iter().enumerate())
-            .map(|(i, f)| (format!("fax_outbox[{i}]"), &f.ringcentral))
-            .chain(
-                (cfg.sms.iter().enumerate()).map(|(i, s)| (format!("sms[{i}]"), &s.ringcentral)),
-            );
+        let connections =
+            (cfg.sms.iter().enumerate()).map(|(i, s)| (format!("sms[{i}]"), &s.ringcentral));
         for (table, rc) in connections {
             for (field, var) in rc.env_refs() {
                 if unset(var.get_ref()) {

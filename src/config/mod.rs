@@ -11,6 +11,7 @@
 pub mod daemon;
 pub mod diagnostics;
 mod duration;
+pub mod legacy;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;

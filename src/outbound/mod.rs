@@ -1,90 +1,9 @@
 //! Outbound queues: work that starts as rows in OSCAR's own queue tables and leaves through
 //! RingCentral.
 //!
-//! - [`fax`]: OSCAR's `faxes` rows `WAITING` on a line oscarflow handles → RingCentral fax,
-//!   with OSCAR's status kept up to date and no fax ever sent twice.
 //! - [`sms`]: appointment reminders and lab-ready notices from OSCAR's tables → our outbox
 //!   table → RingCentral SMS, each exactly once, opted-out patients never.
 
-mod claim;
-pub mod fax;
 pub mod sms;
 
-use crate::error::{Classify, ErrorKind};
-
-/// Why an outbound worker's round (or one of its steps) failed: the kind decides what the
-/// worker does (a transient failure is tried again at the next round, a fatal one stops it),
-/// the reason is a bounded code for logs and metrics, the detail PHI-free text (context and
-/// codes, never a number, a name or a message text).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{detail}")]
-pub struct OutboundError {
-    pub kind: ErrorKind,
-    pub reason: OutboundReason,
-    pub detail: String,
-}
-
-/// The bounded reason of an [`OutboundError`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboundReason {
-    /// The worker's settings cannot work (checked at start).
-    Config,
-    /// oscarflow's or OSCAR's tables.
-    Database,
-    /// The RingCentral API.
-    RingCentral,
-    /// A fax's document: missing, empty or unreadable.
-    Document,
-}
-
-impl OutboundReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutboundReason::Config => "config",
-            OutboundReason::Database => "database",
-            OutboundReason::RingCentral => "ringcentral",
-            OutboundReason::Document => "document",
-        }
-    }
-}
-
-impl OutboundError {
-    /// Settings that cannot work: the worker does not start.
-    pub fn config(detail: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Fatal,
-            reason: OutboundReason::Config,
-            detail: detail.into(),
-        }
-    }
-    /// A store that failed without a database error of its own (tried again next round).
-    pub fn database(detail: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Transient,
-            reason: OutboundReason::Database,
-            detail: detail.into(),
-        }
-    }
-    /// A fax's document cannot be sent: the fax ends in `ERROR` with this text.
-    pub fn document(detail: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Data,
-            reason: OutboundReason::Document,
-            detail: detail.into(),
-        }
-    }
-    /// A RingCentral failure, with the client's own classification.
-    pub fn ringcentral(e: &crate::ringcentral::RcError) -> Self {
-        Self {
-            kind: e.kind,
-            reason: OutboundReason::RingCentral,
-            detail: e.detail.clone(),
-        }
-    }
-}
-
-impl Classify for OutboundError {
-    fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-}
+pub use crate::jobs::{OutboundError, OutboundReason};

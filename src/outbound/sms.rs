@@ -31,13 +31,13 @@ use bytes::Bytes;
 use chrono::{Local, NaiveDate, NaiveDateTime, NaiveTime, TimeZone};
 use serde::Deserialize;
 
-use super::claim::{
-    check_worker, cut, db, owner_id, rfc3339, run_rounds, unix_now, worker_client, ClaimTable,
-};
 use super::OutboundError;
 use crate::dead_letter::{DeadLetter, DeadLetterStore, ReasonCode};
 use crate::envelope::{sha256, MessageId, Origin, Provenance};
 use crate::error::ErrorKind;
+use crate::jobs::claim::{
+    check_worker, cut, db, owner_id, rfc3339, run_rounds, unix_now, worker_client, ClaimTable,
+};
 use crate::ringcentral::client::{Body, Group};
 use crate::ringcentral::messages::{list_pages, MESSAGE_STORE};
 use crate::ringcentral::phone::to_e164;
@@ -74,15 +74,15 @@ pub struct SmsConfig {
     pub poll_interval: Duration,
     #[serde(default = "default_batch")]
     pub batch: u32,
-    #[serde(default = "crate::outbound::claim::defaults::attempts")]
+    #[serde(default = "crate::jobs::claim::defaults::attempts")]
     pub max_attempts: u32,
     #[serde(
-        default = "crate::outbound::claim::defaults::claim_timeout",
+        default = "crate::jobs::claim::defaults::claim_timeout",
         deserialize_with = "crate::config::deserialize_duration"
     )]
     pub claim_timeout: Duration,
     #[serde(
-        default = "crate::outbound::claim::defaults::settle",
+        default = "crate::jobs::claim::defaults::settle",
         deserialize_with = "crate::config::deserialize_duration"
     )]
     pub unknown_settle_after: Duration,
@@ -307,7 +307,7 @@ impl SmsOutbox {
             |_| self.round(),
             |r: &SmsReport| {
                 tracing::info!(sms = %name, queued = r.queued, opted_out = r.opted_out, invalid = r.invalid, sent = r.sent, adopted = r.adopted, delivered = r.delivered, failed = r.failed, "SMS round done.");
-                super::claim::record_round(
+                crate::jobs::claim::record_round(
                     "sms",
                     &name,
                     &[

@@ -164,6 +164,14 @@ fn default_retry_after() -> Duration {
 }
 
 impl RcConfig {
+    /// [`RcConfig::validate`] as a component's diagnostics (`ringcentral: …`).
+    pub fn diagnostics(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        self.validate()
+            .into_iter()
+            .map(|p| (format!("ringcentral: {p}"), None))
+            .collect()
+    }
+
     pub fn validate(&self) -> Vec<String> {
         let mut v = Vec::new();
         match url::Url::parse(&self.server) {

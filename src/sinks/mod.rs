@@ -9,6 +9,7 @@
 
 pub mod oscar_fax;
 pub mod oscar_lab;
+pub mod ringcentral_fax;
 
 use std::ops::Range;
 
@@ -25,6 +26,7 @@ use crate::payload::{Erased, Payload};
 
 pub use oscar_fax::OscarFaxConfig;
 pub use oscar_lab::OscarLabConfig;
+pub use ringcentral_fax::RingCentralFaxSinkConfig;
 
 /// A durable, idempotent writer. See the module docs for the contract.
 #[async_trait]
@@ -73,12 +75,13 @@ pub struct SinkRun {
 pub enum SinkConfig {
     OscarLab(OscarLabConfig),
     OscarFax(OscarFaxConfig),
+    RingCentralFax(Box<RingCentralFaxSinkConfig>),
 }
 
 impl SinkConfig {
     /// Builds the running sink (no I/O until its first write).
-    pub fn build(&self, cx: &BuildContext) -> BuiltSink {
-        match self {
+    pub fn build(&self, cx: &BuildContext) -> Result<BuiltSink, ProcessError> {
+        Ok(match self {
             SinkConfig::OscarLab(c) => BuiltSink::new::<LabFile>(
                 Arc::new(oscar_lab::OscarLab::new(
                     cx.store.clone(),
@@ -103,10 +106,22 @@ impl SinkConfig {
                     order_by: OrderKey::None,
                 },
             ),
-        }
+            SinkConfig::RingCentralFax(c) => BuiltSink::new::<crate::jobs::FaxJob>(
+                Arc::new(ringcentral_fax::RingCentralFax::new(
+                    (**c).clone(),
+                    cx.store.clone(),
+                    cx.id.clone(),
+                    cx.observers.clone(),
+                )?),
+                SinkRun {
+                    concurrency: c.concurrency,
+                    order_by: OrderKey::Accession,
+                },
+            ),
+        })
     }
 
-    pub const TYPES: &'static [&'static str] = &["oscar_lab", "oscar_fax"];
+    pub const TYPES: &'static [&'static str] = &["oscar_lab", "oscar_fax", "ringcentral_fax"];
 
     pub fn from_table(
         raw: RawComponent,
@@ -115,6 +130,7 @@ impl SinkConfig {
         match raw.type_name.get_ref().as_str() {
             "oscar_lab" => raw.parse().map(SinkConfig::OscarLab),
             "oscar_fax" => raw.parse().map(SinkConfig::OscarFax),
+            "ringcentral_fax" => raw.parse().map(|c| SinkConfig::RingCentralFax(Box::new(c))),
             _ => Err(unknown_type(
                 section.trim_end_matches('s'),
                 &raw.type_name,
@@ -129,12 +145,14 @@ impl ComponentKind for SinkConfig {
         match self {
             SinkConfig::OscarLab(_) => "oscar_lab",
             SinkConfig::OscarFax(_) => "oscar_fax",
+            SinkConfig::RingCentralFax(_) => "ringcentral_fax",
         }
     }
     fn input_port(&self) -> Option<PortType> {
         Some(match self {
             SinkConfig::OscarLab(_) => PortType::LabFile,
             SinkConfig::OscarFax(_) => PortType::Document,
+            SinkConfig::RingCentralFax(_) => PortType::FaxJob,
         })
     }
     fn output_port(&self) -> Option<PortType> {
@@ -153,6 +171,7 @@ impl ComponentKind for SinkConfig {
                 v
             }
             SinkConfig::OscarFax(c) => c.validate(),
+            SinkConfig::RingCentralFax(c) => c.validate(),
         }
     }
 }

@@ -20,7 +20,9 @@ pub mod folder;
 pub mod iha_poi;
 pub mod list;
 pub mod mllp;
+pub mod oscar_fax_queue;
 pub mod pull;
+pub mod queue;
 pub mod ringcentral_fax;
 pub mod sftp;
 
@@ -43,6 +45,7 @@ pub use excelleris::ExcellerisConfig;
 pub use folder::FolderConfig;
 pub use iha_poi::IhaPoiConfig;
 pub use mllp::MllpConfig;
+pub use oscar_fax_queue::OscarFaxQueueConfig;
 pub use ringcentral_fax::RingCentralFaxConfig;
 pub use sftp::SftpConfig;
 
@@ -341,8 +344,10 @@ impl BuiltSource {
 }
 
 /// What a source configuration needs to build its running source.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SourceBuildContext {
+    /// The pipeline's database (queue sources claim their rows in it).
+    pub store: crate::store::Store,
     /// Read what is there once and end (`replay`, `dlq retry`): folders in `once` mode,
     /// polling sources after one poll.
     pub one_shot: bool,
@@ -359,6 +364,7 @@ pub enum SourceConfig {
     Sftp(SftpConfig),
     IhaPoi(IhaPoiConfig),
     RingCentralFax(RingCentralFaxConfig),
+    OscarFaxQueue(OscarFaxQueueConfig),
 }
 
 impl SourceConfig {
@@ -369,6 +375,7 @@ impl SourceConfig {
         "iha_poi",
         "sftp",
         "ringcentral_fax",
+        "oscar_fax_queue",
     ];
 
     pub fn from_table(
@@ -382,6 +389,7 @@ impl SourceConfig {
             "sftp" => raw.parse().map(SourceConfig::Sftp),
             "iha_poi" => raw.parse().map(SourceConfig::IhaPoi),
             "ringcentral_fax" => raw.parse().map(SourceConfig::RingCentralFax),
+            "oscar_fax_queue" => raw.parse().map(SourceConfig::OscarFaxQueue),
             _ => Err(unknown_type(
                 section.trim_end_matches('s'),
                 &raw.type_name,
@@ -437,7 +445,48 @@ impl SourceConfig {
                     },
                 ))
             }
+            SourceConfig::OscarFaxQueue(c) => {
+                let s = queue::QueueSource::new(
+                    "oscar_fax_queue",
+                    oscar_fax_queue::FaxQueue::new(c.clone(), cx.store.clone()),
+                    crate::jobs::claim::owner_id(&c.name),
+                    c.poll_interval,
+                );
+                BuiltSource::new::<crate::jobs::FaxJob>(Box::new(match polls(cx.one_shot) {
+                    Some(n) => s.with_max_rounds(n),
+                    None => s,
+                }))
+            }
         })
+    }
+
+    /// A database queue ([`queue`]): its dead letters are re-driven by [`Self::requeue`].
+    pub fn is_queue(&self) -> bool {
+        matches!(self, SourceConfig::OscarFaxQueue(_))
+    }
+
+    /// For a queue source: puts the row of a dead-lettered job (`raw`, its dead letter's
+    /// bytes) back in its queue, for the running daemon to claim (`dlq retry`). `None` for
+    /// sources that are not queues (their dead letters are re-driven through the pipeline).
+    pub async fn requeue(
+        &self,
+        store: &crate::store::Store,
+        raw: &[u8],
+    ) -> Option<Result<bool, crate::jobs::OutboundError>> {
+        use queue::Queue;
+        match self {
+            SourceConfig::OscarFaxQueue(c) => Some(match serde_json::from_slice(raw) {
+                Ok(job) => {
+                    oscar_fax_queue::FaxQueue::new(c.clone(), store.clone())
+                        .requeue(&job)
+                        .await
+                }
+                Err(_) => Err(crate::jobs::OutboundError::database(
+                    "the dead letter does not hold a fax job",
+                )),
+            }),
+            _ => None,
+        }
     }
 
     /// The outside input this source consumes (and releases: moves, deletes, acknowledges,
@@ -464,6 +513,7 @@ impl SourceConfig {
                 "POI account",
                 format!("{}|{}", c.url.trim(), c.user_env.get_ref()),
             ),
+            SourceConfig::OscarFaxQueue(c) => ("OSCAR fax line", c.fax_line.clone()),
             SourceConfig::RingCentralFax(c) => (
                 "RingCentral fax inbox",
                 format!(
@@ -507,6 +557,7 @@ impl ComponentKind for SourceConfig {
             SourceConfig::Sftp(_) => "sftp",
             SourceConfig::IhaPoi(_) => "iha_poi",
             SourceConfig::RingCentralFax(_) => "ringcentral_fax",
+            SourceConfig::OscarFaxQueue(_) => "oscar_fax_queue",
         }
     }
     fn input_port(&self) -> Option<PortType> {
@@ -515,6 +566,7 @@ impl ComponentKind for SourceConfig {
     fn output_port(&self) -> Option<PortType> {
         Some(match self {
             SourceConfig::RingCentralFax(_) => PortType::Document,
+            SourceConfig::OscarFaxQueue(_) => PortType::FaxJob,
             _ => PortType::Raw,
         })
     }
@@ -526,6 +578,7 @@ impl ComponentKind for SourceConfig {
             SourceConfig::Sftp(c) => c.validate(),
             SourceConfig::IhaPoi(c) => c.validate(),
             SourceConfig::RingCentralFax(c) => c.validate(),
+            SourceConfig::OscarFaxQueue(c) => c.validate(),
         }
     }
     fn lab_type(&self) -> Option<crate::hl7::lab::LabType> {

@@ -175,6 +175,33 @@ pub enum Event<'a> {
         component: &'a str,
         error: &'a str,
     },
+    /// An outbound sink acted on a queue job: `outcome` is what it did (`sent`, `adopted`,
+    /// `completed`, `unknown`, `waiting`, …), `row` the queue row's id.
+    Outbound {
+        prov: &'a Provenance,
+        component: &'a str,
+        row: i64,
+        outcome: &'static str,
+    },
+    /// A queue source finished a round (`kind` `fax` or `sms`, `queue` its configured name).
+    QueueRound {
+        pipeline: &'a str,
+        component: &'a str,
+        kind: &'static str,
+        queue: &'a str,
+        claimed: u32,
+        outcomes: &'a [(&'static str, u32)],
+        pending: u32,
+    },
+    /// A queue source's round failed (bounded `reason`, PHI-free `error`); it tries again
+    /// at the next round.
+    QueueRoundFailed {
+        pipeline: &'a str,
+        component: &'a str,
+        queue: &'a str,
+        reason: &'static str,
+        error: &'a str,
+    },
 }
 
 /// Receives events.
@@ -398,6 +425,92 @@ impl Observer for Telemetry {
                 error,
             } => {
                 tracing::warn!(pipeline, component, error, "Poll failed.");
+                counter(
+                    MetricName::SourcePollFailures,
+                    &[
+                        ("pipeline", pipeline.to_string()),
+                        ("component", component.to_string()),
+                    ],
+                    1,
+                );
+            }
+            Event::Outbound {
+                prov,
+                component,
+                row,
+                outcome,
+            } => {
+                tracing::info!(pipeline = %prov.pipeline, component, source = %prov.source, row, outcome, "Outbound job done.");
+            }
+            Event::QueueRound {
+                pipeline,
+                component,
+                kind,
+                queue,
+                claimed,
+                outcomes,
+                pending,
+            } => {
+                tracing::info!(pipeline, component, queue, claimed, outcomes = ?outcomes, pending, "Queue round done.");
+                for (outcome, n) in outcomes.iter() {
+                    counter(
+                        MetricName::OutboundMessages,
+                        &[
+                            ("kind", kind.to_string()),
+                            ("worker", queue.to_string()),
+                            ("outcome", outcome.to_string()),
+                        ],
+                        u64::from(*n),
+                    );
+                }
+                counter(
+                    MetricName::OutboundMessages,
+                    &[
+                        ("kind", kind.to_string()),
+                        ("worker", queue.to_string()),
+                        ("outcome", "claimed".to_string()),
+                    ],
+                    u64::from(*claimed),
+                );
+                gauge(
+                    MetricName::OutboundLastRound,
+                    &[("kind", kind.to_string()), ("worker", queue.to_string())],
+                    time::OffsetDateTime::now_utc().unix_timestamp() as f64,
+                );
+                let l = [
+                    ("pipeline", pipeline.to_string()),
+                    ("component", component.to_string()),
+                ];
+                counter(MetricName::SourcePolls, &l, 1);
+                gauge(
+                    MetricName::SourceLastSuccess,
+                    &l,
+                    time::OffsetDateTime::now_utc().unix_timestamp() as f64,
+                );
+            }
+            Event::QueueRoundFailed {
+                pipeline,
+                component,
+                queue,
+                reason,
+                error,
+            } => {
+                tracing::error!(
+                    pipeline,
+                    component,
+                    queue,
+                    reason,
+                    error,
+                    "Queue round failed; trying again at the next round."
+                );
+                counter(
+                    MetricName::OutboundRoundFailures,
+                    &[
+                        ("worker", queue.to_string()),
+                        ("reason", reason.to_string()),
+                    ],
+                    1,
+                );
                 counter(
                     MetricName::SourcePollFailures,
                     &[

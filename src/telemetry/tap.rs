@@ -178,6 +178,41 @@ impl Observer for TapHub {
                 component,
                 ..
             } => (pipeline, component, None, json!({"event": "poll_failed"})),
+            Event::Outbound {
+                prov,
+                component,
+                row,
+                outcome,
+            } => (
+                &prov.pipeline,
+                component,
+                None,
+                json!({"event": "outbound", "row": row, "outcome": outcome, "provenance": prov_json(prov)}),
+            ),
+            Event::QueueRound {
+                pipeline,
+                component,
+                claimed,
+                outcomes,
+                pending,
+                ..
+            } => (
+                pipeline,
+                component,
+                None,
+                json!({"event": "queue_round", "claimed": claimed, "outcomes": outcomes.iter().map(|(o, n)| (o.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(), "pending": pending}),
+            ),
+            Event::QueueRoundFailed {
+                pipeline,
+                component,
+                reason,
+                ..
+            } => (
+                pipeline,
+                component,
+                None,
+                json!({"event": "queue_round_failed", "reason": reason}),
+            ),
         };
         let mut record = record;
         if let Value::Object(m) = &mut record {

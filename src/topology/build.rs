@@ -203,7 +203,10 @@ pub fn build(
     };
     for c in &cfg.sinks {
         let kind = c.config.type_name();
-        let built = c.config.build(&bcx(&c.id));
+        let built = c
+            .config
+            .build(&bcx(&c.id))
+            .map_err(|e| invalid(cfg, format!("sink `{}`: {}", c.id, e.detail)))?;
         let run = built.run;
         let wired = match (built.input(), rxs.remove(&c.id)) {
             (Some(port), Some(rx)) => port.visit(SpawnSink {
@@ -265,6 +268,7 @@ pub fn build(
         archive,
     };
     let scx = SourceBuildContext {
+        store: store.clone(),
         one_shot: opts.one_shot,
         release_hook: opts.release_hook.clone(),
     };

@@ -195,8 +195,12 @@ impl SourceHealth {
 impl Observer for SourceHealth {
     fn observe(&self, event: &Event<'_>) {
         let (component, ok) = match event {
-            Event::Polled { component, .. } => (*component, true),
-            Event::PollFailed { component, .. } => (*component, false),
+            Event::Polled { component, .. } | Event::QueueRound { component, .. } => {
+                (*component, true)
+            }
+            Event::PollFailed { component, .. } | Event::QueueRoundFailed { component, .. } => {
+                (*component, false)
+            }
             _ => return,
         };
         if let Ok(mut m) = self.by_source.lock() {

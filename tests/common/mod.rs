@@ -3,11 +3,13 @@
 #![allow(dead_code)]
 
 pub mod excelleris_emulator;
+pub mod fax_queue;
 pub mod harness;
 pub mod http_emu;
 pub mod logs;
 pub mod mariadb;
 pub mod poi_emulator;
+pub mod queue;
 pub mod rc_emulator;
 pub mod s3;
 pub mod sources;

@@ -62,12 +62,7 @@ fn yes() -> bool {
 
 impl RingCentralFaxConfig {
     pub(crate) fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
-        let mut v: Vec<(String, Option<Range<usize>>)> = self
-            .ringcentral
-            .validate()
-            .into_iter()
-            .map(|p| (format!("ringcentral: {p}"), None))
-            .collect();
+        let mut v = self.ringcentral.diagnostics();
         if self.poll_interval < Duration::from_secs(1) {
             v.push(("poll_interval must be at least 1s".into(), None));
         }

@@ -5,6 +5,11 @@
 //! sink reads those from OSCAR's row when it acts (so a re-driven job sends what the row says
 //! now), and a job is safe to show in a tap, a log line or a dead letter.
 
+pub mod claim;
+mod error;
+
+pub use error::{OutboundError, OutboundReason};
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +28,9 @@ pub struct FaxJob {
     pub owner: String,
     /// The reference RingCentral keeps with the fax (`OSCAR fax <queue>#<id>`).
     pub ref_name: String,
-    /// Attempts already spent on this send.
-    pub attempts: u32,
+    /// The claim's lease in seconds: the sink refreshes the claim every quarter of it while
+    /// it sends.
+    pub lease_secs: u64,
     pub step: FaxStep,
 }
 

@@ -1,0 +1,235 @@
+//! Outbound work as pipelines of the one engine, run by two `oscarflow run` daemons on one
+//! MariaDB OSCAR database against the RingCentral emulator: OSCAR's fax queue
+//! (`oscar_fax_queue → ringcentral_fax`) from a pipeline file. A fax that cannot be sent is
+//! in the common dead-letter store (`oscarflow dlq list --config`) and OSCAR shows `ERROR`;
+//! `dlq retry` queues it again once fixed; `tap` shows the sink's outcomes; a paused
+//! pipeline leaves the queue alone; `/pipelines` lists the pipeline; each fax is sent once.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oscarflow::store::Store;
+
+use common::fax_queue::{
+    daemon_files, fax_pipeline, queue_faxes, sent_once, statuses, stop_daemons, LINE,
+};
+use common::rc_emulator::{RcEmulator, CLIENT_SECRET, JWT};
+use common::{bin, free_port, http_request};
+
+/// `oscarflow.toml` and the fax pipeline file, for daemons on the database in
+/// `OSCARFLOW_T_PIPE_DB`.
+fn write_config(emu: &RcEmulator, dir: &Path, docs: &Path) -> PathBuf {
+    let pipeline = fax_pipeline(
+        emu,
+        "PIPE",
+        docs,
+        "poll_interval = \"200ms\"\nbatch = 5",
+        (100_000, "1m"),
+    );
+    daemon_files(dir, "OSCARFLOW_T_PIPE_DB", &pipeline)
+}
+
+fn daemon(config: &Path, url: &str, port: u16) -> Child {
+    Command::new(bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("OSCARFLOW_T_PIPE_DB", url)
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs `oscarflow ARGS --config CONFIG` against the test database: (exit code, stdout).
+fn cli(args: &[&str], config: &Path, url: &str) -> (Option<i32>, String) {
+    let o = Command::new(bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("OSCARFLOW_T_PIPE_DB", url)
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+async fn wait_until(store: &Store, sql: &str, want: i64, what: &str) {
+    let started = Instant::now();
+    loop {
+        let n = common::count(store, sql).await;
+        if n == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{what}: {n}, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn post(port: u16, path: &str) {
+    let (status, body) = http_request("POST", port, path, None).expect("the daemon answers");
+    assert_eq!(status, 200, "{path}: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_each_fax_once() {
+    common::mariadb::with_test_db(|url| async move {
+        let tmp = tempfile::tempdir().unwrap();
+        let docs = tmp.path().join("document");
+        let emu = RcEmulator::start().await;
+        emu.lift_limits();
+        let store = Store::open(&url).await.unwrap();
+        let config = write_config(&emu, tmp.path(), &docs);
+        let (port_a, port_b) = (free_port(), free_port());
+        let mut a = daemon(&config, &url, port_a);
+        let mut b = daemon(&config, &url, port_b);
+        for port in [port_a, port_b] {
+            let started = Instant::now();
+            while http_request("GET", port, "/pipelines", None)
+                .is_none_or(|(_, body)| !body.contains("\"fax_out\""))
+            {
+                assert!(started.elapsed() < Duration::from_secs(60), "daemon on {port}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // `/pipelines` lists the fax pipeline with its source and sink.
+        let (_, listed) = http_request("GET", port_a, "/pipelines", None).unwrap();
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let fax_out = listed["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "fax_out")
+            .unwrap_or_else(|| panic!("{listed}"))
+            .clone();
+        let text = fax_out.to_string();
+        assert!(text.contains("outbox") && text.contains("send"), "{text}");
+
+        // A tap at the sink, connected before any fax is queued.
+        let mut tap = Command::new(bin())
+            .args(["tap", "fax_out", "send", "--endpoint"])
+            .arg(format!("http://127.0.0.1:{port_a}"))
+            .args(["--count", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        // 40 faxes; fax 5 goes to a number that is not a phone number.
+        queue_faxes(&store, &docs, 40).await;
+        sqlx::query("UPDATE faxes SET destination = '555' WHERE id = 5")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        wait_until(&store, "SELECT COUNT(*) FROM faxes WHERE status = 'COMPLETE'", 39, "faxes COMPLETE").await;
+        wait_until(&store, "SELECT COUNT(*) FROM faxes WHERE status = 'ERROR'", 1, "faxes in ERROR").await;
+        let reason: String = sqlx::query_scalar("SELECT statusString FROM faxes WHERE id = 5")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert!(reason.contains("invalid destination number"), "{reason}");
+
+        let started = Instant::now();
+        let tap_status = loop {
+            if let Some(s) = tap.try_wait().unwrap() {
+                break s;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the tap saw nothing");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut tapped = String::new();
+        std::io::Read::read_to_string(tap.stdout.as_mut().unwrap(), &mut tapped).unwrap();
+        assert_eq!(tap_status.code(), Some(0), "{tapped}");
+        let records: Vec<serde_json::Value> =
+            tapped.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(records.len(), 3, "{tapped}");
+        assert!(
+            records.iter().all(|r| r["component"] == "send"),
+            "{tapped}"
+        );
+        assert!(
+            records.iter().any(|r| r["event"] == "outbound" && r["outcome"].is_string()),
+            "{tapped}"
+        );
+
+        // The dead letter is in the daemon's database, found through its config.
+        let (code, listed) = cli(&["dlq", "list", "--json"], &config, &url);
+        assert_eq!(code, Some(0), "{listed}");
+        let letters: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+        assert_eq!(letters.len(), 1, "{listed}");
+        assert_eq!(letters[0]["reason"], "invalid_phone");
+        assert_eq!(letters[0]["pipeline"], "fax_out");
+        assert_eq!(letters[0]["stage"], "send");
+        let id = letters[0]["id"].as_str().unwrap().to_string();
+        let (_, table) = cli(&["dlq", "list"], &config, &url);
+        assert!(table.contains(&id) && table.contains("1 dead letter(s)"), "{table}");
+
+        // Paused, the daemons leave a newly queued fax alone; resumed, they send it.
+        post(port_a, "/pipelines/fax_out/pause");
+        post(port_b, "/pipelines/fax_out/pause");
+        tokio::time::sleep(Duration::from_millis(500)).await; // a round in progress ends
+        sqlx::query("INSERT INTO faxes (filename, faxline, destination, status, statusString, numPages, stamp, user, jobId, oscarUser, demographicNo) VALUES ('referral_1.pdf', ?, '6045552041', 'WAITING', '', 1, '2026-11-22 09:00:00', 'clinic', NULL, '999998', NULL)")
+            .bind(LINE)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2000)).await; // ten poll intervals
+        assert_eq!(
+            common::count(&store, "SELECT COUNT(*) FROM oscarflow_fax_outbound WHERE fax_id = 41").await,
+            0,
+            "a paused pipeline claimed a fax"
+        );
+        assert_eq!(statuses(&store).await.get("WAITING"), Some(&1));
+        post(port_a, "/pipelines/fax_out/resume");
+        post(port_b, "/pipelines/fax_out/resume");
+        wait_until(&store, "SELECT COUNT(*) FROM faxes WHERE status = 'COMPLETE'", 40, "faxes COMPLETE after resume").await;
+
+        // The clinic fixes the number; `dlq retry` queues the fax again and a daemon sends it.
+        sqlx::query("UPDATE faxes SET destination = '6045552005' WHERE id = 5")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let (code, out) = cli(&["dlq", "retry", &id], &config, &url);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("resolved (queued again)"), "{out}");
+        wait_until(&store, "SELECT COUNT(*) FROM faxes WHERE status = 'COMPLETE'", 41, "faxes COMPLETE after the retry").await;
+        let (_, open) = cli(&["dlq", "list"], &config, &url);
+        assert!(open.contains("0 dead letter(s)"), "{open}");
+
+        let logs = stop_daemons(&mut [&mut a, &mut b]);
+        let sent = sent_once(&emu);
+        let by_owner: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT SUBSTRING(owner, 1, 40), COUNT(*) FROM oscarflow_fax_outbound GROUP BY owner",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        println!(
+            "fax pipeline, two daemons: {} faxes sent once each (fax 5 after its retry as {}), dead-lettered 1 then re-driven, tapped {} records, faxes per daemon {:?}",
+            sent.len(),
+            sent.keys().find(|k| k.contains("#5")).cloned().unwrap_or_default(),
+            records.len(),
+            by_owner.iter().map(|(_, n)| *n).collect::<Vec<_>>()
+        );
+        assert_eq!(sent.len(), 41, "40 faxes and the resend of fax 5, each once");
+        assert!(sent.contains_key("OSCAR fax clinic#5/2"));
+        assert!(!sent.contains_key("OSCAR fax clinic#5"), "fax 5 was not sent before its fix");
+        for needle in [CLIENT_SECRET, JWT, "emu-at-", "6045552", "+1604555"] {
+            assert!(!logs.contains(needle), "a secret, token or fax number is in the daemons' logs");
+            assert!(!tapped.contains(needle), "a secret, token or fax number is in the tap");
+        }
+    })
+    .await;
+}
