@@ -53,7 +53,6 @@ pub mod http;
 pub mod jobs;
 pub mod lab_file;
 pub mod oscar;
-pub mod outbound;
 pub mod payload;
 pub mod retry;
 pub mod ringcentral;

@@ -75,6 +75,8 @@ payloads! {
     Document(crate::document::InboundDocument) = "received document",
     /// `Envelope<FaxJob>`: one fax of OSCAR's outbound queue, claimed.
     FaxJob(crate::jobs::FaxJob) = "outbound fax job",
+    /// `Envelope<SmsJob>`: one text message of our outbox, claimed.
+    SmsJob(crate::jobs::SmsJob) = "text message job",
 }
 
 /// The sending half of a consumer's channel, its payload type erased.

@@ -1,9 +1,10 @@
 //! Outbound work as pipelines of the one engine, run by two `oscarflow run` daemons on one
-//! MariaDB OSCAR database against the RingCentral emulator: OSCAR's fax queue
-//! (`oscar_fax_queue → ringcentral_fax`) from a pipeline file. A fax that cannot be sent is
-//! in the common dead-letter store (`oscarflow dlq list --config`) and OSCAR shows `ERROR`;
-//! `dlq retry` queues it again once fixed; `tap` shows the sink's outcomes; a paused
-//! pipeline leaves the queue alone; `/pipelines` lists the pipeline; each fax is sent once.
+//! MariaDB OSCAR database against the RingCentral emulator, from pipeline files: OSCAR's fax
+//! queue (`oscar_fax_queue → ringcentral_fax`) and appointment reminders
+//! (`oscar_appointments → ringcentral_sms`). What cannot be sent is in the common dead-letter
+//! store (`oscarflow dlq list --config`; OSCAR shows a fax `ERROR`); `dlq retry` queues it
+//! again once the clinic fixed it; `tap` shows the sink's outcomes; a paused pipeline leaves
+//! its queue alone; `/pipelines` lists the pipeline; each fax and each reminder is sent once.
 
 mod common;
 
@@ -17,10 +18,14 @@ use common::fax_queue::{
     daemon_files, fax_pipeline, queue_faxes, sent_once, statuses, stop_daemons, LINE,
 };
 use common::rc_emulator::{RcEmulator, CLIENT_SECRET, JWT};
+use common::texts::{seed_appointments, states as text_states};
 use common::{bin, free_port, http_request};
 
-/// `oscarflow.toml` and the fax pipeline file, for daemons on the database in
-/// `OSCARFLOW_T_PIPE_DB`.
+/// The variables naming each test's database.
+const FAX_DB: &str = "OSCARFLOW_T_PIPE_DB";
+const TEXT_DB: &str = "OSCARFLOW_T_TEXT_DB";
+
+/// `oscarflow.toml` and the fax pipeline file, for daemons on the database in `FAX_DB`.
 fn write_config(emu: &RcEmulator, dir: &Path, docs: &Path) -> PathBuf {
     let pipeline = fax_pipeline(
         emu,
@@ -29,15 +34,16 @@ fn write_config(emu: &RcEmulator, dir: &Path, docs: &Path) -> PathBuf {
         "poll_interval = \"200ms\"\nbatch = 5",
         (100_000, "1m"),
     );
-    daemon_files(dir, "OSCARFLOW_T_PIPE_DB", &pipeline)
+    daemon_files(dir, FAX_DB, &pipeline)
 }
 
-fn daemon(config: &Path, url: &str, port: u16) -> Child {
+/// `oscarflow run --config CONFIG --listen PORT`, the database in `db_env`.
+fn daemon(config: &Path, db_env: &str, url: &str, port: u16) -> Child {
     Command::new(bin())
         .args(["run", "--config"])
         .arg(config)
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("OSCARFLOW_T_PIPE_DB", url)
+        .env(db_env, url)
         .env_remove("OSCARFLOW_DATABASE_URL")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -46,13 +52,14 @@ fn daemon(config: &Path, url: &str, port: u16) -> Child {
         .unwrap()
 }
 
-/// Runs `oscarflow ARGS --config CONFIG` against the test database: (exit code, stdout).
-fn cli(args: &[&str], config: &Path, url: &str) -> (Option<i32>, String) {
+/// Runs `oscarflow ARGS --config CONFIG` against the test database (in `db_env`): (exit
+/// code, stdout).
+fn cli(args: &[&str], config: &Path, db_env: &str, url: &str) -> (Option<i32>, String) {
     let o = Command::new(bin())
         .args(args)
         .arg("--config")
         .arg(config)
-        .env("OSCARFLOW_T_PIPE_DB", url)
+        .env(db_env, url)
         .env_remove("OSCARFLOW_DATABASE_URL")
         .output()
         .unwrap();
@@ -82,6 +89,56 @@ fn post(port: u16, path: &str) {
     assert_eq!(status, 200, "{path}: {body}");
 }
 
+/// Waits until the daemon on `port` lists pipeline `name` in `/pipelines`.
+fn wait_listed(port: u16, name: &str) {
+    let started = Instant::now();
+    let quoted = format!("\"{name}\"");
+    while http_request("GET", port, "/pipelines", None)
+        .is_none_or(|(_, body)| !body.contains(&quoted))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "daemon on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `oscarflow tap PIPELINE send --count N` against the daemon on `port`.
+fn tap_sink(pipeline: &str, port: u16, count: u32) -> Child {
+    Command::new(bin())
+        .args(["tap", pipeline, "send", "--endpoint"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(["--count", &count.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a tap to end (it must end 0); its records, and its raw output.
+fn tap_records(tap: &mut Child) -> (Vec<serde_json::Value>, String) {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = tap.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the tap saw nothing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(tap.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert_eq!(status.code(), Some(0), "{out}");
+    let records = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (records, out)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_each_fax_once() {
     common::mariadb::with_test_db(|url| async move {
@@ -92,16 +149,10 @@ async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_ea
         let store = Store::open(&url).await.unwrap();
         let config = write_config(&emu, tmp.path(), &docs);
         let (port_a, port_b) = (free_port(), free_port());
-        let mut a = daemon(&config, &url, port_a);
-        let mut b = daemon(&config, &url, port_b);
+        let mut a = daemon(&config, FAX_DB, &url, port_a);
+        let mut b = daemon(&config, FAX_DB, &url, port_b);
         for port in [port_a, port_b] {
-            let started = Instant::now();
-            while http_request("GET", port, "/pipelines", None)
-                .is_none_or(|(_, body)| !body.contains("\"fax_out\""))
-            {
-                assert!(started.elapsed() < Duration::from_secs(60), "daemon on {port}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            wait_listed(port, "fax_out");
         }
         // `/pipelines` lists the fax pipeline with its source and sink.
         let (_, listed) = http_request("GET", port_a, "/pipelines", None).unwrap();
@@ -117,14 +168,7 @@ async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_ea
         assert!(text.contains("outbox") && text.contains("send"), "{text}");
 
         // A tap at the sink, connected before any fax is queued.
-        let mut tap = Command::new(bin())
-            .args(["tap", "fax_out", "send", "--endpoint"])
-            .arg(format!("http://127.0.0.1:{port_a}"))
-            .args(["--count", "3"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut tap = tap_sink("fax_out", port_a, 3);
         tokio::time::sleep(Duration::from_millis(500)).await;
 
         // 40 faxes; fax 5 goes to a number that is not a phone number.
@@ -141,19 +185,7 @@ async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_ea
             .unwrap();
         assert!(reason.contains("invalid destination number"), "{reason}");
 
-        let started = Instant::now();
-        let tap_status = loop {
-            if let Some(s) = tap.try_wait().unwrap() {
-                break s;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "the tap saw nothing");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let mut tapped = String::new();
-        std::io::Read::read_to_string(tap.stdout.as_mut().unwrap(), &mut tapped).unwrap();
-        assert_eq!(tap_status.code(), Some(0), "{tapped}");
-        let records: Vec<serde_json::Value> =
-            tapped.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (records, tapped) = tap_records(&mut tap);
         assert_eq!(records.len(), 3, "{tapped}");
         assert!(
             records.iter().all(|r| r["component"] == "send"),
@@ -165,7 +197,7 @@ async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_ea
         );
 
         // The dead letter is in the daemon's database, found through its config.
-        let (code, listed) = cli(&["dlq", "list", "--json"], &config, &url);
+        let (code, listed) = cli(&["dlq", "list", "--json"], &config, FAX_DB, &url);
         assert_eq!(code, Some(0), "{listed}");
         let letters: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
         assert_eq!(letters.len(), 1, "{listed}");
@@ -173,7 +205,7 @@ async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_ea
         assert_eq!(letters[0]["pipeline"], "fax_out");
         assert_eq!(letters[0]["stage"], "send");
         let id = letters[0]["id"].as_str().unwrap().to_string();
-        let (_, table) = cli(&["dlq", "list"], &config, &url);
+        let (_, table) = cli(&["dlq", "list"], &config, FAX_DB, &url);
         assert!(table.contains(&id) && table.contains("1 dead letter(s)"), "{table}");
 
         // Paused, the daemons leave a newly queued fax alone; resumed, they send it.
@@ -201,11 +233,11 @@ async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_ea
             .execute(&store.pool)
             .await
             .unwrap();
-        let (code, out) = cli(&["dlq", "retry", &id], &config, &url);
+        let (code, out) = cli(&["dlq", "retry", &id], &config, FAX_DB, &url);
         assert_eq!(code, Some(0), "{out}");
         assert!(out.contains("resolved (queued again)"), "{out}");
         wait_until(&store, "SELECT COUNT(*) FROM faxes WHERE status = 'COMPLETE'", 41, "faxes COMPLETE after the retry").await;
-        let (_, open) = cli(&["dlq", "list"], &config, &url);
+        let (_, open) = cli(&["dlq", "list"], &config, FAX_DB, &url);
         assert!(open.contains("0 dead letter(s)"), "{open}");
 
         let logs = stop_daemons(&mut [&mut a, &mut b]);
@@ -229,6 +261,137 @@ async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_ea
         for needle in [CLIENT_SECRET, JWT, "emu-at-", "6045552", "+1604555"] {
             assert!(!logs.contains(needle), "a secret, token or fax number is in the daemons' logs");
             assert!(!tapped.contains(needle), "a secret, token or fax number is in the tap");
+        }
+    })
+    .await;
+}
+
+/// The reminder pipeline file (any hour, two days ahead) and `oscarflow.toml`, for daemons
+/// on the database in `TEXT_DB`.
+fn write_text_config(emu: &RcEmulator, dir: &Path) -> PathBuf {
+    let pipeline = format!(
+        r#"
+[pipeline]
+name = "texts"
+
+[pipeline.retry]
+initial_backoff = "50ms"
+
+[sources.reminders]
+type = "oscar_appointments"
+name = "clinic"
+clinic = "Testville Clinic"
+poll_interval = "200ms"
+batch = 2
+unknown_settle_after = "0s"
+send_between = []
+
+[sources.reminders.reminders]
+lead_time = "48h"
+min_notice = "1h"
+
+[sinks.send]
+type = "ringcentral_sms"
+inputs = ["reminders"]
+from = "604-555-0100"
+
+[sinks.send.ringcentral]
+initial_backoff = "50ms"
+{ringcentral}"#,
+        ringcentral = emu.ringcentral_toml("TEXT", (100_000, "1m")),
+    );
+    let path = daemon_files(dir, TEXT_DB, &pipeline);
+    let pipelines = dir.join("pipelines");
+    std::fs::rename(pipelines.join("fax_out.toml"), pipelines.join("texts.toml")).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reminder_pipeline_dead_letters_taps_pauses_and_two_daemons_send_each_reminder_once() {
+    common::mariadb::with_test_db(|url| async move {
+        let tmp = tempfile::tempdir().unwrap();
+        let emu = RcEmulator::start().await;
+        emu.lift_limits();
+        emu.state
+            .lock()
+            .unwrap()
+            .sms_fail_numbers
+            .push("+16045557009".into());
+        let store = Store::open(&url).await.unwrap();
+        let config = write_text_config(&emu, tmp.path());
+        let (port_a, port_b) = (free_port(), free_port());
+        let mut a = daemon(&config, TEXT_DB, &url, port_a);
+        let mut b = daemon(&config, TEXT_DB, &url, port_b);
+        for port in [port_a, port_b] {
+            wait_listed(port, "texts");
+            // Paused before there is anything to remind.
+            post(port, "/pipelines/texts/pause");
+        }
+        let (_, listed) = http_request("GET", port_b, "/pipelines", None).unwrap();
+        assert!(listed.contains("\"reminders\"") && listed.contains("\"send\""), "{listed}");
+        assert!(listed.contains("\"paused\":true"), "{listed}");
+
+        let mut tap = tap_sink("texts", port_b, 2);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        // Tomorrow's appointments: 501, 502 and 508 are due and reachable (508 a landline
+        // whose delivery fails), 505's chart has no mobile number, the rest are opted out,
+        // cancelled or too far ahead.
+        seed_appointments(&store).await;
+        tokio::time::sleep(Duration::from_millis(2000)).await; // ten poll intervals
+        assert_eq!(
+            common::count(&store, "SELECT COUNT(*) FROM oscarflow_sms_outbox").await,
+            0,
+            "a paused pipeline made reminders"
+        );
+        assert!(emu.state.lock().unwrap().sms.is_empty());
+        for port in [port_a, port_b] {
+            post(port, "/pipelines/texts/resume");
+        }
+        wait_until(&store, "SELECT COUNT(*) FROM oscarflow_sms_outbox WHERE state IN ('delivered', 'failed')", 4, "reminders settled").await;
+
+        let (records, tapped) = tap_records(&mut tap);
+        assert_eq!(records.len(), 2, "{tapped}");
+        assert!(records.iter().all(|r| r["component"] == "send"), "{tapped}");
+
+        // 505's chart had no usable number: a dead letter, found through the config.
+        let (code, listed) = cli(&["dlq", "list", "--json"], &config, TEXT_DB, &url);
+        assert_eq!(code, Some(0), "{listed}");
+        let letters: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+        assert_eq!(letters.len(), 1, "{listed}");
+        assert_eq!(letters[0]["reason"], "invalid_phone");
+        assert_eq!(letters[0]["pipeline"], "texts");
+        let id = letters[0]["id"].as_str().unwrap().to_string();
+
+        // The clinic adds the mobile number; `dlq retry` queues the reminder again.
+        sqlx::query("INSERT INTO demographicExt (demographic_no, provider_no, key_val, value, date_time, hidden) VALUES (1004, '100001', 'demo_cell', '604-555-7004', '2026-11-01 09:00:00', '0')")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let (code, out) = cli(&["dlq", "retry", &id], &config, TEXT_DB, &url);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("resolved (queued again)"), "{out}");
+        wait_until(&store, "SELECT COUNT(*) FROM oscarflow_sms_outbox WHERE dedupe_key = 'reminder:505' AND state = 'delivered'", 1, "the re-driven reminder delivered").await;
+
+        let logs = stop_daemons(&mut [&mut a, &mut b]);
+        let sent = emu.state.lock().unwrap().sms.clone();
+        let mut to: Vec<&str> = sent.iter().map(|m| m.to.as_str()).collect();
+        to.sort();
+        let owners = common::count(&store, "SELECT COUNT(DISTINCT owner) FROM oscarflow_sms_outbox WHERE rc_message_id IS NOT NULL").await;
+        println!(
+            "reminder pipeline, two daemons: {} texts sent, one per due appointment and one after its dead letter was re-driven, duplicated 0; claimed by {owners} daemon(s); tapped {} records; states {:?}",
+            sent.len(),
+            records.len(),
+            text_states(&store).await
+        );
+        assert_eq!(
+            to,
+            vec!["+16045557001", "+16045557001", "+16045557004", "+16045557009"],
+            "each reminder once"
+        );
+        for needle in [CLIENT_SECRET, JWT, "emu-at-", "555-70", "+1604555", "ZZTEST"] {
+            assert!(!logs.contains(needle), "a secret, token, number or name is in the daemons' logs");
+            assert!(!tapped.contains(needle), "a secret, token, number or name is in the tap");
         }
     })
     .await;

@@ -13,32 +13,59 @@ use std::collections::HashMap;
 
 use chrono::{Duration as Days, Local};
 
-use oscarflow::outbound::sms::{SmsConfig, SmsOutbox, SmsReport};
 use oscarflow::store::Store;
+
+use common::queue::{QueuePipeline, RoundReport as SmsReport};
+use common::texts::{exec, seed_appointments, states};
 
 use common::rc_emulator::{RcEmulator, CLIENT_SECRET, JWT};
 
-/// The settings, sending at any hour unless `extra` sets `send_between`.
-fn sms_config(emu: &RcEmulator, extra: &str) -> SmsConfig {
+/// The text-message pipeline (`oscar_appointments` or, with `[lab_ready]` in `extra`,
+/// `oscar_lab_ready` → `ringcentral_sms`), sending at any hour unless `extra` sets
+/// `send_between`, with rounds run on request.
+fn sms_config(emu: &RcEmulator, extra: &str) -> String {
     let hours = if extra.contains("send_between") {
         ""
     } else {
         "send_between = []"
     };
-    let text = format!(
+    let (type_name, extra) = if extra.contains("[lab_ready]") {
+        (
+            "oscar_lab_ready",
+            extra.replace("[lab_ready]", "[sources.texts.lab_ready]"),
+        )
+    } else {
+        (
+            "oscar_appointments",
+            extra.replace("[reminders]", "[sources.texts.reminders]"),
+        )
+    };
+    format!(
         r#"
-name = "clinic"
+[pipeline]
+name = "texts"
+
+[pipeline.retry]
+initial_backoff = "50ms"
+
+[sinks.send]
+type = "ringcentral_sms"
+inputs = ["texts"]
 from = "604-555-0100"
+
+[sinks.send.ringcentral]
+initial_backoff = "50ms"
+{ringcentral}
+[sources.texts]
+type = "{type_name}"
+name = "clinic"
 clinic = "Testville Clinic"
+poll_interval = "1h"
 unknown_settle_after = "0s"
 {hours}
-{extra}
-[ringcentral]
-initial_backoff = "50ms"
-{ringcentral}"#,
+{extra}"#,
         ringcentral = emu.ringcentral_toml("SMS", (10, "1m")),
-    );
-    toml_edit::de::from_str(&text).expect("valid [[sms]] settings")
+    )
 }
 
 const REMINDERS: &str = "[reminders]\nlead_time = \"48h\"\nmin_notice = \"1h\"\n";
@@ -49,62 +76,6 @@ async fn emulator() -> RcEmulator {
     emu
 }
 
-async fn exec(store: &Store, sql: &str) {
-    sqlx::query(sql).execute(&store.pool).await.unwrap();
-}
-
-/// The synthetic clinic's appointments and what OSCAR holds about reaching each patient.
-async fn seed_appointments(store: &Store) {
-    let day = |n: i64| {
-        (Local::now().date_naive() + Days::days(n))
-            .format("%Y-%m-%d")
-            .to_string()
-    };
-    let appts = [
-        // (appointment_no, demographic_no, day, start, status)
-        (501, 1001, day(1), "10:30:00", "t"),
-        (502, 1001, day(1), "14:00:00", "t"),
-        (503, 1002, day(1), "09:00:00", "t"), // opted out in our table
-        (504, 1003, day(1), "09:15:00", "t"), // opted out in demographicExt
-        (505, 1004, day(1), "11:00:00", "t"), // no mobile number
-        (506, 1005, day(1), "11:30:00", "C"), // cancelled
-        (507, 1008, day(3), "10:30:00", "t"), // too far ahead
-        (508, 1009, day(1), "15:45:00", "t"), // a landline: delivery fails
-    ];
-    for (no, demo, date, start, status) in appts {
-        sqlx::query("INSERT INTO appointment (appointment_no, provider_no, appointment_date, start_time, end_time, name, demographic_no, status, createdatetime, creator) VALUES (?, '100001', ?, ?, ?, 'ZZTEST, SOMEONE', ?, ?, '2026-11-01 09:00:00', 'test')")
-            .bind(no)
-            .bind(&date)
-            .bind(start)
-            .bind(start)
-            .bind(demo)
-            .bind(status)
-            .execute(&store.pool)
-            .await
-            .unwrap();
-    }
-    for (demo, key, value) in [
-        (1001, "demo_cell", "(604) 555-7001"),
-        (1002, "demo_cell", "604-555-7002"),
-        (1003, "demo_cell", "604 555 7003"),
-        (1003, "sms_opt_out", "yes"),
-        (1009, "demo_cell", "604-555-7009"),
-    ] {
-        sqlx::query("INSERT INTO demographicExt (demographic_no, provider_no, key_val, value, date_time, hidden) VALUES (?, '100001', ?, ?, '2026-11-01 09:00:00', '0')")
-            .bind(demo)
-            .bind(key)
-            .bind(value)
-            .execute(&store.pool)
-            .await
-            .unwrap();
-    }
-    exec(
-        store,
-        "INSERT INTO oscarflow_sms_optout (demographic_no, reason, created_at) VALUES (1002, 'asked at the front desk', '2026-11-01 09:00:00')",
-    )
-    .await;
-}
-
 fn add(total: &mut SmsReport, r: SmsReport) {
     total.queued += r.queued;
     total.opted_out += r.opted_out;
@@ -113,15 +84,6 @@ fn add(total: &mut SmsReport, r: SmsReport) {
     total.adopted += r.adopted;
     total.delivered += r.delivered;
     total.failed += r.failed;
-}
-
-async fn states(store: &Store) -> HashMap<String, String> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT dedupe_key, state FROM oscarflow_sms_outbox")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap();
-    rows.into_iter().collect()
 }
 
 fn assert_no_phi_in_logs() {
@@ -142,12 +104,12 @@ async fn reminders_scenario(store: &Store, second: Option<Store>) {
         .sms_fail_numbers
         .push("+16045557009".into());
     seed_appointments(store).await;
-    let a = SmsOutbox::new(sms_config(&emu, REMINDERS), store.clone()).unwrap();
-    let b = second.map(|s| SmsOutbox::new(sms_config(&emu, REMINDERS), s).unwrap());
+    let mut a = QueuePipeline::start(&sms_config(&emu, REMINDERS), store);
+    let mut b = second.map(|s| QueuePipeline::start(&sms_config(&emu, REMINDERS), &s));
     let mut total = SmsReport::default();
     // The producer runs again and again (and on two workers at once, when given).
     for _ in 0..4 {
-        match &b {
+        match &mut b {
             Some(b) => {
                 let (ra, rb) = tokio::join!(a.round(), b.round());
                 add(&mut total, ra.unwrap());
@@ -247,7 +209,7 @@ async fn a_lab_ready_notice_goes_out_once_a_provider_acknowledged_the_lab() {
     // A lab filed before the notices were switched on never gets one.
     exec(&store, "INSERT INTO patientLabRouting (demographic_no, lab_no, lab_type, created) VALUES (1001, 900, 'HL7', '2026-11-01 09:00:00')").await;
     exec(&store, "INSERT INTO providerLabRouting (provider_no, lab_no, status, comment, timestamp, lab_type) VALUES ('100001', 900, 'A', '', '2026-11-01 09:00:00', 'HL7')").await;
-    let outbox = SmsOutbox::new(sms_config(&emu, "[lab_ready]\n"), store.clone()).unwrap();
+    let mut outbox = QueuePipeline::start(&sms_config(&emu, "[lab_ready]\n"), &store);
     outbox.round().await.unwrap();
     exec(&store, "INSERT INTO patientLabRouting (demographic_no, lab_no, lab_type, created) VALUES (1001, 901, 'HL7', '2026-11-22 09:00:00')").await;
     exec(&store, "INSERT INTO providerLabRouting (provider_no, lab_no, status, comment, timestamp, lab_type) VALUES ('100001', 901, 'N', '', '2026-11-22 09:00:00', 'HL7')").await;
@@ -286,7 +248,7 @@ async fn a_text_whose_answer_was_lost_is_adopted_not_sent_again() {
     let emu = emulator().await;
     seed_appointments(&store).await;
     emu.state.lock().unwrap().drop_after_accept = 2;
-    let outbox = SmsOutbox::new(sms_config(&emu, REMINDERS), store.clone()).unwrap();
+    let mut outbox = QueuePipeline::start(&sms_config(&emu, REMINDERS), &store);
     let mut total = SmsReport::default();
     for _ in 0..4 {
         add(&mut total, outbox.round().await.unwrap());
@@ -307,12 +269,12 @@ async fn queued_texts_wait_outside_the_sending_hours() {
     let from = (now + Days::hours(2)).format("%H:%M").to_string();
     let to = (now + Days::hours(3)).format("%H:%M").to_string();
     let closed = format!("send_between = [\"{from}\", \"{to}\"]\n{REMINDERS}");
-    let outbox = SmsOutbox::new(sms_config(&emu, &closed), store.clone()).unwrap();
+    let mut outbox = QueuePipeline::start(&sms_config(&emu, &closed), &store);
     let r = outbox.round().await.unwrap();
     assert_eq!((r.queued, r.sent), (3, 0));
     assert!(emu.state.lock().unwrap().sms.is_empty());
     // Inside the window (here: any hour) they go out.
-    let open = SmsOutbox::new(sms_config(&emu, REMINDERS), store.clone()).unwrap();
+    let mut open = QueuePipeline::start(&sms_config(&emu, REMINDERS), &store);
     let r = open.round().await.unwrap();
     assert_eq!((r.queued, r.sent), (0, 3));
 }
@@ -335,7 +297,7 @@ async fn a_patient_who_replied_stop_gets_no_further_texts() {
         "UPDATE appointment SET appointment_date = '2099-01-01' WHERE appointment_no <> 501",
     )
     .await;
-    let outbox = SmsOutbox::new(sms_config(&emu, REMINDERS), store.clone()).unwrap();
+    let mut outbox = QueuePipeline::start(&sms_config(&emu, REMINDERS), &store);
     for _ in 0..3 {
         outbox.round().await.unwrap();
     }

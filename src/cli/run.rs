@@ -1,5 +1,5 @@
 //! `oscarflow run`: the daemon. Runs every pipeline in the pipelines directory (outbound fax
-//! lines among them), and every SMS sender (`[[sms]]`) of the config file, until
+//! lines and text messages among them), until
 //! SIGTERM or SIGINT, then stops intake, drains in-flight work within the grace period and exits 0.
 //! Work still in flight when the grace period ends is abandoned safely: its transactions roll
 //! back and its inputs stay where they are, to be re-delivered on the next start.
@@ -120,7 +120,7 @@ pub async fn run(a: RunArgs) -> i32 {
     if let Err(e) = sup.reconcile().await {
         return fail(e);
     }
-    if sup.running_count() == 0 && cfg.sms.is_empty() {
+    if sup.running_count() == 0 {
         return fail(format!(
             "no valid pipeline in {}",
             cfg.pipelines_dir.display()
@@ -130,24 +130,8 @@ pub async fn run(a: RunArgs) -> i32 {
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let _watcher = watch_dir(&cfg.pipelines_dir, reload_tx.clone());
 
-    let (outbox_stop, outbox_shutdown) = crate::shutdown::Shutdown::new();
-    let mut outboxes = tokio::task::JoinSet::new();
-    if !cfg.sms.is_empty() {
-        let store = match sup.store(&url).await {
-            Ok(s) => s,
-            Err(e) => return fail(e),
-        };
-        for sc in &cfg.sms {
-            match crate::outbound::sms::SmsOutbox::new(sc.clone(), store.clone()) {
-                Ok(o) => {
-                    tracing::info!(sms = %sc.name, "SMS sender started.");
-                    let sd = outbox_shutdown.clone();
-                    outboxes.spawn(async move { o.run(sd).await });
-                }
-                Err(e) => return fail(e),
-            }
-        }
-    }
+    // Ends open taps and the HTTP endpoint when the daemon stops.
+    let (http_stop, http_shutdown) = crate::shutdown::Shutdown::new();
 
     if let Some((addr, token, metrics)) = http {
         let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -164,9 +148,9 @@ pub async fn run(a: RunArgs) -> i32 {
             token,
             registry: sup.registry.clone(),
             tap: tap.clone(),
-            shutdown: outbox_shutdown.clone(),
+            shutdown: http_shutdown.clone(),
         });
-        tokio::spawn(crate::http::serve(listener, state, outbox_shutdown.clone()));
+        tokio::spawn(crate::http::serve(listener, state, http_shutdown.clone()));
     }
 
     let mut signals = Signals::new();
@@ -190,22 +174,10 @@ pub async fn run(a: RunArgs) -> i32 {
             }
         }
     }
-    // A fax outbox finishes the fax it is sending (its claim stays valid) and stops.
-    outbox_stop.trigger();
+    http_stop.trigger();
     tracing::info!(grace_period = ?cfg.grace_period, "Stopping: intake stopped, draining in-flight messages.");
     let deadline = tokio::time::Instant::now() + cfg.grace_period;
-    let mut clean = sup.stop_all(deadline).await;
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    if tokio::time::timeout(left, async {
-        while outboxes.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        clean = false;
-        outboxes.abort_all();
-        tracing::warn!("Grace period over while a fax was being sent; its claim is resumed (looked up first) on the next start.");
-    }
+    let clean = sup.stop_all(deadline).await;
     for s in sup.stores() {
         s.pool.close().await;
     }

@@ -33,9 +33,6 @@ pub struct DaemonConfig {
     /// Environment variable holding the bearer token the endpoint requires; needed when
     /// `listen` is not a loopback address.
     pub http_token_env: Option<String>,
-    /// Text messages through RingCentral (`[[sms]]`): reminders and lab-ready notices
-    /// ([`crate::outbound::sms`]).
-    pub sms: Vec<crate::outbound::sms::SmsConfig>,
 }
 
 impl Default for DaemonConfig {
@@ -48,7 +45,6 @@ impl Default for DaemonConfig {
             grace_period: Duration::from_secs(30),
             listen: "127.0.0.1:9464".into(),
             http_token_env: None,
-            sms: Vec::new(),
         }
     }
 }
@@ -99,15 +95,6 @@ fn key_position(text: &str, key: &str) -> (usize, usize) {
         offset += line.len();
     }
     (1, 1)
-}
-
-/// 1-based position of the `n`-th (0-based) `[[table]]` header.
-fn table_position(text: &str, table: &str, n: usize) -> (usize, usize) {
-    let header = format!("[[{table}]]");
-    text.match_indices(&header)
-        .nth(n)
-        .map(|(i, _)| super::diagnostics::line_col(text, i))
-        .unwrap_or((1, 1))
 }
 
 impl DaemonConfig {
@@ -189,27 +176,6 @@ impl DaemonConfig {
                         .into(),
                 ),
                 Ok(_) => {}
-            }
-        }
-        for (i, s) in cfg.sms.iter().enumerate() {
-            let at = table_position(&text, "sms", i);
-            for m in s.validate() {
-                err(at, format!("sms[{i}] `{}`: {m}", s.name));
-            }
-        }
-        let connections =
-            (cfg.sms.iter().enumerate()).map(|(i, s)| (format!("sms[{i}]"), &s.ringcentral));
-        for (table, rc) in connections {
-            for (field, var) in rc.env_refs() {
-                if unset(var.get_ref()) {
-                    err(
-                        super::diagnostics::line_col(&text, var.span().start),
-                        format!(
-                            "{table}.ringcentral.{field}: environment variable `{}` is not set",
-                            var.get_ref()
-                        ),
-                    );
-                }
             }
         }
         out

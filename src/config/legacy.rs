@@ -1,5 +1,5 @@
 //! Tables of `oscarflow.toml` that earlier versions read and this one does not: the outbound
-//! workers (`[[fax_outbox]]`), which are pipelines now. Such a table is refused — by `check`
+//! workers (`[[fax_outbox]]`, `[[sms]]`), which are pipelines now. Such a table is refused — by `check`
 //! and by the daemon at start — with the pipeline file that does the same work, so the
 //! operator moves it by copying, not by reading documentation.
 //!
@@ -14,6 +14,8 @@ use toml_edit::{value, Array, DocumentMut, Item, Table};
 pub struct Retired {
     /// The table's header as written (`[[fax_outbox]]`).
     pub table: &'static str,
+    /// What it configured (`an outbound fax line`).
+    pub what: &'static str,
     /// Its index among tables of that name.
     pub index: usize,
     /// Byte offset of its header in the file (for the diagnostic's position).
@@ -28,9 +30,10 @@ impl Retired {
     /// The operator's message: what to do, with the whole replacement file.
     pub fn message(&self) -> String {
         format!(
-            "{}[{}] is no longer read: an outbound fax line is a pipeline now. Remove the table and put this in <pipelines_dir>/{}:\n{}",
+            "{}[{}] is no longer read: {} is a pipeline now. Remove the table and put this in <pipelines_dir>/{}:\n{}",
             self.table.trim_matches(|c| c == '[' || c == ']'),
             self.index,
+            self.what,
             self.file_name,
             self.pipeline
                 .lines()
@@ -53,20 +56,53 @@ const FAX_SOURCE_KEYS: &[&str] = &[
 /// Keys that belong to the RingCentral sink.
 const FAX_SINK_KEYS: &[&str] = &["document_dir", "cover_index", "ringcentral"];
 
+/// Keys of `[[sms]]` that belong to each text-message source.
+const SMS_SOURCE_KEYS: &[&str] = &[
+    "name",
+    "clinic",
+    "poll_interval",
+    "batch",
+    "claim_timeout",
+    "unknown_settle_after",
+    "opt_out_ext_key",
+    "cell_ext_key",
+    "fallback_to_phone",
+    "status_poll_for",
+    "send_between",
+];
+/// Keys that belong to the RingCentral SMS sink.
+const SMS_SINK_KEYS: &[&str] = &["from", "ringcentral"];
+
 /// Every retired table in `text` (a daemon config file), with its replacement.
 pub fn retired_tables(text: &str) -> Vec<Retired> {
     let Ok(doc) = text.parse::<DocumentMut>() else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    if let Some(tables) = doc.get("fax_outbox").and_then(Item::as_array_of_tables) {
-        let mut headers = text.match_indices("[[fax_outbox]]").map(|(i, _)| i);
+    type Make = fn(&str, &Table) -> String;
+    let kinds: [(&str, &'static str, &'static str, &str, Make); 2] = [
+        (
+            "fax_outbox",
+            "[[fax_outbox]]",
+            "an outbound fax line",
+            "fax_out",
+            fax_pipeline,
+        ),
+        (
+            "sms",
+            "[[sms]]",
+            "sending text messages",
+            "texts",
+            sms_pipeline,
+        ),
+    ];
+    for (key, table, what, prefix, make) in kinds {
+        let Some(tables) = doc.get(key).and_then(Item::as_array_of_tables) else {
+            continue;
+        };
+        let mut headers = text.match_indices(table).map(|(i, _)| i);
         for (index, t) in tables.iter().enumerate() {
-            let name = t
-                .get("name")
-                .and_then(Item::as_str)
-                .unwrap_or("clinic")
-                .to_string();
+            let name = t.get("name").and_then(Item::as_str).unwrap_or("clinic");
             let slug: String = name
                 .chars()
                 .map(|c| {
@@ -78,55 +114,98 @@ pub fn retired_tables(text: &str) -> Vec<Retired> {
                 })
                 .collect();
             out.push(Retired {
-                table: "[[fax_outbox]]",
+                table,
+                what,
                 index,
                 offset: headers.next().unwrap_or(0),
-                file_name: format!("fax_out_{slug}.toml"),
-                pipeline: fax_pipeline(&format!("fax_out_{slug}"), t),
+                file_name: format!("{prefix}_{slug}.toml"),
+                pipeline: make(&format!("{prefix}_{slug}"), t),
             });
         }
     }
+    out.sort_by_key(|r| r.offset);
     out
+}
+
+/// The `[pipeline]` table of a replacement, with the worker's attempts as retries.
+fn pipeline_table(pipeline_name: &str, t: &Table) -> Item {
+    let mut pipeline = Table::new();
+    pipeline.insert("name", value(pipeline_name));
+    if let Some(n) = t.get("max_attempts") {
+        // Attempts per message are the runner's retries now.
+        let mut retry = Table::new();
+        retry.insert("max_attempts", plain(n));
+        pipeline.insert("retry", Item::Table(retry));
+    }
+    Item::Table(pipeline)
+}
+
+/// A component table of `type`, with `keys` copied from `t` and `inputs`.
+fn component(type_name: &str, inputs: &[&str], t: &Table, keys: &[&str]) -> Table {
+    let mut c = Table::new();
+    c.insert("type", value(type_name));
+    if !inputs.is_empty() {
+        let mut a = Array::new();
+        for i in inputs {
+            a.push(*i);
+        }
+        c.insert("inputs", value(a));
+    }
+    for k in keys {
+        if let Some(v) = t.get(k) {
+            c.insert(k, plain(v));
+        }
+    }
+    c
+}
+
+/// The pipeline file equivalent to one `[[sms]]` table: a source per producer it had
+/// (`[sms.reminders]` → `oscar_appointments`, `[sms.lab_ready]` → `oscar_lab_ready`), one
+/// RingCentral SMS sink.
+fn sms_pipeline(pipeline_name: &str, t: &Table) -> String {
+    let mut doc = DocumentMut::new();
+    doc.insert("pipeline", pipeline_table(pipeline_name, t));
+    let mut sources = Table::new();
+    sources.set_implicit(true);
+    let mut ids = Vec::new();
+    for (sub, type_name) in [
+        ("reminders", "oscar_appointments"),
+        ("lab_ready", "oscar_lab_ready"),
+    ] {
+        if t.contains_key(sub) {
+            let keys = [SMS_SOURCE_KEYS, &[sub]].concat();
+            sources.insert(sub, Item::Table(component(type_name, &[], t, &keys)));
+            ids.push(sub);
+        }
+    }
+    doc.insert("sources", Item::Table(sources));
+    let mut sinks = Table::new();
+    sinks.set_implicit(true);
+    sinks.insert(
+        "send",
+        Item::Table(component("ringcentral_sms", &ids, t, SMS_SINK_KEYS)),
+    );
+    doc.insert("sinks", Item::Table(sinks));
+    doc.to_string()
 }
 
 /// The pipeline file equivalent to one `[[fax_outbox]]` table.
 fn fax_pipeline(pipeline_name: &str, t: &Table) -> String {
     let mut doc = DocumentMut::new();
-    let mut pipeline = Table::new();
-    pipeline.insert("name", value(pipeline_name));
-    if let Some(n) = t.get("max_attempts") {
-        // Attempts per fax are the runner's retries now.
-        let mut retry = Table::new();
-        retry.insert("max_attempts", n.clone());
-        pipeline.insert("retry", Item::Table(retry));
-    }
-    doc.insert("pipeline", Item::Table(pipeline));
-
-    let mut source = Table::new();
-    source.insert("type", value("oscar_fax_queue"));
-    for k in FAX_SOURCE_KEYS {
-        if let Some(v) = t.get(k) {
-            source.insert(k, plain(v));
-        }
-    }
+    doc.insert("pipeline", pipeline_table(pipeline_name, t));
     let mut sources = Table::new();
     sources.set_implicit(true);
-    sources.insert("outbox", Item::Table(source));
+    sources.insert(
+        "outbox",
+        Item::Table(component("oscar_fax_queue", &[], t, FAX_SOURCE_KEYS)),
+    );
     doc.insert("sources", Item::Table(sources));
-
-    let mut sink = Table::new();
-    sink.insert("type", value("ringcentral_fax"));
-    let mut inputs = Array::new();
-    inputs.push("outbox");
-    sink.insert("inputs", value(inputs));
-    for k in FAX_SINK_KEYS {
-        if let Some(v) = t.get(k) {
-            sink.insert(k, plain(v));
-        }
-    }
     let mut sinks = Table::new();
     sinks.set_implicit(true);
-    sinks.insert("send", Item::Table(sink));
+    sinks.insert(
+        "send",
+        Item::Table(component("ringcentral_fax", &["outbox"], t, FAX_SINK_KEYS)),
+    );
     doc.insert("sinks", Item::Table(sinks));
     doc.to_string()
 }
@@ -202,6 +281,54 @@ window = "1m"
         assert!(r
             .message()
             .contains("put this in <pipelines_dir>/fax_out_main_line.toml"));
+    }
+
+    #[test]
+    fn an_sms_table_is_replaced_by_a_source_per_producer_and_one_sms_sink() {
+        let old = r#"
+[[sms]]
+name = "clinic"
+from = "+16045550100"
+clinic = "Testville Clinic"
+send_between = ["08:00", "20:00"]
+max_attempts = 3
+
+[sms.ringcentral]
+client_id_env = "RC_ID"
+client_secret_env = "RC_SECRET"
+jwt_env = "RC_JWT"
+
+[sms.reminders]
+lead_time = "24h"
+
+[sms.lab_ready]
+when = "acknowledged"
+"#;
+        let r = retired_tables(old);
+        assert_eq!(r.len(), 1);
+        let r = &r[0];
+        assert_eq!(r.file_name, "texts_clinic.toml");
+        let p = crate::config::load_str(std::path::Path::new(&r.file_name), &r.pipeline)
+            .unwrap_or_else(|e| panic!("{e:?}\n{}", r.pipeline));
+        assert_eq!(p.settings.retry.max_attempts, 3);
+        let types: Vec<&str> = p
+            .sources
+            .iter()
+            .map(|s| crate::config::ComponentKind::type_name(&s.config))
+            .collect();
+        assert_eq!(types, vec!["oscar_appointments", "oscar_lab_ready"]);
+        let crate::sources::SourceConfig::OscarAppointments(a) = &p.sources[0].config else {
+            panic!()
+        };
+        assert_eq!(a.send_between, vec!["08:00", "20:00"]);
+        assert_eq!(
+            a.reminders().lead_time,
+            std::time::Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(p.sinks[0].inputs.len(), 2);
+        assert!(r
+            .message()
+            .contains("sending text messages is a pipeline now"));
     }
 
     #[test]

@@ -1,104 +1,12 @@
-//! What the outbound workers share: a claimed row's heartbeat (so that a send held up by
-//! rate limits never looks abandoned, and a worker that lost its claim never sends), and
-//! small helpers for timestamps and PHI-free database errors.
+//! What the outbound queues and their sinks share: a claimed row's heartbeat (so that a send
+//! held up by rate limits never looks abandoned, and a sink whose claim was taken over never
+//! sends), the claimant's id, and small helpers for timestamps and PHI-free database errors.
 
 use std::time::Duration;
 
 use super::{OutboundError, OutboundReason};
 use crate::error::{classify_sqlx, describe_sqlx};
-use crate::ringcentral::RcConfig;
-use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::telemetry::{counter, gauge, MetricName};
-
-/// The checks every outbound worker's settings share.
-pub(crate) fn check_worker(name: &str, rc: &RcConfig, batch: u32, attempts: u32) -> Vec<String> {
-    let mut v: Vec<String> = rc
-        .validate()
-        .into_iter()
-        .map(|p| format!("ringcentral: {p}"))
-        .collect();
-    if name.is_empty() || name.len() > 40 {
-        v.push("name must be 1 to 40 characters".into());
-    }
-    if batch == 0 || attempts == 0 {
-        v.push("batch and max_attempts must be at least 1".into());
-    }
-    v
-}
-
-/// The RingCentral client of a worker whose settings are valid; else the settings' problems
-/// as one `config` error (`table` and `name` say which worker).
-pub(crate) fn worker_client(
-    table: &str,
-    name: &str,
-    problems: Vec<String>,
-    rc: &RcConfig,
-) -> Result<crate::ringcentral::RcClient, OutboundError> {
-    if !problems.is_empty() {
-        return Err(OutboundError::config(format!(
-            "{table} `{name}`: {}",
-            problems.join("; ")
-        )));
-    }
-    crate::ringcentral::RcClient::new(rc.clone()).map_err(|e| OutboundError::config(e.detail))
-}
-
-/// Runs `round` now and then every `interval` until `shutdown` fires; `done` logs a
-/// finished round, a failed one is logged here (PHI-free text) and tried again next time.
-pub(crate) async fn run_rounds<R, F, Fut>(
-    worker: &str,
-    interval: Duration,
-    mut shutdown: Shutdown,
-    mut round: F,
-    done: impl Fn(&R),
-) where
-    F: FnMut(Shutdown) -> Fut,
-    Fut: std::future::Future<Output = Result<R, OutboundError>>,
-{
-    loop {
-        match round(shutdown.clone()).await {
-            Ok(r) => done(&r),
-            Err(e) => {
-                tracing::error!(worker, reason = e.reason.as_str(), kind = ?e.kind, error = %e, "Round failed; trying again at the next round.");
-                counter(
-                    MetricName::OutboundRoundFailures,
-                    &[
-                        ("worker", worker.to_string()),
-                        ("reason", e.reason.as_str().to_string()),
-                    ],
-                    1,
-                );
-            }
-        }
-        tokio::select! {
-            _ = shutdown.wait() => break,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
-}
-
-/// Counts a round's outcomes in `/metrics`: `oscarflow_outbound_messages_total` by
-/// worker kind (`fax`, `sms`), worker name (from the config) and outcome, and the time of
-/// the worker's last finished round.
-pub(crate) fn record_round(kind: &'static str, worker: &str, outcomes: &[(&'static str, u32)]) {
-    for (outcome, n) in outcomes {
-        counter(
-            MetricName::OutboundMessages,
-            &[
-                ("kind", kind.to_string()),
-                ("worker", worker.to_string()),
-                ("outcome", outcome.to_string()),
-            ],
-            u64::from(*n),
-        );
-    }
-    gauge(
-        MetricName::OutboundLastRound,
-        &[("kind", kind.to_string()), ("worker", worker.to_string())],
-        time::OffsetDateTime::now_utc().unix_timestamp() as f64,
-    );
-}
 
 /// A claim table: `table` keyed by `key`, with `owner`, `state` and `claimed_unix` columns.
 #[derive(Clone, Copy)]
@@ -186,13 +94,10 @@ pub(crate) fn owner_id(name: &str) -> String {
     )
 }
 
-/// Defaults shared by the outbound workers' settings.
+/// Defaults shared by the queue sources' settings.
 pub(crate) mod defaults {
     use std::time::Duration;
 
-    pub fn attempts() -> u32 {
-        5
-    }
     /// A claim not refreshed for this long belongs to a worker that stopped.
     pub fn claim_timeout() -> Duration {
         Duration::from_secs(600)
@@ -201,4 +106,24 @@ pub(crate) mod defaults {
     pub fn settle() -> Duration {
         Duration::from_secs(60)
     }
+}
+
+/// Sets a text's state (and its reason) in our outbox.
+pub(crate) async fn set_outbox_state(
+    store: &Store,
+    id: i64,
+    state: &str,
+    error: Option<&str>,
+) -> Result<(), OutboundError> {
+    sqlx::query(
+        "UPDATE oscarflow_sms_outbox SET state = ?, last_error = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(state)
+    .bind(error.map(|e| cut(e, 255)))
+    .bind(crate::store::now_sql())
+    .bind(id)
+    .execute(&store.pool)
+    .await
+    .map(|_| ())
+    .map_err(db("update a text's state"))
 }

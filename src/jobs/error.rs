@@ -79,3 +79,44 @@ impl Classify for OutboundError {
         self.kind
     }
 }
+
+impl From<OutboundError> for crate::component::ProcessError {
+    /// A step of an outbound sink that failed on our side (the database): transient ones
+    /// are retried by the runner, others stop or dead-letter as their kind says.
+    fn from(e: OutboundError) -> Self {
+        crate::component::ProcessError {
+            kind: e.kind,
+            reason: match e.kind {
+                ErrorKind::Transient => crate::dead_letter::ReasonCode::RetriesExhausted,
+                _ => crate::dead_letter::ReasonCode::ImportRejected,
+            },
+            detail: e.detail,
+        }
+    }
+}
+
+/// RingCentral refused the credentials (or the account): the sink cannot go on.
+pub fn ringcentral_fatal(e: &crate::ringcentral::RcError) -> crate::component::ProcessError {
+    crate::component::ProcessError::fatal(format!("RingCentral: {}", e.detail))
+}
+
+/// The text a released row shows for a dead-lettered job: the reason the sink recorded (or
+/// the reason code), after the attempts when the retries were spent.
+pub fn release_reason(
+    outcome: &crate::ack::BatchOutcome,
+    last_error: Option<String>,
+    attempts: i64,
+) -> String {
+    use crate::dead_letter::ReasonCode;
+    let last = last_error.unwrap_or_else(|| {
+        outcome
+            .reason
+            .map_or("rejected", ReasonCode::as_str)
+            .to_string()
+    });
+    if outcome.reason == Some(ReasonCode::RetriesExhausted) {
+        format!("gave up after {attempts} attempts: {last}")
+    } else {
+        last
+    }
+}

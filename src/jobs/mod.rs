@@ -8,7 +8,7 @@
 pub mod claim;
 mod error;
 
-pub use error::{OutboundError, OutboundReason};
+pub use error::{release_reason, ringcentral_fatal, OutboundError, OutboundReason};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -31,19 +31,19 @@ pub struct FaxJob {
     /// The claim's lease in seconds: the sink refreshes the claim every quarter of it while
     /// it sends.
     pub lease_secs: u64,
-    pub step: FaxStep,
+    pub step: Step,
 }
 
-/// What the sink is to do with a [`FaxJob`].
+/// What the sink is to do with a queue job ([`FaxJob`], [`SmsJob`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
-pub enum FaxStep {
-    /// Send the fax.
+pub enum Step {
+    /// Send it.
     Send,
-    /// A send broke off in transit: look the fax up by its reference among faxes sent
-    /// since `since_unix`; adopt it when found, else (once settled) send it again.
+    /// A send broke off in transit: look the message up among those sent since
+    /// `since_unix`; adopt it when found, else (once settled) send it again.
     LookUp { since_unix: i64, settled: bool },
-    /// RingCentral accepted the fax as `message_id`: read its delivery status.
+    /// RingCentral accepted the message as `message_id`: read its delivery status.
     Track { message_id: i64 },
 }
 
@@ -71,6 +71,50 @@ impl Keyed for FaxJob {
 }
 
 impl Archivable for FaxJob {
+    fn archive_body(&self) -> ArchiveBody {
+        ArchiveBody::Bytes(self.to_json())
+    }
+}
+
+/// One text message of our outbox (`oscarflow_sms_outbox`), produced from OSCAR's tables (an
+/// appointment reminder, a lab-ready notice) and claimed for a send, look-up or status poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsJob {
+    /// The outbox row.
+    pub outbox_id: i64,
+    /// `reminder`, `lab_ready`.
+    pub kind: String,
+    /// The chart it is for (its opt-out is checked again right before sending).
+    pub demographic_no: i64,
+    /// The claim's owner (see [`FaxJob::owner`]).
+    pub owner: String,
+    pub lease_secs: u64,
+    pub step: Step,
+}
+
+impl SmsJob {
+    pub fn to_json(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+impl RawBytes for SmsJob {
+    fn raw_bytes(&self) -> Bytes {
+        self.to_json()
+    }
+}
+
+impl Keyed for SmsJob {
+    /// One text's steps stay in order.
+    fn keys(&self, key: OrderKey) -> Vec<String> {
+        match key {
+            OrderKey::None => Vec::new(),
+            _ => vec![format!("sms:{}", self.outbox_id)],
+        }
+    }
+}
+
+impl Archivable for SmsJob {
     fn archive_body(&self) -> ArchiveBody {
         ArchiveBody::Bytes(self.to_json())
     }

@@ -16,6 +16,7 @@
 //! - [`fax`]: received faxes filed as OSCAR's `FaxImporter` files them (§3.3).
 
 pub mod charset;
+pub mod contact;
 pub mod fax;
 pub mod handlers;
 pub mod import;

@@ -10,6 +10,7 @@
 pub mod oscar_fax;
 pub mod oscar_lab;
 pub mod ringcentral_fax;
+pub mod ringcentral_sms;
 
 use std::ops::Range;
 
@@ -27,6 +28,7 @@ use crate::payload::{Erased, Payload};
 pub use oscar_fax::OscarFaxConfig;
 pub use oscar_lab::OscarLabConfig;
 pub use ringcentral_fax::RingCentralFaxSinkConfig;
+pub use ringcentral_sms::RingCentralSmsConfig;
 
 /// A durable, idempotent writer. See the module docs for the contract.
 #[async_trait]
@@ -36,6 +38,47 @@ pub trait Sink<T: Send + Sync + 'static>: Send + Sync {
 
     /// Commits one envelope. `Ok` means durable.
     async fn write(&self, env: &Envelope<T>) -> Result<(), ProcessError>;
+}
+
+/// An outbound sink acts on queue jobs, one action per [`crate::jobs::Step`]; [`act`]
+/// dispatches the step and reports its outcome (a log line, the tap).
+#[async_trait]
+pub(crate) trait StepSink<J: Sync>: Send + Sync {
+    async fn send(&self, job: &J) -> Result<&'static str, ProcessError>;
+    async fn look_up(
+        &self,
+        job: &J,
+        since_unix: i64,
+        settled: bool,
+    ) -> Result<&'static str, ProcessError>;
+    async fn track(&self, job: &J, message_id: i64) -> Result<&'static str, ProcessError>;
+}
+
+/// Runs `job`'s step on `sink` and emits the outcome for queue row `row`.
+pub(crate) async fn act<J: Sync>(
+    sink: &impl StepSink<J>,
+    env: &Envelope<J>,
+    step: crate::jobs::Step,
+    row: i64,
+    cx: (&str, &crate::telemetry::Observers),
+) -> Result<(), ProcessError> {
+    use crate::jobs::Step;
+    let job = &env.payload;
+    let outcome = match step {
+        Step::Send => sink.send(job).await?,
+        Step::LookUp {
+            since_unix,
+            settled,
+        } => sink.look_up(job, since_unix, settled).await?,
+        Step::Track { message_id } => sink.track(job, message_id).await?,
+    };
+    cx.1.emit(crate::telemetry::Event::Outbound {
+        prov: &env.provenance,
+        component: cx.0,
+        row,
+        outcome,
+    });
+    Ok(())
 }
 
 /// A running sink, its payload type erased (see [`crate::payload`]), with how the runner
@@ -76,6 +119,7 @@ pub enum SinkConfig {
     OscarLab(OscarLabConfig),
     OscarFax(OscarFaxConfig),
     RingCentralFax(Box<RingCentralFaxSinkConfig>),
+    RingCentralSms(Box<RingCentralSmsConfig>),
 }
 
 impl SinkConfig {
@@ -118,10 +162,27 @@ impl SinkConfig {
                     order_by: OrderKey::Accession,
                 },
             ),
+            SinkConfig::RingCentralSms(c) => BuiltSink::new::<crate::jobs::SmsJob>(
+                Arc::new(ringcentral_sms::RingCentralSms::new(
+                    (**c).clone(),
+                    cx.store.clone(),
+                    cx.id.clone(),
+                    cx.observers.clone(),
+                )?),
+                SinkRun {
+                    concurrency: c.concurrency,
+                    order_by: OrderKey::Accession,
+                },
+            ),
         })
     }
 
-    pub const TYPES: &'static [&'static str] = &["oscar_lab", "oscar_fax", "ringcentral_fax"];
+    pub const TYPES: &'static [&'static str] = &[
+        "oscar_lab",
+        "oscar_fax",
+        "ringcentral_fax",
+        "ringcentral_sms",
+    ];
 
     pub fn from_table(
         raw: RawComponent,
@@ -131,6 +192,7 @@ impl SinkConfig {
             "oscar_lab" => raw.parse().map(SinkConfig::OscarLab),
             "oscar_fax" => raw.parse().map(SinkConfig::OscarFax),
             "ringcentral_fax" => raw.parse().map(|c| SinkConfig::RingCentralFax(Box::new(c))),
+            "ringcentral_sms" => raw.parse().map(|c| SinkConfig::RingCentralSms(Box::new(c))),
             _ => Err(unknown_type(
                 section.trim_end_matches('s'),
                 &raw.type_name,
@@ -146,6 +208,7 @@ impl ComponentKind for SinkConfig {
             SinkConfig::OscarLab(_) => "oscar_lab",
             SinkConfig::OscarFax(_) => "oscar_fax",
             SinkConfig::RingCentralFax(_) => "ringcentral_fax",
+            SinkConfig::RingCentralSms(_) => "ringcentral_sms",
         }
     }
     fn input_port(&self) -> Option<PortType> {
@@ -153,6 +216,7 @@ impl ComponentKind for SinkConfig {
             SinkConfig::OscarLab(_) => PortType::LabFile,
             SinkConfig::OscarFax(_) => PortType::Document,
             SinkConfig::RingCentralFax(_) => PortType::FaxJob,
+            SinkConfig::RingCentralSms(_) => PortType::SmsJob,
         })
     }
     fn output_port(&self) -> Option<PortType> {
@@ -172,6 +236,7 @@ impl ComponentKind for SinkConfig {
             }
             SinkConfig::OscarFax(c) => c.validate(),
             SinkConfig::RingCentralFax(c) => c.validate(),
+            SinkConfig::RingCentralSms(c) => c.validate(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod pull;
 pub mod queue;
 pub mod ringcentral_fax;
 pub mod sftp;
+pub mod texts;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -365,6 +366,8 @@ pub enum SourceConfig {
     IhaPoi(IhaPoiConfig),
     RingCentralFax(RingCentralFaxConfig),
     OscarFaxQueue(OscarFaxQueueConfig),
+    OscarAppointments(texts::TextSourceConfig),
+    OscarLabReady(texts::TextSourceConfig),
 }
 
 impl SourceConfig {
@@ -376,6 +379,8 @@ impl SourceConfig {
         "sftp",
         "ringcentral_fax",
         "oscar_fax_queue",
+        "oscar_appointments",
+        "oscar_lab_ready",
     ];
 
     pub fn from_table(
@@ -390,6 +395,8 @@ impl SourceConfig {
             "iha_poi" => raw.parse().map(SourceConfig::IhaPoi),
             "ringcentral_fax" => raw.parse().map(SourceConfig::RingCentralFax),
             "oscar_fax_queue" => raw.parse().map(SourceConfig::OscarFaxQueue),
+            "oscar_appointments" => raw.parse().map(SourceConfig::OscarAppointments),
+            "oscar_lab_ready" => raw.parse().map(SourceConfig::OscarLabReady),
             _ => Err(unknown_type(
                 section.trim_end_matches('s'),
                 &raw.type_name,
@@ -457,12 +464,39 @@ impl SourceConfig {
                     None => s,
                 }))
             }
+            SourceConfig::OscarAppointments(c) | SourceConfig::OscarLabReady(c) => {
+                let kind = self.text_kind().unwrap_or(texts::TextKind::Reminders);
+                let s = queue::QueueSource::new(
+                    self.type_name(),
+                    texts::TextQueue::new(c.clone(), kind, cx.store.clone()),
+                    crate::jobs::claim::owner_id(&c.name),
+                    c.poll_interval,
+                );
+                BuiltSource::new::<crate::jobs::SmsJob>(Box::new(match polls(cx.one_shot) {
+                    Some(n) => s.with_max_rounds(n),
+                    None => s,
+                }))
+            }
         })
     }
 
     /// A database queue ([`queue`]): its dead letters are re-driven by [`Self::requeue`].
     pub fn is_queue(&self) -> bool {
-        matches!(self, SourceConfig::OscarFaxQueue(_))
+        matches!(
+            self,
+            SourceConfig::OscarFaxQueue(_)
+                | SourceConfig::OscarAppointments(_)
+                | SourceConfig::OscarLabReady(_)
+        )
+    }
+
+    /// The producer of a text-message queue source.
+    fn text_kind(&self) -> Option<texts::TextKind> {
+        match self {
+            SourceConfig::OscarAppointments(_) => Some(texts::TextKind::Reminders),
+            SourceConfig::OscarLabReady(_) => Some(texts::TextKind::LabReady),
+            _ => None,
+        }
     }
 
     /// For a queue source: puts the row of a dead-lettered job (`raw`, its dead letter's
@@ -485,6 +519,19 @@ impl SourceConfig {
                     "the dead letter does not hold a fax job",
                 )),
             }),
+            SourceConfig::OscarAppointments(c) | SourceConfig::OscarLabReady(c) => {
+                let kind = self.text_kind()?;
+                Some(match serde_json::from_slice(raw) {
+                    Ok(job) => {
+                        texts::TextQueue::new(c.clone(), kind, store.clone())
+                            .requeue(&job)
+                            .await
+                    }
+                    Err(_) => Err(crate::jobs::OutboundError::database(
+                        "the dead letter does not hold a text-message job",
+                    )),
+                })
+            }
             _ => None,
         }
     }
@@ -514,6 +561,12 @@ impl SourceConfig {
                 format!("{}|{}", c.url.trim(), c.user_env.get_ref()),
             ),
             SourceConfig::OscarFaxQueue(c) => ("OSCAR fax line", c.fax_line.clone()),
+            SourceConfig::OscarAppointments(_) | SourceConfig::OscarLabReady(_) => (
+                "text-message queue",
+                self.text_kind()
+                    .map(|k| k.column().to_string())
+                    .unwrap_or_default(),
+            ),
             SourceConfig::RingCentralFax(c) => (
                 "RingCentral fax inbox",
                 format!(
@@ -558,6 +611,8 @@ impl ComponentKind for SourceConfig {
             SourceConfig::IhaPoi(_) => "iha_poi",
             SourceConfig::RingCentralFax(_) => "ringcentral_fax",
             SourceConfig::OscarFaxQueue(_) => "oscar_fax_queue",
+            SourceConfig::OscarAppointments(_) => "oscar_appointments",
+            SourceConfig::OscarLabReady(_) => "oscar_lab_ready",
         }
     }
     fn input_port(&self) -> Option<PortType> {
@@ -567,6 +622,7 @@ impl ComponentKind for SourceConfig {
         Some(match self {
             SourceConfig::RingCentralFax(_) => PortType::Document,
             SourceConfig::OscarFaxQueue(_) => PortType::FaxJob,
+            SourceConfig::OscarAppointments(_) | SourceConfig::OscarLabReady(_) => PortType::SmsJob,
             _ => PortType::Raw,
         })
     }
@@ -579,6 +635,8 @@ impl ComponentKind for SourceConfig {
             SourceConfig::IhaPoi(c) => c.validate(),
             SourceConfig::RingCentralFax(c) => c.validate(),
             SourceConfig::OscarFaxQueue(c) => c.validate(),
+            SourceConfig::OscarAppointments(c) => c.validate(texts::TextKind::Reminders),
+            SourceConfig::OscarLabReady(c) => c.validate(texts::TextKind::LabReady),
         }
     }
     fn lab_type(&self) -> Option<crate::hl7::lab::LabType> {

@@ -41,6 +41,26 @@ pub struct Due<J> {
     pub job: J,
 }
 
+/// What one phase of a round has to offer: the jobs due, with what the queue did to find
+/// them (rows newly claimed; other counts for the report, such as messages a producer
+/// queued).
+pub struct Batch<J> {
+    pub claimed: u32,
+    pub counts: Vec<(&'static str, u32)>,
+    pub jobs: Vec<Due<J>>,
+}
+
+impl<J> Batch<J> {
+    /// Just these jobs.
+    pub fn of(jobs: Vec<Due<J>>) -> Self {
+        Batch {
+            claimed: 0,
+            counts: Vec::new(),
+            jobs,
+        }
+    }
+}
+
 /// One queue table. See the module docs for the protocol.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
@@ -54,13 +74,8 @@ pub trait Queue: Send + Sync + 'static {
     fn table(&self) -> &'static str;
     /// How many phases a round has (each phase's outcomes settle before the next starts).
     fn phases(&self) -> usize;
-    /// The jobs due in `phase` for `owner`: the queue claims what it must first. The count
-    /// of newly claimed rows goes in the report.
-    async fn due(
-        &self,
-        owner: &str,
-        phase: usize,
-    ) -> Result<(u32, Vec<Due<Self::Job>>), OutboundError>;
+    /// The jobs due in `phase` for `owner`: the queue claims what it must first.
+    async fn due(&self, owner: &str, phase: usize) -> Result<Batch<Self::Job>, OutboundError>;
     /// A job's outcome settled: release its row as OSCAR does; what happened, for the
     /// report (`None`: nothing to count).
     async fn settled(
@@ -97,9 +112,15 @@ impl RoundReport {
             .map_or(0, |(_, n)| *n)
     }
     fn add(&mut self, outcome: &'static str) {
+        self.add_n(outcome, 1);
+    }
+    fn add_n(&mut self, outcome: &'static str, n: u32) {
+        if n == 0 {
+            return;
+        }
         match self.outcomes.iter_mut().find(|(o, _)| *o == outcome) {
-            Some((_, n)) => *n += 1,
-            None => self.outcomes.push((outcome, 1)),
+            Some((_, m)) => *m += n,
+            None => self.outcomes.push((outcome, n)),
         }
     }
 }
@@ -143,11 +164,14 @@ impl<Q: Queue> QueueSource<Q> {
             if cx.shutdown.is_triggered() {
                 return Ok(None);
             }
-            let (claimed, jobs) = q.due(&self.owner, phase).await?;
-            report.claimed += claimed;
-            let mut waiting = Vec::with_capacity(jobs.len());
+            let batch = q.due(&self.owner, phase).await?;
+            report.claimed += batch.claimed;
+            for (what, n) in batch.counts {
+                report.add_n(what, n);
+            }
+            let mut waiting = Vec::with_capacity(batch.jobs.len());
             let mut stopped = false;
-            for due in jobs {
+            for due in batch.jobs {
                 if stopped {
                     break;
                 }

@@ -14,6 +14,7 @@ pub mod rc_emulator;
 pub mod s3;
 pub mod sources;
 pub mod sshd;
+pub mod texts;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

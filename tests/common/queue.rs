@@ -17,9 +17,16 @@ use tokio::sync::mpsc;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RoundReport {
     pub claimed: u32,
+    /// Texts a producer queued; patients passed over because they opted out; texts whose
+    /// number was not usable (dead-lettered).
+    pub queued: u32,
+    pub opted_out: u32,
+    pub invalid: u32,
     pub sent: u32,
     pub adopted: u32,
+    /// Faxes delivered (`COMPLETE`); texts delivered.
     pub completed: u32,
+    pub delivered: u32,
     pub failed: u32,
     pub pending: u32,
 }
@@ -43,9 +50,13 @@ impl Observer for Rounds {
             };
             let _ = self.0.send(RoundReport {
                 claimed: *claimed,
+                queued: n("queued"),
+                opted_out: n("opted_out"),
+                invalid: n("invalid"),
                 sent: n("sent"),
                 adopted: n("adopted"),
                 completed: n("completed"),
+                delivered: n("delivered"),
                 failed: n("failed"),
                 pending: *pending,
             });

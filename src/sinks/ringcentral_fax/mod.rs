@@ -32,18 +32,18 @@ use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
 
-use super::Sink;
+use super::{act, Sink, StepSink};
 use crate::component::ProcessError;
 use crate::dead_letter::ReasonCode;
 use crate::envelope::Envelope;
 use crate::error::ErrorKind;
 use crate::jobs::claim::{cut, db, rfc3339, unix_now, ClaimTable};
-use crate::jobs::{FaxJob, FaxStep, OutboundError};
+use crate::jobs::{ringcentral_fatal, FaxJob, OutboundError};
 use crate::ringcentral::fax::{find_sent_by_name, get_message, send_fax, FaxMessage, FaxRequest};
 use crate::ringcentral::phone::to_e164;
-use crate::ringcentral::{RcClient, RcError};
+use crate::ringcentral::RcClient;
 use crate::store::{now_sql, text_column, Store};
-use crate::telemetry::{Event, Observers};
+use crate::telemetry::Observers;
 
 const CLAIMS: ClaimTable = ClaimTable {
     table: "oscarflow_fax_outbound",
@@ -57,22 +57,6 @@ pub struct RingCentralFax {
     client: Arc<RcClient>,
     id: Arc<str>,
     observers: Observers,
-}
-
-/// A database error as the runner sees it (a lost connection is retried).
-fn process(e: OutboundError) -> ProcessError {
-    ProcessError {
-        kind: e.kind,
-        reason: match e.kind {
-            ErrorKind::Transient => ReasonCode::RetriesExhausted,
-            _ => ReasonCode::ImportRejected,
-        },
-        detail: e.detail,
-    }
-}
-
-fn rc_fatal(e: &RcError) -> ProcessError {
-    ProcessError::fatal(format!("RingCentral: {}", e.detail))
 }
 
 impl RingCentralFax {
@@ -97,7 +81,7 @@ impl RingCentralFax {
     /// returns the data error that dead-letters the job.
     async fn refuse(&self, job: &FaxJob, reason: ReasonCode, text: &str) -> ProcessError {
         if let Err(e) = self.note(job.fax_id, text, false).await {
-            return process(e);
+            return ProcessError::from(e);
         }
         ProcessError::data(reason, cut(text, 255))
     }
@@ -135,13 +119,16 @@ impl RingCentralFax {
         tx.commit().await.map_err(db("commit"))?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl StepSink<FaxJob> for RingCentralFax {
     async fn send(&self, job: &FaxJob) -> Result<&'static str, ProcessError> {
         let row = sqlx::query("SELECT filename, destination, document FROM faxes WHERE id = ?")
             .bind(job.fax_id)
             .fetch_optional(&self.store.pool)
             .await
-            .map_err(|e| process(db("read the fax")(e)))?;
+            .map_err(|e| ProcessError::from(db("read the fax")(e)))?;
         let row = row
             .map(|r| -> Result<_, sqlx::Error> {
                 Ok((
@@ -151,7 +138,7 @@ impl RingCentralFax {
                 ))
             })
             .transpose()
-            .map_err(|e| process(db("read the fax")(e)))?;
+            .map_err(|e| ProcessError::from(db("read the fax")(e)))?;
         let Some((filename, destination, base64_doc)) = row else {
             return Err(self
                 .refuse(job, ReasonCode::ImportRejected, "the OSCAR fax row is gone")
@@ -199,7 +186,9 @@ impl RingCentralFax {
         };
         match sent {
             Ok(m) => {
-                self.accepted(job.fax_id, &m).await.map_err(process)?;
+                self.accepted(job.fax_id, &m)
+                    .await
+                    .map_err(ProcessError::from)?;
                 Ok("sent")
             }
             Err(e) if e.ambiguous => {
@@ -211,7 +200,7 @@ impl RingCentralFax {
                     .bind(job.fax_id)
                     .execute(&self.store.pool)
                     .await
-                    .map_err(|x| process(db("record an unknown send")(x)))?;
+                    .map_err(|x| ProcessError::from(db("record an unknown send")(x)))?;
                 Ok("unknown")
             }
             Err(e) if e.kind == ErrorKind::Data => {
@@ -221,11 +210,11 @@ impl RingCentralFax {
                 );
                 Err(self.refuse(job, ReasonCode::Refused, &text).await)
             }
-            Err(e) if e.kind == ErrorKind::Fatal => Err(rc_fatal(&e)),
+            Err(e) if e.kind == ErrorKind::Fatal => Err(ringcentral_fatal(&e)),
             Err(e) => {
                 self.note(job.fax_id, &e.detail, true)
                     .await
-                    .map_err(process)?;
+                    .map_err(ProcessError::from)?;
                 Err(ProcessError::transient(format!(
                     "fax not sent: {}",
                     e.detail
@@ -244,7 +233,9 @@ impl RingCentralFax {
     ) -> Result<&'static str, ProcessError> {
         match find_sent_by_name(&self.client, &rfc3339(since_unix), &job.ref_name).await {
             Ok(Some(m)) => {
-                self.accepted(job.fax_id, &m).await.map_err(process)?;
+                self.accepted(job.fax_id, &m)
+                    .await
+                    .map_err(ProcessError::from)?;
                 tracing::info!(sink = %self.id, fax_id = job.fax_id, message_id = m.id, "A send that broke off had reached RingCentral; adopted it instead of sending again.");
                 Ok("adopted")
             }
@@ -257,7 +248,7 @@ impl RingCentralFax {
                     .bind(&job.owner)
                     .execute(&self.store.pool)
                     .await
-                    .map_err(|e| process(db("return a fax to sending")(e)))?;
+                    .map_err(|e| ProcessError::from(db("return a fax to sending")(e)))?;
                 Ok(if r.rows_affected() == 1 {
                     "not_found"
                 } else {
@@ -265,7 +256,7 @@ impl RingCentralFax {
                 })
             }
             Ok(None) => Ok("waiting"),
-            Err(e) if e.kind == ErrorKind::Fatal => Err(rc_fatal(&e)),
+            Err(e) if e.kind == ErrorKind::Fatal => Err(ringcentral_fatal(&e)),
             Err(e) => {
                 tracing::warn!(sink = %self.id, fax_id = job.fax_id, error = %e, "Could not look up a fax whose send broke off; trying again next round.");
                 Ok("waiting")
@@ -277,7 +268,7 @@ impl RingCentralFax {
     async fn track(&self, job: &FaxJob, message_id: i64) -> Result<&'static str, ProcessError> {
         let m = match get_message(&self.client, message_id).await {
             Ok(m) => m,
-            Err(e) if e.kind == ErrorKind::Fatal => return Err(rc_fatal(&e)),
+            Err(e) if e.kind == ErrorKind::Fatal => return Err(ringcentral_fatal(&e)),
             Err(e) => {
                 tracing::warn!(sink = %self.id, fax_id = job.fax_id, error = %e, "Could not read a fax's status; trying again next round.");
                 return Ok("waiting");
@@ -290,13 +281,13 @@ impl RingCentralFax {
                     .pool
                     .begin()
                     .await
-                    .map_err(|e| process(db("begin")(e)))?;
+                    .map_err(|e| ProcessError::from(db("begin")(e)))?;
                 let r = sqlx::query("UPDATE oscarflow_fax_outbound SET state = 'done', updated_at = ? WHERE fax_id = ? AND state = 'queued'")
                     .bind(now_sql())
                     .bind(job.fax_id)
                     .execute(&mut *tx)
                     .await
-                    .map_err(|e| process(db("record completion")(e)))?;
+                    .map_err(|e| ProcessError::from(db("record completion")(e)))?;
                 if r.rows_affected() == 1 {
                     sqlx::query("UPDATE faxes SET status = 'COMPLETE', statusString = ?, numPages = COALESCE(?, numPages) WHERE id = ?")
                         .bind(format!("Sent ({} pages)", m.fax_page_count.unwrap_or(0)))
@@ -304,9 +295,11 @@ impl RingCentralFax {
                         .bind(job.fax_id)
                         .execute(&mut *tx)
                         .await
-                        .map_err(|e| process(db("mark the OSCAR fax complete")(e)))?;
+                        .map_err(|e| ProcessError::from(db("mark the OSCAR fax complete")(e)))?;
                 }
-                tx.commit().await.map_err(|e| process(db("commit")(e)))?;
+                tx.commit()
+                    .await
+                    .map_err(|e| ProcessError::from(db("commit")(e)))?;
                 Ok("completed")
             }
             "SendingFailed" => {
@@ -329,21 +322,7 @@ impl Sink<FaxJob> for RingCentralFax {
 
     async fn write(&self, env: &Envelope<FaxJob>) -> Result<(), ProcessError> {
         let job = &env.payload;
-        let outcome = match job.step {
-            FaxStep::Send => self.send(job).await?,
-            FaxStep::LookUp {
-                since_unix,
-                settled,
-            } => self.look_up(job, since_unix, settled).await?,
-            FaxStep::Track { message_id } => self.track(job, message_id).await?,
-        };
-        self.observers.emit(Event::Outbound {
-            prov: &env.provenance,
-            component: &self.id,
-            row: job.fax_id,
-            outcome,
-        });
-        Ok(())
+        act(self, env, job.step, job.fax_id, (&self.id, &self.observers)).await
     }
 }
 

@@ -29,11 +29,10 @@ pub use config::OscarFaxQueueConfig;
 
 use async_trait::async_trait;
 
-use super::queue::{Due, Queue};
+use super::queue::{Batch, Due, Queue};
 use crate::ack::{BatchOutcome, BatchStatus};
-use crate::dead_letter::ReasonCode;
 use crate::jobs::claim::{cut, db, unix_now};
-use crate::jobs::{FaxJob, FaxStep, OutboundError};
+use crate::jobs::{FaxJob, OutboundError, Step};
 use crate::store::{is_unique_violation, now_sql, Store};
 
 /// Phases of a round (see the module docs).
@@ -61,7 +60,7 @@ impl FaxQueue {
         }
     }
 
-    fn job(&self, fax_id: i64, owner: &str, ref_name: String, step: FaxStep) -> Due<FaxJob> {
+    fn job(&self, fax_id: i64, owner: &str, ref_name: String, step: Step) -> Due<FaxJob> {
         Due {
             row: fax_id,
             job: FaxJob {
@@ -134,7 +133,7 @@ impl FaxQueue {
             .map(|(fax_id, ref_name, first_claimed, claimed)| {
                 // The fax cannot have reached RingCentral before it was first claimed (five
                 // minutes of slack for clocks).
-                let step = FaxStep::LookUp {
+                let step = Step::LookUp {
                     since_unix: first_claimed - 300,
                     settled: claimed <= settle_before,
                 };
@@ -262,15 +261,11 @@ impl Queue for FaxQueue {
         3
     }
 
-    async fn due(
-        &self,
-        owner: &str,
-        phase: usize,
-    ) -> Result<(u32, Vec<Due<FaxJob>>), OutboundError> {
+    async fn due(&self, owner: &str, phase: usize) -> Result<Batch<FaxJob>, OutboundError> {
         match phase {
             LOOK_UP => {
                 self.take_over_stale(owner).await?;
-                Ok((0, self.unknown(owner).await?))
+                Ok(Batch::of(self.unknown(owner).await?))
             }
             SEND => {
                 let claimed = self.claim(owner).await?;
@@ -278,22 +273,25 @@ impl Queue for FaxQueue {
                     .owned(owner, "sending")
                     .await?
                     .into_iter()
-                    .map(|(id, ref_name, _)| self.job(id, owner, ref_name, FaxStep::Send))
+                    .map(|(id, ref_name, _)| self.job(id, owner, ref_name, Step::Send))
                     .collect();
-                Ok((claimed, jobs))
+                Ok(Batch {
+                    claimed,
+                    counts: Vec::new(),
+                    jobs,
+                })
             }
-            TRACK => Ok((
-                0,
+            TRACK => Ok(Batch::of(
                 self.owned(owner, "queued")
                     .await?
                     .into_iter()
                     .filter_map(|(id, ref_name, message)| {
                         let message_id = message?;
-                        Some(self.job(id, owner, ref_name, FaxStep::Track { message_id }))
+                        Some(self.job(id, owner, ref_name, Step::Track { message_id }))
                     })
                     .collect(),
             )),
-            _ => Ok((0, Vec::new())),
+            _ => Ok(Batch::of(Vec::new())),
         }
     }
 
@@ -319,23 +317,13 @@ impl Queue for FaxQueue {
         }
         Ok(match outcome.status {
             BatchStatus::DeadLettered => {
-                let last = last_error.unwrap_or_else(|| {
-                    outcome
-                        .reason
-                        .map_or("rejected", ReasonCode::as_str)
-                        .to_string()
-                });
-                let reason = if outcome.reason == Some(ReasonCode::RetriesExhausted) {
-                    format!("gave up after {attempts} attempts: {last}")
-                } else {
-                    last
-                };
+                let reason = crate::jobs::release_reason(&outcome, last_error, attempts);
                 self.fail(owner, fax_id, &reason).await?.then_some("failed")
             }
             BatchStatus::Delivered => match (due.job.step, state.as_str()) {
-                (FaxStep::Send, "queued") => Some("sent"),
-                (FaxStep::LookUp { .. }, "queued") => Some("adopted"),
-                (FaxStep::Track { .. }, "done") => Some("completed"),
+                (Step::Send, "queued") => Some("sent"),
+                (Step::LookUp { .. }, "queued") => Some("adopted"),
+                (Step::Track { .. }, "done") => Some("completed"),
                 _ => None,
             },
             BatchStatus::Failed => None,
