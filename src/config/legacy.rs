@@ -234,6 +234,13 @@ fn plain(item: &Item) -> Item {
 mod tests {
     use super::*;
 
+    /// The replacements name these variables; loading checks that they are set.
+    fn set_secrets() {
+        for v in ["ID", "SECRET", "JWT"] {
+            std::env::set_var(format!("OSCARFLOW_T_LEGACY_RC_{v}"), "set");
+        }
+    }
+
     const OLD: &str = r#"
 listen = "off"
 
@@ -245,9 +252,9 @@ poll_interval = "30s"
 max_attempts = 4
 
 [fax_outbox.ringcentral]
-client_id_env = "RC_ID"
-client_secret_env = "RC_SECRET"
-jwt_env = "RC_JWT"
+client_id_env = "OSCARFLOW_T_LEGACY_RC_ID"
+client_secret_env = "OSCARFLOW_T_LEGACY_RC_SECRET"
+jwt_env = "OSCARFLOW_T_LEGACY_RC_JWT"
 
 [fax_outbox.ringcentral.limits.heavy]
 requests = 10
@@ -256,6 +263,7 @@ window = "1m"
 
     #[test]
     fn a_fax_outbox_table_is_replaced_by_an_equivalent_pipeline_file_that_loads() {
+        set_secrets();
         let r = retired_tables(OLD);
         assert_eq!(r.len(), 1);
         let r = &r[0];
@@ -276,7 +284,7 @@ window = "1m"
         let crate::sinks::SinkConfig::RingCentralFax(s) = &p.sinks[0].config else {
             panic!("{:?}", p.sinks[0].config)
         };
-        assert_eq!(s.ringcentral.jwt_env.get_ref(), "RC_JWT");
+        assert_eq!(s.ringcentral.jwt_env.get_ref(), "OSCARFLOW_T_LEGACY_RC_JWT");
         assert_eq!(s.ringcentral.limits.heavy.requests, 10);
         assert!(r
             .message()
@@ -294,9 +302,9 @@ send_between = ["08:00", "20:00"]
 max_attempts = 3
 
 [sms.ringcentral]
-client_id_env = "RC_ID"
-client_secret_env = "RC_SECRET"
-jwt_env = "RC_JWT"
+client_id_env = "OSCARFLOW_T_LEGACY_RC_ID"
+client_secret_env = "OSCARFLOW_T_LEGACY_RC_SECRET"
+jwt_env = "OSCARFLOW_T_LEGACY_RC_JWT"
 
 [sms.reminders]
 lead_time = "24h"
@@ -304,6 +312,7 @@ lead_time = "24h"
 [sms.lab_ready]
 when = "acknowledged"
 "#;
+        set_secrets();
         let r = retired_tables(old);
         assert_eq!(r.len(), 1);
         let r = &r[0];
@@ -320,9 +329,9 @@ when = "acknowledged"
         let crate::sources::SourceConfig::OscarAppointments(a) = &p.sources[0].config else {
             panic!()
         };
-        assert_eq!(a.send_between, vec!["08:00", "20:00"]);
+        assert_eq!(a.0.send_between, vec!["08:00", "20:00"]);
         assert_eq!(
-            a.reminders().lead_time,
+            a.0.reminders().lead_time,
             std::time::Duration::from_secs(24 * 3600)
         );
         assert_eq!(p.sinks[0].inputs.len(), 2);

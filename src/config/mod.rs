@@ -123,6 +123,56 @@ impl PipelineConfig {
     }
 }
 
+/// The closed set of one section's component types (`sources`, `stages`, `sinks`): the enum
+/// of configurations with one variant per type, its `TYPES`, `from_table` (the `type` key
+/// picks the variant), `type_name`, and `component()` — the configuration as the section's
+/// trait object, through which everything else about the component is asked. Adding a type
+/// is one line here and its folder.
+macro_rules! component_types {
+    ($(#[$meta:meta])* $enum:ident: $trait:ident { $($variant:ident($cfg:ty) = $name:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub enum $enum {
+            $($variant($cfg),)*
+        }
+
+        impl $enum {
+            /// Every `type` of the section.
+            pub const TYPES: &'static [&'static str] = &[$($name),*];
+
+            /// The configuration of a component table whose `type` is one of [`Self::TYPES`].
+            pub fn from_table(
+                raw: $crate::config::RawComponent,
+                section: &'static str,
+            ) -> Result<Self, (String, Option<std::ops::Range<usize>>)> {
+                match raw.type_name.get_ref().as_str() {
+                    $($name => raw.parse().map($enum::$variant),)*
+                    _ => Err($crate::config::unknown_type(
+                        section.trim_end_matches('s'),
+                        &raw.type_name,
+                        Self::TYPES,
+                    )),
+                }
+            }
+
+            /// The component's `type`.
+            pub fn kind_name(&self) -> &'static str {
+                match self {
+                    $($enum::$variant(_) => $name,)*
+                }
+            }
+
+            /// The component's own configuration, as the section's trait.
+            pub fn component(&self) -> &dyn $trait {
+                match self {
+                    $($enum::$variant(c) => c,)*
+                }
+            }
+        }
+    };
+}
+pub(crate) use component_types;
+
 /// Component-kind facts used by validation.
 pub trait ComponentKind {
     /// The `type` name.

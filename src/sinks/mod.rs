@@ -19,10 +19,9 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 use crate::component::{BuildContext, ProcessError};
-use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
-use crate::document::InboundDocument;
+use crate::config::{ComponentKind, PortType};
 use crate::envelope::Envelope;
-use crate::lab_file::{LabFile, OrderKey};
+use crate::lab_file::OrderKey;
 use crate::payload::{Erased, Payload};
 
 pub use oscar_fax::OscarFaxConfig;
@@ -113,130 +112,54 @@ pub struct SinkRun {
     pub order_by: OrderKey,
 }
 
-/// The closed set of sink configurations.
-#[derive(Debug, Clone)]
-pub enum SinkConfig {
-    OscarLab(OscarLabConfig),
-    OscarFax(OscarFaxConfig),
-    RingCentralFax(Box<RingCentralFaxSinkConfig>),
-    RingCentralSms(Box<RingCentralSmsConfig>),
+/// What every sink type's configuration answers (implemented in its folder).
+pub trait SinkComponent: Send + Sync {
+    /// The payload it consumes.
+    fn input_port(&self) -> PortType;
+    /// Pure checks: (message, span).
+    fn problems(&self) -> Vec<(String, Option<Range<usize>>)> {
+        Vec::new()
+    }
+    /// Environment variables it needs: (field, variable with its span).
+    fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
+        Vec::new()
+    }
+    /// Builds the running sink (no I/O until its first write).
+    fn build(&self, cx: &BuildContext) -> Result<BuiltSink, ProcessError>;
+}
+
+crate::config::component_types! {
+    /// The closed set of sink configurations: one line per type.
+    #[allow(clippy::large_enum_variant)] // built once per pipeline; size does not matter
+    SinkConfig: SinkComponent {
+        OscarLab(OscarLabConfig) = "oscar_lab",
+        OscarFax(OscarFaxConfig) = "oscar_fax",
+        RingCentralFax(RingCentralFaxSinkConfig) = "ringcentral_fax",
+        RingCentralSms(RingCentralSmsConfig) = "ringcentral_sms",
+    }
 }
 
 impl SinkConfig {
     /// Builds the running sink (no I/O until its first write).
     pub fn build(&self, cx: &BuildContext) -> Result<BuiltSink, ProcessError> {
-        Ok(match self {
-            SinkConfig::OscarLab(c) => BuiltSink::new::<LabFile>(
-                Arc::new(oscar_lab::OscarLab::new(
-                    cx.store.clone(),
-                    c,
-                    cx.id.clone(),
-                    cx.observers.clone(),
-                )),
-                SinkRun {
-                    concurrency: c.concurrency,
-                    order_by: c.order_by,
-                },
-            ),
-            SinkConfig::OscarFax(c) => BuiltSink::new::<InboundDocument>(
-                Arc::new(oscar_fax::OscarFax::new(
-                    cx.store.clone(),
-                    c,
-                    cx.id.clone(),
-                    cx.observers.clone(),
-                )),
-                SinkRun {
-                    concurrency: c.concurrency,
-                    order_by: OrderKey::None,
-                },
-            ),
-            SinkConfig::RingCentralFax(c) => BuiltSink::new::<crate::jobs::FaxJob>(
-                Arc::new(ringcentral_fax::RingCentralFax::new(
-                    (**c).clone(),
-                    cx.store.clone(),
-                    cx.id.clone(),
-                    cx.observers.clone(),
-                )?),
-                SinkRun {
-                    concurrency: c.concurrency,
-                    order_by: OrderKey::Accession,
-                },
-            ),
-            SinkConfig::RingCentralSms(c) => BuiltSink::new::<crate::jobs::SmsJob>(
-                Arc::new(ringcentral_sms::RingCentralSms::new(
-                    (**c).clone(),
-                    cx.store.clone(),
-                    cx.id.clone(),
-                    cx.observers.clone(),
-                )?),
-                SinkRun {
-                    concurrency: c.concurrency,
-                    order_by: OrderKey::Accession,
-                },
-            ),
-        })
-    }
-
-    pub const TYPES: &'static [&'static str] = &[
-        "oscar_lab",
-        "oscar_fax",
-        "ringcentral_fax",
-        "ringcentral_sms",
-    ];
-
-    pub fn from_table(
-        raw: RawComponent,
-        section: &'static str,
-    ) -> Result<Self, (String, Option<Range<usize>>)> {
-        match raw.type_name.get_ref().as_str() {
-            "oscar_lab" => raw.parse().map(SinkConfig::OscarLab),
-            "oscar_fax" => raw.parse().map(SinkConfig::OscarFax),
-            "ringcentral_fax" => raw.parse().map(|c| SinkConfig::RingCentralFax(Box::new(c))),
-            "ringcentral_sms" => raw.parse().map(|c| SinkConfig::RingCentralSms(Box::new(c))),
-            _ => Err(unknown_type(
-                section.trim_end_matches('s'),
-                &raw.type_name,
-                Self::TYPES,
-            )),
-        }
+        self.component().build(cx)
     }
 }
 
 impl ComponentKind for SinkConfig {
     fn type_name(&self) -> &'static str {
-        match self {
-            SinkConfig::OscarLab(_) => "oscar_lab",
-            SinkConfig::OscarFax(_) => "oscar_fax",
-            SinkConfig::RingCentralFax(_) => "ringcentral_fax",
-            SinkConfig::RingCentralSms(_) => "ringcentral_sms",
-        }
+        self.kind_name()
     }
     fn input_port(&self) -> Option<PortType> {
-        Some(match self {
-            SinkConfig::OscarLab(_) => PortType::LabFile,
-            SinkConfig::OscarFax(_) => PortType::Document,
-            SinkConfig::RingCentralFax(_) => PortType::FaxJob,
-            SinkConfig::RingCentralSms(_) => PortType::SmsJob,
-        })
+        Some(self.component().input_port())
     }
     fn output_port(&self) -> Option<PortType> {
         None
     }
     fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
-        match self {
-            SinkConfig::OscarLab(c) => {
-                let mut v = Vec::new();
-                if c.concurrency == 0 {
-                    v.push(("concurrency must be at least 1".to_string(), None));
-                }
-                if c.service_name.is_empty() || c.service_name.chars().count() > 100 {
-                    v.push(("service_name must be 1 to 100 characters".to_string(), None));
-                }
-                v
-            }
-            SinkConfig::OscarFax(c) => c.validate(),
-            SinkConfig::RingCentralFax(c) => c.validate(),
-            SinkConfig::RingCentralSms(c) => c.validate(),
-        }
+        self.component().problems()
+    }
+    fn env_refs(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
+        self.component().secrets()
     }
 }

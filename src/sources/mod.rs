@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::ack::InFlight;
 use crate::archive::{Archivable, ArchiveError, ArchiveHook};
-use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
+use crate::config::{ComponentKind, PortType};
 use crate::envelope::{Envelope, Origin, Provenance, Raw};
 use crate::error::{Classify, ErrorKind};
 use crate::payload::{Erased, Payload};
@@ -356,227 +356,90 @@ pub struct SourceBuildContext {
     pub release_hook: Option<ReleaseHook>,
 }
 
-/// The closed set of source configurations.
-#[derive(Debug, Clone)]
-pub enum SourceConfig {
-    Folder(FolderConfig),
-    Mllp(MllpConfig),
-    Excelleris(ExcellerisConfig),
-    Sftp(SftpConfig),
-    IhaPoi(IhaPoiConfig),
-    RingCentralFax(RingCentralFaxConfig),
-    OscarFaxQueue(OscarFaxQueueConfig),
-    OscarAppointments(texts::TextSourceConfig),
-    OscarLabReady(texts::TextSourceConfig),
+/// What every source type's configuration answers (implemented in its folder): the payload
+/// it sends, its checks, how it is built, and the outside input it consumes.
+#[async_trait]
+pub trait SourceComponent: Send + Sync {
+    /// The payload it sends.
+    fn output_port(&self) -> PortType;
+    /// Pure checks: (message, span).
+    fn problems(&self) -> Vec<(String, Option<Range<usize>>)> {
+        Vec::new()
+    }
+    /// Environment variables it needs: (field, variable with its span).
+    fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
+        Vec::new()
+    }
+    /// The lab type of the one feed it serves, if it serves one.
+    fn fixed_lab_type(&self) -> Option<crate::hl7::lab::LabType> {
+        None
+    }
+    /// Builds the running source (its I/O starts when it runs).
+    fn build(&self, cx: &SourceBuildContext) -> Result<BuiltSource, SourceError>;
+    /// The outside input this source consumes (and releases: moves, deletes, acknowledges,
+    /// marks read): two sources on one input would each release what the other has not
+    /// committed, so `check` refuses the second. (`what`, normalised key.)
+    fn consumes(&self) -> (&'static str, String);
+    /// A database queue ([`queue`]): its dead letters are re-driven by [`Self::requeue`].
+    fn is_queue(&self) -> bool {
+        false
+    }
+    /// For a queue: puts the row of a dead-lettered job (`raw`, its dead letter's bytes)
+    /// back in its queue, for the running daemon to claim (`dlq retry`). `None` for sources
+    /// that are not queues (their dead letters are re-driven through the pipeline).
+    async fn requeue(
+        &self,
+        _store: &crate::store::Store,
+        _raw: &[u8],
+    ) -> Option<Result<bool, crate::jobs::OutboundError>> {
+        None
+    }
+}
+
+crate::config::component_types! {
+    /// The closed set of source configurations: one line per type.
+    SourceConfig: SourceComponent {
+        Folder(FolderConfig) = "folder",
+        Mllp(MllpConfig) = "mllp",
+        Excelleris(ExcellerisConfig) = "excelleris",
+        IhaPoi(IhaPoiConfig) = "iha_poi",
+        Sftp(SftpConfig) = "sftp",
+        RingCentralFax(RingCentralFaxConfig) = "ringcentral_fax",
+        OscarFaxQueue(OscarFaxQueueConfig) = "oscar_fax_queue",
+        OscarAppointments(texts::OscarAppointmentsConfig) = "oscar_appointments",
+        OscarLabReady(texts::OscarLabReadyConfig) = "oscar_lab_ready",
+    }
 }
 
 impl SourceConfig {
-    pub const TYPES: &'static [&'static str] = &[
-        "folder",
-        "mllp",
-        "excelleris",
-        "iha_poi",
-        "sftp",
-        "ringcentral_fax",
-        "oscar_fax_queue",
-        "oscar_appointments",
-        "oscar_lab_ready",
-    ];
-
-    pub fn from_table(
-        raw: RawComponent,
-        section: &'static str,
-    ) -> Result<Self, (String, Option<Range<usize>>)> {
-        match raw.type_name.get_ref().as_str() {
-            "folder" => raw.parse().map(SourceConfig::Folder),
-            "mllp" => raw.parse().map(SourceConfig::Mllp),
-            "excelleris" => raw.parse().map(SourceConfig::Excelleris),
-            "sftp" => raw.parse().map(SourceConfig::Sftp),
-            "iha_poi" => raw.parse().map(SourceConfig::IhaPoi),
-            "ringcentral_fax" => raw.parse().map(SourceConfig::RingCentralFax),
-            "oscar_fax_queue" => raw.parse().map(SourceConfig::OscarFaxQueue),
-            "oscar_appointments" => raw.parse().map(SourceConfig::OscarAppointments),
-            "oscar_lab_ready" => raw.parse().map(SourceConfig::OscarLabReady),
-            _ => Err(unknown_type(
-                section.trim_end_matches('s'),
-                &raw.type_name,
-                Self::TYPES,
-            )),
-        }
-    }
-
-    pub fn kind_name(&self) -> &'static str {
-        self.type_name()
-    }
-
     /// Builds the running source (its I/O starts when it runs).
     pub fn build(&self, cx: &SourceBuildContext) -> Result<BuiltSource, SourceError> {
-        let polls = |n: bool| n.then_some(1);
-        Ok(match self {
-            SourceConfig::Folder(c) => {
-                let mut c = c.clone();
-                if cx.one_shot {
-                    c.mode = folder::FolderMode::Once;
-                }
-                BuiltSource::new::<Raw>(Box::new(folder::FolderSource::new(
-                    c,
-                    cx.release_hook.clone(),
-                )?))
-            }
-            SourceConfig::Mllp(c) => {
-                BuiltSource::new::<Raw>(Box::new(mllp::MllpSource::new(c.clone())))
-            }
-            SourceConfig::Sftp(c) => {
-                BuiltSource::new::<Raw>(Box::new(sftp::SftpSource::new(c.clone())?))
-            }
-            SourceConfig::IhaPoi(c) => {
-                let s = iha_poi::IhaPoiSource::new(c.clone());
-                BuiltSource::new::<Raw>(Box::new(match polls(cx.one_shot) {
-                    Some(n) => s.with_max_polls(n),
-                    None => s,
-                }))
-            }
-            SourceConfig::Excelleris(c) => {
-                let s = excelleris::ExcellerisSource::new(c.clone());
-                BuiltSource::new::<Raw>(Box::new(match polls(cx.one_shot) {
-                    Some(n) => s.with_max_polls(n),
-                    None => s,
-                }))
-            }
-            SourceConfig::RingCentralFax(c) => {
-                let s = ringcentral_fax::RingCentralFaxSource::new(c.clone());
-                BuiltSource::new::<crate::document::InboundDocument>(Box::new(
-                    match polls(cx.one_shot) {
-                        Some(n) => s.with_max_polls(n),
-                        None => s,
-                    },
-                ))
-            }
-            SourceConfig::OscarFaxQueue(c) => {
-                let s = queue::QueueSource::new(
-                    "oscar_fax_queue",
-                    oscar_fax_queue::FaxQueue::new(c.clone(), cx.store.clone()),
-                    crate::jobs::claim::owner_id(&c.name),
-                    c.poll_interval,
-                );
-                BuiltSource::new::<crate::jobs::FaxJob>(Box::new(match polls(cx.one_shot) {
-                    Some(n) => s.with_max_rounds(n),
-                    None => s,
-                }))
-            }
-            SourceConfig::OscarAppointments(c) | SourceConfig::OscarLabReady(c) => {
-                let kind = self.text_kind().unwrap_or(texts::TextKind::Reminders);
-                let s = queue::QueueSource::new(
-                    self.type_name(),
-                    texts::TextQueue::new(c.clone(), kind, cx.store.clone()),
-                    crate::jobs::claim::owner_id(&c.name),
-                    c.poll_interval,
-                );
-                BuiltSource::new::<crate::jobs::SmsJob>(Box::new(match polls(cx.one_shot) {
-                    Some(n) => s.with_max_rounds(n),
-                    None => s,
-                }))
-            }
-        })
+        self.component().build(cx)
     }
 
-    /// A database queue ([`queue`]): its dead letters are re-driven by [`Self::requeue`].
+    /// See [`SourceComponent::consumes`].
+    pub fn consumes(&self) -> (&'static str, String) {
+        self.component().consumes()
+    }
+
+    /// See [`SourceComponent::is_queue`].
     pub fn is_queue(&self) -> bool {
-        matches!(
-            self,
-            SourceConfig::OscarFaxQueue(_)
-                | SourceConfig::OscarAppointments(_)
-                | SourceConfig::OscarLabReady(_)
-        )
+        self.component().is_queue()
     }
 
-    /// The producer of a text-message queue source.
-    fn text_kind(&self) -> Option<texts::TextKind> {
-        match self {
-            SourceConfig::OscarAppointments(_) => Some(texts::TextKind::Reminders),
-            SourceConfig::OscarLabReady(_) => Some(texts::TextKind::LabReady),
-            _ => None,
-        }
-    }
-
-    /// For a queue source: puts the row of a dead-lettered job (`raw`, its dead letter's
-    /// bytes) back in its queue, for the running daemon to claim (`dlq retry`). `None` for
-    /// sources that are not queues (their dead letters are re-driven through the pipeline).
+    /// See [`SourceComponent::requeue`].
     pub async fn requeue(
         &self,
         store: &crate::store::Store,
         raw: &[u8],
     ) -> Option<Result<bool, crate::jobs::OutboundError>> {
-        use queue::Queue;
-        match self {
-            SourceConfig::OscarFaxQueue(c) => Some(match serde_json::from_slice(raw) {
-                Ok(job) => {
-                    oscar_fax_queue::FaxQueue::new(c.clone(), store.clone())
-                        .requeue(&job)
-                        .await
-                }
-                Err(_) => Err(crate::jobs::OutboundError::database(
-                    "the dead letter does not hold a fax job",
-                )),
-            }),
-            SourceConfig::OscarAppointments(c) | SourceConfig::OscarLabReady(c) => {
-                let kind = self.text_kind()?;
-                Some(match serde_json::from_slice(raw) {
-                    Ok(job) => {
-                        texts::TextQueue::new(c.clone(), kind, store.clone())
-                            .requeue(&job)
-                            .await
-                    }
-                    Err(_) => Err(crate::jobs::OutboundError::database(
-                        "the dead letter does not hold a text-message job",
-                    )),
-                })
-            }
-            _ => None,
-        }
+        self.component().requeue(store, raw).await
     }
+}
 
-    /// The outside input this source consumes (and releases: moves, deletes, acknowledges,
-    /// marks read): two sources on one input would each release what the other has not
-    /// committed, so `check` refuses the second. (`what`, normalised key.)
-    pub fn consumes(&self) -> (&'static str, String) {
-        match self {
-            SourceConfig::Folder(c) => ("folder", normalised_path(&c.path)),
-            SourceConfig::Sftp(c) => (
-                "SFTP folder",
-                format!(
-                    "{}:{}{}",
-                    c.host.to_ascii_lowercase(),
-                    c.port,
-                    normalised_path(std::path::Path::new(&c.remote_dir))
-                ),
-            ),
-            SourceConfig::Mllp(c) => ("MLLP address", c.listen.trim().to_string()),
-            SourceConfig::Excelleris(c) => (
-                "Excelleris account",
-                format!("{}|{}", c.url.trim(), c.user_env.get_ref()),
-            ),
-            SourceConfig::IhaPoi(c) => (
-                "POI account",
-                format!("{}|{}", c.url.trim(), c.user_env.get_ref()),
-            ),
-            SourceConfig::OscarFaxQueue(c) => ("OSCAR fax line", c.fax_line.clone()),
-            SourceConfig::OscarAppointments(_) | SourceConfig::OscarLabReady(_) => (
-                "text-message queue",
-                self.text_kind()
-                    .map(|k| k.column().to_string())
-                    .unwrap_or_default(),
-            ),
-            SourceConfig::RingCentralFax(c) => (
-                "RingCentral fax inbox",
-                format!(
-                    "{}|{}",
-                    c.ringcentral.server.trim(),
-                    c.ringcentral.jwt_env.get_ref()
-                ),
-            ),
-        }
-    }
+/// A polling source in one-shot mode polls once.
+pub(crate) fn one_poll(cx: &SourceBuildContext) -> Option<u32> {
+    cx.one_shot.then_some(1)
 }
 
 /// `path` made absolute (against the working directory) and lexically normalised (`.` and
@@ -603,57 +466,22 @@ pub fn normalised_path(path: &std::path::Path) -> String {
 
 impl ComponentKind for SourceConfig {
     fn type_name(&self) -> &'static str {
-        match self {
-            SourceConfig::Folder(_) => "folder",
-            SourceConfig::Mllp(_) => "mllp",
-            SourceConfig::Excelleris(_) => "excelleris",
-            SourceConfig::Sftp(_) => "sftp",
-            SourceConfig::IhaPoi(_) => "iha_poi",
-            SourceConfig::RingCentralFax(_) => "ringcentral_fax",
-            SourceConfig::OscarFaxQueue(_) => "oscar_fax_queue",
-            SourceConfig::OscarAppointments(_) => "oscar_appointments",
-            SourceConfig::OscarLabReady(_) => "oscar_lab_ready",
-        }
+        self.kind_name()
     }
     fn input_port(&self) -> Option<PortType> {
         None
     }
     fn output_port(&self) -> Option<PortType> {
-        Some(match self {
-            SourceConfig::RingCentralFax(_) => PortType::Document,
-            SourceConfig::OscarFaxQueue(_) => PortType::FaxJob,
-            SourceConfig::OscarAppointments(_) | SourceConfig::OscarLabReady(_) => PortType::SmsJob,
-            _ => PortType::Raw,
-        })
+        Some(self.component().output_port())
     }
     fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
-        match self {
-            SourceConfig::Folder(c) => c.validate(),
-            SourceConfig::Mllp(c) => c.validate(),
-            SourceConfig::Excelleris(c) => c.validate(),
-            SourceConfig::Sftp(c) => c.validate(),
-            SourceConfig::IhaPoi(c) => c.validate(),
-            SourceConfig::RingCentralFax(c) => c.validate(),
-            SourceConfig::OscarFaxQueue(c) => c.validate(),
-            SourceConfig::OscarAppointments(c) => c.validate(texts::TextKind::Reminders),
-            SourceConfig::OscarLabReady(c) => c.validate(texts::TextKind::LabReady),
-        }
+        self.component().problems()
     }
     fn lab_type(&self) -> Option<crate::hl7::lab::LabType> {
-        match self {
-            SourceConfig::Excelleris(c) => Some(c.lab_type),
-            SourceConfig::IhaPoi(c) => Some(c.lab_type),
-            _ => None,
-        }
+        self.component().fixed_lab_type()
     }
     fn env_refs(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
-        match self {
-            SourceConfig::Excelleris(c) => c.env_refs(),
-            SourceConfig::Sftp(c) => c.env_refs(),
-            SourceConfig::IhaPoi(c) => c.env_refs(),
-            SourceConfig::RingCentralFax(c) => c.ringcentral.env_refs(),
-            _ => Vec::new(),
-        }
+        self.component().secrets()
     }
 }
 

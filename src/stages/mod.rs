@@ -17,10 +17,9 @@ use bytes::Bytes;
 
 use crate::ack::AckToken;
 use crate::component::{BuildContext, ProcessError};
-use crate::config::{unknown_type, ComponentKind, PortType, RawComponent};
+use crate::config::{ComponentKind, PortType};
 use crate::dead_letter::ReasonCode;
-use crate::envelope::{Envelope, MessageId, Provenance, Raw};
-use crate::lab_file::LabFile;
+use crate::envelope::{Envelope, MessageId, Provenance};
 use crate::payload::{Erased, Payload};
 
 pub use match_patient::MatchPatientConfig;
@@ -110,84 +109,63 @@ impl BuiltStage {
     }
 }
 
-/// The closed set of stage configurations.
-#[derive(Debug, Clone)]
-pub enum StageConfig {
-    ParseHl7(ParseHl7Config),
-    MatchPatient(MatchPatientConfig),
+/// What every stage type's configuration answers (implemented in its folder).
+pub trait StageComponent: Send + Sync {
+    /// The payloads it consumes and produces.
+    fn ports(&self) -> (PortType, PortType);
+    /// Parallel calls of this stage (order of outputs is preserved).
+    fn concurrency(&self) -> usize;
+    /// Pure checks: (message, span).
+    fn problems(&self) -> Vec<(String, Option<Range<usize>>)> {
+        Vec::new()
+    }
+    /// The lab type it fixes (a parse stage with a `lab_type`).
+    fn fixed_lab_type(&self) -> Option<crate::hl7::lab::LabType> {
+        None
+    }
+    /// Builds the running stage.
+    fn build(&self, cx: &BuildContext) -> BuiltStage;
+}
+
+crate::config::component_types! {
+    /// The closed set of stage configurations: one line per type.
+    StageConfig: StageComponent {
+        ParseHl7(ParseHl7Config) = "parse_hl7",
+        MatchPatient(MatchPatientConfig) = "match_patient",
+    }
 }
 
 impl StageConfig {
     /// Builds the running stage.
     pub fn build(&self, cx: &BuildContext) -> BuiltStage {
-        match self {
-            StageConfig::ParseHl7(c) => BuiltStage::new::<Raw, LabFile>(Arc::new(
-                parse_hl7::ParseHl7::new(c.clone(), cx.id.clone(), cx.observers.clone()),
-            )),
-            StageConfig::MatchPatient(c) => BuiltStage::new::<LabFile, LabFile>(Arc::new(
-                match_patient::MatchPatient::new(cx.store.clone(), c),
-            )),
-        }
-    }
-
-    pub const TYPES: &'static [&'static str] = &["parse_hl7", "match_patient"];
-
-    pub fn from_table(
-        raw: RawComponent,
-        section: &'static str,
-    ) -> Result<Self, (String, Option<Range<usize>>)> {
-        match raw.type_name.get_ref().as_str() {
-            "parse_hl7" => raw.parse().map(StageConfig::ParseHl7),
-            "match_patient" => raw.parse().map(StageConfig::MatchPatient),
-            _ => Err(unknown_type(
-                section.trim_end_matches('s'),
-                &raw.type_name,
-                Self::TYPES,
-            )),
-        }
+        self.component().build(cx)
     }
 
     /// Parallel calls of this stage (order of outputs is preserved).
     pub fn concurrency(&self) -> usize {
-        match self {
-            StageConfig::ParseHl7(c) => c.concurrency,
-            StageConfig::MatchPatient(c) => c.concurrency,
-        }
+        self.component().concurrency()
     }
 }
 
 impl ComponentKind for StageConfig {
     fn type_name(&self) -> &'static str {
-        match self {
-            StageConfig::ParseHl7(_) => "parse_hl7",
-            StageConfig::MatchPatient(_) => "match_patient",
-        }
+        self.kind_name()
     }
     fn input_port(&self) -> Option<PortType> {
-        Some(match self {
-            StageConfig::ParseHl7(_) => PortType::Raw,
-            StageConfig::MatchPatient(_) => PortType::LabFile,
-        })
+        Some(self.component().ports().0)
     }
     fn output_port(&self) -> Option<PortType> {
-        Some(PortType::LabFile)
+        Some(self.component().ports().1)
     }
     fn lab_type(&self) -> Option<crate::hl7::lab::LabType> {
-        match self {
-            StageConfig::ParseHl7(c) => c.lab_type,
-            StageConfig::MatchPatient(_) => None,
-        }
+        self.component().fixed_lab_type()
     }
     fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
         let mut v = Vec::new();
         if self.concurrency() == 0 {
             v.push(("concurrency must be at least 1".to_string(), None));
         }
-        if let StageConfig::ParseHl7(c) = self {
-            if c.max_message_bytes == 0 || c.max_input_bytes == 0 {
-                v.push(("size limits must be at least 1 byte".to_string(), None));
-            }
-        }
+        v.extend(self.component().problems());
         v
     }
 }

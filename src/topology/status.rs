@@ -153,6 +153,7 @@ impl PipelineStatus {
             "in_flight": self.in_flight.current(),
             "in_flight_bound": self.in_flight_bound,
             "oldest_unacked_seconds": self.in_flight.oldest_age().as_secs_f64(),
+            "components": self.components,
             "queued": queued,
             "sources": sources,
         })

@@ -87,3 +87,29 @@ impl Sink<InboundDocument> for OscarFax {
         Ok(())
     }
 }
+
+impl super::SinkComponent for OscarFaxConfig {
+    fn input_port(&self) -> crate::config::PortType {
+        crate::config::PortType::Document
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        self.validate()
+    }
+    fn build(
+        &self,
+        cx: &crate::component::BuildContext,
+    ) -> Result<super::BuiltSink, crate::component::ProcessError> {
+        Ok(super::BuiltSink::new::<crate::document::InboundDocument>(
+            std::sync::Arc::new(OscarFax::new(
+                cx.store.clone(),
+                self,
+                cx.id.clone(),
+                cx.observers.clone(),
+            )),
+            super::SinkRun {
+                concurrency: self.concurrency,
+                order_by: crate::lab_file::OrderKey::None,
+            },
+        ))
+    }
+}

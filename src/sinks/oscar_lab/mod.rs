@@ -128,3 +128,36 @@ impl Sink<LabFile> for OscarLab {
         Ok(())
     }
 }
+
+impl super::SinkComponent for OscarLabConfig {
+    fn input_port(&self) -> crate::config::PortType {
+        crate::config::PortType::LabFile
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        let mut v = Vec::new();
+        if self.concurrency == 0 {
+            v.push(("concurrency must be at least 1".to_string(), None));
+        }
+        if self.service_name.is_empty() || self.service_name.chars().count() > 100 {
+            v.push(("service_name must be 1 to 100 characters".to_string(), None));
+        }
+        v
+    }
+    fn build(
+        &self,
+        cx: &crate::component::BuildContext,
+    ) -> Result<super::BuiltSink, crate::component::ProcessError> {
+        Ok(super::BuiltSink::new::<crate::lab_file::LabFile>(
+            std::sync::Arc::new(OscarLab::new(
+                cx.store.clone(),
+                self,
+                cx.id.clone(),
+                cx.observers.clone(),
+            )),
+            super::SinkRun {
+                concurrency: self.concurrency,
+                order_by: self.order_by,
+            },
+        ))
+    }
+}

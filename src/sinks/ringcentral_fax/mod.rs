@@ -419,6 +419,32 @@ fn safe_file_name(name: &str) -> String {
     }
 }
 
+impl super::SinkComponent for RingCentralFaxSinkConfig {
+    fn input_port(&self) -> crate::config::PortType {
+        crate::config::PortType::FaxJob
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        self.validate()
+    }
+    fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
+        self.ringcentral.env_refs()
+    }
+    fn build(&self, cx: &crate::component::BuildContext) -> Result<super::BuiltSink, ProcessError> {
+        Ok(super::BuiltSink::new::<FaxJob>(
+            Arc::new(RingCentralFax::new(
+                self.clone(),
+                cx.store.clone(),
+                cx.id.clone(),
+                cx.observers.clone(),
+            )?),
+            super::SinkRun {
+                concurrency: self.concurrency,
+                order_by: crate::lab_file::OrderKey::Accession,
+            },
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

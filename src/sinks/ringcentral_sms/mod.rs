@@ -359,3 +359,29 @@ impl SmsMessage {
                 .any(|p| p.phone_number.as_deref() == Some(to))
     }
 }
+
+impl super::SinkComponent for RingCentralSmsConfig {
+    fn input_port(&self) -> crate::config::PortType {
+        crate::config::PortType::SmsJob
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        self.validate()
+    }
+    fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
+        self.ringcentral.env_refs()
+    }
+    fn build(&self, cx: &crate::component::BuildContext) -> Result<super::BuiltSink, ProcessError> {
+        Ok(super::BuiltSink::new::<SmsJob>(
+            Arc::new(RingCentralSms::new(
+                self.clone(),
+                cx.store.clone(),
+                cx.id.clone(),
+                cx.observers.clone(),
+            )?),
+            super::SinkRun {
+                concurrency: self.concurrency,
+                order_by: crate::lab_file::OrderKey::Accession,
+            },
+        ))
+    }
+}

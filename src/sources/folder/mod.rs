@@ -405,3 +405,27 @@ fn poisoned() -> SourceError {
         detail: "folder state lock poisoned".into(),
     }
 }
+
+impl super::SourceComponent for FolderConfig {
+    fn output_port(&self) -> crate::config::PortType {
+        crate::config::PortType::Raw
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        self.validate()
+    }
+    fn build(
+        &self,
+        cx: &super::SourceBuildContext,
+    ) -> Result<super::BuiltSource, super::SourceError> {
+        let mut c = self.clone();
+        if cx.one_shot {
+            c.mode = FolderMode::Once;
+        }
+        Ok(super::BuiltSource::new::<crate::envelope::Raw>(Box::new(
+            FolderSource::new(c, cx.release_hook.clone())?,
+        )))
+    }
+    fn consumes(&self) -> (&'static str, String) {
+        ("folder", super::normalised_path(&self.path))
+    }
+}

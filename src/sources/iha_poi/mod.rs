@@ -270,6 +270,39 @@ impl Source for IhaPoiSource {
     }
 }
 
+impl super::SourceComponent for IhaPoiConfig {
+    fn output_port(&self) -> crate::config::PortType {
+        crate::config::PortType::Raw
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        self.validate()
+    }
+    fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
+        self.env_refs()
+    }
+    fn fixed_lab_type(&self) -> Option<crate::hl7::lab::LabType> {
+        Some(self.lab_type)
+    }
+    fn build(
+        &self,
+        cx: &super::SourceBuildContext,
+    ) -> Result<super::BuiltSource, super::SourceError> {
+        let s = IhaPoiSource::new(self.clone());
+        Ok(super::BuiltSource::new::<crate::envelope::Raw>(Box::new(
+            match super::one_poll(cx) {
+                Some(n) => s.with_max_polls(n),
+                None => s,
+            },
+        )))
+    }
+    fn consumes(&self) -> (&'static str, String) {
+        (
+            "POI account",
+            format!("{}|{}", self.url.trim(), self.user_env.get_ref()),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

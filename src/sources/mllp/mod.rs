@@ -604,6 +604,26 @@ async fn handle(c: &Conn, raw: Bytes, peer: SocketAddr) -> Option<Answer> {
     Some(answer)
 }
 
+impl super::SourceComponent for MllpConfig {
+    fn output_port(&self) -> crate::config::PortType {
+        crate::config::PortType::Raw
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        self.validate()
+    }
+    fn build(
+        &self,
+        _cx: &super::SourceBuildContext,
+    ) -> Result<super::BuiltSource, super::SourceError> {
+        Ok(super::BuiltSource::new::<crate::envelope::Raw>(Box::new(
+            MllpSource::new(self.clone()),
+        )))
+    }
+    fn consumes(&self) -> (&'static str, String) {
+        ("MLLP address", self.listen.trim().to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -370,3 +370,48 @@ impl Queue for FaxQueue {
         Ok(())
     }
 }
+
+#[async_trait]
+impl super::SourceComponent for OscarFaxQueueConfig {
+    fn output_port(&self) -> crate::config::PortType {
+        crate::config::PortType::FaxJob
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        self.validate()
+    }
+    fn build(
+        &self,
+        cx: &super::SourceBuildContext,
+    ) -> Result<super::BuiltSource, super::SourceError> {
+        let s = super::queue::QueueSource::new(
+            "oscar_fax_queue",
+            FaxQueue::new(self.clone(), cx.store.clone()),
+            crate::jobs::claim::owner_id(&self.name),
+            self.poll_interval,
+        );
+        Ok(super::BuiltSource::new::<FaxJob>(Box::new(
+            match super::one_poll(cx) {
+                Some(n) => s.with_max_rounds(n),
+                None => s,
+            },
+        )))
+    }
+    fn consumes(&self) -> (&'static str, String) {
+        ("OSCAR fax line", self.fax_line.clone())
+    }
+    fn is_queue(&self) -> bool {
+        true
+    }
+    async fn requeue(&self, store: &Store, raw: &[u8]) -> Option<Result<bool, OutboundError>> {
+        Some(match serde_json::from_slice(raw) {
+            Ok(job) => {
+                FaxQueue::new(self.clone(), store.clone())
+                    .requeue(&job)
+                    .await
+            }
+            Err(_) => Err(OutboundError::database(
+                "the dead letter does not hold a fax job",
+            )),
+        })
+    }
+}

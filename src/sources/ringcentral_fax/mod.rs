@@ -440,3 +440,37 @@ impl super::Source<InboundDocument> for RingCentralFaxSource {
         (*self).poll_until_stopped(cx).await
     }
 }
+
+impl super::SourceComponent for RingCentralFaxConfig {
+    fn output_port(&self) -> crate::config::PortType {
+        crate::config::PortType::Document
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        self.validate()
+    }
+    fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
+        self.ringcentral.env_refs()
+    }
+    fn build(
+        &self,
+        cx: &super::SourceBuildContext,
+    ) -> Result<super::BuiltSource, super::SourceError> {
+        let s = RingCentralFaxSource::new(self.clone());
+        Ok(super::BuiltSource::new::<InboundDocument>(Box::new(
+            match super::one_poll(cx) {
+                Some(n) => s.with_max_polls(n),
+                None => s,
+            },
+        )))
+    }
+    fn consumes(&self) -> (&'static str, String) {
+        (
+            "RingCentral fax inbox",
+            format!(
+                "{}|{}",
+                self.ringcentral.server.trim(),
+                self.ringcentral.jwt_env.get_ref()
+            ),
+        )
+    }
+}

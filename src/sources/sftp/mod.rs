@@ -539,3 +539,34 @@ impl SftpSource {
         Ok(taken)
     }
 }
+
+impl super::SourceComponent for SftpConfig {
+    fn output_port(&self) -> crate::config::PortType {
+        crate::config::PortType::Raw
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        self.validate()
+    }
+    fn secrets(&self) -> Vec<(&'static str, &serde_spanned::Spanned<String>)> {
+        self.env_refs()
+    }
+    fn build(
+        &self,
+        _cx: &super::SourceBuildContext,
+    ) -> Result<super::BuiltSource, super::SourceError> {
+        Ok(super::BuiltSource::new::<crate::envelope::Raw>(Box::new(
+            SftpSource::new(self.clone())?,
+        )))
+    }
+    fn consumes(&self) -> (&'static str, String) {
+        (
+            "SFTP folder",
+            format!(
+                "{}:{}{}",
+                self.host.to_ascii_lowercase(),
+                self.port,
+                super::normalised_path(std::path::Path::new(&self.remote_dir))
+            ),
+        )
+    }
+}

@@ -449,6 +449,94 @@ fn render(template: &str, clinic: &str, at: Option<NaiveDateTime>) -> String {
     s
 }
 
+/// `[sources.<id>] type = "oscar_appointments"`: appointment reminders.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct OscarAppointmentsConfig(pub TextSourceConfig);
+
+/// `[sources.<id>] type = "oscar_lab_ready"`: lab-ready notices.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct OscarLabReadyConfig(pub TextSourceConfig);
+
+/// The source of `cfg` with producer `kind` (`type_name` for provenance).
+fn text_source(
+    type_name: &'static str,
+    cfg: &TextSourceConfig,
+    kind: TextKind,
+    cx: &super::SourceBuildContext,
+) -> super::BuiltSource {
+    let s = super::queue::QueueSource::new(
+        type_name,
+        TextQueue::new(cfg.clone(), kind, cx.store.clone()),
+        crate::jobs::claim::owner_id(&cfg.name),
+        cfg.poll_interval,
+    );
+    super::BuiltSource::new::<SmsJob>(Box::new(match super::one_poll(cx) {
+        Some(n) => s.with_max_rounds(n),
+        None => s,
+    }))
+}
+
+/// `dlq retry` of a text: its row back in the queue, the number looked up again.
+async fn requeue_text(
+    cfg: &TextSourceConfig,
+    kind: TextKind,
+    store: &Store,
+    raw: &[u8],
+) -> Result<bool, OutboundError> {
+    match serde_json::from_slice(raw) {
+        Ok(job) => {
+            TextQueue::new(cfg.clone(), kind, store.clone())
+                .requeue(&job)
+                .await
+        }
+        Err(_) => Err(OutboundError::database(
+            "the dead letter does not hold a text-message job",
+        )),
+    }
+}
+
+macro_rules! text_source_type {
+    ($cfg:ident, $kind:expr, $name:literal) => {
+        #[async_trait]
+        impl super::SourceComponent for $cfg {
+            fn output_port(&self) -> crate::config::PortType {
+                crate::config::PortType::SmsJob
+            }
+            fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+                self.0.validate($kind)
+            }
+            fn build(
+                &self,
+                cx: &super::SourceBuildContext,
+            ) -> Result<super::BuiltSource, super::SourceError> {
+                Ok(text_source($name, &self.0, $kind, cx))
+            }
+            fn consumes(&self) -> (&'static str, String) {
+                ("text-message queue", $kind.column().to_string())
+            }
+            fn is_queue(&self) -> bool {
+                true
+            }
+            async fn requeue(
+                &self,
+                store: &Store,
+                raw: &[u8],
+            ) -> Option<Result<bool, OutboundError>> {
+                Some(requeue_text(&self.0, $kind, store, raw).await)
+            }
+        }
+    };
+}
+
+text_source_type!(
+    OscarAppointmentsConfig,
+    TextKind::Reminders,
+    "oscar_appointments"
+);
+text_source_type!(OscarLabReadyConfig, TextKind::LabReady, "oscar_lab_ready");
+
 #[cfg(test)]
 mod tests {
     use super::*;

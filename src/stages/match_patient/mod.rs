@@ -60,3 +60,20 @@ impl Stage<LabFile, LabFile> for MatchPatient {
         Ok(())
     }
 }
+
+impl super::StageComponent for MatchPatientConfig {
+    fn ports(&self) -> (crate::config::PortType, crate::config::PortType) {
+        (
+            crate::config::PortType::LabFile,
+            crate::config::PortType::LabFile,
+        )
+    }
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+    fn build(&self, cx: &crate::component::BuildContext) -> super::BuiltStage {
+        super::BuiltStage::new::<crate::lab_file::LabFile, crate::lab_file::LabFile>(
+            std::sync::Arc::new(MatchPatient::new(cx.store.clone(), self)),
+        )
+    }
+}

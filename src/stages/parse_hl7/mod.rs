@@ -219,3 +219,34 @@ impl Stage<Raw, LabFile> for ParseHl7 {
         Ok(())
     }
 }
+
+impl super::StageComponent for ParseHl7Config {
+    fn ports(&self) -> (crate::config::PortType, crate::config::PortType) {
+        (
+            crate::config::PortType::Raw,
+            crate::config::PortType::LabFile,
+        )
+    }
+    fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+    fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+        if self.max_message_bytes == 0 || self.max_input_bytes == 0 {
+            vec![("size limits must be at least 1 byte".to_string(), None)]
+        } else {
+            Vec::new()
+        }
+    }
+    fn fixed_lab_type(&self) -> Option<crate::hl7::lab::LabType> {
+        self.lab_type
+    }
+    fn build(&self, cx: &crate::component::BuildContext) -> super::BuiltStage {
+        super::BuiltStage::new::<crate::envelope::Raw, crate::lab_file::LabFile>(
+            std::sync::Arc::new(ParseHl7::new(
+                self.clone(),
+                cx.id.clone(),
+                cx.observers.clone(),
+            )),
+        )
+    }
+}
