@@ -50,7 +50,6 @@
 //! `oscarflow_archive_duration_seconds` histogram (one archive call, retries included).
 
 use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,16 +60,15 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use base64::Engine;
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 use time::OffsetDateTime;
 
-use crate::config::{deserialize_duration, RetrySettings};
-use crate::document::InboundDocument;
-use crate::envelope::{Envelope, Raw};
+use crate::config::duration::deserialize_duration;
+use crate::envelope::Envelope;
 use crate::error::{Classify, ErrorKind};
 use crate::retry::backoff;
+use crate::retry::RetrySettings;
 use crate::telemetry::{counter, histogram, MetricName};
 
 /// Server-side encryption requested for each archived object.
@@ -193,54 +191,7 @@ impl ArchiveConfig {
     }
 }
 
-/// What is archived for one input: its bytes, or the file it was spooled to.
-#[derive(Debug, Clone)]
-pub enum ArchiveBody {
-    Bytes(Bytes),
-    /// Streamed from disk.
-    File {
-        path: PathBuf,
-        size: u64,
-    },
-}
-
-impl ArchiveBody {
-    pub fn len(&self) -> u64 {
-        match self {
-            ArchiveBody::Bytes(b) => b.len() as u64,
-            ArchiveBody::File { size, .. } => *size,
-        }
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Payloads whose raw input can be archived.
-pub trait Archivable {
-    fn archive_body(&self) -> ArchiveBody;
-}
-
-impl Archivable for Raw {
-    fn archive_body(&self) -> ArchiveBody {
-        ArchiveBody::Bytes(self.bytes.clone())
-    }
-}
-
-impl Archivable for crate::lab_file::LabFile {
-    fn archive_body(&self) -> ArchiveBody {
-        ArchiveBody::Bytes(self.raw.clone())
-    }
-}
-
-impl Archivable for InboundDocument {
-    fn archive_body(&self) -> ArchiveBody {
-        ArchiveBody::File {
-            path: self.file.path().to_path_buf(),
-            size: self.size,
-        }
-    }
-}
+pub use crate::payload::capabilities::{Archivable, ArchiveBody};
 
 /// The archive could not take an input (or could not be set up). PHI-free: bucket, key
 /// (pipeline/date/hash), HTTP status and S3 error code only.

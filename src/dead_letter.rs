@@ -10,7 +10,6 @@
 //! dead letter is still open (a re-delivered file, a second replay) do not add a row: the
 //! open row's `attempts` and `last_failed_at` are updated instead.
 
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,81 +20,7 @@ use crate::envelope::{MessageId, Provenance};
 use crate::error::ErrorKind;
 use crate::store::{now_sql, text_column, Store, StoreError};
 
-/// Why a message was rejected. A closed set: it is a metric label and a CLI filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ReasonCode {
-    /// The input had no bytes.
-    EmptyInput,
-    /// The input holds no HL7 message (no `MSH` segment).
-    NotHl7,
-    /// The bytes do not form a readable HL7 message (bad MSH, bad separators).
-    Malformed,
-    /// A segment the lab import needs (PID, OBR) is missing: typically a truncated message.
-    MissingSegment,
-    /// Over the configured size limit.
-    TooLarge,
-    /// A message type this pipeline does not import.
-    UnsupportedMessage,
-    /// The import was refused by the database for this message's data.
-    ImportRejected,
-    /// A transient failure persisted through every retry.
-    RetriesExhausted,
-    /// A text message's phone number (or a fax's destination) is not a usable North
-    /// American number.
-    InvalidPhone,
-    /// An outbound fax's document is missing, empty or unreadable.
-    DocumentUnavailable,
-    /// RingCentral refused the request for this message's data.
-    Refused,
-    /// RingCentral accepted the message but could not deliver it.
-    DeliveryFailed,
-}
-
-impl ReasonCode {
-    pub const ALL: &'static [ReasonCode] = &[
-        ReasonCode::EmptyInput,
-        ReasonCode::NotHl7,
-        ReasonCode::Malformed,
-        ReasonCode::MissingSegment,
-        ReasonCode::TooLarge,
-        ReasonCode::UnsupportedMessage,
-        ReasonCode::ImportRejected,
-        ReasonCode::RetriesExhausted,
-        ReasonCode::InvalidPhone,
-        ReasonCode::DocumentUnavailable,
-        ReasonCode::Refused,
-        ReasonCode::DeliveryFailed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReasonCode::EmptyInput => "empty_input",
-            ReasonCode::NotHl7 => "not_hl7",
-            ReasonCode::Malformed => "malformed",
-            ReasonCode::MissingSegment => "missing_segment",
-            ReasonCode::TooLarge => "too_large",
-            ReasonCode::UnsupportedMessage => "unsupported_message",
-            ReasonCode::ImportRejected => "import_rejected",
-            ReasonCode::RetriesExhausted => "retries_exhausted",
-            ReasonCode::InvalidPhone => "invalid_phone",
-            ReasonCode::DocumentUnavailable => "document_unavailable",
-            ReasonCode::Refused => "refused",
-            ReasonCode::DeliveryFailed => "delivery_failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|r| r.as_str() == s)
-    }
-}
-
-impl fmt::Display for ReasonCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::error::ReasonCode;
 
 /// A rejected message on its way to the store.
 #[derive(Debug, Clone)]

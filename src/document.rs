@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::envelope::RawBytes;
-use crate::lab_file::{Keyed, OrderKey};
+use crate::payload::capabilities::{Archivable, ArchiveBody, Keyed, OrderKey};
 
 /// A spooled file, deleted when dropped.
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,6 +75,15 @@ impl RawBytes for InboundDocument {
         std::fs::read(self.file.path())
             .map(Bytes::from)
             .unwrap_or_default()
+    }
+}
+
+impl Archivable for InboundDocument {
+    fn archive_body(&self) -> ArchiveBody {
+        ArchiveBody::File {
+            path: self.file.path().to_path_buf(),
+            size: self.size,
+        }
     }
 }
 

@@ -160,11 +160,7 @@ mod serde_bytes_b64 {
     }
 }
 
-/// Payloads that can be dead-lettered keep their original bytes.
-pub trait RawBytes {
-    /// The bytes to keep in the dead-letter store if this payload is rejected as a whole.
-    fn raw_bytes(&self) -> Bytes;
-}
+pub use crate::payload::capabilities::RawBytes;
 
 impl Raw {
     /// Bytes from a source that serves any sender (the parse stage detects the lab type).
@@ -180,6 +176,12 @@ impl Raw {
 impl RawBytes for Raw {
     fn raw_bytes(&self) -> Bytes {
         self.bytes.clone()
+    }
+}
+
+impl crate::payload::capabilities::Archivable for Raw {
+    fn archive_body(&self) -> crate::payload::capabilities::ArchiveBody {
+        crate::payload::capabilities::ArchiveBody::Bytes(self.bytes.clone())
     }
 }
 

@@ -55,23 +55,12 @@ impl RawBytes for LabFile {
     }
 }
 
-/// Keys for same-key ordering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderKey {
-    /// OSCAR's accession number: versions of one result stay in order.
-    #[default]
-    Accession,
-    /// The patient's health number.
-    HealthNumber,
-    /// No ordering: any parallelism.
-    None,
-}
+pub use crate::payload::capabilities::{Keyed, OrderKey};
 
-/// Payloads that know their ordering keys.
-pub trait Keyed {
-    /// The keys of this payload; envelopes sharing a key are processed in arrival order.
-    fn keys(&self, key: OrderKey) -> Vec<String>;
+impl crate::payload::capabilities::Archivable for LabFile {
+    fn archive_body(&self) -> crate::payload::capabilities::ArchiveBody {
+        crate::payload::capabilities::ArchiveBody::Bytes(self.raw.clone())
+    }
 }
 
 impl Keyed for LabFile {

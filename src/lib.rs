@@ -9,35 +9,36 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`envelope`] | `Envelope<T>`, `Provenance`, `Origin`, `MessageId` |
-//! | [`payload`] | `PortType`: the closed set of payload kinds, one line each; erased channels and components |
-//! | [`jobs`] | payloads of the outbound queues (`FaxJob`): ids and a step, never content |
+//! | [`payload`] | `PortType`: the closed set of payload kinds, one line each (raw bytes, lab file, received document, fax job, SMS job); ordering keys; erased channels and components |
+//! | [`jobs`] | the outbound queues' payloads (`FaxJob`, `SmsJob`: ids and a step, never content), claim tables and `OutboundError` |
 //! | [`archive`] | the raw archive: every inbound input kept in S3 before it enters the pipeline |
 //! | [`ack`] | end-to-end acknowledgement: `BatchNotifier`, `AckToken`, `BatchStatus` |
 //! | [`error`], [`component`] | `ErrorKind` (`Data`/`Transient`/`Fatal`) and the per-message `ProcessError` |
-//! | [`config`] | pipeline files (parse → validate → build) and `oscarflow.toml` |
-//! | [`topology`] | building and running pipelines: bounded channels, runners, supervisor |
+//! | [`config`] | pipeline files (parse → validate → build), `oscarflow.toml`, the refused tables of earlier versions, `component_types!` |
+//! | [`topology`] | building and running pipelines: bounded channels, runners, supervisor — by payload, naming no component |
 //! | [`shutdown`], [`retry`] | the stop signal every task watches; backoff with jitter (used by the runners, the archive and the clients) |
-//! | [`sources`] | `Source<T>` trait, `SourceConfig` (the closed set) and one folder per kind (`folder`, `mllp`, `sftp`, `excelleris`, `iha_poi`, `ringcentral_fax`), each `config.rs` + the component; the shared outlet and provenance stamp |
-//! | [`stages`] | `Stage<I, O>` trait, `StageConfig` and one folder per kind (`parse_hl7`, `match_patient`) |
-//! | [`sinks`] | `Sink<T>` trait, `SinkConfig` and one folder per kind (`oscar_lab`, `oscar_fax`) |
+//! | [`sources`] | `Source<T>`, `SourceComponent`, the closed set `SourceConfig` and one folder per type (`folder`, `mllp`, `sftp`, `excelleris`, `iha_poi`, `ringcentral_fax`, `oscar_fax_queue`, and `texts` for `oscar_appointments`/`oscar_lab_ready`); the shared outlet and provenance stamp; `queue`, the round every database queue shares |
+//! | [`stages`] | `Stage<I, O>`, `StageComponent`, `StageConfig` and one folder per type (`parse_hl7`, `match_patient`) |
+//! | [`sinks`] | `Sink<T>`, `SinkComponent`, `SinkConfig` and one folder per type (`oscar_lab`, `oscar_fax`, `ringcentral_fax`, `ringcentral_sms`) |
 //! | [`dead_letter`] | the dead-letter store and its reason codes |
-//! | [`http`] | the daemon's ops endpoint: `/healthz`, `/readyz`, `/metrics` |
+//! | [`http`] | the daemon's ops endpoint: `/healthz`, `/readyz`, `/metrics`, `/pipelines`, tap |
 //! | [`hl7`] | HL7 v2 framing, parsing, escapes, lab model (pure: no I/O) |
-//! | [`oscar`] | OSCAR table knowledge: `hl7TextInfo`, patient matching, routing, import |
+//! | [`oscar`] | OSCAR table knowledge: `hl7TextInfo`, patient matching, routing, import, faxes, reaching a patient by text |
 //! | [`lab_file`] | the payload between parse and import |
 //! | [`document`] | the payload of received faxes: a file spooled on disk |
-//! | [`outbound`] | outbound queues: OSCAR's fax queue sent through RingCentral |
 //! | [`ringcentral`] | the RingCentral REST client, message store, phone numbers |
 //! | [`store`] | the database (MariaDB or embedded SQLite), migrations |
-//! | [`telemetry`] | events → logs and metrics |
+//! | [`telemetry`] | events → logs, metrics and taps |
 //! | [`cli`] | the `oscarflow` commands |
 //!
-//! Each component's config builds the running component (`SourceConfig::build`,
-//! `StageConfig::build`, `SinkConfig::build`, given a context), its payload type erased;
-//! [`topology`] wires channels and runners through [`payload::PortType::visit`] and names
-//! neither a component nor a payload.
-//! Adding a source touches its folder under `src/sources/`, one variant of `SourceConfig`
-//! (with its `build`, `from_table` and `consumes` arms), an example pipeline and a fixture.
+//! One engine carries every kind: labs, received faxes, OSCAR's outbound fax queue and the
+//! text messages all run as pipelines (source → stages → sink) with the same acks, dead
+//! letters, tap, pause, metrics and readiness. Each component's config builds the running
+//! component (`SourceComponent::build` and its kin, given a context), its payload type
+//! erased; [`topology`] wires channels and runners through [`payload::PortType::visit`] and
+//! names neither a component nor a payload. Adding a source touches its folder under
+//! `src/sources/`, one line of `SourceConfig`'s `component_types!` list, an example
+//! pipeline and a fixture.
 
 pub mod ack;
 pub mod archive;

@@ -10,7 +10,7 @@
 
 pub mod daemon;
 pub mod diagnostics;
-mod duration;
+pub mod duration;
 pub mod legacy;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,29 +32,8 @@ use crate::stages::StageConfig;
 
 pub use crate::payload::PortType;
 
-/// Retry policy for transient errors (exponential backoff with full jitter).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetrySettings {
-    /// Attempts including the first; after the last, the message is dead-lettered.
-    pub max_attempts: u32,
-    /// Delay before the second attempt; doubles each attempt.
-    #[serde(deserialize_with = "deserialize_duration")]
-    pub initial_backoff: Duration,
-    /// Upper bound of a single delay.
-    #[serde(deserialize_with = "deserialize_duration")]
-    pub max_backoff: Duration,
-}
-
-impl Default for RetrySettings {
-    fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-}
+pub use crate::component::{unknown_type, ComponentKind, RawComponent};
+pub use crate::retry::RetrySettings;
 
 /// The `[pipeline]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -120,80 +99,6 @@ impl PipelineConfig {
             .database_url_env
             .as_ref()
             .and_then(|v| std::env::var(v.get_ref()).ok())
-    }
-}
-
-/// The closed set of one section's component types (`sources`, `stages`, `sinks`): the enum
-/// of configurations with one variant per type, its `TYPES`, `from_table` (the `type` key
-/// picks the variant), `type_name`, and `component()` — the configuration as the section's
-/// trait object, through which everything else about the component is asked. Adding a type
-/// is one line here and its folder.
-macro_rules! component_types {
-    ($(#[$meta:meta])* $enum:ident: $trait:ident { $($variant:ident($cfg:ty) = $name:literal,)* }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone)]
-        pub enum $enum {
-            $($variant($cfg),)*
-        }
-
-        impl $enum {
-            /// Every `type` of the section.
-            pub const TYPES: &'static [&'static str] = &[$($name),*];
-
-            /// The configuration of a component table whose `type` is one of [`Self::TYPES`].
-            pub fn from_table(
-                raw: $crate::config::RawComponent,
-                section: &'static str,
-            ) -> Result<Self, (String, Option<std::ops::Range<usize>>)> {
-                match raw.type_name.get_ref().as_str() {
-                    $($name => raw.parse().map($enum::$variant),)*
-                    _ => Err($crate::config::unknown_type(
-                        section.trim_end_matches('s'),
-                        &raw.type_name,
-                        Self::TYPES,
-                    )),
-                }
-            }
-
-            /// The component's `type`.
-            pub fn kind_name(&self) -> &'static str {
-                match self {
-                    $($enum::$variant(_) => $name,)*
-                }
-            }
-
-            /// The component's own configuration, as the section's trait.
-            pub fn component(&self) -> &dyn $trait {
-                match self {
-                    $($enum::$variant(c) => c,)*
-                }
-            }
-        }
-    };
-}
-pub(crate) use component_types;
-
-/// Component-kind facts used by validation.
-pub trait ComponentKind {
-    /// The `type` name.
-    fn type_name(&self) -> &'static str;
-    /// Type of envelopes consumed (None for sources).
-    fn input_port(&self) -> Option<PortType>;
-    /// Type of envelopes produced (None for sinks).
-    fn output_port(&self) -> Option<PortType>;
-    /// Environment variables this component needs: (field name, variable, span).
-    fn env_refs(&self) -> Vec<(&'static str, &Spanned<String>)> {
-        Vec::new()
-    }
-    /// Pure, component-specific checks: (message, span).
-    fn validate(&self) -> Vec<(String, Option<Range<usize>>)> {
-        Vec::new()
-    }
-    /// The lab type this component fixes: a source serving one feed (`excelleris`,
-    /// `iha_poi`), or a parse stage with a `lab_type`. `check` reports a parse stage whose
-    /// type contradicts its source's.
-    fn lab_type(&self) -> Option<crate::hl7::lab::LabType> {
-        None
     }
 }
 
@@ -350,22 +255,6 @@ fn table_value(item: &toml_edit::Item) -> Option<toml_edit::Value> {
     }
 }
 
-/// What a component's `from_table` gets: its `type` (with span) and the remaining fields.
-pub struct RawComponent {
-    pub type_name: Spanned<String>,
-    pub fields: toml_edit::Value,
-}
-
-impl RawComponent {
-    /// Deserializes the fields into a concrete config struct; errors keep their span.
-    pub fn parse<T: serde::de::DeserializeOwned>(
-        self,
-    ) -> Result<T, (String, Option<Range<usize>>)> {
-        T::deserialize(self.fields.into_deserializer())
-            .map_err(|e| (e.message().to_string(), e.span()))
-    }
-}
-
 type FromTable<C> = fn(RawComponent, &'static str) -> Result<C, (String, Option<Range<usize>>)>;
 
 fn load_components<C>(
@@ -485,22 +374,6 @@ fn valid_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
-
-/// Formats the accepted `type` names for an "unknown type" message.
-pub fn unknown_type(
-    section: &str,
-    got: &Spanned<String>,
-    known: &[&str],
-) -> (String, Option<Range<usize>>) {
-    (
-        format!(
-            "unknown {section} type `{}` (known: {})",
-            got.get_ref(),
-            known.join(", ")
-        ),
-        Some(got.span()),
-    )
 }
 
 struct Node<'a> {

@@ -13,9 +13,9 @@ pub use error::{release_reason, ringcentral_fatal, OutboundError, OutboundReason
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{Archivable, ArchiveBody};
 use crate::envelope::RawBytes;
-use crate::lab_file::{Keyed, OrderKey};
+use crate::payload::capabilities::{Archivable, ArchiveBody};
+use crate::payload::capabilities::{Keyed, OrderKey};
 
 /// One fax of OSCAR's outbound `faxes` queue, claimed for a send (or a look-up or status
 /// poll of one already sent).

@@ -61,7 +61,7 @@ impl Group {
 #[serde(deny_unknown_fields)]
 pub struct GroupLimit {
     pub requests: u32,
-    #[serde(deserialize_with = "crate::config::deserialize_duration")]
+    #[serde(deserialize_with = "crate::config::duration::deserialize_duration")]
     pub window: Duration,
 }
 
@@ -118,13 +118,13 @@ pub struct RcConfig {
     /// Renew the token this long before it expires.
     #[serde(
         default = "default_refresh_margin",
-        deserialize_with = "crate::config::deserialize_duration"
+        deserialize_with = "crate::config::duration::deserialize_duration"
     )]
     pub refresh_margin: Duration,
     /// Timeout of each HTTP request.
     #[serde(
         default = "default_timeout",
-        deserialize_with = "crate::config::deserialize_duration"
+        deserialize_with = "crate::config::duration::deserialize_duration"
     )]
     pub timeout: Duration,
     /// Attempts for one request through 5xx and connection errors (429 waits do not count).
@@ -133,13 +133,13 @@ pub struct RcConfig {
     /// First backoff after a 5xx or connection error (doubles, capped at 60 s).
     #[serde(
         default = "default_backoff",
-        deserialize_with = "crate::config::deserialize_duration"
+        deserialize_with = "crate::config::duration::deserialize_duration"
     )]
     pub initial_backoff: Duration,
     /// Wait after a 429 without `Retry-After`.
     #[serde(
         default = "default_retry_after",
-        deserialize_with = "crate::config::deserialize_duration"
+        deserialize_with = "crate::config::duration::deserialize_duration"
     )]
     pub default_retry_after: Duration,
 }

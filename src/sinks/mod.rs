@@ -5,7 +5,9 @@
 //! returned `Ok` (the commit happened), retries transient errors with backoff, and
 //! dead-letters data errors and spent retries with the payload's original bytes. `write` must
 //! be idempotent: a re-delivered input (after a crash before the source released it) must not
-//! create a second row. Kinds: `oscar_lab` (lab files), `oscar_fax` (received faxes).
+//! create a second row. Types: `oscar_lab` (lab files), `oscar_fax` (received faxes),
+//! `ringcentral_fax` (OSCAR's outbound faxes), `ringcentral_sms` (text messages); each in its
+//! folder, its configuration implementing [`SinkComponent`], listed once in [`SinkConfig`].
 
 pub mod oscar_fax;
 pub mod oscar_lab;
@@ -18,10 +20,11 @@ use async_trait::async_trait;
 
 use std::sync::Arc;
 
+use crate::component::ComponentKind;
 use crate::component::{BuildContext, ProcessError};
-use crate::config::{ComponentKind, PortType};
 use crate::envelope::Envelope;
 use crate::lab_file::OrderKey;
+use crate::payload::PortType;
 use crate::payload::{Erased, Payload};
 
 pub use oscar_fax::OscarFaxConfig;
@@ -128,7 +131,7 @@ pub trait SinkComponent: Send + Sync {
     fn build(&self, cx: &BuildContext) -> Result<BuiltSink, ProcessError>;
 }
 
-crate::config::component_types! {
+crate::component::component_types! {
     /// The closed set of sink configurations: one line per type.
     #[allow(clippy::large_enum_variant)] // built once per pipeline; size does not matter
     SinkConfig: SinkComponent {

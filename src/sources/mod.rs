@@ -1,4 +1,4 @@
-//! Sources: the outside world as a stream of `Envelope<Raw>`.
+//! Sources: the outside world (and OSCAR's own queues) as a stream of envelopes.
 //!
 //! A [`Source`] reads inputs, wraps each in an envelope whose ack token belongs to a fresh
 //! [`crate::ack::BatchNotifier`], sends it on its bounded channel (which blocks when the
@@ -6,14 +6,17 @@
 //! status says every envelope was committed or dead-lettered**. A failed or unresolved batch
 //! is kept and re-delivered later. `run` returns when the input is exhausted (one-shot) or the
 //! shutdown signal fired, after the batches it started have settled or the channel closed.
-//! Kinds: `folder`, `mllp`, `excelleris`, `iha_poi`, `sftp` (raw bytes), `ringcentral_fax`
-//! (received faxes, spooled to disk: [`crate::document::InboundDocument`]), each in its own
-//! folder: `config.rs` (the serde config and its pure `validate`) and the component.
-//! [`SourceConfig::build`] makes the running source ([`BuiltSource`], by payload); every
-//! source stamps its inputs through [`SourceContext::stamp`] (provenance + the `received`
-//! event) and sends them through its [`Outlet`] (pause, archive, backpressure), so none
-//! writes that code itself. [`SourceConfig::consumes`] names the outside input a source
-//! releases, for `check`'s conflict report.
+//! Types: `folder`, `mllp`, `excelleris`, `iha_poi`, `sftp` (raw bytes), `ringcentral_fax`
+//! (received faxes, spooled to disk: [`crate::document::InboundDocument`]), and OSCAR's
+//! database queues — `oscar_fax_queue` (outbound faxes) and `oscar_appointments` /
+//! `oscar_lab_ready` (text messages) — on the one round of [`queue`]. Each lives in its own
+//! folder: `config.rs` (the serde config and its pure `validate`) and the component, whose
+//! configuration implements [`SourceComponent`] (payload, checks, secrets, `build`, the
+//! outside input it consumes); [`SourceConfig`] lists each type once. Every source stamps
+//! its inputs through [`SourceContext::stamp`] (provenance + the `received` event) and sends
+//! them through its [`Outlet`] (pause, archive, backpressure), so none writes that code
+//! itself. [`SourceComponent::consumes`] names the outside input a source releases, for
+//! `check`'s conflict report.
 
 pub mod excelleris;
 pub mod folder;
@@ -35,9 +38,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::ack::InFlight;
 use crate::archive::{Archivable, ArchiveError, ArchiveHook};
-use crate::config::{ComponentKind, PortType};
+use crate::component::ComponentKind;
 use crate::envelope::{Envelope, Origin, Provenance, Raw};
 use crate::error::{Classify, ErrorKind};
+use crate::payload::PortType;
 use crate::payload::{Erased, Payload};
 use crate::shutdown::Shutdown;
 use crate::telemetry::Observers;
@@ -396,7 +400,7 @@ pub trait SourceComponent: Send + Sync {
     }
 }
 
-crate::config::component_types! {
+crate::component::component_types! {
     /// The closed set of source configurations: one line per type.
     SourceConfig: SourceComponent {
         Folder(FolderConfig) = "folder",

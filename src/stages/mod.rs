@@ -16,10 +16,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::ack::AckToken;
+use crate::component::ComponentKind;
 use crate::component::{BuildContext, ProcessError};
-use crate::config::{ComponentKind, PortType};
 use crate::dead_letter::ReasonCode;
 use crate::envelope::{Envelope, MessageId, Provenance};
+use crate::payload::PortType;
 use crate::payload::{Erased, Payload};
 
 pub use match_patient::MatchPatientConfig;
@@ -127,7 +128,7 @@ pub trait StageComponent: Send + Sync {
     fn build(&self, cx: &BuildContext) -> BuiltStage;
 }
 
-crate::config::component_types! {
+crate::component::component_types! {
     /// The closed set of stage configurations: one line per type.
     StageConfig: StageComponent {
         ParseHl7(ParseHl7Config) = "parse_hl7",

@@ -27,11 +27,11 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::ack::{AckToken, BatchStatus};
 use crate::component::ProcessError;
-use crate::config::RetrySettings;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::envelope::{Envelope, Provenance, RawBytes};
 use crate::error::ErrorKind;
-use crate::lab_file::{Keyed, OrderKey};
+use crate::payload::{Keyed, OrderKey};
+use crate::retry::RetrySettings;
 use crate::sinks::Sink;
 use crate::stages::{Emitter, Reject, Stage};
 use crate::telemetry::{Event, MetricName, Observers};

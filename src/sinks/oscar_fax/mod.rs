@@ -89,8 +89,8 @@ impl Sink<InboundDocument> for OscarFax {
 }
 
 impl super::SinkComponent for OscarFaxConfig {
-    fn input_port(&self) -> crate::config::PortType {
-        crate::config::PortType::Document
+    fn input_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::Document
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         self.validate()

@@ -130,8 +130,8 @@ impl Sink<LabFile> for OscarLab {
 }
 
 impl super::SinkComponent for OscarLabConfig {
-    fn input_port(&self) -> crate::config::PortType {
-        crate::config::PortType::LabFile
+    fn input_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::LabFile
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         let mut v = Vec::new();

@@ -420,8 +420,8 @@ fn safe_file_name(name: &str) -> String {
 }
 
 impl super::SinkComponent for RingCentralFaxSinkConfig {
-    fn input_port(&self) -> crate::config::PortType {
-        crate::config::PortType::FaxJob
+    fn input_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::FaxJob
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         self.validate()

@@ -361,8 +361,8 @@ impl SmsMessage {
 }
 
 impl super::SinkComponent for RingCentralSmsConfig {
-    fn input_port(&self) -> crate::config::PortType {
-        crate::config::PortType::SmsJob
+    fn input_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::SmsJob
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         self.validate()

@@ -2,7 +2,7 @@
 //! `validate`); the component is built from it (`SourceConfig::build` and its kin).
 
 use super::super::pull::{default_poll_interval, default_timeout, validate_pull, yes};
-use crate::config::deserialize_duration;
+use crate::config::duration::deserialize_duration;
 use crate::hl7::lab::LabType;
 use serde::Deserialize;
 use serde_spanned::Spanned;

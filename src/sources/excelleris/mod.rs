@@ -351,8 +351,8 @@ impl Source for ExcellerisSource {
 }
 
 impl super::SourceComponent for ExcellerisConfig {
-    fn output_port(&self) -> crate::config::PortType {
-        crate::config::PortType::Raw
+    fn output_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::Raw
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         self.validate()

@@ -1,7 +1,7 @@
 //! `FolderConfig`: the configuration of this component (serde, `deny_unknown_fields`, a pure
 //! `validate`); the component is built from it (`SourceConfig::build` and its kin).
 
-use crate::config::deserialize_duration;
+use crate::config::duration::deserialize_duration;
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::PathBuf;

@@ -407,8 +407,8 @@ fn poisoned() -> SourceError {
 }
 
 impl super::SourceComponent for FolderConfig {
-    fn output_port(&self) -> crate::config::PortType {
-        crate::config::PortType::Raw
+    fn output_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::Raw
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         self.validate()

@@ -271,8 +271,8 @@ impl Source for IhaPoiSource {
 }
 
 impl super::SourceComponent for IhaPoiConfig {
-    fn output_port(&self) -> crate::config::PortType {
-        crate::config::PortType::Raw
+    fn output_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::Raw
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         self.validate()

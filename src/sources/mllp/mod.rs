@@ -605,8 +605,8 @@ async fn handle(c: &Conn, raw: Bytes, peer: SocketAddr) -> Option<Answer> {
 }
 
 impl super::SourceComponent for MllpConfig {
-    fn output_port(&self) -> crate::config::PortType {
-        crate::config::PortType::Raw
+    fn output_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::Raw
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         self.validate()

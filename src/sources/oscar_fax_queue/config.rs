@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::deserialize_duration;
+use crate::config::duration::deserialize_duration;
 use crate::oscar::fax::is_fax_line;
 
 /// `[sources.<id>] type = "oscar_fax_queue"`: OSCAR's outbound `faxes` rows `WAITING` on

@@ -16,7 +16,9 @@
 //! first: `sending`/`unknown` ones are looked up before any send, `queued` ones are tracked.
 //!
 //! **Release.** The sink writes OSCAR's `SENT` and `COMPLETE` in the same transaction as its
-//! own outcome. A fax whose job was dead-lettered (no usable number, no document, refused,
+//! own outcome — a better shape than releasing from the source after the ack: the release is
+//! atomic with the durable outcome, so no crash can leave a fax that RingCentral accepted
+//! still `WAITING` in OSCAR, where a user (or OSCAR's own sender) would send it again. A fax whose job was dead-lettered (no usable number, no document, refused,
 //! undeliverable, retries spent) is released here, after the dead letter is durable: OSCAR's
 //! `ERROR` with the reason the sink recorded.
 //!
@@ -373,8 +375,8 @@ impl Queue for FaxQueue {
 
 #[async_trait]
 impl super::SourceComponent for OscarFaxQueueConfig {
-    fn output_port(&self) -> crate::config::PortType {
-        crate::config::PortType::FaxJob
+    fn output_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::FaxJob
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         self.validate()

@@ -1,7 +1,7 @@
 //! `RingCentralFaxConfig`: the configuration of this component (serde, `deny_unknown_fields`, a pure
 //! `validate`); the component is built from it (`SourceConfig::build` and its kin).
 
-use crate::config::deserialize_duration;
+use crate::config::duration::deserialize_duration;
 use crate::ringcentral::RcConfig;
 use serde::Deserialize;
 use std::ops::Range;

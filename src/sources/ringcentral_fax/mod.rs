@@ -442,8 +442,8 @@ impl super::Source<InboundDocument> for RingCentralFaxSource {
 }
 
 impl super::SourceComponent for RingCentralFaxConfig {
-    fn output_port(&self) -> crate::config::PortType {
-        crate::config::PortType::Document
+    fn output_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::Document
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         self.validate()

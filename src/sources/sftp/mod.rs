@@ -541,8 +541,8 @@ impl SftpSource {
 }
 
 impl super::SourceComponent for SftpConfig {
-    fn output_port(&self) -> crate::config::PortType {
-        crate::config::PortType::Raw
+    fn output_port(&self) -> crate::payload::PortType {
+        crate::payload::PortType::Raw
     }
     fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         self.validate()

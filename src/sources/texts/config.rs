@@ -21,7 +21,7 @@ pub struct TextSourceConfig {
     pub clinic: String,
     #[serde(
         default = "default_interval",
-        deserialize_with = "crate::config::deserialize_duration"
+        deserialize_with = "crate::config::duration::deserialize_duration"
     )]
     pub poll_interval: Duration,
     /// Texts claimed per round.
@@ -29,12 +29,12 @@ pub struct TextSourceConfig {
     pub batch: u32,
     #[serde(
         default = "crate::jobs::claim::defaults::claim_timeout",
-        deserialize_with = "crate::config::deserialize_duration"
+        deserialize_with = "crate::config::duration::deserialize_duration"
     )]
     pub claim_timeout: Duration,
     #[serde(
         default = "crate::jobs::claim::defaults::settle",
-        deserialize_with = "crate::config::deserialize_duration"
+        deserialize_with = "crate::config::duration::deserialize_duration"
     )]
     pub unknown_settle_after: Duration,
     /// A `demographicExt` key whose truthy value (`yes`, `true`, `1`, `y`) means "no texts".
@@ -49,7 +49,7 @@ pub struct TextSourceConfig {
     /// Stop polling a sent message's delivery status after this long.
     #[serde(
         default = "default_status_for",
-        deserialize_with = "crate::config::deserialize_duration"
+        deserialize_with = "crate::config::duration::deserialize_duration"
     )]
     pub status_poll_for: Duration,
     /// Local hours texts may go out, `["08:00", "20:00"]` by default; queued texts wait
@@ -69,13 +69,13 @@ pub struct ReminderConfig {
     /// Remind appointments starting up to this long from now.
     #[serde(
         default = "default_lead",
-        deserialize_with = "crate::config::deserialize_duration"
+        deserialize_with = "crate::config::duration::deserialize_duration"
     )]
     pub lead_time: Duration,
     /// …and at least this long from now.
     #[serde(
         default = "default_notice",
-        deserialize_with = "crate::config::deserialize_duration"
+        deserialize_with = "crate::config::duration::deserialize_duration"
     )]
     pub min_notice: Duration,
     /// Appointment statuses (first letter of OSCAR's `appointment.status`) that get none.

@@ -501,8 +501,8 @@ macro_rules! text_source_type {
     ($cfg:ident, $kind:expr, $name:literal) => {
         #[async_trait]
         impl super::SourceComponent for $cfg {
-            fn output_port(&self) -> crate::config::PortType {
-                crate::config::PortType::SmsJob
+            fn output_port(&self) -> crate::payload::PortType {
+                crate::payload::PortType::SmsJob
             }
             fn problems(&self) -> Vec<(String, Option<std::ops::Range<usize>>)> {
                 self.0.validate($kind)

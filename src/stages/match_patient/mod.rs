@@ -62,10 +62,10 @@ impl Stage<LabFile, LabFile> for MatchPatient {
 }
 
 impl super::StageComponent for MatchPatientConfig {
-    fn ports(&self) -> (crate::config::PortType, crate::config::PortType) {
+    fn ports(&self) -> (crate::payload::PortType, crate::payload::PortType) {
         (
-            crate::config::PortType::LabFile,
-            crate::config::PortType::LabFile,
+            crate::payload::PortType::LabFile,
+            crate::payload::PortType::LabFile,
         )
     }
     fn concurrency(&self) -> usize {

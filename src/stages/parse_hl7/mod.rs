@@ -221,10 +221,10 @@ impl Stage<Raw, LabFile> for ParseHl7 {
 }
 
 impl super::StageComponent for ParseHl7Config {
-    fn ports(&self) -> (crate::config::PortType, crate::config::PortType) {
+    fn ports(&self) -> (crate::payload::PortType, crate::payload::PortType) {
         (
-            crate::config::PortType::Raw,
-            crate::config::PortType::LabFile,
+            crate::payload::PortType::Raw,
+            crate::payload::PortType::LabFile,
         )
     }
     fn concurrency(&self) -> usize {

@@ -18,9 +18,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::archive::Archivable;
-use crate::envelope::{Envelope, RawBytes};
-use crate::lab_file::Keyed;
+pub mod capabilities;
+
+pub use capabilities::{Archivable, ArchiveBody, Keyed, OrderKey, RawBytes};
+
+use crate::envelope::Envelope;
 
 /// What every envelope payload can do: be dead-lettered with its bytes, be ordered by key,
 /// be archived; [`Payload::PORT`] names its variant of [`PortType`].
