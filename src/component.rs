@@ -1,7 +1,7 @@
 //! What every component shares, below the sections that hold them: the error every stage
 //! and sink returns per message ([`ProcessError`]), the build context, and the facts about a
 //! component's configuration that validation reads ([`ComponentKind`], [`RawComponent`],
-//! [`component_types!`]).
+//! `component_types!`).
 //!
 //! It carries the [`ErrorKind`] the topology acts on, the bounded [`ReasonCode`] a dead
 //! letter will get, and a PHI-free detail (positions, codes, counts).

@@ -8,7 +8,7 @@
 //! port back into the payload type, so the runners, ordering keys, dead letters, archive and
 //! tap are written once, generically, and nothing above this module matches on a payload.
 //!
-//! **Adding a payload kind** is one line of [`payloads!`] below (its variant, type and
+//! **Adding a payload kind** is one line of `payloads!` below (its variant, type and
 //! description) and the type's `RawBytes` (what a dead letter keeps), `Keyed` (its ordering
 //! keys) and `Archivable` (what the raw archive keeps) — all three next to the type.
 //! Appointments (HL7 SIU) and referrals come in that way.
