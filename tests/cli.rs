@@ -490,6 +490,57 @@ fn dlq_and_replay_with_config_use_the_daemons_configured_database() {
     );
 }
 
+/// Input file names often carry the patient's name: `dlq list` and `dlq show` do not print
+/// an input's path unless asked with `--show-origin`.
+#[test]
+fn dlq_list_and_show_hide_the_inputs_path_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let state_s = state.to_str().unwrap();
+    // A synthetic name, as a clinic's scanner or export names a file.
+    let named = tmp.path().join("ZZTEST_SOMEONE_lab.hl7");
+    std::fs::write(&named, b"not an HL7 message").unwrap();
+    let o = oscarflow(
+        &[
+            "replay",
+            named.to_str().unwrap(),
+            "--json",
+            "--state-dir",
+            state_s,
+        ],
+        &repo(),
+    );
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = r["files"][0]["dead_letter_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["dlq", "list", "--json"],
+        vec!["dlq", "list"],
+        vec!["dlq", "show", &id],
+        vec!["dlq", "show", &id, "--json"],
+    ] {
+        let o = oscarflow(&[&args[..], &["--state-dir", state_s]].concat(), &repo());
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        let out = stdout(&o);
+        assert!(
+            !out.contains("ZZTEST_SOMEONE"),
+            "{args:?} shows the path: {out}"
+        );
+        if args.contains(&"show") {
+            assert!(out.contains("--show-origin"), "{out}");
+        }
+    }
+    for args in [
+        vec!["dlq", "show", &id, "--show-origin"],
+        vec!["dlq", "list", "--json", "--show-origin"],
+    ] {
+        let o = oscarflow(&[&args[..], &["--state-dir", state_s]].concat(), &repo());
+        assert!(stdout(&o).contains("ZZTEST_SOMEONE_lab.hl7"), "{args:?}");
+    }
+}
+
 #[test]
 fn dlq_show_returns_the_original_bytes_and_retry_redrives_through_the_pipeline() {
     let tmp = tempfile::tempdir().unwrap();

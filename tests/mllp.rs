@@ -186,6 +186,39 @@ async fn messages_sent_by_python_hl7_mllp_send_are_imported_and_acked_with_their
     stop(running).await;
 }
 
+/// A sender that gives up on a frame half-way and starts again on the same connection (a new
+/// start block before the end block) gets the whole message imported once and answered by
+/// its control id; the half-sent frame is discarded, never filed as a lab without results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_frame_is_discarded_and_only_the_whole_message_is_imported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let (running, addr) = start(&store, MllpSource::new(cfg())).await;
+    let (control, msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    // The sender got as far as the last result (whole segments up to it), then gave up.
+    let cut = String::from_utf8_lossy(&msg)
+        .rfind("\rOBX|")
+        .expect("a message with results");
+    let mut half = vec![mllp::START];
+    half.extend_from_slice(&msg[..=cut]);
+    conn.write_all(&half).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, echoed, _) = msa(&exchange(&mut conn, &msg).await);
+    assert_eq!((code.as_str(), echoed.as_str()), ("AA", control.as_str()));
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        1,
+        "only the whole message is a lab"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await,
+        0
+    );
+    drop(conn);
+    stop(running).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resent_message_gets_the_same_answer_and_is_not_processed_twice() {
     let tmp = tempfile::tempdir().unwrap();

@@ -36,6 +36,9 @@ pub enum DlqCommand {
         limit: i64,
         #[arg(long)]
         json: bool,
+        /// Show where each input came from (file paths and names may carry patient names).
+        #[arg(long)]
+        show_origin: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -47,6 +50,9 @@ pub enum DlqCommand {
         raw: bool,
         #[arg(long)]
         json: bool,
+        /// Show where the input came from (file paths and names may carry patient names).
+        #[arg(long)]
+        show_origin: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -130,6 +136,7 @@ pub async fn run(c: DlqCommand) -> i32 {
             status,
             limit,
             json,
+            show_origin,
             db,
         } => {
             let filter = match (status_filter(&status), reason_filter(reason.as_deref())) {
@@ -146,10 +153,13 @@ pub async fn run(c: DlqCommand) -> i32 {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            let rows = match store.list(&filter).await {
+            let mut rows = match store.list(&filter).await {
                 Ok(r) => r,
                 Err(e) => return fail(e),
             };
+            if !show_origin {
+                rows.iter_mut().for_each(hide_origin);
+            }
             if json {
                 match serde_json::to_string_pretty(&rows) {
                     Ok(s) => println!("{s}"),
@@ -177,16 +187,25 @@ pub async fn run(c: DlqCommand) -> i32 {
             }
             0
         }
-        DlqCommand::Show { id, raw, json, db } => {
+        DlqCommand::Show {
+            id,
+            raw,
+            json,
+            show_origin,
+            db,
+        } => {
             let store = match open(&db).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            let row = match store.get(&id).await {
+            let mut row = match store.get(&id).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return fail(format!("no dead letter with id {id}")),
                 Err(e) => return fail(e),
             };
+            if !show_origin {
+                hide_origin(&mut row);
+            }
             if raw {
                 let mut out = std::io::stdout().lock();
                 if out.write_all(&row.raw).and_then(|_| out.flush()).is_err() {
@@ -249,6 +268,22 @@ pub async fn run(c: DlqCommand) -> i32 {
                     0
                 }
                 Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+/// What `dlq list` and `dlq show` print of an origin unless asked (`--show-origin`).
+const HIDDEN: &str = "(hidden: --show-origin shows it)";
+
+/// Masks the parts of a dead letter's origin that may name a patient: file paths and names
+/// (a clinic's drop folder often names files after the patient) and free labels. Ids, hosts
+/// and control ids stay.
+fn hide_origin(r: &mut StoredDeadLetter) {
+    if let serde_json::Value::Object(m) = &mut r.origin {
+        for key in ["path", "label", "name"] {
+            if let Some(v) = m.get_mut(key) {
+                *v = serde_json::Value::String(HIDDEN.into());
             }
         }
     }

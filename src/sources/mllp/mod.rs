@@ -59,6 +59,9 @@ pub enum Frame {
     /// A frame longer than the limit; its bytes were skipped. Carries its first bytes (up to
     /// 1 KiB, enough for the MSH segment) so that the answer can name the message.
     TooLarge(Bytes),
+    /// A frame the sender abandoned: a start block came before its end block. Its `bytes`
+    /// were discarded — never imported, never answered (the sender sends it again, whole).
+    Aborted { bytes: usize },
 }
 
 /// Incremental MLLP framing. Bytes outside a frame (whitespace between frames) are skipped;
@@ -94,7 +97,16 @@ impl Decoder {
     pub fn next_frame(&mut self) -> Option<Frame> {
         loop {
             if let Some(head) = &self.skipping {
-                match self.buf.iter().position(|b| *b == END) {
+                match self.buf.iter().position(|b| *b == END || *b == START) {
+                    Some(i) if self.buf[i] == START => {
+                        // The over-long frame was abandoned: a new one starts here.
+                        self.buf.advance(i + 1);
+                        let bytes = head.len() + i;
+                        self.skipping = None;
+                        self.in_frame = true;
+                        self.scanned = 0;
+                        return Some(Frame::Aborted { bytes });
+                    }
                     Some(i) => {
                         self.buf.advance(i + 1);
                         let head = head.clone();
@@ -124,8 +136,16 @@ impl Decoder {
             }
             let found = self.buf[self.scanned..]
                 .iter()
-                .position(|b| *b == END)
+                .position(|b| *b == END || *b == START)
                 .map(|i| i + self.scanned);
+            if let Some(j) = found.filter(|j| self.buf[*j] == START) {
+                // A start block inside a frame: the sender gave up on this frame (a broken
+                // connection, a timeout on its side) and began another. The unfinished frame
+                // is discarded, never imported: importing it would file half a message.
+                self.buf.advance(j + 1);
+                self.scanned = 0;
+                return Some(Frame::Aborted { bytes: j });
+            }
             self.scanned = self.buf.len();
             match found {
                 Some(i) if i <= self.max => {
@@ -493,6 +513,10 @@ where
     loop {
         while let Some(frame) = dec.next_frame() {
             let (raw, answer) = match frame {
+                Frame::Aborted { bytes } => {
+                    tracing::warn!(pipeline = %c.pipeline, source = %c.id, peer = %peer, bytes, "The sender abandoned an MLLP frame (a start block before its end block); discarded, not imported.");
+                    continue;
+                }
                 Frame::TooLarge(head) => (
                     head,
                     Answer {
@@ -654,6 +678,40 @@ mod tests {
     }
 
     #[test]
+    fn a_start_block_inside_a_frame_discards_the_unfinished_frame() {
+        let mut d = Decoder::new(100);
+        // Half a message, then the sender starts over with a whole one.
+        d.extend(b"\x0bMSH|half\rPID|1\x0bMSH|whole\rPID|2\x1c\r");
+        assert_eq!(
+            frames(&mut d),
+            vec![
+                Frame::Aborted { bytes: 14 },
+                Frame::Message(Bytes::from_static(b"MSH|whole\rPID|2"))
+            ]
+        );
+        // Split across reads: the start block arrives after the scan of the first part.
+        let mut d = Decoder::new(100);
+        d.extend(b"\x0bMSH|half\rOBR|1");
+        assert!(frames(&mut d).is_empty());
+        d.extend(b"\x0bMSH|next\x1c");
+        assert_eq!(
+            frames(&mut d),
+            vec![
+                Frame::Aborted { bytes: 14 },
+                Frame::Message(Bytes::from_static(b"MSH|next"))
+            ]
+        );
+        // An over-long frame abandoned the same way: the next frame still decodes.
+        let mut d = Decoder::new(10);
+        d.extend(b"\x0bMSH|^~\\&|A|B|C|D|E|F");
+        assert!(frames(&mut d).is_empty());
+        d.extend(b"\x0bMSH|ok\x1c");
+        let got = frames(&mut d);
+        assert!(matches!(got[0], Frame::Aborted { .. }), "{got:?}");
+        assert_eq!(got[1], Frame::Message(Bytes::from_static(b"MSH|ok")));
+    }
+
+    #[test]
     fn an_over_long_frame_is_skipped_without_buffering_and_reported() {
         let mut d = Decoder::new(10);
         d.extend(b"\x0bMSH|^~\\&|A|B|C");
@@ -738,6 +796,7 @@ mod tests {
                         prop_assert!(m.len() > MAX);
                         prop_assert!(m.starts_with(head));
                     }
+                    Frame::Aborted { .. } => prop_assert!(false, "no frame here was abandoned"),
                 }
             }
         }
