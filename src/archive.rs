@@ -234,8 +234,8 @@ impl RawArchive {
         let var = |v: &Spanned<String>, field: &str| {
             std::env::var(v.get_ref()).map_err(|_| {
                 setup(format!(
-                    "archive.{field}: environment variable `{}` is not set",
-                    v.get_ref()
+                    "archive.{field}: {}",
+                    crate::secrets::unset(v.get_ref())
                 ))
             })
         };

@@ -490,6 +490,37 @@ fn dlq_and_replay_with_config_use_the_daemons_configured_database() {
     );
 }
 
+/// A secret pasted into a `*_env` setting (the value instead of its variable's name) is
+/// never echoed by `check`: the problem is named at its position without the value.
+#[test]
+fn check_never_echoes_a_secret_written_where_a_variable_name_belongs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = "eyJhbGciOiJSUzI1NiJ9.PASTED-JWT-VALUE";
+    let fax = std::fs::read_to_string(repo().join("pipelines/fax_out.toml.example"))
+        .unwrap()
+        .replace(
+            "jwt_env = \"RINGCENTRAL_JWT\"",
+            &format!("jwt_env = \"{secret}\""),
+        );
+    std::fs::write(tmp.path().join("fax_out.toml"), fax).unwrap();
+    let o = Command::new(bin())
+        .arg("check")
+        .arg(tmp.path())
+        .envs(EXAMPLE_SECRETS.iter().map(|v| (*v, "set")))
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        !out.contains("PASTED-JWT-VALUE"),
+        "the secret is echoed: {out}"
+    );
+    assert!(
+        out.contains("sinks.send.jwt_env: this setting must name an environment variable"),
+        "{out}"
+    );
+}
+
 /// Input file names often carry the patient's name: `dlq list` and `dlq show` do not print
 /// an input's path unless asked with `--show-origin`.
 #[test]

@@ -81,9 +81,11 @@ pub async fn run(a: RunArgs) -> i32 {
             Some(var) => match std::env::var(var) {
                 Ok(t) => Some(t),
                 Err(_) => {
-                    return fail(format!(
-                        "environment variable `{var}` (http_token_env) is not set"
-                    ))
+                    return fail(if crate::secrets::is_variable_name(var) {
+                        format!("environment variable `{var}` (http_token_env) is not set")
+                    } else {
+                        format!("http_token_env: {}", crate::secrets::unset(var))
+                    })
                 }
             },
             None => None,

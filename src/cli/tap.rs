@@ -60,7 +60,7 @@ pub async fn run(mut a: TapArgs) -> i32 {
     if let Some(var) = &a.token_env {
         match std::env::var(var) {
             Ok(t) => req = req.bearer_auth(t),
-            Err(_) => return fail(format!("environment variable `{var}` is not set")),
+            Err(_) => return fail(crate::secrets::unset(var)),
         }
     }
     let mut resp = match req.send().await {

@@ -72,7 +72,11 @@ impl DaemonConfig {
     pub fn database_url(&self) -> Result<String, String> {
         if let Some(var) = &self.database_url_env {
             return std::env::var(var).map_err(|_| {
-                format!("environment variable `{var}` (database_url_env) is not set")
+                if crate::secrets::is_variable_name(var) {
+                    format!("environment variable `{var}` (database_url_env) is not set")
+                } else {
+                    format!("database_url_env: {}", crate::secrets::unset(var))
+                }
             });
         }
         if let Some(url) = &self.database_url {
@@ -160,7 +164,7 @@ impl DaemonConfig {
             if let Some(v) = var.as_deref().filter(|v| unset(v)) {
                 err(
                     key_position(&text, key),
-                    format!("{key}: environment variable `{v}` is not set"),
+                    format!("{key}: {}", crate::secrets::unset(v)),
                 );
             }
         }

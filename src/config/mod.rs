@@ -432,8 +432,8 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
                 l.err(
                     Some(var.span()),
                     format!(
-                        "{section}.{id}.{field}: environment variable `{}` is not set",
-                        var.get_ref()
+                        "{section}.{id}.{field}: {}",
+                        crate::secrets::unset(var.get_ref())
                     ),
                 );
             }
@@ -447,8 +447,8 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
             l.err(
                 Some(var.span()),
                 format!(
-                    "pipeline.database_url_env: environment variable `{}` is not set",
-                    var.get_ref()
+                    "pipeline.database_url_env: {}",
+                    crate::secrets::unset(var.get_ref())
                 ),
             );
         }
@@ -458,10 +458,7 @@ fn validate(l: &mut Loader<'_>, cfg: &PipelineConfig) {
             if std::env::var_os(var.get_ref()).is_none() {
                 l.err(
                     Some(var.span()),
-                    format!(
-                        "archive.{field}: environment variable `{}` is not set",
-                        var.get_ref()
-                    ),
+                    format!("archive.{field}: {}", crate::secrets::unset(var.get_ref())),
                 );
             }
         }

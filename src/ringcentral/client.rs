@@ -404,7 +404,7 @@ impl RcClient {
                 ErrorKind::Fatal,
                 None,
                 None,
-                format!("environment variable `{}` is not set", var.get_ref()),
+                crate::secrets::unset(var.get_ref()),
             )
         })
     }

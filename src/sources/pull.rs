@@ -83,8 +83,9 @@ fn load_identity(
             .map_err(|e| format!("client_identity (PEM) is not usable: {e}"))?
     } else {
         let password = match password_env {
-            Some(v) => std::env::var(v.get_ref())
-                .map_err(|_| format!("environment variable `{}` is not set", v.get_ref()))?,
+            Some(v) => {
+                std::env::var(v.get_ref()).map_err(|_| crate::secrets::unset(v.get_ref()))?
+            }
             None => String::new(),
         };
         reqwest::Identity::from_pkcs12_der(&id_bytes, &password).map_err(|e| {
@@ -273,12 +274,7 @@ pub(crate) fn yes() -> bool {
 
 /// A secret from the environment variable `var` (never logged).
 pub(crate) fn env_secret(var: &Spanned<String>) -> Result<String, PollError> {
-    std::env::var(var.get_ref()).map_err(|_| {
-        PollError(format!(
-            "environment variable `{}` is not set",
-            var.get_ref()
-        ))
-    })
+    std::env::var(var.get_ref()).map_err(|_| PollError(crate::secrets::unset(var.get_ref())))
 }
 
 /// What one poll round did.

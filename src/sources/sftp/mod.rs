@@ -59,12 +59,7 @@ struct Remote {
 }
 
 fn env(var: &Spanned<String>) -> Result<String, SftpError> {
-    std::env::var(var.get_ref()).map_err(|_| {
-        SftpError(format!(
-            "environment variable `{}` is not set",
-            var.get_ref()
-        ))
-    })
+    std::env::var(var.get_ref()).map_err(|_| SftpError(crate::secrets::unset(var.get_ref())))
 }
 
 /// Connects, checks the host key, authenticates, opens SFTP. Blocking.
