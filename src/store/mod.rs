@@ -171,18 +171,35 @@ pub fn default_sqlite_url(state_dir: &Path) -> String {
     format!("sqlite://{}", state_dir.join("oscarflow.db").display())
 }
 
-/// The URL with any password replaced by `***`, for logs.
+/// What logs and errors show of a database URL: the scheme and the user, nothing after
+/// (`mysql://oscar@…`); an embedded SQLite URL whole (a file path, no credentials); and
+/// nothing at all of a string that is not `scheme://…` (a pasted password, a URL missing its
+/// `//`).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    const NOT_SHOWN: &str = "(not a database URL of the form scheme://…; not shown)";
+    let Some(s) = url.find("://") else {
+        return NOT_SHOWN.into();
+    };
+    let scheme = &url[..s];
+    if !is_scheme(scheme) {
+        return NOT_SHOWN.into();
     }
+    if scheme == "sqlite" {
+        return url.to_string();
+    }
+    let rest = &url[s + 3..];
+    match rest.rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@…")
+        }
+        None => format!("{scheme}://…"),
+    }
+}
+
+/// A URL scheme as written (`mysql`, `sqlite`): short, letters and digits.
+fn is_scheme(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 16 && s.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 impl Store {
@@ -193,7 +210,8 @@ impl Store {
         let backend = match scheme {
             "mysql" | "mariadb" => Backend::MySql,
             "sqlite" => Backend::Sqlite,
-            other => return Err(StoreError::Scheme(other.to_string())),
+            other if is_scheme(other) => return Err(StoreError::Scheme(other.to_string())),
+            _ => return Err(StoreError::Scheme("(not shown)".into())),
         };
         let url = if scheme == "mariadb" {
             format!("mysql{}", &url["mariadb".len()..])
@@ -592,12 +610,32 @@ mod tests {
     }
 
     #[test]
-    fn redact_url_hides_the_password_only() {
+    fn a_database_url_is_shown_up_to_its_user_and_a_malformed_one_not_at_all() {
         assert_eq!(
             redact_url("mysql://oscar:s3cret@127.0.0.1:3306/oscar"),
-            "mysql://oscar:***@127.0.0.1:3306/oscar"
+            "mysql://oscar@…"
         );
         assert_eq!(redact_url("sqlite://var/x.db"), "sqlite://var/x.db");
+        // A URL missing its `//`, and a password pasted where the URL belongs.
+        for bad in [
+            "mysql:oscar:s3cret@db/oscar",
+            "s3cret",
+            "mysql//oscar:s3cret@db",
+        ] {
+            let shown = redact_url(bad);
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_database_url_is_refused_without_echoing_it() {
+        for bad in ["s3cret-pa55word", "mysql:oscar:s3cret-pa55word@db/oscar"] {
+            let e = match Store::open(bad).await {
+                Ok(_) => panic!("a malformed URL was accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(!e.contains("pa55word"), "{e}");
+        }
     }
 
     #[test]
