@@ -442,11 +442,90 @@ fn editing_a_pipeline_file_restarts_only_that_pipeline_and_a_broken_edit_keeps_t
     );
 }
 
+/// `POST` with the given `Host`, `Origin` and bearer token: the status.
+fn post_as(port: u16, path: &str, host: &str, origin: Option<&str>, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let origin = origin
+        .map(|o| format!("Origin: {o}\r\n"))
+        .unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\n{origin}{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Requests that change state need the bearer token also on loopback (unless the config
+/// allows them without), and are refused from a page of another site (its `Origin`) or
+/// through a name that is not this machine (its `Host`: DNS rebinding), token or not.
+#[test]
+fn control_requests_need_the_token_and_come_from_this_machine_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = daemon(tmp.path(), &format!("127.0.0.1:{port}"), &[], "");
+    wait_for(|| pipeline(port, "labs"));
+    let local = format!("127.0.0.1:{port}");
+    assert_eq!(
+        post_as(port, "/pipelines/labs/pause", &local, None, None),
+        403
+    );
+    assert_eq!(pipeline(port, "labs").unwrap()["paused"], false);
+    let (code, _) = stop(child);
+    assert_eq!(code, Some(0));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let child = daemon(
+        tmp.path(),
+        &local,
+        &[("OSCARFLOW_T_CONTROL_TOKEN", "c0ntrol-t0ken")],
+        "http_token_env = \"OSCARFLOW_T_CONTROL_TOKEN\"\n",
+    );
+    let token = Some("c0ntrol-t0ken");
+    wait_for(|| {
+        get(port, "/pipelines", token)
+            .filter(|(s, b)| *s == 200 && b.contains("labs"))
+            .map(|_| ())
+    });
+    let pause = "/pipelines/labs/pause";
+    assert_eq!(post_as(port, pause, &local, None, None), 401);
+    assert_eq!(
+        post_as(port, pause, &local, None, Some("c0ntrol-t0keN")),
+        401
+    );
+    assert_eq!(post_as(port, pause, "evil.example", None, token), 403);
+    assert_eq!(
+        post_as(port, pause, &local, Some("http://evil.example"), token),
+        403
+    );
+    let (_, body) = get(port, "/pipelines", token).unwrap();
+    assert!(body.contains("\"paused\":false"), "{body}");
+    assert_eq!(
+        post_as(port, pause, &local, Some(&format!("http://{local}")), token),
+        200
+    );
+    assert_eq!(post_as(port, pause, "localhost", None, token), 200);
+    let (code, _) = stop(child);
+    assert_eq!(code, Some(0));
+}
+
 #[test]
 fn pause_holds_a_pipelines_intake_across_a_reload_and_a_stop_and_resume_lets_it_go_on() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = daemon(tmp.path(), &format!("127.0.0.1:{port}"), &[], "");
+    let child = daemon(
+        tmp.path(),
+        &format!("127.0.0.1:{port}"),
+        &[],
+        "control_without_token = true\n",
+    );
     let inbox = tmp.path().join("inbox");
     wait_for(|| pipeline(port, "labs"));
     assert!(lab_is_taken(&inbox, 0));

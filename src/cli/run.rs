@@ -90,6 +90,11 @@ pub async fn run(a: RunArgs) -> i32 {
             },
             None => None,
         };
+        if cfg.control_without_token && !addr.ip().is_loopback() {
+            return fail(format!(
+                "control_without_token is only allowed on loopback, not on {addr}"
+            ));
+        }
         if let Err(e) = crate::http::check_exposure(&addr, token.as_deref()) {
             return fail(e);
         }
@@ -148,6 +153,7 @@ pub async fn run(a: RunArgs) -> i32 {
         let state = std::sync::Arc::new(crate::http::HttpState {
             metrics,
             token,
+            control_without_token: cfg.control_without_token,
             registry: sup.registry.clone(),
             tap: tap.clone(),
             shutdown: http_shutdown.clone(),

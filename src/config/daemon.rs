@@ -33,6 +33,9 @@ pub struct DaemonConfig {
     /// Environment variable holding the bearer token the endpoint requires; needed when
     /// `listen` is not a loopback address.
     pub http_token_env: Option<String>,
+    /// Allow the endpoint's state-changing requests (pause, resume, poll) without the bearer
+    /// token. Only on loopback; off by default.
+    pub control_without_token: bool,
 }
 
 impl Default for DaemonConfig {
@@ -45,6 +48,7 @@ impl Default for DaemonConfig {
             grace_period: Duration::from_secs(30),
             listen: "127.0.0.1:9464".into(),
             http_token_env: None,
+            control_without_token: false,
         }
     }
 }

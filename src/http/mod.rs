@@ -5,6 +5,13 @@
 //! Bound to loopback by default. On any other address a bearer token is required (read from
 //! the environment variable `token_env` names); the daemon refuses to start without one.
 //! Answers carry no PHI: states, counts and metric names only.
+//!
+//! **Requests that change state** (`POST /pipelines/<name>/pause|resume|poll`, and every
+//! later one) need the bearer token also on loopback, unless `oscarflow.toml` says
+//! `control_without_token = true` (loopback only). Whatever the token, they are refused when
+//! their `Host` is not a loopback name or address (a DNS-rebinding page) or when they carry an
+//! `Origin` other than their own `Host` (a cross-site form or `fetch` from a browser on the
+//! clinic's machine). Tokens are compared in constant time.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,6 +36,9 @@ pub struct HttpState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// `Authorization: Bearer <token>` required when set.
     pub token: Option<String>,
+    /// State-changing requests allowed without a token (`control_without_token`; loopback
+    /// only, checked at start).
+    pub control_without_token: bool,
     /// Live events for `GET /tap/<pipeline>/<component>`.
     pub tap: Arc<TapHub>,
     /// Fires when the daemon stops (ends open taps).
@@ -89,21 +99,70 @@ fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &str) -> Respo
     r
 }
 
-async fn answer(state: &HttpState, req: &Request<Incoming>) -> Response<Body> {
-    if let Some(token) = state.token.as_deref() {
-        let given = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token) {
-            return text(StatusCode::UNAUTHORIZED, "unauthorized\n", "text/plain");
+/// `a == b` in time that depends on the lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn header(req: &Request<Incoming>, name: hyper::header::HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The host part of a `Host` header or an origin's authority (`[::1]:9464` → `::1`).
+fn host_of(authority: &str) -> &str {
+    let a = authority.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default();
+    }
+    a.rsplit_once(':').map_or(a, |(h, _)| h)
+}
+
+/// Why a state-changing request is refused, if it is: a `Host` that is not this machine's
+/// loopback, or an `Origin` other than the request's own host.
+fn forged(req: &Request<Incoming>) -> Option<&'static str> {
+    let host = header(req, hyper::header::HOST).unwrap_or_default();
+    let local = matches!(host_of(host), "localhost" | "127.0.0.1" | "::1")
+        || host_of(host)
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !local {
+        return Some("the Host is not this machine's loopback address");
+    }
+    if let Some(origin) = header(req, hyper::header::ORIGIN) {
+        let authority = origin.split_once("://").map_or("", |(_, a)| a);
+        if authority.trim_end_matches('/') != host.trim() {
+            return Some("the request comes from another site's page");
         }
+    }
+    None
+}
+
+async fn answer(state: &HttpState, req: &Request<Incoming>) -> Response<Body> {
+    let given = header(req, hyper::header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+    let authorized = match state.token.as_deref() {
+        Some(token) => given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())),
+        None => false,
+    };
+    if state.token.is_some() && !authorized {
+        return text(StatusCode::UNAUTHORIZED, "unauthorized\n", "text/plain");
     }
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/pipelines/") {
         if req.method() != hyper::Method::POST {
             return text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n", "text/plain");
+        }
+        if !authorized && !state.control_without_token {
+            return json(
+                StatusCode::FORBIDDEN,
+                serde_json::json!({"error": "requests that change state need the bearer token (http_token_env), or control_without_token = true in oscarflow.toml on loopback"}),
+            );
+        }
+        if let Some(why) = forged(req) {
+            tracing::warn!(why, "Control request refused.");
+            return json(StatusCode::FORBIDDEN, serde_json::json!({"error": why}));
         }
         return control(state, rest);
     }
@@ -321,6 +380,16 @@ async fn readiness(state: &HttpState) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_by_content_and_length_only() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"s3creT"));
+        assert!(!same_secret(b"s3cret", b"s3cre"));
+        assert_eq!(host_of("[::1]:9464"), "::1");
+        assert_eq!(host_of("localhost:9464"), "localhost");
+        assert_eq!(host_of("127.0.0.1"), "127.0.0.1");
+    }
 
     #[test]
     fn an_endpoint_off_loopback_needs_a_token() {

@@ -108,7 +108,7 @@ pub fn daemon_files(dir: &Path, db_env: &str, pipeline: &str) -> std::path::Path
     std::fs::write(
         &path,
         format!(
-            "database_url_env = \"{db_env}\"\npipelines_dir = \"{}\"\nstate_dir = \"{}\"\ngrace_period = \"20s\"\nlisten = \"off\"\n",
+            "database_url_env = \"{db_env}\"\npipelines_dir = \"{}\"\nstate_dir = \"{}\"\ngrace_period = \"20s\"\nlisten = \"off\"\ncontrol_without_token = true\n",
             pipelines.display(),
             dir.join("state").display()
         ),
