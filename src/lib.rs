@@ -16,6 +16,7 @@
 //! | [`error`], [`component`] | `ErrorKind` (`Data`/`Transient`/`Fatal`) and the per-message `ProcessError` |
 //! | [`config`] | pipeline files (parse → validate → build), `oscarflow.toml`, the refused tables of earlier versions, `component_types!` |
 //! | [`topology`] | building and running pipelines: bounded channels, runners, supervisor — by payload, naming no component |
+//! | [`private_fs`] | owner-only files and directories for everything that can hold PHI |
 //! | [`secrets`] | the one text for an unset secret variable, which never echoes a pasted secret |
 //! | [`shutdown`], [`retry`] | the stop signal every task watches; backoff with jitter (used by the runners, the archive and the clients) |
 //! | [`sources`] | `Source<T>`, `SourceComponent`, the closed set `SourceConfig` and one folder per type (`folder`, `mllp`, `sftp`, `excelleris`, `iha_poi`, `ringcentral_fax`, `oscar_fax_queue`, and `texts` for `oscar_appointments`/`oscar_lab_ready`); the shared outlet and provenance stamp; `queue`, the round every database queue shares |
@@ -56,6 +57,7 @@ pub mod jobs;
 pub mod lab_file;
 pub mod oscar;
 pub mod payload;
+pub mod private_fs;
 pub mod retry;
 pub mod ringcentral;
 pub mod secrets;

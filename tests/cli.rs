@@ -521,6 +521,38 @@ fn check_never_echoes_a_secret_written_where_a_variable_name_belongs() {
     );
 }
 
+/// The quick start outside systemd (umask 022) leaves nothing that holds PHI readable by
+/// other users: the embedded store, its journal files and the state directory are owner-only.
+#[test]
+fn a_replay_under_umask_022_leaves_no_file_readable_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 022; exec '{}' replay fixtures/hl7 --state-dir '{}'",
+            bin().display(),
+            state.display()
+        ))
+        .current_dir(repo())
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let mut seen = 0;
+    let mut stack = vec![state.clone()];
+    while let Some(p) = stack.pop() {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{} is {:o}", p.display(), mode & 0o777);
+        seen += 1;
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(seen >= 2, "the state directory and the store");
+}
+
 /// Input file names often carry the patient's name: `dlq list` and `dlq show` do not print
 /// an input's path unless asked with `--show-origin`.
 #[test]

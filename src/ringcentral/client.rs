@@ -622,7 +622,9 @@ impl RcClient {
             .await?;
         let expected = resp.content_length();
         let part = dest.with_extension("part");
-        let mut f = tokio::fs::File::create(&part).await.map_err(io)?;
+        let mut f = crate::private_fs::create_file_async(&part)
+            .await
+            .map_err(io)?;
         let mut n = 0u64;
         let result: Result<(), RcError> = async {
             while let Some(chunk) = resp.chunk().await.map_err(|e| {

@@ -229,11 +229,20 @@ impl Store {
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
                 {
-                    std::fs::create_dir_all(dir).map_err(|source| StoreError::StateDir {
-                        path: dir.display().to_string(),
-                        source,
+                    crate::private_fs::create_dir_all(dir).map_err(|source| {
+                        StoreError::StateDir {
+                            path: dir.display().to_string(),
+                            source,
+                        }
                     })?;
                 }
+                // Owner-only before SQLite opens it: its journal files take the same mode.
+                crate::private_fs::touch_private(Path::new(path)).map_err(|source| {
+                    StoreError::StateDir {
+                        path: path.to_string(),
+                        source,
+                    }
+                })?;
                 if !url.contains('?') {
                     url.push_str("?mode=rwc");
                 }

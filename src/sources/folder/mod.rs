@@ -140,7 +140,8 @@ fn move_to(base: &Path, file: &Path, dest_root: &Path) -> std::io::Result<PathBu
     };
     let mut dest = dest_root.join(&rel);
     if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent)?;
+        // `processed/` keeps PHI: owner-only, whatever the umask.
+        crate::private_fs::create_dir_all(parent)?;
     }
     if dest.exists() {
         let mut name = dest.file_name().unwrap_or_default().to_os_string();

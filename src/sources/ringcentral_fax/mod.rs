@@ -88,7 +88,7 @@ impl RingCentralFaxSource {
             kind: ErrorKind::Fatal,
             detail: format!("ringcentral_fax: {detail}"),
         };
-        std::fs::create_dir_all(&self.cfg.spool_dir)
+        crate::private_fs::create_dir_all(&self.cfg.spool_dir)
             .map_err(|e| fatal(format!("spool_dir: {}", e.kind())))?;
         clear_spool(&self.cfg.spool_dir);
         let client =

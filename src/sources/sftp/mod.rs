@@ -184,7 +184,8 @@ fn download(remote: &Remote, f: &Listed, spool: &Path) -> Result<PathBuf, SftpEr
             .sftp
             .open(Path::new(&f.path))
             .map_err(|e| ssh_err("opening the remote file", e))?;
-        let mut dst = std::fs::File::create(&part).map_err(|e| SftpError(format!("spool: {e}")))?;
+        let mut dst =
+            crate::private_fs::create_file(&part).map_err(|e| SftpError(format!("spool: {e}")))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
@@ -287,7 +288,7 @@ struct Pending {
 impl Source for SftpSource {
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), SourceError> {
         let cfg = Arc::new(self.cfg.clone());
-        std::fs::create_dir_all(&cfg.spool_dir).map_err(|e| SourceError {
+        crate::private_fs::create_dir_all(&cfg.spool_dir).map_err(|e| SourceError {
             kind: ErrorKind::Fatal,
             detail: format!(
                 "sftp: cannot create spool_dir {}: {e}",
