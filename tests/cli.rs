@@ -142,8 +142,26 @@ fn check_accepts_the_example_pipelines_and_names_unset_secrets() {
     }
 }
 
+/// `check DIR` (run from the repository, the examples' secrets set) must fail; its line that
+/// says `what`.
+fn conflict_line(dir: &Path, what: &str) -> String {
+    let o = Command::new(bin())
+        .arg("check")
+        .arg(dir)
+        .current_dir(repo())
+        .envs(EXAMPLE_SECRETS.iter().map(|v| (*v, "set")))
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    out.lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string()
+}
+
 /// Two pipelines that consume one inbox (spelled differently) are refused by `check`,
-/// with both positions; so are two MLLP sources on one address.
+/// with both positions; so are two pipelines sending one fax line.
 #[test]
 fn check_reports_two_pipelines_consuming_one_input_with_both_positions() {
     let tmp = tempfile::tempdir().unwrap();
@@ -153,18 +171,7 @@ fn check_reports_two_pipelines_consuming_one_input_with_both_positions() {
         .replace("name = \"lab_inbox\"", "name = \"second\"")
         .replace("path = \"var/inbox\"", "path = \"./var/../var/inbox/\"");
     std::fs::write(tmp.path().join("b_second.toml"), other).unwrap();
-    let o = Command::new(bin())
-        .arg("check")
-        .arg(tmp.path())
-        .current_dir(repo())
-        .output()
-        .unwrap();
-    let out = stdout(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("reads the same folder"))
-        .unwrap_or_else(|| panic!("{out}"));
+    let line = conflict_line(tmp.path(), "reads the same folder");
     // This file's position, and the first consumer's file and position.
     assert!(line.contains("b_second.toml:"), "{line}");
     assert!(
@@ -180,18 +187,7 @@ fn check_reports_two_pipelines_consuming_one_input_with_both_positions() {
         fax.replace("name = \"fax_out\"", "name = \"fax_out_2\""),
     )
     .unwrap();
-    let o = Command::new(bin())
-        .arg("check")
-        .arg(lines.path())
-        .envs(EXAMPLE_SECRETS.iter().map(|v| (*v, "set")))
-        .output()
-        .unwrap();
-    let out = stdout(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("reads the same OSCAR fax line"))
-        .unwrap_or_else(|| panic!("{out}"));
+    let line = conflict_line(lines.path(), "reads the same OSCAR fax line");
     assert!(
         line.contains("b_fax.toml:")
             && line.contains("as fax_out.sources.outbox (")

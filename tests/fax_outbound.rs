@@ -17,7 +17,8 @@ use bytes::Bytes;
 use oscarflow::store::Store;
 
 use common::fax_queue::{
-    daemon_files, fax_pipeline, pdf, queue_faxes, sent_once, statuses, stop_daemons,
+    daemon_files, fax_pipeline, faxes_per_owner, pdf, queue_faxes, sent_once, statuses,
+    stop_daemons,
 };
 use common::queue::{QueuePipeline, RoundReport};
 
@@ -341,7 +342,7 @@ fn daemon_config(emu: &RcEmulator, dir: &Path, docs: &Path) -> std::path::PathBu
         "poll_interval = \"200ms\"\nbatch = 7",
         (100_000, "1m"),
     );
-    daemon_files(dir, "OSCARFLOW_T_OUT_DB", &pipeline)
+    daemon_files(dir, "OSCARFLOW_T_OUT_DB", "fax_out.toml", &pipeline)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,16 +399,11 @@ async fn two_oscarflow_processes_on_one_oscar_database_never_send_a_fax_twice() 
         assert!(metrics.contains("oscarflow_outbound_last_round_timestamp_seconds"));
         let logs = stop_daemons(&mut [&mut a, &mut b]);
         let sent = sent_once(&emu);
-        let by_owner: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT SUBSTRING(owner, 1, 40), COUNT(*) FROM oscarflow_fax_outbound GROUP BY owner",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
+        let by_owner = faxes_per_owner(&store).await;
         println!(
             "two oscarflow processes: {} faxes sent once each, duplicated 0, lost 0; faxes per process {:?}",
             sent.len(),
-            by_owner.iter().map(|(_, n)| *n).collect::<Vec<_>>()
+            by_owner
         );
         assert_eq!(sent.len(), 100);
         assert_eq!(by_owner.len(), 2, "both processes sent faxes");

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use oscarflow::store::Store;
 
 use common::fax_queue::{
-    daemon_files, fax_pipeline, queue_faxes, sent_once, statuses, stop_daemons, LINE,
+    daemon_files, fax_pipeline, faxes_per_owner, queue_faxes, sent_once, statuses, stop_daemons,
+    LINE,
 };
 use common::rc_emulator::{RcEmulator, CLIENT_SECRET, JWT};
-use common::texts::{seed_appointments, states as text_states};
+use common::texts::{seed_appointments, states as text_states, text_pipeline};
 use common::{bin, free_port, http_request};
 
 /// The variables naming each test's database.
@@ -34,7 +35,7 @@ fn write_config(emu: &RcEmulator, dir: &Path, docs: &Path) -> PathBuf {
         "poll_interval = \"200ms\"\nbatch = 5",
         (100_000, "1m"),
     );
-    daemon_files(dir, FAX_DB, &pipeline)
+    daemon_files(dir, FAX_DB, "fax_out.toml", &pipeline)
 }
 
 /// `oscarflow run --config CONFIG --listen PORT`, the database in `db_env`.
@@ -254,18 +255,13 @@ async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_ea
 
         let logs = stop_daemons(&mut [&mut a, &mut b]);
         let sent = sent_once(&emu);
-        let by_owner: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT SUBSTRING(owner, 1, 40), COUNT(*) FROM oscarflow_fax_outbound GROUP BY owner",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
+        let by_owner = faxes_per_owner(&store).await;
         println!(
             "fax pipeline, two daemons: {} faxes sent once each (fax 5 after its retry as {}), dead-lettered 1 then re-driven, tapped {} records, faxes per daemon {:?}",
             sent.len(),
             sent.keys().find(|k| k.contains("#5")).cloned().unwrap_or_default(),
             records.len(),
-            by_owner.iter().map(|(_, n)| *n).collect::<Vec<_>>()
+            by_owner
         );
         assert_eq!(sent.len(), 41, "40 faxes and the resend of fax 5, each once");
         assert!(sent.contains_key("OSCAR fax clinic#5/2"));
@@ -281,41 +277,14 @@ async fn the_fax_queue_pipeline_dead_letters_taps_pauses_and_two_daemons_send_ea
 /// The reminder pipeline file (any hour, two days ahead) and `oscarflow.toml`, for daemons
 /// on the database in `TEXT_DB`.
 fn write_text_config(emu: &RcEmulator, dir: &Path) -> PathBuf {
-    let pipeline = format!(
-        r#"
-[pipeline]
-name = "texts"
-
-[pipeline.retry]
-initial_backoff = "50ms"
-
-[sources.reminders]
-type = "oscar_appointments"
-name = "clinic"
-clinic = "Testville Clinic"
-poll_interval = "200ms"
-batch = 2
-unknown_settle_after = "0s"
-send_between = []
-
-[sources.reminders.reminders]
-lead_time = "48h"
-min_notice = "1h"
-
-[sinks.send]
-type = "ringcentral_sms"
-inputs = ["reminders"]
-from = "604-555-0100"
-
-[sinks.send.ringcentral]
-initial_backoff = "50ms"
-{ringcentral}"#,
-        ringcentral = emu.ringcentral_toml("TEXT", (100_000, "1m")),
+    let pipeline = text_pipeline(
+        emu,
+        "TEXT",
+        (100_000, "1m"),
+        "oscar_appointments",
+        "poll_interval = \"200ms\"\nbatch = 2\nsend_between = []\n\n[sources.texts.reminders]\nlead_time = \"48h\"\nmin_notice = \"1h\"\n",
     );
-    let path = daemon_files(dir, TEXT_DB, &pipeline);
-    let pipelines = dir.join("pipelines");
-    std::fs::rename(pipelines.join("fax_out.toml"), pipelines.join("texts.toml")).unwrap();
-    path
+    daemon_files(dir, TEXT_DB, "texts.toml", &pipeline)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +310,7 @@ async fn the_reminder_pipeline_dead_letters_taps_pauses_and_two_daemons_send_eac
         }
         let (_, listed) = http_request("GET", port_b, "/pipelines", None).unwrap();
         assert!(
-            listed.contains("\"components\":[\"reminders\",\"send\"]"),
+            listed.contains("\"components\":[\"texts\",\"send\"]"),
             "{listed}"
         );
         assert!(listed.contains("\"paused\":true"), "{listed}");

@@ -16,7 +16,7 @@ use chrono::{Duration as Days, Local};
 use oscarflow::store::Store;
 
 use common::queue::{QueuePipeline, RoundReport as SmsReport};
-use common::texts::{exec, seed_appointments, states};
+use common::texts::{exec, seed_appointments, states, text_pipeline};
 
 use common::rc_emulator::{RcEmulator, CLIENT_SECRET, JWT};
 
@@ -40,31 +40,12 @@ fn sms_config(emu: &RcEmulator, extra: &str) -> String {
             extra.replace("[reminders]", "[sources.texts.reminders]"),
         )
     };
-    format!(
-        r#"
-[pipeline]
-name = "texts"
-
-[pipeline.retry]
-initial_backoff = "50ms"
-
-[sinks.send]
-type = "ringcentral_sms"
-inputs = ["texts"]
-from = "604-555-0100"
-
-[sinks.send.ringcentral]
-initial_backoff = "50ms"
-{ringcentral}
-[sources.texts]
-type = "{type_name}"
-name = "clinic"
-clinic = "Testville Clinic"
-poll_interval = "1h"
-unknown_settle_after = "0s"
-{hours}
-{extra}"#,
-        ringcentral = emu.ringcentral_toml("SMS", (10, "1m")),
+    text_pipeline(
+        emu,
+        "SMS",
+        (10, "1m"),
+        type_name,
+        &format!("poll_interval = \"1h\"\n{hours}\n{extra}"),
     )
 }
 

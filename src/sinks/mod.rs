@@ -56,6 +56,30 @@ pub(crate) trait StepSink<J: Sync>: Send + Sync {
     async fn track(&self, job: &J, message_id: i64) -> Result<&'static str, ProcessError>;
 }
 
+/// The running sink of an outbound sink: `concurrency` jobs at once, one queue row's steps
+/// in order.
+pub(crate) fn step_sink<J: crate::payload::Payload>(
+    sink: Arc<dyn Sink<J>>,
+    concurrency: usize,
+) -> BuiltSink {
+    BuiltSink::new::<J>(
+        sink,
+        SinkRun {
+            concurrency,
+            order_by: OrderKey::Accession,
+        },
+    )
+}
+
+/// The RingCentral client of an outbound sink.
+pub(crate) fn ringcentral_client(
+    cfg: &crate::ringcentral::RcConfig,
+) -> Result<Arc<crate::ringcentral::RcClient>, ProcessError> {
+    crate::ringcentral::RcClient::new(cfg.clone())
+        .map(Arc::new)
+        .map_err(|e| ProcessError::fatal(format!("ringcentral: {}", e.detail)))
+}
+
 /// Runs `job`'s step on `sink` and emits the outcome for queue row `row`.
 pub(crate) async fn act<J: Sync>(
     sink: &impl StepSink<J>,

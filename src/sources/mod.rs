@@ -441,9 +441,31 @@ impl SourceConfig {
     }
 }
 
-/// A polling source in one-shot mode polls once.
-pub(crate) fn one_poll(cx: &SourceBuildContext) -> Option<u32> {
-    cx.one_shot.then_some(1)
+/// A source that polls (or runs rounds) on a schedule, and can stop after `n` of them.
+pub(crate) trait Polling: Sized {
+    fn with_max_polls(self, n: u32) -> Self;
+}
+
+/// The running source of a polling source: in one-shot mode (replay, `dlq retry`) it polls
+/// once and ends.
+pub(crate) fn polling<T: Payload, S: Source<T> + Polling + 'static>(
+    source: S,
+    cx: &SourceBuildContext,
+) -> BuiltSource {
+    BuiltSource::new::<T>(Box::new(if cx.one_shot {
+        source.with_max_polls(1)
+    } else {
+        source
+    }))
+}
+
+/// The outside input of a pull source: one account (`what`) at one URL, by its user variable.
+pub(crate) fn account(
+    what: &'static str,
+    url: &str,
+    user_env: &serde_spanned::Spanned<String>,
+) -> (&'static str, String) {
+    (what, format!("{}|{}", url.trim(), user_env.get_ref()))
 }
 
 /// `path` made absolute (against the working directory) and lexically normalised (`.` and

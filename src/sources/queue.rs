@@ -215,6 +215,12 @@ impl<Q: Queue> QueueSource<Q> {
     }
 }
 
+impl<Q: Queue> super::Polling for QueueSource<Q> {
+    fn with_max_polls(self, n: u32) -> Self {
+        self.with_max_rounds(n)
+    }
+}
+
 #[async_trait]
 impl<Q: Queue> Source<Q::Job> for QueueSource<Q> {
     async fn run(self: Box<Self>, cx: SourceContext<Q::Job>) -> Result<(), SourceError> {

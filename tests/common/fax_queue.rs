@@ -98,12 +98,12 @@ timeout = "10s"
     )
 }
 
-/// Writes `pipeline` as `dir/pipelines/fax_out.toml` and an `oscarflow.toml` for daemons on
-/// the database named by `db_env`, with no HTTP endpoint of its own (`--listen` sets one).
-pub fn daemon_files(dir: &Path, db_env: &str, pipeline: &str) -> std::path::PathBuf {
+/// Writes `pipeline` as `dir/pipelines/<file>` and an `oscarflow.toml` for daemons on the
+/// database named by `db_env`, with no HTTP endpoint of its own (`--listen` sets one).
+pub fn daemon_files(dir: &Path, db_env: &str, file: &str, pipeline: &str) -> std::path::PathBuf {
     let pipelines = dir.join("pipelines");
     std::fs::create_dir_all(&pipelines).unwrap();
-    std::fs::write(pipelines.join("fax_out.toml"), pipeline).unwrap();
+    std::fs::write(pipelines.join(file), pipeline).unwrap();
     let path = dir.join("oscarflow.toml");
     std::fs::write(
         &path,
@@ -133,4 +133,15 @@ pub fn stop_daemons(children: &mut [&mut std::process::Child]) -> String {
         logs.push_str(&err);
     }
     logs
+}
+
+/// How many faxes each claimant (daemon) of the outbound queue holds.
+pub async fn faxes_per_owner(store: &Store) -> Vec<i64> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT owner, COUNT(*) FROM oscarflow_fax_outbound GROUP BY owner ORDER BY owner",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    rows.into_iter().map(|(_, n)| n).collect()
 }

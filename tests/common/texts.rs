@@ -9,6 +9,8 @@ use chrono::{Duration as Days, Local};
 
 use oscarflow::store::Store;
 
+use super::rc_emulator::RcEmulator;
+
 pub async fn exec(store: &Store, sql: &str) {
     sqlx::query(sql).execute(&store.pool).await.unwrap();
 }
@@ -73,4 +75,40 @@ pub async fn states(store: &Store) -> HashMap<String, String> {
             .await
             .unwrap();
     rows.into_iter().collect()
+}
+
+/// The text-message pipeline file: a source `texts` of `type_name` (`source` adds its
+/// settings and sub-tables, which must name it `[sources.texts.…]`) → `ringcentral_sms`;
+/// `tag` names the emulator's secret variables, `heavy` its Heavy limit.
+pub fn text_pipeline(
+    emu: &RcEmulator,
+    tag: &str,
+    heavy: (u32, &str),
+    type_name: &str,
+    source: &str,
+) -> String {
+    format!(
+        r#"
+[pipeline]
+name = "texts"
+
+[pipeline.retry]
+initial_backoff = "50ms"
+
+[sinks.send]
+type = "ringcentral_sms"
+inputs = ["texts"]
+from = "604-555-0100"
+
+[sinks.send.ringcentral]
+initial_backoff = "50ms"
+{ringcentral}
+[sources.texts]
+type = "{type_name}"
+name = "clinic"
+clinic = "Testville Clinic"
+unknown_settle_after = "0s"
+{source}"#,
+        ringcentral = emu.ringcentral_toml(tag, heavy),
+    )
 }

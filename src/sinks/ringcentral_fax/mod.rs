@@ -62,18 +62,14 @@ pub struct RingCentralFax {
 impl RingCentralFax {
     pub fn new(
         cfg: RingCentralFaxSinkConfig,
-        store: Store,
-        id: Arc<str>,
-        observers: Observers,
+        cx: &crate::component::BuildContext,
     ) -> Result<Self, ProcessError> {
-        let client = RcClient::new(cfg.ringcentral.clone())
-            .map_err(|e| ProcessError::fatal(format!("ringcentral: {}", e.detail)))?;
         Ok(RingCentralFax {
+            client: super::ringcentral_client(&cfg.ringcentral)?,
             cfg,
-            store,
-            client: Arc::new(client),
-            id,
-            observers,
+            store: cx.store.clone(),
+            id: cx.id.clone(),
+            observers: cx.observers.clone(),
         })
     }
 
@@ -430,17 +426,9 @@ impl super::SinkComponent for RingCentralFaxSinkConfig {
         self.ringcentral.env_refs()
     }
     fn build(&self, cx: &crate::component::BuildContext) -> Result<super::BuiltSink, ProcessError> {
-        Ok(super::BuiltSink::new::<FaxJob>(
-            Arc::new(RingCentralFax::new(
-                self.clone(),
-                cx.store.clone(),
-                cx.id.clone(),
-                cx.observers.clone(),
-            )?),
-            super::SinkRun {
-                concurrency: self.concurrency,
-                order_by: crate::lab_file::OrderKey::Accession,
-            },
+        Ok(super::step_sink::<FaxJob>(
+            Arc::new(RingCentralFax::new(self.clone(), cx)?),
+            self.concurrency,
         ))
     }
 }

@@ -62,20 +62,16 @@ pub struct RingCentralSms {
 impl RingCentralSms {
     pub fn new(
         cfg: RingCentralSmsConfig,
-        store: Store,
-        id: Arc<str>,
-        observers: Observers,
+        cx: &crate::component::BuildContext,
     ) -> Result<Self, ProcessError> {
         let from = to_e164(&cfg.from)
             .map_err(|_| ProcessError::fatal("from is not a North American number"))?;
-        let client = RcClient::new(cfg.ringcentral)
-            .map_err(|e| ProcessError::fatal(format!("ringcentral: {}", e.detail)))?;
         Ok(RingCentralSms {
-            store,
-            client: Arc::new(client),
+            store: cx.store.clone(),
+            client: super::ringcentral_client(&cfg.ringcentral)?,
             from,
-            id,
-            observers,
+            id: cx.id.clone(),
+            observers: cx.observers.clone(),
         })
     }
 
@@ -371,17 +367,9 @@ impl super::SinkComponent for RingCentralSmsConfig {
         self.ringcentral.env_refs()
     }
     fn build(&self, cx: &crate::component::BuildContext) -> Result<super::BuiltSink, ProcessError> {
-        Ok(super::BuiltSink::new::<SmsJob>(
-            Arc::new(RingCentralSms::new(
-                self.clone(),
-                cx.store.clone(),
-                cx.id.clone(),
-                cx.observers.clone(),
-            )?),
-            super::SinkRun {
-                concurrency: self.concurrency,
-                order_by: crate::lab_file::OrderKey::Accession,
-            },
+        Ok(super::step_sink::<SmsJob>(
+            Arc::new(RingCentralSms::new(self.clone(), cx)?),
+            self.concurrency,
         ))
     }
 }

@@ -350,6 +350,12 @@ impl Source for ExcellerisSource {
     }
 }
 
+impl super::Polling for ExcellerisSource {
+    fn with_max_polls(self, n: u32) -> Self {
+        ExcellerisSource::with_max_polls(self, n)
+    }
+}
+
 impl super::SourceComponent for ExcellerisConfig {
     fn output_port(&self) -> crate::payload::PortType {
         crate::payload::PortType::Raw
@@ -367,19 +373,13 @@ impl super::SourceComponent for ExcellerisConfig {
         &self,
         cx: &super::SourceBuildContext,
     ) -> Result<super::BuiltSource, super::SourceError> {
-        let s = ExcellerisSource::new(self.clone());
-        Ok(super::BuiltSource::new::<crate::envelope::Raw>(Box::new(
-            match super::one_poll(cx) {
-                Some(n) => s.with_max_polls(n),
-                None => s,
-            },
-        )))
+        Ok(super::polling::<crate::envelope::Raw, _>(
+            ExcellerisSource::new(self.clone()),
+            cx,
+        ))
     }
     fn consumes(&self) -> (&'static str, String) {
-        (
-            "Excelleris account",
-            format!("{}|{}", self.url.trim(), self.user_env.get_ref()),
-        )
+        super::account("Excelleris account", &self.url, &self.user_env)
     }
 }
 

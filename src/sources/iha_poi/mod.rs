@@ -270,6 +270,12 @@ impl Source for IhaPoiSource {
     }
 }
 
+impl super::Polling for IhaPoiSource {
+    fn with_max_polls(self, n: u32) -> Self {
+        IhaPoiSource::with_max_polls(self, n)
+    }
+}
+
 impl super::SourceComponent for IhaPoiConfig {
     fn output_port(&self) -> crate::payload::PortType {
         crate::payload::PortType::Raw
@@ -287,19 +293,13 @@ impl super::SourceComponent for IhaPoiConfig {
         &self,
         cx: &super::SourceBuildContext,
     ) -> Result<super::BuiltSource, super::SourceError> {
-        let s = IhaPoiSource::new(self.clone());
-        Ok(super::BuiltSource::new::<crate::envelope::Raw>(Box::new(
-            match super::one_poll(cx) {
-                Some(n) => s.with_max_polls(n),
-                None => s,
-            },
-        )))
+        Ok(super::polling::<crate::envelope::Raw, _>(
+            IhaPoiSource::new(self.clone()),
+            cx,
+        ))
     }
     fn consumes(&self) -> (&'static str, String) {
-        (
-            "POI account",
-            format!("{}|{}", self.url.trim(), self.user_env.get_ref()),
-        )
+        super::account("POI account", &self.url, &self.user_env)
     }
 }
 

@@ -391,12 +391,7 @@ impl super::SourceComponent for OscarFaxQueueConfig {
             crate::jobs::claim::owner_id(&self.name),
             self.poll_interval,
         );
-        Ok(super::BuiltSource::new::<FaxJob>(Box::new(
-            match super::one_poll(cx) {
-                Some(n) => s.with_max_rounds(n),
-                None => s,
-            },
-        )))
+        Ok(super::polling::<FaxJob, _>(s, cx))
     }
     fn consumes(&self) -> (&'static str, String) {
         ("OSCAR fax line", self.fax_line.clone())

@@ -441,6 +441,12 @@ impl super::Source<InboundDocument> for RingCentralFaxSource {
     }
 }
 
+impl super::Polling for RingCentralFaxSource {
+    fn with_max_polls(self, n: u32) -> Self {
+        RingCentralFaxSource::with_max_polls(self, n)
+    }
+}
+
 impl super::SourceComponent for RingCentralFaxConfig {
     fn output_port(&self) -> crate::payload::PortType {
         crate::payload::PortType::Document
@@ -455,13 +461,10 @@ impl super::SourceComponent for RingCentralFaxConfig {
         &self,
         cx: &super::SourceBuildContext,
     ) -> Result<super::BuiltSource, super::SourceError> {
-        let s = RingCentralFaxSource::new(self.clone());
-        Ok(super::BuiltSource::new::<InboundDocument>(Box::new(
-            match super::one_poll(cx) {
-                Some(n) => s.with_max_polls(n),
-                None => s,
-            },
-        )))
+        Ok(super::polling::<InboundDocument, _>(
+            RingCentralFaxSource::new(self.clone()),
+            cx,
+        ))
     }
     fn consumes(&self) -> (&'static str, String) {
         (

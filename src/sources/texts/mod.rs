@@ -472,10 +472,7 @@ fn text_source(
         crate::jobs::claim::owner_id(&cfg.name),
         cfg.poll_interval,
     );
-    super::BuiltSource::new::<SmsJob>(Box::new(match super::one_poll(cx) {
-        Some(n) => s.with_max_rounds(n),
-        None => s,
-    }))
+    super::polling::<SmsJob, _>(s, cx)
 }
 
 /// `dlq retry` of a text: its row back in the queue, the number looked up again.
