@@ -104,13 +104,35 @@ impl DeadLetterStore {
     /// row for the same bytes, stage and reason, or a new one).
     pub async fn put(&self, dl: &DeadLetter) -> Result<String, StoreError> {
         let sha = hex::encode(crate::envelope::sha256(&dl.raw));
+        self.put_body(dl, &sha, Body::Memory(&dl.raw)).await
+    }
+
+    /// Stores a dead letter whose bytes are the file at `path` (`dl.raw` is not used), read
+    /// a chunk at a time and never held whole in memory: an input over the size limit.
+    /// `sha256_hex` is the file's hash as the caller read it; a file that changed since is
+    /// refused (the transaction rolls back) rather than stored under the wrong hash.
+    pub async fn put_file(
+        &self,
+        dl: &DeadLetter,
+        path: &std::path::Path,
+        sha256_hex: &str,
+    ) -> Result<String, StoreError> {
+        self.put_body(dl, sha256_hex, Body::File(path)).await
+    }
+
+    async fn put_body(
+        &self,
+        dl: &DeadLetter,
+        sha: &str,
+        body: Body<'_>,
+    ) -> Result<String, StoreError> {
         let now = now_sql();
         let mut tx = self.store.pool.begin().await.map_err(StoreError::query)?;
         let existing: Option<String> = sqlx::query_scalar(
             "SELECT id FROM oscarflow_dead_letter WHERE pipeline = ? AND content_sha256 = ? AND stage = ? AND reason = ? AND status = ? LIMIT 1",
         )
         .bind(&*dl.provenance.pipeline)
-        .bind(&sha)
+        .bind(sha)
         .bind(&*dl.stage)
         .bind(dl.reason.as_str())
         .bind(status::OPEN)
@@ -141,8 +163,28 @@ impl DeadLetterStore {
                     "[year]-[month]-[day] [hour]:[minute]:[second]"
                 ))
                 .unwrap_or_else(|_| now.clone());
+            // Small bytes stay in the row; larger ones are written as chunks below.
+            let (len, inline): (u64, Vec<u8>) = match body {
+                Body::Memory(b) if b.len() <= CHUNK_BYTES => (b.len() as u64, b.to_vec()),
+                Body::Memory(b) => (b.len() as u64, Vec::new()),
+                Body::File(p) => (
+                    tokio::fs::metadata(p).await.map_err(file_error)?.len(),
+                    Vec::new(),
+                ),
+            };
+            let chunks = if inline.is_empty() && len > 0 {
+                match body {
+                    Body::Memory(b) => {
+                        write_chunks(&mut tx, &id, b.chunks(CHUNK_BYTES).map(<[u8]>::to_vec))
+                            .await?
+                    }
+                    Body::File(p) => write_file_chunks(&mut tx, &id, p, sha).await?,
+                }
+            } else {
+                0
+            };
             sqlx::query(
-                "INSERT INTO oscarflow_dead_letter (id, pipeline, source, source_kind, origin, part, content_sha256, stage, stage_kind, reason, error_kind, detail, attempts, status, received_at, first_failed_at, last_failed_at, resolved_at, raw_len, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                "INSERT INTO oscarflow_dead_letter (id, pipeline, source, source_kind, origin, part, content_sha256, stage, stage_kind, reason, error_kind, detail, attempts, status, received_at, first_failed_at, last_failed_at, resolved_at, raw_len, raw, raw_chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
             )
             .bind(&id)
             .bind(&*dl.provenance.pipeline)
@@ -150,7 +192,7 @@ impl DeadLetterStore {
             .bind(&*dl.provenance.source_kind)
             .bind(origin)
             .bind(dl.part.map(i64::from))
-            .bind(&sha)
+            .bind(sha)
             .bind(&*dl.stage)
             .bind(dl.stage_kind)
             .bind(dl.reason.as_str())
@@ -161,8 +203,9 @@ impl DeadLetterStore {
             .bind(received)
             .bind(&now)
             .bind(&now)
-            .bind(dl.raw.len() as i64)
-            .bind(dl.raw.to_vec())
+            .bind(len as i64)
+            .bind(inline)
+            .bind(chunks)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::query)?;
@@ -170,6 +213,45 @@ impl DeadLetterStore {
         };
         tx.commit().await.map_err(StoreError::query)?;
         Ok(id)
+    }
+
+    /// Writes a dead letter's original bytes to `out` a chunk at a time (`dlq show --raw`
+    /// of an input of any size). Returns the number of bytes written, `None` if there is
+    /// no such dead letter.
+    pub async fn write_raw(
+        &self,
+        id: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query("SELECT raw, raw_chunks FROM oscarflow_dead_letter WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.store.pool)
+            .await
+            .map_err(StoreError::query)?;
+        let Some(row) = row else { return Ok(None) };
+        let raw: Vec<u8> = row.try_get("raw").map_err(StoreError::query)?;
+        let chunks: i64 = row.try_get("raw_chunks").map_err(StoreError::query)?;
+        let io = file_error;
+        out.write_all(&raw).map_err(io)?;
+        let mut written = raw.len() as u64;
+        for seq in 0..chunks {
+            let bytes = self.chunk(id, seq).await?;
+            out.write_all(&bytes).map_err(io)?;
+            written += bytes.len() as u64;
+        }
+        out.flush().map_err(io)?;
+        Ok(Some(written))
+    }
+
+    async fn chunk(&self, id: &str, seq: i64) -> Result<Vec<u8>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT bytes FROM oscarflow_dead_letter_chunk WHERE dead_letter_id = ? AND seq = ?",
+        )
+        .bind(id)
+        .bind(seq)
+        .fetch_one(&self.store.pool)
+        .await
+        .map_err(StoreError::query)
     }
 
     /// Lists dead letters (without their bytes), newest first.
@@ -190,15 +272,33 @@ impl DeadLetterStore {
         rows.iter().map(|r| from_row(r, false)).collect()
     }
 
-    /// One dead letter with its original bytes.
-    pub async fn get(&self, id: &str) -> Result<Option<StoredDeadLetter>, StoreError> {
-        let sql = format!("SELECT {COLUMNS}, raw FROM oscarflow_dead_letter WHERE id = ?");
+    /// One dead letter without its bytes (`dlq show`).
+    pub async fn list_one(&self, id: &str) -> Result<Option<StoredDeadLetter>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM oscarflow_dead_letter WHERE id = ?");
         let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(&self.store.pool)
             .await
             .map_err(StoreError::query)?;
-        row.map(|r| from_row(&r, true)).transpose()
+        row.map(|r| from_row(&r, false)).transpose()
+    }
+
+    /// One dead letter with its original bytes.
+    pub async fn get(&self, id: &str) -> Result<Option<StoredDeadLetter>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS}, raw, raw_chunks FROM oscarflow_dead_letter WHERE id = ?");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.store.pool)
+            .await
+            .map_err(StoreError::query)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut d = from_row(&row, true)?;
+        let chunks: i64 = row.try_get("raw_chunks").map_err(StoreError::query)?;
+        for seq in 0..chunks {
+            d.raw.extend(self.chunk(id, seq).await?);
+        }
+        Ok(Some(d))
     }
 
     /// Marks a dead letter resolved (it was re-driven and imported).
@@ -225,7 +325,19 @@ impl DeadLetterStore {
             .execute(&self.store.pool)
             .await
             .map_err(StoreError::query)?;
+        self.drop_orphan_chunks().await?;
         Ok(r.rows_affected())
+    }
+
+    /// Deletes the chunks of dead letters that are gone.
+    async fn drop_orphan_chunks(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM oscarflow_dead_letter_chunk WHERE dead_letter_id NOT IN (SELECT id FROM oscarflow_dead_letter)",
+        )
+        .execute(&self.store.pool)
+        .await
+        .map_err(StoreError::query)?;
+        Ok(())
     }
 
     /// Deletes one dead letter by id.
@@ -235,6 +347,7 @@ impl DeadLetterStore {
             .execute(&self.store.pool)
             .await
             .map_err(StoreError::query)?;
+        self.drop_orphan_chunks().await?;
         Ok(r.rows_affected())
     }
 
@@ -249,6 +362,100 @@ impl DeadLetterStore {
         .await
         .map_err(StoreError::query)
     }
+}
+
+/// Dead-letter bytes up to this size are kept in the row; larger ones in chunks of this size
+/// (`oscarflow_dead_letter_chunk`), each written by its own statement: far under any
+/// server's `max_allowed_packet`, and an input over the size limit is stored from its file
+/// without being held in memory. Chunks live and go with their row, on every host that
+/// shares the store (rather than in one machine's state directory).
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Where a dead letter's bytes come from.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Memory(&'a [u8]),
+    File(&'a std::path::Path),
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+async fn write_chunk(
+    tx: &mut Tx<'_>,
+    id: &str,
+    seq: i64,
+    bytes: Vec<u8>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO oscarflow_dead_letter_chunk (dead_letter_id, seq, bytes) VALUES (?, ?, ?)",
+    )
+    .bind(id)
+    .bind(seq)
+    .bind(bytes)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::query)?;
+    Ok(())
+}
+
+async fn write_chunks(
+    tx: &mut Tx<'_>,
+    id: &str,
+    chunks: impl Iterator<Item = Vec<u8>>,
+) -> Result<i64, StoreError> {
+    let mut n = 0;
+    for c in chunks {
+        write_chunk(tx, id, n, c).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Copies a file into chunks, hashing as it goes; refuses a file whose hash is no longer
+/// `sha`.
+async fn write_file_chunks(
+    tx: &mut Tx<'_>,
+    id: &str,
+    path: &std::path::Path,
+    sha: &str,
+) -> Result<i64, StoreError> {
+    use sha2::Digest;
+    use tokio::io::AsyncReadExt;
+    let io = file_error;
+    let mut f = tokio::fs::File::open(path).await.map_err(io)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut n = 0;
+    loop {
+        let mut buf = Vec::with_capacity(CHUNK_BYTES);
+        while buf.len() < CHUNK_BYTES {
+            let got = (&mut f)
+                .take((CHUNK_BYTES - buf.len()) as u64)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(io)?;
+            if got == 0 {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            break;
+        }
+        hasher.update(&buf);
+        write_chunk(tx, id, n, buf).await?;
+        n += 1;
+    }
+    if hex::encode(hasher.finalize()) != sha {
+        return Err(file_error(std::io::Error::other(
+            "the input changed while it was being stored",
+        )));
+    }
+    Ok(n)
+}
+
+/// An I/O error as a store error (an `io::Error` carries no path: file names can carry a
+/// patient's name).
+fn file_error(e: std::io::Error) -> StoreError {
+    StoreError::query(sqlx::Error::Io(e))
 }
 
 fn local_offset() -> time::UtcOffset {
@@ -315,4 +522,106 @@ fn from_row(r: &sqlx::any::AnyRow, with_raw: bool) -> Result<StoredDeadLetter, S
             Vec::new()
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(raw: Vec<u8>) -> DeadLetter {
+        DeadLetter {
+            id: MessageId::new(),
+            provenance: Arc::new(crate::envelope::Provenance {
+                pipeline: Arc::from("p"),
+                source: Arc::from("s"),
+                source_kind: Arc::from("folder"),
+                origin: crate::envelope::Origin::Memory { label: "x".into() },
+                received_at: time::OffsetDateTime::now_utc(),
+                attempt: 1,
+                content_sha256: crate::envelope::sha256(&raw),
+            }),
+            part: None,
+            raw: Bytes::from(raw),
+            stage: Arc::from("parse"),
+            stage_kind: "parse_hl7",
+            reason: ReasonCode::TooLarge,
+            error_kind: ErrorKind::Data,
+            detail: "test".into(),
+            attempts: 1,
+        }
+    }
+
+    async fn store(dir: &std::path::Path) -> DeadLetterStore {
+        let url = format!("sqlite://{}", dir.join("d.db").display());
+        DeadLetterStore::new(Store::open(&url).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn bytes_over_a_chunk_are_stored_in_chunks_and_given_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let dls = store(dir.path()).await;
+        let raw: Vec<u8> = (0..(CHUNK_BYTES * 3 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let id = dls.put(&letter(raw.clone())).await.unwrap();
+        let chunks: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM oscarflow_dead_letter_chunk WHERE dead_letter_id = ?",
+        )
+        .bind(&id)
+        .fetch_one(&dls.store.pool)
+        .await
+        .unwrap();
+        assert_eq!(chunks, 4);
+        let got = dls.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.raw_len, raw.len() as i64);
+        assert!(got.raw == raw, "get gives the bytes back whole");
+        let mut out = Vec::new();
+        assert_eq!(
+            dls.write_raw(&id, &mut out).await.unwrap(),
+            Some(raw.len() as u64)
+        );
+        assert!(out == raw, "write_raw gives the bytes back whole");
+        // Small bytes stay in the row.
+        let small = dls.put(&letter(b"MSH|^~\\&|".to_vec())).await.unwrap();
+        let mut out = Vec::new();
+        dls.write_raw(&small, &mut out).await.unwrap();
+        assert_eq!(out, b"MSH|^~\\&|");
+        // Purging a dead letter takes its chunks.
+        assert_eq!(dls.purge_id(&id).await.unwrap(), 1);
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oscarflow_dead_letter_chunk")
+            .fetch_one(&dls.store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn a_file_is_stored_from_disk_and_refused_when_it_changed_since_it_was_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dls = store(dir.path()).await;
+        let raw: Vec<u8> = (0..(CHUNK_BYTES * 2 + 5)).map(|i| (i % 13) as u8).collect();
+        let path = dir.path().join("input");
+        std::fs::write(&path, &raw).unwrap();
+        let sha = hex::encode(crate::envelope::sha256(&raw));
+        let id = dls
+            .put_file(&letter(Vec::new()), &path, &sha)
+            .await
+            .unwrap();
+        let got = dls.get(&id).await.unwrap().unwrap();
+        assert_eq!(got.content_sha256, sha);
+        assert!(got.raw == raw);
+        // The same file again: the open row counts another attempt.
+        let again = dls
+            .put_file(&letter(Vec::new()), &path, &sha)
+            .await
+            .unwrap();
+        assert_eq!(again, id);
+        assert_eq!(dls.get(&id).await.unwrap().unwrap().attempts, 2);
+        // Changed after it was hashed: nothing is stored under the old hash.
+        let other = hex::encode(crate::envelope::sha256(b"something else"));
+        let mut l = letter(Vec::new());
+        l.stage = Arc::from("other");
+        assert!(dls.put_file(&l, &path, &other).await.is_err());
+        assert_eq!(dls.list(&Filter::default()).await.unwrap().len(), 1);
+    }
 }

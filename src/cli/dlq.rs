@@ -6,7 +6,6 @@
 //! be already imported), or when the re-drive split it and every part was accounted for
 //! elsewhere; it stays `open`, with its attempt count raised, when it is rejected again.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Subcommand;
@@ -198,20 +197,22 @@ pub async fn run(c: DlqCommand) -> i32 {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
-            let mut row = match store.get(&id).await {
+            if raw {
+                // A chunk at a time: a dead letter of any size, never held whole.
+                let mut out = std::io::stdout();
+                return match store.write_raw(&id, &mut out).await {
+                    Ok(Some(_)) => 0,
+                    Ok(None) => fail(format!("no dead letter with id {id}")),
+                    Err(e) => fail(e),
+                };
+            }
+            let mut row = match store.list_one(&id).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return fail(format!("no dead letter with id {id}")),
                 Err(e) => return fail(e),
             };
             if !show_origin {
                 hide_origin(&mut row);
-            }
-            if raw {
-                let mut out = std::io::stdout().lock();
-                if out.write_all(&row.raw).and_then(|_| out.flush()).is_err() {
-                    return 1;
-                }
-                return 0;
             }
             if json {
                 return match serde_json::to_string_pretty(&row) {

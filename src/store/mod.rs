@@ -110,6 +110,11 @@ const MYSQL_MIGRATIONS: &[Migration] = &[
         name: "lab_message",
         sql: include_str!("../../migrations/mysql/0006_lab_message.sql"),
     },
+    Migration {
+        version: 7,
+        name: "dead_letter_chunks",
+        sql: include_str!("../../migrations/mysql/0007_dead_letter_chunks.sql"),
+    },
 ];
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -152,6 +157,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 8,
         name: "lab_message",
         sql: include_str!("../../migrations/sqlite/0008_lab_message.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "dead_letter_chunks",
+        sql: include_str!("../../migrations/sqlite/0009_dead_letter_chunks.sql"),
     },
 ];
 
