@@ -922,3 +922,51 @@ fn a_file_written_to_after_it_was_read_is_kept_and_its_whole_content_imported() 
     });
     assert_eq!(std::fs::read(processed.join("lab.hl7")).unwrap(), lab);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_the_folders_limit_is_dead_lettered_from_disk_once_released_and_never_imported()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let (inbox, processed, mut cfg) = inbox_pipeline(tmp.path());
+    let SourceConfig::Folder(f) = &mut cfg.sources[0].config else {
+        panic!("a folder source");
+    };
+    // A limit between the two files: the good one fits, the big one (a lab followed by
+    // more than a megabyte of notes, so its dead letter is stored in chunks) does not.
+    let good = std::fs::read(repo().join("fixtures/hl7/pathl7/multi_message.hl7")).unwrap();
+    let mut big = good.clone();
+    for _ in 0..20_000 {
+        big.extend_from_slice(b"NTE|1||synthetic filler line of a lab that is far too large\r");
+    }
+    f.max_input_bytes = good.len() + 10;
+    drop_file(&inbox, "big.hl7", &big);
+    drop_file(&inbox, "good.hl7", &good);
+    let mut running = build(&cfg, &store, BuildOptions::default()).unwrap();
+    let released = wait_until(Duration::from_secs(30), || {
+        processed.join("big.hl7").exists() && processed.join("good.hl7").exists()
+    });
+    // A few more scans: an oversized file must not come round again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(running.shutdown(Duration::from_secs(10)).await);
+    assert!(released, "both files were released");
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM fileUploadCheck").await,
+        1,
+        "only the file under the limit was imported"
+    );
+    let dlq = DeadLetterStore::new(store.clone());
+    let list = dlq.list(&Filter::default()).await.unwrap();
+    assert_eq!(list.len(), 1, "one dead letter: {list:?}");
+    assert_eq!(list[0].reason, "too_large");
+    assert_eq!(list[0].stage_kind, "folder");
+    assert_eq!(list[0].attempts, 1, "dead-lettered once, not retried");
+    assert_eq!(list[0].raw_len, big.len() as i64);
+    assert!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter_chunk").await > 1,
+        "kept in chunks"
+    );
+    let mut raw = Vec::new();
+    dlq.write_raw(&list[0].id, &mut raw).await.unwrap();
+    assert!(raw == big, "the dead letter gives the original bytes back");
+}

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::oversize::{read_file, FileRead, Refuser, DEFAULT_MAX_INPUT_BYTES};
 use super::{Source, SourceContext, SourceError};
 use crate::ack::BatchNotifier;
 use crate::envelope::{sha256, Envelope, Origin, Raw};
@@ -89,13 +90,44 @@ impl Source for ListSource {
             }
             let (origin, name, bytes, attempt) = match item {
                 ListItem::File(path) => {
-                    let bytes = match tokio::fs::read(&path).await {
-                        Ok(b) => Bytes::from(b),
+                    let read = match read_file(&path, DEFAULT_MAX_INPUT_BYTES).await {
+                        Ok(r) => r,
                         Err(e) => {
                             return Err(SourceError {
                                 kind: crate::error::ErrorKind::Fatal,
                                 detail: format!("cannot read {}: {}", path.display(), e.kind()),
                             })
+                        }
+                    };
+                    let bytes = match read {
+                        FileRead::Whole(b) => b,
+                        FileRead::TooLarge { len, sha256 } => {
+                            // Not read into memory: dead-lettered from the file.
+                            let prov = cx.stamp(self.kind).received_hashed(
+                                Origin::File { path: path.clone() },
+                                sha256,
+                                len as usize,
+                            );
+                            let (notifier, receiver) =
+                                BatchNotifier::new(Some(cx.in_flight.clone()));
+                            let refuser = Refuser {
+                                store: &cx.store,
+                                observers: &cx.observers,
+                                component: &cx.id,
+                                kind: self.kind,
+                                limit: DEFAULT_MAX_INPUT_BYTES,
+                            };
+                            refuser
+                                .dead_letter_file(&prov, &path, len, notifier.token())
+                                .await;
+                            drop(notifier);
+                            let status = receiver.wait().await;
+                            cx.observers.emit(Event::Settled {
+                                prov: &prov,
+                                status,
+                                released: false,
+                            });
+                            continue;
                         }
                     };
                     let name = path

@@ -24,6 +24,7 @@ pub mod iha_poi;
 pub mod list;
 pub mod mllp;
 pub mod oscar_fax_queue;
+pub mod oversize;
 pub mod pull;
 pub mod queue;
 pub mod ringcentral_fax;

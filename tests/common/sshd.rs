@@ -187,6 +187,7 @@ impl Sshd {
             retry_after: Duration::from_secs(1),
             max_backoff: Duration::from_millis(500),
             timeout: Duration::from_secs(20),
+            max_input_bytes: oscarflow::sources::oversize::DEFAULT_MAX_INPUT_BYTES,
         }
     }
 

@@ -62,6 +62,10 @@ pub struct FolderConfig {
         deserialize_with = "deserialize_duration"
     )]
     pub retry_after: Duration,
+    /// A file larger than this is not read into memory: it is dead-lettered from disk
+    /// (`too_large`) and released. Default 64 MiB.
+    #[serde(default = "crate::sources::oversize::default_max_input_bytes")]
+    pub max_input_bytes: usize,
 }
 
 fn default_pattern() -> String {
@@ -90,6 +94,7 @@ impl FolderConfig {
             min_age: Duration::ZERO,
             poll_interval: default_poll(),
             retry_after: default_retry_after(),
+            max_input_bytes: crate::sources::oversize::DEFAULT_MAX_INPUT_BYTES,
         }
     }
 
@@ -109,6 +114,9 @@ impl FolderConfig {
         }
         if self.poll_interval.is_zero() {
             v.push(("poll_interval must be above zero".to_string(), None));
+        }
+        if self.max_input_bytes == 0 {
+            v.push(("max_input_bytes must be above zero".to_string(), None));
         }
         if self.after == AfterCommit::Move
             && self.processed_dir().starts_with(&self.path)

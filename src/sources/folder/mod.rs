@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use tokio::task::JoinSet;
 use ulid::Ulid;
 
+use super::oversize::FileRead;
 use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::{BatchNotifier, BatchStatus};
 use crate::envelope::{Envelope, Origin, Raw};
@@ -194,8 +194,15 @@ impl Source for FolderSource {
             mut shutdown,
             in_flight,
             observers,
-            ..
+            store,
         } = cx;
+        let refuser = super::oversize::Refuser {
+            store: &store,
+            observers: &observers,
+            component: &id,
+            kind: "folder",
+            limit: self.cfg.max_input_bytes,
+        };
         let mut poll_requests = out.control().poll_requests();
         // A drop folder that does not exist yet is created (watch mode); a replay of a
         // missing folder is an error.
@@ -260,8 +267,8 @@ impl Source for FolderSource {
                     break 'outer;
                 }
                 let before = stamp(&path);
-                let bytes = match tokio::fs::read(&path).await {
-                    Ok(b) => Bytes::from(b),
+                let read = match super::oversize::read_file(&path, self.cfg.max_input_bytes).await {
+                    Ok(r) => r,
                     Err(e) => {
                         // Vanished or unreadable: look again on the next scan.
                         tracing::warn!(source = %id, error = %e.kind(), "Cannot read a file; will retry.");
@@ -277,7 +284,7 @@ impl Source for FolderSource {
                 let read_stamp = stamp(&path);
                 if read_stamp.is_none()
                     || read_stamp != before
-                    || read_stamp.map(|s| s.0) != Some(bytes.len() as u64)
+                    || read_stamp.map(|s| s.0) != Some(read.len())
                 {
                     if let Ok(mut st) = state.lock() {
                         st.retry_at.insert(
@@ -287,15 +294,17 @@ impl Source for FolderSource {
                     }
                     continue;
                 }
-                let prov =
-                    provenance.received(Origin::File { path: path.clone() }, &bytes, bytes.len());
+                let origin = Origin::File { path: path.clone() };
+                let prov = match &read {
+                    FileRead::Whole(bytes) => provenance.received(origin, bytes, bytes.len()),
+                    FileRead::TooLarge { len, sha256 } => {
+                        provenance.received_hashed(origin, *sha256, *len as usize)
+                    }
+                };
                 let (notifier, receiver) = BatchNotifier::new(Some(in_flight.clone()));
-                let name = path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let env = Envelope::new(prov.clone(), Raw::new(bytes, name), notifier.token());
+                let token = notifier.token();
                 drop(notifier);
+                let sent = prov.clone();
                 if let Ok(mut st) = state.lock() {
                     st.in_progress.insert(path.clone());
                     st.retry_at.remove(&path);
@@ -351,6 +360,20 @@ impl Source for FolderSource {
                         }
                     }
                 });
+                let bytes = match read {
+                    FileRead::Whole(bytes) => bytes,
+                    FileRead::TooLarge { len, .. } => {
+                        // Dead-lettered from the file; the settle above releases it.
+                        refuser.dead_letter_file(&sent, &path, len, token).await;
+                        while acks.try_join_next().is_some() {}
+                        continue;
+                    }
+                };
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let env = Envelope::new(sent, Raw::new(bytes, name), token);
                 tokio::select! {
                     r = out.send(env) => {
                         if r.as_ref().is_err_and(SendError::is_closed) {

@@ -69,6 +69,10 @@ pub struct SftpConfig {
     /// Network timeout of each operation.
     #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
     pub timeout: Duration,
+    /// A spooled file larger than this is not read into memory: it is dead-lettered from
+    /// the spool (`too_large`) and released on the server. Default 64 MiB.
+    #[serde(default = "crate::sources::oversize::default_max_input_bytes")]
+    pub max_input_bytes: usize,
 }
 
 fn default_port() -> u16 {

@@ -30,10 +30,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde_spanned::Spanned;
 use tokio::sync::mpsc;
 
+use super::oversize::{read_file, FileRead, Refuser};
 use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::{BatchNotifier, BatchStatus};
 use crate::envelope::{sha256, Envelope, Origin, Provenance, Raw};
@@ -496,31 +496,57 @@ impl SftpSource {
             }
             let (r, spool, ff) = (remote.clone(), cfg.spool_dir.clone(), f.clone());
             let local = blocking(move || download(&r, &ff, &spool)).await?;
-            let bytes = match std::fs::read(&local) {
-                Ok(b) => Bytes::from(b),
-                Err(e) => return Err(SftpError(format!("spool: {e}"))),
+            let read = match read_file(&local, cfg.max_input_bytes).await {
+                Ok(r) => r,
+                Err(e) => return Err(SftpError(format!("spool: {}", e.kind()))),
             };
-            let prov = cx.stamp("sftp").received(
-                Origin::Sftp {
-                    host: format!("{}:{}", cfg.host, cfg.port),
-                    path: f.path.clone(),
-                },
-                &bytes,
-                bytes.len(),
-            );
+            let origin = Origin::Sftp {
+                host: format!("{}:{}", cfg.host, cfg.port),
+                path: f.path.clone(),
+            };
+            let prov = match &read {
+                FileRead::Whole(bytes) => cx.stamp("sftp").received(origin, bytes, bytes.len()),
+                FileRead::TooLarge { len, sha256 } => {
+                    cx.stamp("sftp")
+                        .received_hashed(origin, *sha256, *len as usize)
+                }
+            };
             let (notifier, receiver) = BatchNotifier::new(Some(cx.in_flight.clone()));
-            let name = Path::new(&f.path)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let env = Envelope::new(prov.clone(), Raw::new(bytes, name), notifier.token());
+            let token = notifier.token();
             drop(notifier);
-            pending.insert(f.path.clone(), Pending { spool: local, prov });
+            pending.insert(
+                f.path.clone(),
+                Pending {
+                    spool: local.clone(),
+                    prov: prov.clone(),
+                },
+            );
             let (tx, path) = (settled_tx.clone(), f.path.clone());
             tokio::spawn(async move {
                 let status = receiver.wait().await;
                 let _ = tx.send((path, status));
             });
+            let bytes = match read {
+                FileRead::Whole(bytes) => bytes,
+                FileRead::TooLarge { len, .. } => {
+                    // Dead-lettered from the spool; settling releases it on the server.
+                    let refuser = Refuser {
+                        store: &cx.store,
+                        observers: &cx.observers,
+                        component: &cx.id,
+                        kind: "sftp",
+                        limit: cfg.max_input_bytes,
+                    };
+                    refuser.dead_letter_file(&prov, &local, len, token).await;
+                    taken += 1;
+                    continue;
+                }
+            };
+            let name = Path::new(&f.path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let env = Envelope::new(prov, Raw::new(bytes, name), token);
             match cx.out.send(env).await {
                 Ok(()) => taken += 1,
                 Err(SendError::Closed) => return Err(SftpError("the pipeline stopped".into())),
