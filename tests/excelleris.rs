@@ -51,6 +51,7 @@ fn config(emu: &Emulator, tag: &str) -> ExcellerisConfig {
         times_of_day: Vec::new(),
         acknowledge: true,
         timeout: Duration::from_secs(30),
+        max_input_bytes: oscarflow::sources::oversize::DEFAULT_MAX_INPUT_BYTES,
         lab_type: oscarflow::hl7::lab::LabType::Pathl7,
     }
 }
@@ -418,4 +419,32 @@ async fn server_faults_are_reported_and_the_batch_comes_again_without_duplicates
         18,
         "no duplicate after the re-delivery"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_max_input_bytes_is_refused_unacknowledged_and_fetched_again_under_a_larger_limit(
+) {
+    let Some(batch) = qa_batch() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let emu = Emulator::start(tmp.path()).await;
+    emu.push_batch(batch.clone());
+    let mut cfg = config(&emu, "BIGANSWER");
+    cfg.max_input_bytes = batch.len() - 1;
+    let polls = polled(&store, ExcellerisSource::new(cfg).with_max_polls(1)).await;
+    let failed = polls.failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].starts_with("fetch: the answer is over max_input_bytes"),
+        "{}",
+        failed[0]
+    );
+    let (_, acks, _, _) = emu.snapshot();
+    assert_eq!(acks, 0, "nothing acknowledged");
+    assert_eq!(count(&store, "hl7TextMessage").await, 0);
+    // The feed kept the batch: under the default limit it is imported whole.
+    let source = ExcellerisSource::new(config(&emu, "BIGANSWER2")).with_max_polls(1);
+    let polls = polled(&store, source).await;
+    assert_eq!(*polls.ok.lock().unwrap(), vec![18]);
+    assert_eq!(count(&store, "hl7TextMessage").await, 18);
 }

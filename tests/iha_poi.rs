@@ -41,6 +41,7 @@ fn config(emu: &PoiEmulator, tag: &str) -> IhaPoiConfig {
         times_of_day: Vec::new(),
         acknowledge: true,
         timeout: Duration::from_secs(30),
+        max_input_bytes: oscarflow::sources::oversize::DEFAULT_MAX_INPUT_BYTES,
         lab_type: oscarflow::hl7::lab::LabType::IhaPoi,
     }
 }

@@ -213,11 +213,14 @@ pub(crate) fn next_delay(times_of_day: &[String], interval: Duration) -> Duratio
 }
 
 /// `GET url` on `client`; a non-2xx status or a broken answer is a [`PollError`] naming the
-/// `step` (never the URL, whose query string can carry credentials).
+/// `step` (never the URL, whose query string can carry credentials). An answer over `limit`
+/// bytes (by its `Content-Length`, or while it is read) is refused without being held: the
+/// round fails, nothing is acknowledged, and the feed keeps the messages for the next poll.
 pub(crate) async fn get_bytes(
     client: &reqwest::Client,
     url: url::Url,
     step: &str,
+    limit: usize,
 ) -> Result<bytes::Bytes, PollError> {
     let resp = client
         .get(url)
@@ -228,12 +231,28 @@ pub(crate) async fn get_bytes(
     if !status.is_success() {
         return Err(PollError(format!("{step}: HTTP {}", status.as_u16())));
     }
-    resp.bytes().await.map_err(|e| {
+    let too_large = || {
+        PollError(format!(
+            "{step}: the answer is over max_input_bytes ({limit} bytes); not read further, nothing acknowledged"
+        ))
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut resp = resp;
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
         PollError(format!(
             "{step}: reading the answer: {}",
             describe_reqwest(&e)
         ))
-    })
+    })? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The checks every pull source's settings need: an `https` URL and `HH:MM` times of day.

@@ -49,6 +49,10 @@ pub struct ExcellerisConfig {
     /// `PATHL7` whatever a message's MSH-3 says, unless set otherwise here.
     #[serde(default = "pathl7")]
     pub lab_type: LabType,
+    /// An answer larger than this is refused while it is read (the round fails and nothing
+    /// is acknowledged; the feed keeps the messages). Default 64 MiB.
+    #[serde(default = "crate::sources::oversize::default_max_input_bytes")]
+    pub max_input_bytes: usize,
 }
 
 fn pathl7() -> LabType {

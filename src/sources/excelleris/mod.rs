@@ -165,6 +165,8 @@ impl ExcellerisSource {
 struct Session {
     client: reqwest::Client,
     base: url::Url,
+    /// The largest answer read (`max_input_bytes`).
+    limit: usize,
 }
 
 impl Session {
@@ -173,7 +175,7 @@ impl Session {
         if !query.is_empty() {
             u.query_pairs_mut().clear().extend_pairs(query);
         }
-        get_bytes(&self.client, u, step).await
+        get_bytes(&self.client, u, step, self.limit).await
     }
 }
 
@@ -191,6 +193,7 @@ impl ExcellerisSource {
         let s = Session {
             client: self.client(tls)?,
             base,
+            limit: self.cfg.max_input_bytes,
         };
         s.get("handshake", &[]).await?;
         let login = s

@@ -38,6 +38,10 @@ pub struct IhaPoiConfig {
     /// set otherwise here.
     #[serde(default = "ihapoi")]
     pub lab_type: LabType,
+    /// An answer larger than this is refused while it is read (the round fails and nothing
+    /// is acknowledged; the feed keeps the messages). Default 64 MiB.
+    #[serde(default = "crate::sources::oversize::default_max_input_bytes")]
+    pub max_input_bytes: usize,
 }
 
 fn ihapoi() -> LabType {

@@ -158,7 +158,7 @@ impl IhaPoiSource {
             .append_pair("usr", &user)
             .append_pair("pwd", &pass)
             .extend_pairs(cmd);
-        get_bytes(client, u, step).await
+        get_bytes(client, u, step, self.cfg.max_input_bytes).await
     }
 
     /// One poll: fetch, hand every message over, acknowledge each settled one.
