@@ -1039,3 +1039,49 @@ async fn the_flowsheet_lookup_per_lab_maps_every_identifier_as_oscars_per_result
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_too_large_for_max_allowed_packet_is_dead_lettered_once_with_its_bytes_never_retried()
+{
+    with_test_db(check_packet_size).await;
+}
+
+async fn check_packet_size(url: String) {
+    let store = Store::open(&url)
+        .await
+        .expect("open the store on the test database");
+    let packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    // One lab whose Base64 in hl7TextMessage is over the packet while the message itself is
+    // under the parse stage's 16 MiB message limit.
+    let mut lab = std::fs::read(fixtures().join("hl7/pathl7/matched_chem.hl7")).unwrap();
+    while (lab.len() as i64) * 4 / 3 <= packet + 1024 * 1024 {
+        lab.extend_from_slice(b"NTE|1||synthetic comment line that makes this lab very large\r");
+    }
+    assert!(lab.len() < 16 * 1024 * 1024, "under the message limit");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.hl7");
+    std::fs::write(&path, &lab).unwrap();
+    let reports = replay(&store, std::slice::from_ref(&path)).await;
+    assert_eq!(
+        reports[0].status,
+        Some(BatchStatus::DeadLettered),
+        "{reports:#?}"
+    );
+    assert_eq!(count(&store, "hl7TextMessage").await, 0);
+    let dls = DeadLetterStore::new(store.clone());
+    let listed = dls.list(&Filter::default()).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(listed[0].reason, "too_large");
+    assert_eq!(listed[0].stage_kind, "oscar_lab");
+    assert_eq!(listed[0].attempts, 1, "refused as data, not retried");
+    assert!(
+        listed[0].detail.contains("max_allowed_packet"),
+        "{}",
+        listed[0].detail
+    );
+    let got = dls.get(&listed[0].id).await.unwrap().unwrap();
+    assert!(got.raw == lab, "the dead letter holds the original bytes");
+}

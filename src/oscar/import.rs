@@ -38,6 +38,34 @@ pub struct ImportOptions {
     pub widths: std::sync::Arc<ColumnWidths>,
     /// The target's `utf8mb3` columns ([`super::charset`]).
     pub narrow: std::sync::Arc<NarrowColumns>,
+    /// The server's `max_allowed_packet` (None: no such limit, SQLite). A message whose
+    /// `hl7TextMessage` row would not fit is refused as data (`too_large`), never retried.
+    pub max_statement_bytes: Option<u64>,
+}
+
+/// What a statement carries besides the message (the SQL, the other values, the packet
+/// header): kept free under `max_allowed_packet`.
+const STATEMENT_OVERHEAD: u64 = 64 * 1024;
+
+/// Refuses a file with a message whose Base64 text in `hl7TextMessage` would exceed the
+/// server's largest statement: inserting it would fail with error 1153 and a dropped
+/// connection on every retry.
+fn check_statement_size(file: &LabFile, max: Option<u64>) -> Result<(), ProcessError> {
+    let Some(max) = max else { return Ok(()) };
+    for (i, entry) in file.messages.iter().enumerate() {
+        let encoded = (entry.stored_text.len() as u64).div_ceil(3) * 4;
+        if encoded + STATEMENT_OVERHEAD > max {
+            return Err(ProcessError::data(
+                crate::dead_letter::ReasonCode::TooLarge,
+                format!(
+                    "message {} is {} bytes of Base64 in hl7TextMessage, over what the database takes in one statement (max_allowed_packet {max} bytes, less {STATEMENT_OVERHEAD} for the statement); raise max_allowed_packet on the server and re-drive it",
+                    i + 1,
+                    encoded
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What to do with a value longer than its OSCAR column.
@@ -131,6 +159,7 @@ pub async fn import_file(
     prov: &Provenance,
     opts: &ImportOptions,
 ) -> Result<ImportOutcome, ProcessError> {
+    check_statement_size(file, opts.max_statement_bytes)?;
     let mut tx = store.pool.begin().await.map_err(db("begin transaction"))?;
     if is_duplicate(&mut tx, &file.md5).await? {
         tx.rollback().await.map_err(db("rollback"))?;

@@ -406,6 +406,19 @@ impl Store {
         .map(|n| n > 0)
     }
 
+    /// The largest statement the server takes (`max_allowed_packet`) on MySQL/MariaDB; None
+    /// on SQLite, whose limit (a gigabyte) no accepted input comes near.
+    pub async fn max_statement_bytes(&self) -> Result<Option<u64>, StoreError> {
+        if self.backend != Backend::MySql {
+            return Ok(None);
+        }
+        let n: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query)?;
+        Ok(u64::try_from(n).ok())
+    }
+
     /// `(table, column)` of the text columns of `tables` that hold at most 3-byte UTF-8
     /// (`utf8`/`utf8mb3`): OSCAR's tables in MySQL/MariaDB. None on SQLite.
     pub async fn narrow_text_columns(

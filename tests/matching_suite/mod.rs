@@ -579,6 +579,7 @@ async fn import_and_check_inbox(
         on_overflow: Overflow::Truncate,
         widths: Arc::default(),
         narrow: Arc::default(),
+        max_statement_bytes: None,
     };
     let lab_no = match import_file(store, &file, &prov, &opts).await {
         Ok(ImportOutcome::Imported { labs }) if labs.len() == 1 => labs[0].lab_no,

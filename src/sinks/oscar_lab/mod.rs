@@ -21,6 +21,10 @@ use crate::telemetry::{Event, LabDetail, MetricName, Observers};
 mod config;
 pub use config::*;
 
+/// What the sink reads of its target once: flavour, `hl7TextInfo` widths, `utf8mb3`
+/// columns and the largest statement the server takes.
+type Target = (Flavour, Arc<ColumnWidths>, Arc<NarrowColumns>, Option<u64>);
+
 /// The sink.
 pub struct OscarLab {
     store: Store,
@@ -28,7 +32,7 @@ pub struct OscarLab {
     setting: FlavourSetting,
     /// The flavour, `hl7TextInfo` widths and `utf8mb3` columns of the target, read once on
     /// first use.
-    target: tokio::sync::OnceCell<(Flavour, Arc<ColumnWidths>, Arc<NarrowColumns>)>,
+    target: tokio::sync::OnceCell<Target>,
     observers: Observers,
     id: Arc<str>,
 }
@@ -44,6 +48,7 @@ impl OscarLab {
                 on_overflow: cfg.on_overflow,
                 widths: Arc::default(),
                 narrow: Arc::default(),
+                max_statement_bytes: None,
             },
             setting: cfg.oscar_flavour,
             target: tokio::sync::OnceCell::new(),
@@ -61,7 +66,7 @@ impl Sink<LabFile> for OscarLab {
 
     async fn write(&self, env: &Envelope<LabFile>) -> Result<(), ProcessError> {
         let started = Instant::now();
-        let (flavour, widths, narrow) = self
+        let (flavour, widths, narrow, max_statement_bytes) = self
             .target
             .get_or_try_init(|| async {
                 let f = resolve_flavour(self.setting, &self.store).await?;
@@ -86,7 +91,12 @@ impl Sink<LabFile> for OscarLab {
                 if !narrow.is_empty() {
                     tracing::info!(component = %self.id, columns = narrow.len(), "OSCAR's text columns hold 3-byte UTF-8 at most (utf8mb3): 4-byte characters are replaced there, with a warning.");
                 }
-                Ok::<_, ProcessError>((f, Arc::new(widths), Arc::new(NarrowColumns::from_schema(narrow))))
+                let max_statement = self
+                    .store
+                    .max_statement_bytes()
+                    .await
+                    .map_err(|e| ProcessError::transient(format!("reading max_allowed_packet: {e}")))?;
+                Ok::<_, ProcessError>((f, Arc::new(widths), Arc::new(NarrowColumns::from_schema(narrow)), max_statement))
             })
             .await?
             .clone();
@@ -94,6 +104,7 @@ impl Sink<LabFile> for OscarLab {
             flavour,
             widths,
             narrow,
+            max_statement_bytes,
             ..self.opts.clone()
         };
         let outcome = import_file(&self.store, &env.payload, &env.provenance, &opts).await?;
