@@ -920,3 +920,123 @@ fn the_deployment_example_config_loads_and_the_unit_runs_it() {
     assert!(unit.contains("KillSignal=SIGTERM"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
 }
+
+/// `oscarflow <args>` with `envs` set (and `OSCARFLOW_DATABASE_URL` only when given there).
+fn oscarflow_with_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .current_dir(repo())
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("run oscarflow")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+// An unsupported scheme fails at once, after the command line has been looked at: these
+// tests need no database server.
+const URL_WITH_PASSWORD: &str = "postgres://oscar:s3cret-on-cmdline@db.example/oscar";
+
+#[test]
+fn a_password_given_with_database_on_the_command_line_is_warned_about_without_showing_it() {
+    let o = oscarflow_with_env(&["dlq", "list", "--database", URL_WITH_PASSWORD], &[]);
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: --database postgres://oscar@…"),
+        "{err}"
+    );
+    assert!(err.contains("--database-env"), "{err}");
+    assert!(err.contains("OSCARFLOW_DATABASE_URL"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(!stdout(&o).contains("s3cret"));
+
+    let o = oscarflow_with_env(
+        &["run", "--database", URL_WITH_PASSWORD, "--listen", "off"],
+        &[],
+    );
+    assert!(stderr(&o).contains("warning: --database"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_same_url_from_oscarflow_database_url_or_database_env_gives_no_warning() {
+    let o = oscarflow_with_env(
+        &["dlq", "list"],
+        &[("OSCARFLOW_DATABASE_URL", URL_WITH_PASSWORD)],
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unsupported database url scheme `postgres`"));
+    let o = oscarflow_with_env(
+        &["dlq", "list", "--database-env", "OSCARFLOW_TEST_CLI_DB_URL"],
+        &[("OSCARFLOW_TEST_CLI_DB_URL", URL_WITH_PASSWORD)],
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unsupported database url scheme `postgres`"));
+    assert!(!stderr(&o).contains("s3cret"));
+    // A URL without a password (a socket login) on the command line is fine.
+    let o = oscarflow_with_env(
+        &[
+            "dlq",
+            "list",
+            "--database",
+            "postgres://oscar@db.example/oscar",
+        ],
+        &[],
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
+
+#[test]
+fn database_env_reads_the_url_from_the_named_variable_and_wins_over_oscarflow_database_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("from-env.db");
+    let url = format!("sqlite://{}", db.display());
+    let o = oscarflow_with_env(
+        &["dlq", "list", "--database-env", "OSCARFLOW_TEST_CLI_DB_URL"],
+        &[
+            ("OSCARFLOW_TEST_CLI_DB_URL", &url),
+            ("OSCARFLOW_DATABASE_URL", URL_WITH_PASSWORD),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(db.exists(), "the database of the variable was opened");
+
+    let o = oscarflow_with_env(
+        &[
+            "dlq",
+            "list",
+            "--database-env",
+            "OSCARFLOW_TEST_CLI_UNSET_VAR",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("environment variable `OSCARFLOW_TEST_CLI_UNSET_VAR` is not set"),
+        "{}",
+        stderr(&o)
+    );
+    // A secret pasted where the variable's name belongs is not echoed.
+    let o = oscarflow_with_env(&["dlq", "list", "--database-env", URL_WITH_PASSWORD], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+
+    let o = oscarflow_with_env(
+        &[
+            "dlq",
+            "list",
+            "--database",
+            &url,
+            "--database-env",
+            "OSCARFLOW_TEST_CLI_DB_URL",
+        ],
+        &[("OSCARFLOW_TEST_CLI_DB_URL", &url)],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("either --database or --database-env"));
+}

@@ -20,9 +20,15 @@ pub struct RunArgs {
     /// Directory of pipeline files.
     #[arg(long)]
     pub pipelines: Option<PathBuf>,
-    /// Database URL; default from the config file or the embedded SQLite store.
+    /// Database URL; default from the config file or the embedded SQLite store. A password
+    /// here is visible to every user of the machine: prefer --database-env or
+    /// OSCARFLOW_DATABASE_URL.
     #[arg(long, env = "OSCARFLOW_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
+    /// Read the database URL from this environment variable (keeps the password off the
+    /// command line). Wins over OSCARFLOW_DATABASE_URL and the config file.
+    #[arg(long, value_name = "VAR")]
+    pub database_env: Option<String>,
     /// State directory.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -107,12 +113,14 @@ pub async fn run(a: RunArgs) -> i32 {
         };
         Some((addr, token, metrics))
     };
-    let url = match a.database {
-        Some(u) => u,
-        None => match cfg.database_url() {
-            Ok(u) => u,
-            Err(e) => return fail(e),
-        },
+    let url = match (&a.database_env, a.database) {
+        (Some(var), _) => super::url_from_env(var),
+        (None, Some(u)) => Ok(u),
+        (None, None) => cfg.database_url(),
+    };
+    let url = match url {
+        Ok(u) => u,
+        Err(e) => return fail(e),
     };
     let tap = crate::telemetry::tap::TapHub::new();
     let mut sup = Supervisor::new(

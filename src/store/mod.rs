@@ -8,6 +8,25 @@
 //! the import needs, with OSCAR's column names and types. Applied migrations are recorded in
 //! `oscarflow_migrations`.
 //!
+//! # Encrypted connections (MySQL/MariaDB)
+//!
+//! TLS (rustls) is set in the URL, as MySQL's own clients name it:
+//!
+//! - `ssl-mode=disabled`: never encrypt.
+//! - `ssl-mode=preferred` (the default): encrypt when the server offers TLS, else plain
+//!   text; the server's certificate is not checked. Protects from eavesdroppers only.
+//! - `ssl-mode=required`: always encrypt, fail when the server offers no TLS; the
+//!   certificate is still not checked (an impostor in the middle is not detected).
+//! - `ssl-mode=verify_ca`: encrypt and check that the server's certificate is signed by the
+//!   CA in `ssl-ca=/path/to/ca.pem` or by a CA in the system's trust store.
+//! - `ssl-mode=verify_identity`: also check that the certificate names the host of the URL.
+//!   Use this for a database on another host:
+//!   `mysql://oscar@db.clinic.example/oscar?ssl-mode=verify_identity&ssl-ca=/etc/oscarflow/db-ca.pem`.
+//!
+//! A failed connection says why ([`connect`]): authentication refused, server unreachable
+//! (with host:port), or a TLS failure (no TLS on the server, a certificate not signed by the
+//! CA in `ssl-ca`, a certificate for another name) — never the password.
+//!
 //! Timestamps are bound as `YYYY-MM-DD HH:MM:SS` strings in the server's local time, which is
 //! what OSCAR writes with `new Date()`; both backends store them unchanged.
 
@@ -16,10 +35,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions, Executor, Row};
+use sqlx::{AnyPool, ConnectOptions, Connection, Executor, Row};
 use thiserror::Error;
 
 use crate::error::{classify_sqlx, describe_sqlx, Classify, ErrorKind};
+
+mod connect;
+
+/// How long the MySQL pool waits for a connection (a refused one is retried until then).
+const MYSQL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which database engine a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +63,15 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot connect to the database: {0}")]
-    Connect(String, #[source] sqlx::Error),
+    /// `url` is the redacted URL ([`redact_url`]), `cause` says why in words
+    /// ([`connect::cause`]): authentication refused, server unreachable, TLS failure, …
+    #[error("cannot connect to the database {url}: {cause}")]
+    Connect {
+        url: String,
+        cause: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("migration {version} ({name}) failed: {detail}")]
     Migrate {
         version: i64,
@@ -58,10 +89,12 @@ pub enum StoreError {
 impl Classify for StoreError {
     fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Connect(_, e) | StoreError::Query(_, e) => match classify_sqlx(e) {
-                ErrorKind::Data => ErrorKind::Fatal,
-                k => k,
-            },
+            StoreError::Connect { source: e, .. } | StoreError::Query(_, e) => {
+                match classify_sqlx(e) {
+                    ErrorKind::Data => ErrorKind::Fatal,
+                    k => k,
+                }
+            }
             _ => ErrorKind::Fatal,
         }
     }
@@ -258,8 +291,17 @@ impl Store {
                 }
             }
         }
+        let target = match backend {
+            Backend::MySql => connect::Target::from_url(&url),
+            Backend::Sqlite => None,
+        };
+        let connect_error = |cause: String, source: sqlx::Error| StoreError::Connect {
+            url: redact_url(&url),
+            cause,
+            source,
+        };
         let opts = AnyConnectOptions::from_str(&url)
-            .map_err(|e| StoreError::Connect(redact_url(&url), e))?
+            .map_err(|e| connect_error(connect::cause(target.as_ref(), &e), e))?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
         let pool = match backend {
@@ -277,7 +319,7 @@ impl Store {
                 }),
             Backend::MySql => AnyPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(MYSQL_ACQUIRE_TIMEOUT)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         // Strict mode: an over-long value is an error we handle, never a
@@ -292,9 +334,29 @@ impl Store {
                     })
                 }),
         }
-        .connect_with(opts)
-        .await
-        .map_err(|e| StoreError::Connect(redact_url(&url), e))?;
+        .connect_with(opts.clone())
+        .await;
+        let pool = match pool {
+            Ok(p) => p,
+            // The pool waits out a refused connection until its timeout and then says only
+            // that it timed out: one more attempt of our own tells why.
+            Err(e @ sqlx::Error::PoolTimedOut) if backend == Backend::MySql => {
+                const PROBE: Duration = Duration::from_secs(5);
+                let cause = match tokio::time::timeout(PROBE, opts.connect()).await {
+                    Ok(Err(probe)) => connect::cause(target.as_ref(), &probe),
+                    Err(_) => connect::no_answer(
+                        target.as_ref(),
+                        (MYSQL_ACQUIRE_TIMEOUT + PROBE).as_secs(),
+                    ),
+                    Ok(Ok(conn)) => {
+                        let _ = conn.close().await;
+                        connect::cause(target.as_ref(), &e)
+                    }
+                };
+                return Err(connect_error(cause, e));
+            }
+            Err(e) => return Err(connect_error(connect::cause(target.as_ref(), &e), e)),
+        };
         let mut store = Store {
             pool,
             backend,
