@@ -117,19 +117,15 @@ fn decide(inner: &Inner, peer: IpAddr, limits: &Limits, now: Instant) -> Decisio
         *per_peer.entry(e.peer).or_default() += 1;
     }
     let mine = per_peer.get(&peer).copied().unwrap_or(0);
-    let (eligible, refusal): (Box<dyn Fn(&Entry) -> bool>, Closed) = if mine >= max_per_peer {
-        (
-            Box::new(|e: &Entry| e.peer == peer),
-            Closed::PeerOverCapacity,
-        )
+    // At its own cap a peer can only replace one of its own connections.
+    let (own_only, refusal) = if mine >= max_per_peer {
+        (true, Closed::PeerOverCapacity)
     } else if inner.conns.len() >= max_total {
-        (
-            Box::new(|e: &Entry| e.peer == peer || per_peer[&e.peer] > mine),
-            Closed::OverCapacity,
-        )
+        (false, Closed::OverCapacity)
     } else {
         return Decision::Admit;
     };
+    let eligible = |e: &Entry| e.peer == peer || (!own_only && per_peer[&e.peer] > mine);
     // The heaviest peer first; its idle connections before its receiving ones; the longest
     // idle (or the longest-running receive) first.
     let victim = inner
@@ -331,6 +327,7 @@ impl ClosedLog {
 /// clients exhaust the listeners' caps, not the process's descriptors. Returns the
 /// `(soft, hard)` limits in force afterwards.
 #[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // `rlim_t` is not `u64` on every Unix.
 pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
     unsafe {
