@@ -23,6 +23,7 @@
 //! | [`stages`] | `Stage<I, O>`, `StageComponent`, `StageConfig` and one folder per type (`parse_hl7`, `match_patient`) |
 //! | [`sinks`] | `Sink<T>`, `SinkComponent`, `SinkConfig` and one folder per type (`oscar_lab`, `oscar_fax`, `ringcentral_fax`, `ringcentral_sms`) |
 //! | [`dead_letter`] | the dead-letter store and its reason codes |
+//! | [`conn_limit`] | the listeners' connection caps (per peer, overall) and who gives way to a new connection; the process's open-file limit |
 //! | [`http`] | the daemon's ops endpoint: `/healthz`, `/readyz`, `/metrics`, `/pipelines`, tap |
 //! | [`hl7`] | HL7 v2 framing, parsing, escapes, lab model (pure: no I/O) |
 //! | [`oscar`] | OSCAR table knowledge: `hl7TextInfo`, patient matching, routing, import, faxes, reaching a patient by text |
@@ -47,6 +48,7 @@ pub mod archive;
 pub mod cli;
 pub mod component;
 pub mod config;
+pub mod conn_limit;
 pub mod dead_letter;
 pub mod document;
 pub mod envelope;

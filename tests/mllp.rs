@@ -2,7 +2,10 @@
 //! by python-hl7's `mllp_send` (PyPI `hl7`) and by a Rust client are imported and answered
 //! only after commit; MSA-2 echoes MSH-10; malformed messages get `AR` with a reason and are
 //! in the dead-letter store; re-sends get the same answer without a second import, also
-//! after a crash between commit and ACK; a full pipeline stops the reading.
+//! after a crash between commit and ACK; a full pipeline stops the reading. Under a flood of
+//! idle and trickling connections (from other loopback addresses, 127.0.0.2 and up, as from
+//! other hosts) a legitimate sender is still answered; a trickling frame is discarded at the
+//! frame deadline; one address cannot hold more than its share of connections.
 
 mod common;
 
@@ -12,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use oscarflow::ack::BatchStatus;
 use oscarflow::hl7::Message;
@@ -28,7 +31,9 @@ fn cfg() -> MllpConfig {
         listen: "127.0.0.1:0".into(),
         max_frame_bytes: 1024 * 1024,
         idle_timeout: Duration::from_secs(30),
+        frame_timeout: Duration::from_secs(30),
         max_connections: 4,
+        max_connections_per_peer: 4,
         tls_cert_file: None,
         tls_key_file: None,
     }
@@ -508,5 +513,216 @@ async fn an_over_long_frame_gets_ar_too_large_and_an_idle_connection_is_closed()
         count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
         1
     );
+    stop(running).await;
+}
+
+/// A connection to `addr` from the loopback address `127.0.0.<from>` (Linux routes all of
+/// 127.0.0.0/8 to the loopback interface: each address stands for another host).
+async fn connect_from(from: u8, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, from], 0)))?;
+    socket.connect(addr).await
+}
+
+/// Whether the listener closed `conn` (end of stream or reset) within `wait`.
+async fn closed_within(conn: &mut TcpStream, wait: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(wait, conn.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+fn closed_by_limits(reason: &str) -> u64 {
+    harness::metrics().sum(
+        "oscarflow_listener_connections_closed_total",
+        &[("listener", "mllp"), ("reason", reason)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_trickles_past_the_frame_deadline_is_discarded_and_not_imported() {
+    let _ = harness::metrics();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let mut c = cfg();
+    c.frame_timeout = Duration::from_secs(1);
+    let (running, addr) = start(&store, MllpSource::new(c)).await;
+    let (control, msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
+    let conn = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = conn.into_split();
+    // The whole message, end block included, one byte every 100 ms: it would take minutes.
+    let framed = mllp::encode(&msg);
+    let trickle = tokio::spawn(async move {
+        for b in framed {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(15), rd.read_to_end(&mut got)).await;
+    let after = started.elapsed();
+    trickle.abort();
+    eprintln!(
+        "trickling frame: connection closed after {} ms",
+        after.as_millis()
+    );
+    assert!(closed.is_ok(), "the listener closed the connection");
+    assert!(got.is_empty(), "no answer for a discarded frame");
+    assert!(after >= Duration::from_millis(800), "{after:?}");
+    assert!(closed_by_limits("frame_timeout") >= 1);
+    for table in ["hl7TextMessage", "oscarflow_dead_letter"] {
+        assert_eq!(
+            count(&store, &format!("SELECT COUNT(*) FROM {table}")).await,
+            0,
+            "{table}: the partial frame is neither imported nor dead-lettered"
+        );
+    }
+    // Sent whole, the same message is imported and answered.
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let (code, echoed, _) = msa(&exchange(&mut conn, &msg).await);
+    assert_eq!((code.as_str(), echoed.as_str()), ("AA", control.as_str()));
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        1
+    );
+    drop(conn);
+    stop(running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_more_than_its_connections_and_another_sender_is_answered() {
+    let _ = harness::metrics();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let mut c = cfg();
+    c.max_connections = 4;
+    c.max_connections_per_peer = 2;
+    let (running, addr) = start(&store, MllpSource::new(c)).await;
+    // Two connections from 127.0.0.2, each in the middle of a frame.
+    let mut hogs = Vec::new();
+    for _ in 0..2 {
+        let mut h = connect_from(2, addr).await.unwrap();
+        h.write_all(b"\x0bMSH|^~\\&|").await.unwrap();
+        hogs.push(h);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A third from the same address is closed at once.
+    let started = std::time::Instant::now();
+    let mut third = connect_from(2, addr).await.unwrap();
+    assert!(
+        closed_within(&mut third, Duration::from_secs(5)).await,
+        "the third connection from one address is closed"
+    );
+    eprintln!(
+        "per-address cap: third connection closed after {} ms",
+        started.elapsed().as_millis()
+    );
+    assert!(closed_by_limits("peer_over_capacity") >= 1);
+    for h in &mut hogs {
+        assert!(
+            !closed_within(h, Duration::from_millis(200)).await,
+            "the first two stay open"
+        );
+    }
+    // Another sender is answered.
+    let (control, msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
+    let mut conn = connect_from(1, addr).await.unwrap();
+    let (code, echoed, _) = msa(&exchange(&mut conn, &msg).await);
+    assert_eq!((code.as_str(), echoed.as_str()), ("AA", control.as_str()));
+    drop((conn, hogs, third));
+    stop(running).await;
+}
+
+/// The acceptance probe: 32 connections trickle frames (one byte every 100 ms, from four
+/// other addresses, eight each) and 1,000 connect and send nothing (from 127.0.0.1 and nine
+/// other addresses); a sender on 127.0.0.1 still gets `AA`. The latency is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_legitimate_sender_is_answered_while_1000_idle_and_32_trickling_connections_are_open() {
+    let (soft, _) = oscarflow::conn_limit::raise_open_files_limit().unwrap();
+    assert!(soft >= 1200, "this probe needs about 1,100 descriptors");
+    let _ = harness::metrics();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = common::seeded_store(tmp.path()).await;
+    let mut c = cfg();
+    c.max_connections = 32;
+    c.max_connections_per_peer = 8;
+    // Longer than the probe: the trickling frames are not ended by their deadline here.
+    c.frame_timeout = Duration::from_secs(120);
+    let (running, addr) = start(&store, MllpSource::new(c)).await;
+
+    let stop_trickling = Arc::new(AtomicBool::new(false));
+    let trickling = Arc::new(AtomicUsize::new(0));
+    let mut tricklers = Vec::new();
+    for i in 0..32u8 {
+        let conn = connect_from(2 + i / 8, addr).await.unwrap();
+        let (stop, alive) = (stop_trickling.clone(), trickling.clone());
+        alive.fetch_add(1, Ordering::SeqCst);
+        tricklers.push(tokio::spawn(async move {
+            let mut conn = conn;
+            let mut bytes = b"\x0bMSH|^~\\&|SLOW|LORIS|"
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(b"OBX|1|TX|||x\r".iter().copied()).flatten());
+            while !stop.load(Ordering::SeqCst) {
+                let b = bytes.next().unwrap();
+                if conn.write_all(&[b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            alive.fetch_sub(1, Ordering::SeqCst);
+        }));
+    }
+    // Long enough for the trickling frames to count as slow (they are no faster later).
+    tokio::time::sleep(mllp::SLOW_FRAME + Duration::from_millis(500)).await;
+    let mut idle = Vec::new();
+    for i in 0..1000u32 {
+        let from = if i % 10 == 0 { 1 } else { 10 + (i % 10) as u8 };
+        idle.push(connect_from(from, addr).await.expect("connect"));
+    }
+    let still_trickling = trickling.load(Ordering::SeqCst);
+
+    let (control, msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
+    let started = std::time::Instant::now();
+    let mut conn = connect_from(1, addr).await.unwrap();
+    let ack = exchange(&mut conn, &msg).await;
+    let latency = started.elapsed();
+    let (code, echoed, _) = msa(&ack);
+
+    // How many of the idle connections the listener closed to make room.
+    let probes = idle
+        .iter_mut()
+        .map(|c| closed_within(c, Duration::from_millis(200)));
+    let idle_closed = futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .filter(|closed| *closed)
+        .count();
+    eprintln!(
+        "MLLP flood: AA after {} ms (1,000 idle connections opened, {} of them closed by the listener; 32 trickling opened, {} still trickling when the sender connected); closed by the limits so far: evicted_idle={} evicted_slow={} over_capacity={} peer_over_capacity={}",
+        latency.as_millis(),
+        idle_closed,
+        still_trickling,
+        closed_by_limits("evicted_idle"),
+        closed_by_limits("evicted_slow"),
+        closed_by_limits("over_capacity"),
+        closed_by_limits("peer_over_capacity"),
+    );
+    assert_eq!((code.as_str(), echoed.as_str()), ("AA", control.as_str()));
+    assert!(latency < Duration::from_secs(10), "{latency:?}");
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+        1
+    );
+
+    stop_trickling.store(true, Ordering::SeqCst);
+    for t in tricklers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    drop((conn, idle));
     stop(running).await;
 }

@@ -1,7 +1,9 @@
 //! The daemon's HTTP endpoint: `/healthz` answers, `/readyz` reports the database, `/metrics`
 //! exposes the pipeline metrics in Prometheus format under their `oscarflow_…` names; off
 //! loopback the daemon refuses to start without a bearer token, and with one every request
-//! without it is refused.
+//! without it is refused. 1,400 idle connections do not stop `/healthz` (nor the MLLP
+//! listener) from answering; a connection that never finishes its request head, or idles
+//! after an answer, is closed after `http_header_timeout`.
 
 mod common;
 
@@ -17,6 +19,11 @@ fn get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
 
 /// `oscarflow run` on a watched folder with the endpoint on `listen`.
 fn daemon(dir: &Path, listen: &str, env: &[(&str, &str)], config: &str) -> Child {
+    daemon_command(dir, listen, env, config).spawn().unwrap()
+}
+
+/// The command [`daemon`] spawns.
+fn daemon_command(dir: &Path, listen: &str, env: &[(&str, &str)], config: &str) -> Command {
     let inbox = dir.join("inbox");
     let pipelines = dir.join("pipelines");
     std::fs::create_dir_all(&inbox).unwrap();
@@ -31,24 +38,23 @@ fn daemon(dir: &Path, listen: &str, env: &[(&str, &str)], config: &str) -> Child
     .unwrap();
     let cfg = dir.join("oscarflow.toml");
     std::fs::write(&cfg, config).unwrap();
-    Command::new(bin())
-        .args([
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--pipelines",
-            pipelines.to_str().unwrap(),
-            "--state-dir",
-            dir.join("state").to_str().unwrap(),
-            "--listen",
-            listen,
-        ])
-        .env_remove("OSCARFLOW_DATABASE_URL")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--pipelines",
+        pipelines.to_str().unwrap(),
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+        "--listen",
+        listen,
+    ])
+    .env_remove("OSCARFLOW_DATABASE_URL")
+    .envs(env.iter().copied())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
 }
 
 fn stop(mut child: Child) -> (Option<i32>, String) {
@@ -646,4 +652,193 @@ fn tap_prints_the_events_at_one_component_and_no_bodies_unless_the_daemon_logs_t
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no such component"));
     let (code, logs) = stop(child);
     assert_eq!(code, Some(0), "{logs}");
+}
+
+/// Reads until the peer closes (or `wait` passes): what came, and whether it closed.
+fn read_until_closed(s: &mut std::net::TcpStream, wait: Duration) -> (Vec<u8>, bool) {
+    use std::io::Read;
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+/// Whether the endpoint has closed `s` (a non-blocking look).
+fn closed_by_server(s: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = matches!((&*s).read(&mut buf), Ok(0))
+        || matches!((&*s).read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// The acceptance probe: 1,400 connections that send nothing (100 of them half a request
+/// head) to a daemon limited to 1,024 open files, while `/healthz` is asked and an MLLP
+/// sender (another pipeline of the same daemon) sends a lab. The latencies are printed.
+#[test]
+fn healthz_answers_while_1400_idle_connections_are_open() {
+    use std::io::Write;
+    let (soft, _) = oscarflow::conn_limit::raise_open_files_limit().unwrap();
+    assert!(soft >= 1600, "this probe needs about 1,500 descriptors");
+    let tmp = tempfile::tempdir().unwrap();
+    let (port, mllp_port) = (free_port(), free_port());
+    let pipelines = tmp.path().join("pipelines");
+    std::fs::create_dir_all(&pipelines).unwrap();
+    std::fs::write(
+        pipelines.join("mllp.toml"),
+        format!("[pipeline]\nname = \"mllp\"\n[sources.mllp]\ntype = \"mllp\"\nlisten = \"127.0.0.1:{mllp_port}\"\n[stages.parse]\ntype = \"parse_hl7\"\ninputs = [\"mllp\"]\n[sinks.oscar]\ntype = \"oscar_lab\"\ninputs = [\"parse\"]\n"),
+    )
+    .unwrap();
+    // The daemon may hold 1,024 descriptors at most, hard limit (it cannot raise it): fewer
+    // than the idle connections, so only its connection cap keeps it answering.
+    let mut cmd = daemon_command(tmp.path(), &format!("127.0.0.1:{port}"), &[], "");
+    // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let lim = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    assert_eq!(wait_for(|| get(port, "/healthz", None)).0, 200);
+    wait_for(|| std::net::TcpStream::connect(("127.0.0.1", mllp_port)).ok());
+
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut idle = Vec::new();
+    for i in 0..1400 {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        if i % 14 == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+                .unwrap();
+        }
+        idle.push(s);
+    }
+
+    let mut health = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = get(port, "/healthz", None);
+        health.push((started.elapsed(), answer));
+    }
+
+    let msg = std::fs::read_to_string(common::repo().join("fixtures/hl7/pathl7/matched_chem.hl7"))
+        .unwrap()
+        .replace("\r\n", "\r")
+        .replace('\n', "\r");
+    let started = Instant::now();
+    let mut mllp = std::net::TcpStream::connect(("127.0.0.1", mllp_port)).unwrap();
+    mllp.write_all(&oscarflow::sources::mllp::encode(msg.trim_end().as_bytes()))
+        .unwrap();
+    mllp.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut ack = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !ack.ends_with(b"\x1c\r") {
+        let n = std::io::Read::read(&mut mllp, &mut buf).expect("an MLLP answer within 10 s");
+        assert!(n > 0, "the MLLP listener closed without answering");
+        ack.extend_from_slice(&buf[..n]);
+    }
+    let mllp_latency = started.elapsed();
+
+    let closed = idle.iter().filter(|s| closed_by_server(s)).count();
+    let (_, metrics) = get(port, "/metrics", None).unwrap();
+    let counts: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("oscarflow_listener_connections_closed_total"))
+        .collect();
+    drop(idle);
+    let (code, _) = stop(child);
+    for (latency, answer) in &health {
+        eprintln!(
+            "HTTP flood: /healthz {:?} after {} ms",
+            answer.as_ref().map(|a| a.0),
+            latency.as_millis()
+        );
+    }
+    eprintln!(
+        "HTTP flood: MLLP AA after {} ms; 1,400 idle connections opened, {closed} closed by the endpoint; {counts:?}",
+        mllp_latency.as_millis()
+    );
+    for (latency, answer) in &health {
+        assert_eq!(answer.as_ref().map(|a| a.0), Some(200));
+        assert!(*latency < Duration::from_secs(10), "{latency:?}");
+    }
+    assert!(
+        String::from_utf8_lossy(&ack).contains("MSA|AA|"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_connection_that_never_finishes_its_headers_or_idles_after_an_answer_is_closed() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = daemon(
+        tmp.path(),
+        &format!("127.0.0.1:{port}"),
+        &[],
+        "http_header_timeout = \"1s\"\n",
+    );
+    assert_eq!(wait_for(|| get(port, "/healthz", None)).0, 200);
+    let connect = || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut half = connect();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .unwrap();
+    let mut silent = connect();
+    let mut kept = connect();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let (got, closed) = read_until_closed(&mut half, Duration::from_secs(10));
+    eprintln!(
+        "half a request head: closed={closed} after {} ms",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        closed,
+        "a connection that never finishes its head is closed"
+    );
+    assert!(!String::from_utf8_lossy(&got).contains(" 200 "));
+    let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(10));
+    assert!(closed, "a silent connection is closed");
+    let (got, closed) = read_until_closed(&mut kept, Duration::from_secs(10));
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("ok\n"),
+        "{got}"
+    );
+    assert!(
+        closed,
+        "a kept-alive connection idle after its answer is closed"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    let metrics = wait_for(|| get(port, "/metrics", None)).1;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("oscarflow_listener_connections_closed_total")
+                && l.contains("reason=\"header_timeout\"")
+        ),
+        "{metrics}"
+    );
+    let (code, _) = stop(child);
+    assert_eq!(code, Some(0));
 }

@@ -69,6 +69,14 @@ pub async fn run(a: RunArgs) -> i32 {
     if let Some(l) = a.listen {
         cfg.listen = l;
     }
+    if let Some((_, problem)) = cfg.problems().into_iter().next() {
+        return fail(problem);
+    }
+    // Idle clients must meet the listeners' caps, not the process's descriptor limit.
+    match crate::conn_limit::raise_open_files_limit() {
+        Ok((soft, hard)) => tracing::debug!(soft, hard, "Open-file limit."),
+        Err(e) => tracing::warn!(error = %e, "Could not raise the open-file limit."),
+    }
     // The endpoint's settings are checked, and the metrics recorder installed, before
     // anything records a metric.
     let http = if cfg.listen.trim().eq_ignore_ascii_case("off") {
@@ -165,6 +173,8 @@ pub async fn run(a: RunArgs) -> i32 {
             registry: sup.registry.clone(),
             tap: tap.clone(),
             shutdown: http_shutdown.clone(),
+            max_connections: cfg.http_max_connections,
+            header_timeout: cfg.http_header_timeout,
         });
         tokio::spawn(crate::http::serve(listener, state, http_shutdown.clone()));
     }

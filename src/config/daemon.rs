@@ -36,6 +36,16 @@ pub struct DaemonConfig {
     /// Allow the endpoint's state-changing requests (pause, resume, poll) without the bearer
     /// token. Only on loopback; off by default.
     pub control_without_token: bool,
+    /// The endpoint's connection cap (default 256). At the cap the endpoint keeps
+    /// accepting: the longest-idle connection (no request in progress) gives way to the new
+    /// one; when every connection has a request in progress (open taps), the new one is
+    /// closed at once. Keep it well under the process's open-file limit (`LimitNOFILE`).
+    pub http_max_connections: usize,
+    /// A connection must deliver a whole request head within this long of connecting, or of
+    /// the previous answer on a kept-alive connection (default 10 s); it is closed otherwise.
+    /// This is both the header-read timeout and the idle keep-alive limit.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub http_header_timeout: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -49,6 +59,8 @@ impl Default for DaemonConfig {
             listen: "127.0.0.1:9464".into(),
             http_token_env: None,
             control_without_token: false,
+            http_max_connections: 256,
+            http_header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -69,6 +81,24 @@ impl DaemonConfig {
                 .unwrap_or((1, 1));
             format!("{}:{line}:{col}: {}", path.display(), e.message())
         })
+    }
+
+    /// Settings out of range: `(key, problem)`.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        if self.http_max_connections == 0 {
+            v.push((
+                "http_max_connections",
+                "http_max_connections must be at least 1".to_string(),
+            ));
+        }
+        if self.http_header_timeout.is_zero() {
+            v.push((
+                "http_header_timeout",
+                "http_header_timeout must be above zero".to_string(),
+            ));
+        }
+        v
     }
 
     /// The database URL to use: the environment variable, the inline URL, or the embedded
@@ -172,6 +202,9 @@ impl DaemonConfig {
                 );
             }
         }
+        for (key, problem) in cfg.problems() {
+            err(key_position(&text, key), problem);
+        }
         if cfg.listen != "off" {
             match cfg.listen.parse::<std::net::SocketAddr>() {
                 Err(_) => err(
@@ -213,6 +246,36 @@ mod tests {
         std::fs::write(&p, "state_dir = \"x\"\ncolour = 1\n").unwrap();
         let e = DaemonConfig::load(&p).unwrap_err();
         assert!(e.contains(":2:1:") && e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn endpoint_limits_have_defaults_and_zero_is_refused_at_its_line() {
+        let d = DaemonConfig::default();
+        assert_eq!(d.http_max_connections, 256);
+        assert_eq!(d.http_header_timeout, Duration::from_secs(10));
+        assert!(d.problems().is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("oscarflow.toml");
+        std::fs::write(
+            &p,
+            "state_dir = \"x\"\nhttp_max_connections = 0\nhttp_header_timeout = \"0s\"\n",
+        )
+        .unwrap();
+        let c = DaemonConfig::load(&p).unwrap();
+        assert_eq!(c.problems().len(), 2);
+        let diags = DaemonConfig::check(&p);
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.line == 2 && d.message.contains("http_max_connections")),
+            "{diags:?}"
+        );
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.line == 3 && d.message.contains("http_header_timeout")),
+            "{diags:?}"
+        );
     }
 
     #[test]

@@ -12,6 +12,17 @@
 //! their `Host` is not a loopback name or address (a DNS-rebinding page) or when they carry an
 //! `Origin` other than their own `Host` (a cross-site form or `fetch` from a browser on the
 //! clinic's machine). Tokens are compared in constant time.
+//!
+//! **Limits.** Idle connections cannot exhaust the process: the endpoint keeps at most
+//! `http_max_connections` open and, at that cap, keeps accepting: the longest-idle
+//! connection (no request in progress: silent since it connected, half-way through a request
+//! head, or kept alive after an answer) gives way to the new one, so `/healthz` is answered
+//! however many idle clients there are. When every connection has a request in progress
+//! (open taps), a new connection is closed at once rather than left in the backlog. A
+//! request head must arrive whole within `http_header_timeout` of connecting or of the
+//! previous answer. Closings are counted in `oscarflow_listener_connections_closed_total`
+//! (`listener="http"`, `reason`: `evicted_idle`, `over_capacity`, `header_timeout`). The
+//! daemon raises its own open-file limit to the hard limit at start.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,11 +32,12 @@ use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::conn_limit::{Admission, BusyGuard, ClosedLog, Limits, Slots};
 use crate::telemetry::tap::TapHub;
-use crate::telemetry::{gauge, MetricName};
+use crate::telemetry::{counter, gauge, MetricName};
 use crate::topology::{Registry, Shutdown};
 
 /// What the endpoint reports on.
@@ -43,6 +55,10 @@ pub struct HttpState {
     pub tap: Arc<TapHub>,
     /// Fires when the daemon stops (ends open taps).
     pub shutdown: Shutdown,
+    /// Connections open at once (`http_max_connections`).
+    pub max_connections: usize,
+    /// A request head must arrive whole within this long (`http_header_timeout`).
+    pub header_timeout: std::time::Duration,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -69,24 +85,118 @@ pub fn check_exposure(addr: &SocketAddr, token: Option<&str>) -> Result<(), Stri
     Ok(())
 }
 
+fn count_closed(log: &ClosedLog, why: &'static str) {
+    counter(
+        MetricName::ListenerConnectionsClosed,
+        &[
+            ("listener", "http".to_string()),
+            ("reason", why.to_string()),
+        ],
+        1,
+    );
+    log.note(why);
+}
+
 /// Serves until `shutdown` fires.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut shutdown: Shutdown) {
+    let max = state.max_connections.max(1);
+    // One peer in practice (loopback, or a scraper): the cap is overall.
+    let slots = Slots::new(Limits {
+        max_total: max,
+        max_per_peer: max,
+        slow_after: std::time::Duration::MAX,
+    });
+    let log = Arc::new(ClosedLog::new("http"));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait() => break,
             a = listener.accept() => a,
         };
-        let Ok((tcp, _)) = accepted else { continue };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors, typically: do not spin.
+                tracing::warn!(error = %e, "HTTP accept failed.");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let slot = match slots.admit(peer.ip()) {
+            Admission::Refused(why) => {
+                drop(tcp);
+                count_closed(&log, why.as_str());
+                continue;
+            }
+            Admission::Admitted { slot, evicted } => {
+                if let Some(why) = evicted {
+                    count_closed(&log, why.as_str());
+                }
+                Arc::new(slot)
+            }
+        };
         let state = state.clone();
+        let log = log.clone();
         tokio::spawn(async move {
+            let in_service = slot.clone();
+            let header_timeout = state.header_timeout;
             let svc = hyper::service::service_fn(move |req| {
+                // Busy from the request head until its response body is dropped (written
+                // whole, or the client went away): such a connection never gives way.
+                let busy = in_service.busy();
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&state, &req).await) }
+                async move {
+                    let r = answer(&state, &req).await;
+                    Ok::<_, Infallible>(r.map(|body| Held { body, _busy: busy }.boxed()))
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(tcp), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if r.is_err_and(|e| e.is_timeout()) {
+                        count_closed(&log, "header_timeout");
+                    }
+                }
+                _ = slot.evicted() => {
+                    // Chosen while idle; should a request have started meanwhile, it is
+                    // answered before the connection closes.
+                    if slot.is_busy() {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            }
         });
+    }
+}
+
+/// A response body that keeps its connection busy until it is dropped; sizes pass through
+/// (a `Content-Length` stays one).
+struct Held {
+    body: Body,
+    _busy: BusyGuard,
+}
+
+impl hyper::body::Body for Held {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

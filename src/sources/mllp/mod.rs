@@ -23,8 +23,34 @@
 //! handshake first (MLLP over TLS, as interface engines offer it).
 //!
 //! **Limits.** `max_frame_bytes` (an over-long frame is refused with `AR too_large` and its
-//! bytes skipped, never buffered), `idle_timeout` (a silent connection is closed),
-//! `max_connections` (further peers wait in the listen backlog).
+//! bytes skipped, never buffered), `idle_timeout` (a silent connection is closed; per read),
+//! `frame_timeout` (a whole-frame deadline from its start block to its end block),
+//! `max_connections` (overall) and `max_connections_per_peer` (per source IP address).
+//!
+//! **Why slow peers could starve a sender, and what stops it.** The idle timeout is per
+//! read, so a peer sending one byte every 100 ms is never idle; and a listener that stops
+//! accepting when its slots are taken leaves a legitimate sender in the kernel's backlog
+//! while 32 such peers (or 32 silent ones, for ten minutes) hold every slot. Now:
+//!
+//! - the frame deadline ends a trickling frame (discarded, never imported nor answered,
+//!   logged with its byte count only and counted as `reason="frame_timeout"`);
+//! - the listener always accepts, and [`crate::conn_limit`] decides: a sender at its
+//!   per-peer cap gets a new connection only in place of one of its own, and at the overall
+//!   cap an idle connection (waiting for a frame to start), or one whose frame has been
+//!   trickling in for [`SLOW_FRAME`] or more, of the sender holding the most connections
+//!   gives way; with nothing to give way, the new connection is closed at once, so it never
+//!   waits in the backlog. A connection whose message is being handled never gives way: a
+//!   message that arrived whole is answered after its durable hand-off, as always;
+//! - so a sender with no connection open always gets one while any other host holds two or
+//!   more idle or trickling ones, and one misbehaving host cannot hold more than
+//!   `max_connections_per_peer`. Connections from the *same* address as the misbehaving
+//!   peer cannot be told apart from it before they send; they still get in by replacing
+//!   that address's idle or slowest connection (per-peer rule), which is also what lets a
+//!   sender reconnect while its previous connection is half-open behind a NAT.
+//!
+//! Closings by the limits are counted in `oscarflow_listener_connections_closed_total`
+//! (`listener="mllp"`, `reason`: `evicted_idle`, `evicted_slow`, `over_capacity`,
+//! `peer_over_capacity`, `frame_timeout`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,11 +60,11 @@ use async_trait::async_trait;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{SendError, Source, SourceContext, SourceError};
 use crate::ack::{BatchNotifier, BatchStatus, InFlight};
+use crate::conn_limit::{Admission, ClosedLog, Limits, Slot, Slots};
 use crate::dead_letter::ReasonCode;
 use crate::envelope::{sha256, Envelope, Origin, Raw};
 use crate::error::ErrorKind;
@@ -46,7 +72,7 @@ use crate::hl7::ack::{build_ack, AckCode, AckMode};
 use crate::hl7::Message;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
-use crate::telemetry::{Event, Observers};
+use crate::telemetry::{counter, Event, MetricName, Observers};
 
 mod config;
 pub use config::*;
@@ -86,6 +112,11 @@ impl Decoder {
             scanned: 0,
             skipping: None,
         }
+    }
+
+    /// Whether a frame has started and not ended (also while an over-long one is skipped).
+    pub fn in_frame(&self) -> bool {
+        self.in_frame || self.skipping.is_some()
     }
 
     /// Adds bytes read from the connection.
@@ -400,7 +431,29 @@ struct Conn {
     store: Store,
     cfg: MllpConfig,
     crash_before_answer: Option<CrashHook>,
+    closed_log: Arc<ClosedLog>,
 }
+
+impl Conn {
+    /// Counts a connection closed by the limits (and logs the counts, at most once a minute).
+    fn count_closed(&self, why: &'static str) {
+        counter(
+            MetricName::ListenerConnectionsClosed,
+            &[
+                ("listener", "mllp".to_string()),
+                ("pipeline", self.pipeline.to_string()),
+                ("component", self.id.to_string()),
+                ("reason", why.to_string()),
+            ],
+            1,
+        );
+        self.closed_log.note(why);
+    }
+}
+
+/// An unfinished frame that has been arriving for this long may give way to a new connection
+/// when the listener is full (a real frame arrives in well under a second).
+pub const SLOW_FRAME: Duration = Duration::from_secs(2);
 
 /// The TLS acceptor for `cfg`, if TLS is configured.
 fn tls_acceptor(cfg: &MllpConfig) -> Result<Option<tokio_native_tls::TlsAcceptor>, String> {
@@ -448,16 +501,19 @@ impl Source for MllpSource {
             store: cx.store.clone(),
             cfg: self.cfg.clone(),
             crash_before_answer: self.crash_before_answer.clone(),
+            closed_log: Arc::new(ClosedLog::new("mllp")),
         };
         drop(cx.out);
         let mut shutdown = cx.shutdown.clone();
-        let slots = Arc::new(Semaphore::new(self.cfg.max_connections));
+        let slots = Slots::new(Limits {
+            max_total: self.cfg.max_connections,
+            max_per_peer: self.cfg.max_connections_per_peer,
+            slow_after: SLOW_FRAME,
+        });
         let mut tasks = JoinSet::new();
         loop {
-            let permit = tokio::select! {
-                _ = shutdown.wait() => break,
-                p = slots.clone().acquire_owned() => p.expect("semaphore open"),
-            };
+            // Always accept: a peer over the limits is closed at once rather than left in
+            // the backlog (see the module documentation).
             let (stream, peer) = tokio::select! {
                 _ = shutdown.wait() => break,
                 r = listener.accept() => match r {
@@ -469,22 +525,47 @@ impl Source for MllpSource {
                     }
                 },
             };
+            let slot = match slots.admit(peer.ip()) {
+                Admission::Refused(why) => {
+                    drop(stream);
+                    conn.count_closed(why.as_str());
+                    continue;
+                }
+                Admission::Admitted { slot, evicted } => {
+                    if let Some(why) = evicted {
+                        conn.count_closed(why.as_str());
+                    }
+                    slot
+                }
+            };
             let _ = stream.set_nodelay(true);
             let c = conn.clone();
             let sd = cx.shutdown.clone();
             let tls = tls.clone();
             tasks.spawn(async move {
-                let _permit = permit;
                 let result = match tls {
-                    None => serve(c.clone(), stream, peer, sd).await,
+                    None => serve(c.clone(), stream, peer, sd, &slot).await,
                     Some(acc) => {
-                        match tokio::time::timeout(c.cfg.idle_timeout, acc.accept(stream)).await {
-                            Ok(Ok(s)) => serve(c.clone(), s, peer, sd).await,
-                            Ok(Err(e)) => Err(std::io::Error::other(format!("TLS handshake: {e}"))),
-                            Err(_) => Err(std::io::Error::other("TLS handshake timed out")),
+                        // A handshake is a receive: it must finish within the frame deadline.
+                        slot.receiving(Some(std::time::Instant::now()));
+                        let handshake = tokio::time::timeout(
+                            c.cfg.frame_timeout.min(c.cfg.idle_timeout),
+                            acc.accept(stream),
+                        );
+                        tokio::select! {
+                            _ = slot.evicted() => Ok(()),
+                            r = handshake => match r {
+                                Ok(Ok(s)) => {
+                                    slot.receiving(None);
+                                    serve(c.clone(), s, peer, sd, &slot).await
+                                }
+                                Ok(Err(e)) => Err(std::io::Error::other(format!("TLS handshake: {e}"))),
+                                Err(_) => Err(std::io::Error::other("TLS handshake timed out")),
+                            },
                         }
                     }
                 };
+                drop(slot);
                 if let Err(e) = result {
                     tracing::info!(source = %c.id, error = %e, "MLLP connection closed.");
                 }
@@ -498,20 +579,28 @@ impl Source for MllpSource {
     }
 }
 
-/// Serves one connection until the peer closes, it idles out, or shutdown.
+/// Serves one connection until the peer closes, it idles out, its frame misses the frame
+/// deadline, it gives way to a new connection (see [`crate::conn_limit`]), or shutdown.
 async fn serve<S>(
     c: Conn,
     mut stream: S,
     peer: SocketAddr,
     mut shutdown: Shutdown,
+    slot: &Slot,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    use tokio::time::Instant;
     let mut dec = Decoder::new(c.cfg.max_frame_bytes);
     let mut chunk = vec![0u8; 64 * 1024];
+    // When the unfinished frame started (its deadline is `frame_timeout` later).
+    let mut frame_started: Option<Instant> = None;
+    let mut frame_bytes = 0usize;
     loop {
         while let Some(frame) = dec.next_frame() {
+            // Not evictable from here until the answer is written.
+            let _busy = slot.busy();
             let (raw, answer) = match frame {
                 Frame::Aborted { bytes } => {
                     tracing::warn!(pipeline = %c.pipeline, source = %c.id, peer = %peer, bytes, "The sender abandoned an MLLP frame (a start block before its end block); discarded, not imported.");
@@ -533,17 +622,42 @@ where
                     }
                 },
             };
+            // A completed frame: the next one's deadline starts when it is read.
+            frame_started = None;
+            frame_bytes = 0;
+            slot.receiving(None);
             stream
                 .write_all(&encode(ack_for(&raw, &answer).as_bytes()))
                 .await?;
             stream.flush().await?;
         }
+        if dec.in_frame() {
+            if frame_started.is_none() {
+                frame_started = Some(Instant::now());
+            }
+        } else {
+            frame_started = None;
+            frame_bytes = 0;
+        }
+        slot.receiving(frame_started.map(Instant::into_std));
         if shutdown.is_triggered() {
             return Ok(());
         }
+        let idle_deadline = Instant::now() + c.cfg.idle_timeout;
+        let frame_deadline = frame_started.map(|t| t + c.cfg.frame_timeout);
+        let deadline = frame_deadline.map_or(idle_deadline, |f| f.min(idle_deadline));
         let n = tokio::select! {
             _ = shutdown.wait() => return Ok(()),
-            r = tokio::time::timeout(c.cfg.idle_timeout, stream.read(&mut chunk)) => match r {
+            _ = slot.evicted() => {
+                tracing::debug!(source = %c.id, "MLLP connection gave way to a new one.");
+                return Ok(());
+            }
+            r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => match r {
+                Err(_) if frame_deadline.is_some_and(|f| f <= idle_deadline) => {
+                    c.count_closed("frame_timeout");
+                    tracing::warn!(pipeline = %c.pipeline, source = %c.id, peer = %peer, bytes_received = frame_bytes, frame_timeout = ?c.cfg.frame_timeout, "An MLLP frame did not arrive whole within frame_timeout; discarded, not imported, connection closed.");
+                    return Ok(());
+                }
                 Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout")),
                 Ok(r) => r?,
             },
@@ -551,6 +665,7 @@ where
         if n == 0 {
             return Ok(());
         }
+        frame_bytes += n;
         dec.extend(&chunk[..n]);
     }
 }
