@@ -268,10 +268,15 @@ fn check_validates_the_daemon_config_with_the_pipelines() {
         .unwrap();
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
+    let listen_line = example
+        .lines()
+        .position(|l| l.starts_with("listen = "))
+        .expect("the example sets listen")
+        + 1;
     assert!(
-        out.contains(
-            "oscarflow.toml:12:1: error: listen: off loopback the endpoint needs a bearer token"
-        ),
+        out.contains(&format!(
+            "oscarflow.toml:{listen_line}:1: error: listen: off loopback the endpoint needs a bearer token"
+        )),
         "{out}"
     );
     // A config of an earlier version: its outbound fax line (`[[fax_outbox]]`) is refused
