@@ -726,3 +726,46 @@ async fn a_legitimate_sender_is_answered_while_1000_idle_and_32_trickling_connec
     drop((conn, idle));
     stop(running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_the_databases_packet_gets_ar_too_large_and_one_dead_letter() {
+    common::mariadb::with_test_db(|url| async move {
+        let store = Store::open(&url).await.unwrap();
+        let packet: i64 = sqlx::query_scalar("SELECT CAST(@@max_allowed_packet AS SIGNED)")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        let (_, mut msg) = messages_of("pathl7/matched_chem.hl7").remove(0);
+        // Its Base64 in hl7TextMessage is over the packet; the frame is under the listener's
+        // and the parse stage's limits.
+        while (msg.len() as i64) * 4 / 3 <= packet + 1024 * 1024 {
+            msg.extend_from_slice(b"\rNTE|1||synthetic comment line of a very large lab");
+        }
+        let mut c = cfg();
+        c.max_frame_bytes = 16 * 1024 * 1024;
+        let (running, addr) = start(&store, MllpSource::new(c)).await;
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        let (code, _, reason) = msa(&exchange(&mut conn, &msg).await);
+        assert_eq!(
+            (code.as_str(), reason.as_str()),
+            ("AR", "too_large"),
+            "refused for good (AR), not AE: the sender must not re-send it for ever"
+        );
+        // A re-send gets the same answer and adds nothing.
+        let (code, _, _) = msa(&exchange(&mut conn, &msg).await);
+        assert_eq!(code, "AR");
+        stop(running).await;
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM hl7TextMessage").await,
+            0
+        );
+        let dls = oscarflow::dead_letter::DeadLetterStore::new(store.clone())
+            .list(&Default::default())
+            .await
+            .unwrap();
+        assert_eq!(dls.len(), 1, "{dls:#?}");
+        assert_eq!(dls[0].reason, "too_large");
+        assert_eq!(dls[0].raw_len, msg.len() as i64);
+    })
+    .await;
+}
