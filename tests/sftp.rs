@@ -377,3 +377,43 @@ async fn a_file_still_being_written_is_taken_only_once_it_is_stable() {
         "never a partial file"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooled_file_over_max_input_bytes_is_dead_lettered_from_the_spool_and_released() {
+    let Some(Fixture {
+        tmp: _tmp,
+        sshd,
+        store,
+        remote,
+        spool,
+    }) = Fixture::new().await
+    else {
+        return;
+    };
+    let good = common::variant("fixtures/hl7/pathl7/matched_chem.hl7", 1);
+    let mut big = good.clone();
+    for _ in 0..10_000 {
+        big.extend_from_slice(b"NTE|1||synthetic filler of a lab over the source's limit\r");
+    }
+    std::fs::write(remote.join("big.hl7"), &big).unwrap();
+    std::fs::write(remote.join("good.hl7"), &good).unwrap();
+    let mut cfg = config(&sshd, sshd.port, &remote, &spool, "OVERSIZE");
+    cfg.max_input_bytes = good.len() + 10;
+    let polls = Arc::new(Polls::default());
+    let source = SftpSource::new(cfg).unwrap().stop_after_released(2);
+    finish(start(&store, source, polls.clone()), 120).await;
+    assert!(files_in(&remote).is_empty(), "both files were released");
+    assert!(files_in(&spool).is_empty(), "the spool is emptied");
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM fileUploadCheck").await,
+        1,
+        "only the file under the limit was imported"
+    );
+    let dls = oscarflow::dead_letter::DeadLetterStore::new(store.clone());
+    let listed = dls.list(&Default::default()).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(listed[0].reason, "too_large");
+    assert_eq!(listed[0].stage_kind, "sftp");
+    let raw = dls.get(&listed[0].id).await.unwrap().unwrap().raw;
+    assert!(raw == big, "the dead letter holds the file's bytes");
+}
