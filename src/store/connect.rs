@@ -184,6 +184,38 @@ fn tls_cause(t: Option<&Target>, addr: &str, e: &rustls::Error) -> String {
     }
 }
 
+/// The `ssl-mode` a MySQL URL gets when it names none: `disabled` to this machine (a
+/// loopback address, `localhost` or a Unix socket), where nothing crosses a network and TLS
+/// would only cost CPU; else the driver's `preferred` (encrypted whenever the server offers
+/// TLS; `verify_identity` is what a remote server should be given). A URL that names a mode
+/// keeps it.
+pub(crate) fn default_ssl_mode(url: &str) -> String {
+    let Ok(u) = url::Url::parse(url) else {
+        return url.to_string();
+    };
+    // `mysql:` is not a special scheme to the URL parser: its host comes as text.
+    let host = u.host_str().unwrap_or("localhost");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut local = host.is_empty()
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    let mut named = false;
+    for (k, _) in u.query_pairs() {
+        match &*k {
+            "ssl-mode" | "sslmode" => named = true,
+            "socket" => local = true,
+            _ => {}
+        }
+    }
+    if named || !local {
+        return url.to_string();
+    }
+    let sep = if u.query().is_some() { '&' } else { '?' };
+    format!("{url}{sep}ssl-mode=disabled")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +280,34 @@ mod tests {
         assert!(
             m.contains("cannot read the CA file ssl-ca=/nope/ca.pem"),
             "{m}"
+        );
+    }
+
+    #[test]
+    fn a_url_to_this_machine_defaults_to_plain_and_one_to_another_host_keeps_the_drivers_default() {
+        assert_eq!(
+            default_ssl_mode("mysql://u:p@127.0.0.1:3306/db"),
+            "mysql://u:p@127.0.0.1:3306/db?ssl-mode=disabled"
+        );
+        assert_eq!(
+            default_ssl_mode("mysql://u@localhost/db?charset=utf8mb4"),
+            "mysql://u@localhost/db?charset=utf8mb4&ssl-mode=disabled"
+        );
+        assert_eq!(
+            default_ssl_mode("mysql://u@db.clinic.example/oscar"),
+            "mysql://u@db.clinic.example/oscar"
+        );
+        assert_eq!(
+            default_ssl_mode("mysql://u@127.0.0.1/db?ssl-mode=required"),
+            "mysql://u@127.0.0.1/db?ssl-mode=required"
+        );
+        assert_eq!(
+            default_ssl_mode("mysql://u@10.0.0.5/db"),
+            "mysql://u@10.0.0.5/db"
+        );
+        assert_eq!(
+            default_ssl_mode("mysql://u@[::1]:3306/db"),
+            "mysql://u@[::1]:3306/db?ssl-mode=disabled"
         );
     }
 }

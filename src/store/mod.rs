@@ -291,6 +291,9 @@ impl Store {
                 }
             }
         }
+        if backend == Backend::MySql {
+            url = connect::default_ssl_mode(&url);
+        }
         let target = match backend {
             Backend::MySql => connect::Target::from_url(&url),
             Backend::Sqlite => None,
