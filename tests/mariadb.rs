@@ -1085,3 +1085,92 @@ async fn check_packet_size(url: String) {
     let got = dls.get(&listed[0].id).await.unwrap().unwrap();
     assert!(got.raw == lab, "the dead letter holds the original bytes");
 }
+
+/// `OSCARFLOW_TEST_MYSQL_LEAST_URL`: an account with exactly the rights of
+/// `deploy/oscarflow-grants.sql` on a database holding the OSCAR tables those name (`.ci/run`).
+fn least_privilege_url() -> Option<String> {
+    match std::env::var("OSCARFLOW_TEST_MYSQL_LEAST_URL") {
+        Ok(u) if !u.trim().is_empty() => Some(u.trim().to_string()),
+        _ => {
+            assert!(
+                std::env::var("OSCARFLOW_REQUIRE_MYSQL").map_or(true, |v| v.trim() != "1"),
+                "OSCARFLOW_REQUIRE_MYSQL=1 but OSCARFLOW_TEST_MYSQL_LEAST_URL is not set (see .ci/run)"
+            );
+            eprintln!("note: OSCARFLOW_TEST_MYSQL_LEAST_URL is not set; skipping");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_grants_are_enough_to_import_labs_keep_dead_letters_and_purge_them() {
+    let Some(url) = least_privilege_url() else {
+        return;
+    };
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(common::bin())
+            .args(args)
+            .env("OSCARFLOW_T_LEAST_URL", &url)
+            .env_remove("OSCARFLOW_DATABASE_URL")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "oscarflow {args:?}: {err}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let store = Store::open(&url)
+        .await
+        .expect("the account opens its store");
+    let before = count(&store, "hl7TextMessage").await;
+    // Labs this database has not seen (the account's database outlives a test run): a
+    // matched lab, then its corrected version, which retires the first one's measurements.
+    let run_id = ulid::Ulid::new().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, f) in [
+        "hl7/pathl7/matched_chem.hl7",
+        "hl7/pathl7/unmatched_patient.hl7",
+        "hl7/versions/accession_26-200000001_1_prelim.hl7",
+        "hl7/versions/accession_26-200000001_2_final.hl7",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let text = common::variant(&format!("fixtures/{f}"), 0);
+        let text = String::from_utf8(text)
+            .unwrap()
+            .replace("V0|", &format!("{run_id}|"));
+        std::fs::write(dir.path().join(format!("{i}.hl7")), text).unwrap();
+    }
+    let good = dir.path().display().to_string();
+    let bad = fixtures().join("bad").display().to_string();
+    run(&["replay", "--database-env", "OSCARFLOW_T_LEAST_URL", &good]);
+    assert_eq!(
+        count(&store, "hl7TextMessage").await,
+        before + 4,
+        "every new lab was imported by the account"
+    );
+    run(&["replay", "--database-env", "OSCARFLOW_T_LEAST_URL", &bad]);
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM oscarflow_dead_letter WHERE reason NOT IN ('empty_input', 'not_hl7', 'malformed', 'missing_segment')"
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap(),
+        0,
+        "nothing refused for want of a right"
+    );
+    let open = DeadLetterStore::new(store.clone())
+        .list(&Filter::default())
+        .await
+        .unwrap();
+    assert!(!open.is_empty(), "the bad inputs' dead letters were kept");
+    run(&[
+        "dlq",
+        "purge",
+        "--all",
+        "--database-env",
+        "OSCARFLOW_T_LEAST_URL",
+    ]);
+    assert_eq!(count(&store, "oscarflow_dead_letter").await, 0);
+}
