@@ -329,6 +329,21 @@ impl DeadLetterStore {
         Ok(r.rows_affected())
     }
 
+    /// Number of dead letters matching the filter (its `limit` is ignored).
+    pub async fn count(&self, f: &Filter) -> Result<u64, StoreError> {
+        let (where_sql, binds) = filter_sql(f);
+        let sql = format!("SELECT COUNT(*) FROM oscarflow_dead_letter{where_sql}");
+        let mut q = sqlx::query_scalar::<_, i64>(&sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        let n = q
+            .fetch_one(&self.store.pool)
+            .await
+            .map_err(StoreError::query)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Deletes the chunks of dead letters that are gone.
     async fn drop_orphan_chunks(&self) -> Result<(), StoreError> {
         sqlx::query(

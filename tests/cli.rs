@@ -1045,3 +1045,164 @@ fn database_env_reads_the_url_from_the_named_variable_and_wins_over_oscarflow_da
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("either --database or --database-env"));
 }
+
+/// A state directory holding one resolved dead letter (a lab rejected by a pipeline that
+/// took only ADT, then re-driven once the pipeline took ORU) and one open one (a file that
+/// is not HL7). Returns (resolved id, open id).
+fn one_resolved_and_one_open_dead_letter(tmp: &Path, state: &str) -> (String, String) {
+    let lab = repo().join("fixtures/hl7/pathl7/matched_chem.hl7");
+    let pipeline = |types: &str| {
+        format!(
+            "[pipeline]\nname = \"strict_lab\"\n[sources.in]\ntype = \"folder\"\npath = \".\"\n[stages.parse]\ntype = \"parse_hl7\"\ninputs = [\"in\"]\nmessage_types = [{types}]\n[stages.match]\ntype = \"match_patient\"\ninputs = [\"parse\"]\n[sinks.oscar]\ntype = \"oscar_lab\"\ninputs = [\"match\"]\n"
+        )
+    };
+    let strict = tmp.join("strict.toml");
+    std::fs::write(&strict, pipeline("\"ADT\"")).unwrap();
+    let replay = |file: &Path, extra: &[&str]| -> String {
+        let o = oscarflow(
+            &[
+                &[
+                    "replay",
+                    file.to_str().unwrap(),
+                    "--json",
+                    "--state-dir",
+                    state,
+                ],
+                extra,
+            ]
+            .concat(),
+            &repo(),
+        );
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        r["files"][0]["dead_letter_ids"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let resolved = replay(&lab, &["--pipeline", strict.to_str().unwrap()]);
+    let dir = tmp.join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("strict.toml"), pipeline("\"ORU\"")).unwrap();
+    let retried = oscarflow(
+        &[
+            "dlq",
+            "retry",
+            &resolved,
+            "--pipelines",
+            dir.to_str().unwrap(),
+            "--state-dir",
+            state,
+        ],
+        &repo(),
+    );
+    assert_eq!(retried.status.code(), Some(0), "{}", stdout(&retried));
+    let open = replay(&repo().join("fixtures/bad/not_hl7.txt"), &[]);
+    (resolved, open)
+}
+
+/// Every dead letter's (id, status), whatever its status.
+fn dead_letters(state: &str) -> Vec<(String, String)> {
+    let o = oscarflow(
+        &[
+            "dlq",
+            "list",
+            "--status",
+            "all",
+            "--json",
+            "--state-dir",
+            state,
+        ],
+        &repo(),
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut v: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn dlq_purge_without_a_filter_removes_only_resolved_dead_letters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let state_s = state.to_str().unwrap();
+    let (resolved, open) = one_resolved_and_one_open_dead_letter(tmp.path(), state_s);
+    let mut both = vec![
+        (resolved.clone(), "resolved".to_string()),
+        (open.clone(), "open".to_string()),
+    ];
+    both.sort();
+    assert_eq!(dead_letters(state_s), both);
+
+    let purge = oscarflow(&["dlq", "purge", "--all", "--state-dir", state_s], &repo());
+    assert_eq!(purge.status.code(), Some(0), "{}", stderr(&purge));
+    assert!(stdout(&purge).contains("purged 1 "), "{}", stdout(&purge));
+    assert_eq!(dead_letters(state_s), vec![(open, "open".to_string())]);
+}
+
+#[test]
+fn purging_open_dead_letters_needs_yes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let state_s = state.to_str().unwrap();
+    let (resolved, open) = one_resolved_and_one_open_dead_letter(tmp.path(), state_s);
+    let before = dead_letters(state_s);
+    assert_eq!(before.len(), 2);
+
+    // Asking for open (or all) ones without --yes deletes nothing and says how many and how.
+    for status in ["open", "all"] {
+        let o = oscarflow(
+            &[
+                "dlq",
+                "purge",
+                "--all",
+                "--status",
+                status,
+                "--state-dir",
+                state_s,
+            ],
+            &repo(),
+        );
+        assert_eq!(o.status.code(), Some(1), "{status}");
+        let err = stderr(&o);
+        assert!(err.contains("1 open dead letter"), "{err}");
+        assert!(err.contains("--yes"), "{err}");
+        assert!(!stdout(&o).contains("purged"), "{}", stdout(&o));
+        assert_eq!(dead_letters(state_s), before, "{status}: nothing deleted");
+    }
+    // By id, an open one is refused too; a resolved one is not.
+    let o = oscarflow(&["dlq", "purge", &open, "--state-dir", state_s], &repo());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
+    assert_eq!(dead_letters(state_s), before);
+
+    // With --yes the open one goes, and only it.
+    let o = oscarflow(
+        &[
+            "dlq",
+            "purge",
+            "--all",
+            "--status",
+            "open",
+            "--yes",
+            "--state-dir",
+            state_s,
+        ],
+        &repo(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("purged 1 "), "{}", stdout(&o));
+    assert_eq!(
+        dead_letters(state_s),
+        vec![(resolved, "resolved".to_string())]
+    );
+}
