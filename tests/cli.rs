@@ -1206,3 +1206,62 @@ fn purging_open_dead_letters_needs_yes() {
         vec![(resolved, "resolved".to_string())]
     );
 }
+
+#[test]
+fn replay_seed_twice_succeeds_and_seeds_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().to_str().unwrap();
+    let replay = |lab: &str| {
+        oscarflow(
+            &[
+                "replay",
+                lab,
+                "--json",
+                "--seed",
+                "fixtures/sql/bc_clinic.sql",
+                "--state-dir",
+                state,
+            ],
+            &repo(),
+        )
+    };
+    let counts = || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = sqlite_store(tmp.path()).await;
+            let mut v = Vec::new();
+            for table in [
+                "demographic",
+                "demographic_merged",
+                "provider",
+                "incomingLabRules",
+            ] {
+                v.push(count(&store, &format!("SELECT COUNT(*) FROM {table}")).await);
+            }
+            store.pool.close().await;
+            v
+        })
+    };
+    let first = replay("fixtures/hl7/pathl7/matched_chem.hl7");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let r: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(r["totals"]["matched"], 1, "the seeded chart is there");
+    let seeded = counts();
+    // What the seed file inserts: 13 charts, 2 merge rows, 6 providers, 1 forwarding rule.
+    assert_eq!(seeded, vec![13, 2, 6, 1]);
+
+    // The same seed again (with another lab) is skipped, not an error, and adds nothing.
+    let second = replay("fixtures/hl7/pathl7/multi_message.hl7");
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("already run"),
+        "{}",
+        stderr(&second)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert!(r["totals"]["imported"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(counts(), seeded);
+}

@@ -31,7 +31,8 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub db: DbArgs,
     /// A SQL script run before the replay (synthetic patients and providers for a QA
-    /// database, e.g. fixtures/sql/bc_clinic.sql). Not for production databases.
+    /// database, e.g. fixtures/sql/bc_clinic.sql), once per database: a script already run
+    /// there is skipped. Not for production databases.
     #[arg(long)]
     pub seed: Option<PathBuf>,
     /// Print the report as one JSON object on stdout.
@@ -117,8 +118,13 @@ pub async fn run(a: ReplayArgs) -> i32 {
             Ok(s) => s,
             Err(e) => return fail(format!("cannot read {}: {e}", seed.display())),
         };
-        if let Err(e) = store.execute_script(&sql).await {
-            return fail(format!("seed {}: {e}", seed.display()));
+        match store.execute_script_once(&sql).await {
+            Ok(true) => {}
+            Ok(false) => eprintln!(
+                "seed {}: already run on this database; skipped",
+                seed.display()
+            ),
+            Err(e) => return fail(format!("seed {}: {e}", seed.display())),
         }
     }
     let progress = (std::io::stderr().is_terminal() && files.len() > 20).then(|| {
