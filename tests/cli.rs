@@ -1265,3 +1265,146 @@ fn replay_seed_twice_succeeds_and_seeds_once() {
     assert!(r["totals"]["imported"].as_u64().unwrap() > 0, "{r}");
     assert_eq!(counts(), seeded);
 }
+
+/// The example `pipelines/<name>.toml.example` as the operator installs it (renamed to
+/// `<name>.toml`), its RingCentral account pointed at `emu` (loopback) and its polls
+/// shortened; `enabled` is left as shipped.
+fn installed_example(name: &str, emu: &common::rc_emulator::RcEmulator, docs: &Path) -> String {
+    let shipped =
+        std::fs::read_to_string(repo().join(format!("pipelines/{name}.toml.example"))).unwrap();
+    let account = "client_id_env = \"RINGCENTRAL_CLIENT_ID\"\nclient_secret_env = \"RINGCENTRAL_CLIENT_SECRET\"\njwt_env = \"RINGCENTRAL_JWT\"\n";
+    assert!(shipped.contains(account), "{name}: its account settings");
+    shipped
+        .replace(account, &emu.ringcentral_toml("DEPLOY", (100_000, "1m")))
+        .replace(
+            "document_dir = \"/var/lib/OscarDocument/oscar/document\"",
+            &format!("document_dir = \"{}\"", docs.display()),
+        )
+        .replace("poll_interval = \"30s\"", "poll_interval = \"100ms\"")
+        .replace("poll_interval = \"1m\"", "poll_interval = \"100ms\"")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployment_example_sends_no_text_or_fax_until_turned_on() {
+    use common::rc_emulator::RcEmulator;
+    for v in [
+        "RINGCENTRAL_CLIENT_ID",
+        "RINGCENTRAL_CLIENT_SECRET",
+        "RINGCENTRAL_JWT",
+    ] {
+        std::env::set_var(v, "set");
+    }
+    for name in ["fax_out", "texts"] {
+        let p =
+            oscarflow::config::load_file(&repo().join(format!("pipelines/{name}.toml.example")))
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!(!p.settings.enabled, "{name} ships switched off");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let docs = tmp.path().join("document");
+    std::fs::create_dir_all(&state).unwrap();
+    // A clinic with appointments tomorrow and two faxes waiting on the example's line.
+    let store = seeded_store(&state).await;
+    common::texts::seed_appointments(&store).await;
+    common::fax_queue::queue_faxes(&store, &docs, 2).await;
+    let emu = RcEmulator::start().await;
+    emu.lift_limits();
+
+    let pipelines = tmp.path().join("pipelines");
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir_all(&pipelines).unwrap();
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(
+        pipelines.join("labs.toml"),
+        format!(
+            "[pipeline]\nname = \"labs\"\n[sources.inbox]\ntype = \"folder\"\npath = \"{}\"\n[stages.parse]\ntype = \"parse_hl7\"\ninputs = [\"inbox\"]\n[sinks.oscar]\ntype = \"oscar_lab\"\ninputs = [\"parse\"]\n",
+            inbox.display()
+        ),
+    )
+    .unwrap();
+    let fax_out = installed_example("fax_out", &emu, &docs);
+    std::fs::write(pipelines.join("fax_out.toml"), &fax_out).unwrap();
+    std::fs::write(
+        pipelines.join("texts.toml"),
+        installed_example("texts", &emu, &docs),
+    )
+    .unwrap();
+
+    let port = free_port();
+    let mut daemon = Command::new(bin())
+        .args([
+            "run",
+            "--pipelines",
+            pipelines.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(tmp.path())
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listing = || -> Option<serde_json::Value> {
+        let (status, body) = http_request("GET", port, "/pipelines", None)?;
+        (status == 200).then(|| serde_json::from_str(&body).unwrap())
+    };
+    let started = Instant::now();
+    let shown = loop {
+        if let Some(v) =
+            listing().filter(|v| v["disabled"].as_array().is_some_and(|d| d.len() == 2))
+        {
+            break v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no /pipelines");
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let names = |key: &str| -> Vec<String> {
+        let mut v: Vec<String> = shown[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("pipelines"), vec!["labs"], "{shown}");
+    assert_eq!(names("disabled"), vec!["fax_out", "texts"], "{shown}");
+    // Nothing was claimed, queued or sent.
+    assert_eq!(
+        common::fax_queue::statuses(&store).await,
+        [("WAITING".to_string(), 2)].into_iter().collect()
+    );
+    assert!(common::texts::states(&store).await.is_empty());
+    {
+        let s = emu.state.lock().unwrap();
+        assert!(s.sent.is_empty() && s.sms.is_empty());
+    }
+
+    // Turned on as its comment says, the fax line sends its queue.
+    let on = fax_out.replace("enabled = false", "enabled = true");
+    assert_ne!(on, fax_out);
+    std::fs::write(pipelines.join("fax_out.toml"), on).unwrap();
+    let started = Instant::now();
+    while emu.state.lock().unwrap().sent.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the switched-on fax line sent nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let status = daemon.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    store.pool.close().await;
+}
