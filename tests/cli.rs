@@ -1408,3 +1408,56 @@ async fn the_deployment_example_sends_no_text_or_fax_until_turned_on() {
     assert_eq!(status.code(), Some(0), "{err}");
     store.pool.close().await;
 }
+
+#[test]
+fn dlq_times_show_their_utc_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().to_str().unwrap();
+    // A clinic eight hours behind UTC (a fixed zone: no tz database needed).
+    let zone = [("TZ", "XST8")];
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let o = oscarflow_with_env(
+        &[
+            "replay",
+            "fixtures/bad/not_hl7.txt",
+            "--json",
+            "--state-dir",
+            state,
+        ],
+        &zone,
+    );
+    let after = time::OffsetDateTime::now_utc().unix_timestamp();
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = r["files"][0]["dead_letter_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let o = oscarflow_with_env(&["dlq", "list", "--json", "--state-dir", state], &zone);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["received_at", "first_failed_at", "last_failed_at"] {
+        let shown = rows[0][key].as_str().unwrap();
+        assert!(shown.ends_with("-08:00"), "{key}: {shown}");
+        // The time with its offset is the moment it happened.
+        let t = time::OffsetDateTime::parse(shown, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{key}: {shown}: {e}"))
+            .unix_timestamp();
+        assert!(before - 1 <= t && t <= after + 1, "{key}: {shown}");
+    }
+    let o = oscarflow_with_env(&["dlq", "show", &id, "--state-dir", state], &zone);
+    let out = stdout(&o);
+    for label in ["received ", "failed "] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains("-08:00"), "{line}");
+    }
+    let o = oscarflow_with_env(&["dlq", "list", "--state-dir", state], &zone);
+    let row = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap()
+        .to_string();
+    assert!(row.trim_end().ends_with("-08:00"), "{row}");
+}

@@ -89,7 +89,7 @@ pub enum DlqCommand {
         /// resolved, open or all.
         #[arg(long, default_value = "resolved")]
         status: String,
-        /// Only those whose last failure is before this time (YYYY-MM-DD[ HH:MM:SS]).
+        /// Only those whose last failure is before this local time (YYYY-MM-DD[ HH:MM:SS]).
         #[arg(long)]
         before: Option<String>,
         /// Confirm deleting open dead letters (inputs never imported: their only copy).
