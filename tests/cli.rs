@@ -1461,3 +1461,52 @@ fn dlq_times_show_their_utc_offset() {
         .to_string();
     assert!(row.trim_end().ends_with("-08:00"), "{row}");
 }
+
+/// `oscarflow replay DIR` run on a pseudo-terminal (stdout and stderr both on it), as an
+/// operator types it; `rust_log` set or not. The terminal's text, or None without `script`.
+fn replay_on_a_terminal(dir: &Path, state: &Path, rust_log: Option<&str>) -> Option<String> {
+    let line = format!(
+        "{} replay {} --state-dir {}",
+        bin().display(),
+        dir.display(),
+        state.display()
+    );
+    let mut c = Command::new("script");
+    c.args(["-qec", &line, "/dev/null"])
+        .current_dir(repo())
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env("TERM", "xterm");
+    if let Some(l) = rust_log {
+        c.env("RUST_LOG", l);
+    }
+    let o = c.output().ok()?;
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    Some(text)
+}
+
+#[test]
+fn replay_on_a_terminal_prints_no_line_per_message_over_its_progress_bar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("labs");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Enough files for the progress bar.
+    for i in 0..25 {
+        std::fs::write(
+            dir.join(format!("lab{i:02}.hl7")),
+            variant("fixtures/hl7/pathl7/matched_chem.hl7", i),
+        )
+        .unwrap();
+    }
+    let Some(quiet) = replay_on_a_terminal(&dir, &tmp.path().join("a"), None) else {
+        eprintln!("no `script` on this machine: nothing to run the replay on a terminal with");
+        return;
+    };
+    assert!(quiet.contains("total (25 files)"), "{quiet}");
+    assert!(!quiet.contains("Imported into OSCAR"), "{quiet}");
+    // The same replay asked for info lines shows them: the terminal would carry them.
+    let loud = replay_on_a_terminal(&dir, &tmp.path().join("b"), Some("info")).unwrap();
+    assert!(loud.contains("total (25 files)"), "{loud}");
+    assert!(loud.contains("Imported into OSCAR"), "{loud}");
+}

@@ -136,14 +136,18 @@ pub async fn run(a: ReplayArgs) -> i32 {
         }
         p
     });
+    // Warnings (and every line RUST_LOG asks for) go above the bar, not through it.
+    crate::telemetry::log_above(progress.clone());
     let items = files.into_iter().map(ListItem::File).collect();
-    let (reports, fatal) = match run_once(&cfg, &store, items, "replay", progress.clone()).await {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
+    let ran = run_once(&cfg, &store, items, "replay", progress.clone()).await;
+    crate::telemetry::log_above(None);
     if let Some(p) = progress {
         p.finish_and_clear();
     }
+    let (reports, fatal) = match ran {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
     let totals = Totals {
         files: reports.len(),
         messages_found: reports.iter().map(|r| r.messages_found).sum(),

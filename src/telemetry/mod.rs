@@ -577,12 +577,52 @@ pub fn bodies_logged() -> bool {
     LOG_BODIES.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// The log level used unless `RUST_LOG` says otherwise: `info`, but `warn` for a command
+/// that draws a progress bar on a terminal (`replay`), where a line per message would only
+/// scroll the bar away; its report says what happened to every message.
+pub fn default_log_level(draws_progress: bool, stderr_is_terminal: bool) -> &'static str {
+    if draws_progress && stderr_is_terminal {
+        "warn"
+    } else {
+        "info"
+    }
+}
+
+/// The progress bar on stderr, if one is drawn: log lines are written above it.
+static PROGRESS: std::sync::RwLock<Option<indicatif::ProgressBar>> = std::sync::RwLock::new(None);
+
+/// Makes log lines go above `bar` (hiding it while a line is written) until called with
+/// `None`.
+pub fn log_above(bar: Option<indicatif::ProgressBar>) {
+    if let Ok(mut p) = PROGRESS.write() {
+        *p = bar;
+    }
+}
+
+/// stderr, around the progress bar of [`log_above`].
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = PROGRESS.read().ok().and_then(|p| p.clone());
+        match bar {
+            Some(bar) => bar
+                .suspend(|| std::io::stderr().write_all(buf))
+                .map(|()| buf.len()),
+            None => std::io::stderr().write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Initialises `tracing`: human-readable on a terminal, JSON otherwise (journald, files).
-/// `RUST_LOG` overrides the default level (`info`).
-pub fn init_logging(json: Option<bool>) {
+/// `RUST_LOG` overrides the default level (`level`, see [`default_log_level`]).
+pub fn init_logging(json: Option<bool>, level: &str) {
     use std::io::IsTerminal;
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn")));
     // The AWS SDK logs request details (the access key id among them) at debug level; they
     // stay out even under RUST_LOG=debug.
     for d in [
@@ -597,7 +637,7 @@ pub fn init_logging(json: Option<bool>) {
     let json = json.unwrap_or_else(|| !std::io::stderr().is_terminal());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LogWriter);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
@@ -723,5 +763,15 @@ mod tests {
         assert_eq!(lines[3]["part"], serde_json::json!(2), "{}", lines[3]);
         assert_eq!(lines[3]["lab_type"], "PATHL7", "{}", lines[3]);
         assert!(lines[3].get("document_no").is_none(), "{}", lines[3]);
+    }
+
+    #[test]
+    fn replay_on_a_terminal_logs_no_line_per_message_by_default() {
+        // Per-message lines (`Imported into OSCAR.`) are info; warnings still show.
+        assert_eq!(default_log_level(true, true), "warn");
+        // In a pipe or a file (scripts, CI), and for every other command: info.
+        assert_eq!(default_log_level(true, false), "info");
+        assert_eq!(default_log_level(false, true), "info");
+        assert_eq!(default_log_level(false, false), "info");
     }
 }
