@@ -57,6 +57,7 @@ pub struct StoredDeadLetter {
     pub detail: String,
     pub attempts: i64,
     pub status: String,
+    /// The times are RFC 3339 with their UTC offset (see [`with_offset`]).
     pub received_at: String,
     pub first_failed_at: String,
     pub last_failed_at: String,
@@ -329,6 +330,21 @@ impl DeadLetterStore {
         Ok(r.rows_affected())
     }
 
+    /// Number of dead letters matching the filter (its `limit` is ignored).
+    pub async fn count(&self, f: &Filter) -> Result<u64, StoreError> {
+        let (where_sql, binds) = filter_sql(f);
+        let sql = format!("SELECT COUNT(*) FROM oscarflow_dead_letter{where_sql}");
+        let mut q = sqlx::query_scalar::<_, i64>(&sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        let n = q
+            .fetch_one(&self.store.pool)
+            .await
+            .map_err(StoreError::query)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Deletes the chunks of dead letters that are gone.
     async fn drop_orphan_chunks(&self) -> Result<(), StoreError> {
         sqlx::query(
@@ -463,6 +479,22 @@ fn local_offset() -> time::UtcOffset {
     time::UtcOffset::from_whole_seconds(secs).unwrap_or(time::UtcOffset::UTC)
 }
 
+/// A stored time (`YYYY-MM-DD HH:MM:SS`, this machine's local time, as OSCAR writes its own)
+/// as RFC 3339 with the UTC offset local time had then (`2026-12-07T03:12:44-08:00`). In
+/// the hour a clock goes back, which repeats, the earlier reading is taken. A value that is
+/// not such a time is returned as it is.
+pub fn with_offset(stored: String) -> String {
+    use chrono::TimeZone;
+    let Ok(naive) = chrono::NaiveDateTime::parse_from_str(stored.trim(), "%Y-%m-%d %H:%M:%S")
+    else {
+        return stored;
+    };
+    match chrono::Local.from_local_datetime(&naive).earliest() {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+        None => stored,
+    }
+}
+
 fn filter_sql(f: &Filter) -> (String, Vec<String>) {
     let mut clauses = Vec::new();
     let mut binds = Vec::new();
@@ -511,10 +543,10 @@ fn from_row(r: &sqlx::any::AnyRow, with_raw: bool) -> Result<StoredDeadLetter, S
         detail: s("detail")?,
         attempts: r.try_get::<i64, _>("attempts").map_err(StoreError::query)?,
         status: s("status")?,
-        received_at: s("received_at")?,
-        first_failed_at: s("first_failed_at")?,
-        last_failed_at: s("last_failed_at")?,
-        resolved_at: text("resolved_at")?,
+        received_at: with_offset(s("received_at")?),
+        first_failed_at: with_offset(s("first_failed_at")?),
+        last_failed_at: with_offset(s("last_failed_at")?),
+        resolved_at: text("resolved_at")?.map(with_offset),
         raw_len: r.try_get::<i64, _>("raw_len").map_err(StoreError::query)?,
         raw: if with_raw {
             r.try_get::<Vec<u8>, _>("raw").map_err(StoreError::query)?

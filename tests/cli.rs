@@ -1045,3 +1045,468 @@ fn database_env_reads_the_url_from_the_named_variable_and_wins_over_oscarflow_da
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("either --database or --database-env"));
 }
+
+/// A state directory holding one resolved dead letter (a lab rejected by a pipeline that
+/// took only ADT, then re-driven once the pipeline took ORU) and one open one (a file that
+/// is not HL7). Returns (resolved id, open id).
+fn one_resolved_and_one_open_dead_letter(tmp: &Path, state: &str) -> (String, String) {
+    let lab = repo().join("fixtures/hl7/pathl7/matched_chem.hl7");
+    let pipeline = |types: &str| {
+        format!(
+            "[pipeline]\nname = \"strict_lab\"\n[sources.in]\ntype = \"folder\"\npath = \".\"\n[stages.parse]\ntype = \"parse_hl7\"\ninputs = [\"in\"]\nmessage_types = [{types}]\n[stages.match]\ntype = \"match_patient\"\ninputs = [\"parse\"]\n[sinks.oscar]\ntype = \"oscar_lab\"\ninputs = [\"match\"]\n"
+        )
+    };
+    let strict = tmp.join("strict.toml");
+    std::fs::write(&strict, pipeline("\"ADT\"")).unwrap();
+    let replay = |file: &Path, extra: &[&str]| -> String {
+        let o = oscarflow(
+            &[
+                &[
+                    "replay",
+                    file.to_str().unwrap(),
+                    "--json",
+                    "--state-dir",
+                    state,
+                ],
+                extra,
+            ]
+            .concat(),
+            &repo(),
+        );
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        r["files"][0]["dead_letter_ids"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let resolved = replay(&lab, &["--pipeline", strict.to_str().unwrap()]);
+    let dir = tmp.join("pipelines");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("strict.toml"), pipeline("\"ORU\"")).unwrap();
+    let retried = oscarflow(
+        &[
+            "dlq",
+            "retry",
+            &resolved,
+            "--pipelines",
+            dir.to_str().unwrap(),
+            "--state-dir",
+            state,
+        ],
+        &repo(),
+    );
+    assert_eq!(retried.status.code(), Some(0), "{}", stdout(&retried));
+    let open = replay(&repo().join("fixtures/bad/not_hl7.txt"), &[]);
+    (resolved, open)
+}
+
+/// Every dead letter's (id, status), whatever its status.
+fn dead_letters(state: &str) -> Vec<(String, String)> {
+    let o = oscarflow(
+        &[
+            "dlq",
+            "list",
+            "--status",
+            "all",
+            "--json",
+            "--state-dir",
+            state,
+        ],
+        &repo(),
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut v: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn dlq_purge_without_a_filter_removes_only_resolved_dead_letters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let state_s = state.to_str().unwrap();
+    let (resolved, open) = one_resolved_and_one_open_dead_letter(tmp.path(), state_s);
+    let mut both = vec![
+        (resolved.clone(), "resolved".to_string()),
+        (open.clone(), "open".to_string()),
+    ];
+    both.sort();
+    assert_eq!(dead_letters(state_s), both);
+
+    let purge = oscarflow(&["dlq", "purge", "--all", "--state-dir", state_s], &repo());
+    assert_eq!(purge.status.code(), Some(0), "{}", stderr(&purge));
+    assert!(stdout(&purge).contains("purged 1 "), "{}", stdout(&purge));
+    assert_eq!(dead_letters(state_s), vec![(open, "open".to_string())]);
+}
+
+#[test]
+fn purging_open_dead_letters_needs_yes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let state_s = state.to_str().unwrap();
+    let (resolved, open) = one_resolved_and_one_open_dead_letter(tmp.path(), state_s);
+    let before = dead_letters(state_s);
+    assert_eq!(before.len(), 2);
+
+    // Asking for open (or all) ones without --yes deletes nothing and says how many and how.
+    for status in ["open", "all"] {
+        let o = oscarflow(
+            &[
+                "dlq",
+                "purge",
+                "--all",
+                "--status",
+                status,
+                "--state-dir",
+                state_s,
+            ],
+            &repo(),
+        );
+        assert_eq!(o.status.code(), Some(1), "{status}");
+        let err = stderr(&o);
+        assert!(err.contains("1 open dead letter"), "{err}");
+        assert!(err.contains("--yes"), "{err}");
+        assert!(!stdout(&o).contains("purged"), "{}", stdout(&o));
+        assert_eq!(dead_letters(state_s), before, "{status}: nothing deleted");
+    }
+    // By id, an open one is refused too; a resolved one is not.
+    let o = oscarflow(&["dlq", "purge", &open, "--state-dir", state_s], &repo());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
+    assert_eq!(dead_letters(state_s), before);
+
+    // With --yes the open one goes, and only it.
+    let o = oscarflow(
+        &[
+            "dlq",
+            "purge",
+            "--all",
+            "--status",
+            "open",
+            "--yes",
+            "--state-dir",
+            state_s,
+        ],
+        &repo(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("purged 1 "), "{}", stdout(&o));
+    assert_eq!(
+        dead_letters(state_s),
+        vec![(resolved, "resolved".to_string())]
+    );
+}
+
+#[test]
+fn replay_seed_twice_succeeds_and_seeds_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().to_str().unwrap();
+    let replay = |lab: &str| {
+        oscarflow(
+            &[
+                "replay",
+                lab,
+                "--json",
+                "--seed",
+                "fixtures/sql/bc_clinic.sql",
+                "--state-dir",
+                state,
+            ],
+            &repo(),
+        )
+    };
+    let counts = || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = sqlite_store(tmp.path()).await;
+            let mut v = Vec::new();
+            for table in [
+                "demographic",
+                "demographic_merged",
+                "provider",
+                "incomingLabRules",
+            ] {
+                v.push(count(&store, &format!("SELECT COUNT(*) FROM {table}")).await);
+            }
+            store.pool.close().await;
+            v
+        })
+    };
+    let first = replay("fixtures/hl7/pathl7/matched_chem.hl7");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let r: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(r["totals"]["matched"], 1, "the seeded chart is there");
+    let seeded = counts();
+    // What the seed file inserts: 13 charts, 2 merge rows, 6 providers, 1 forwarding rule.
+    assert_eq!(seeded, vec![13, 2, 6, 1]);
+
+    // The same seed again (with another lab) is skipped, not an error, and adds nothing.
+    let second = replay("fixtures/hl7/pathl7/multi_message.hl7");
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("already run"),
+        "{}",
+        stderr(&second)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert!(r["totals"]["imported"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(counts(), seeded);
+}
+
+/// The example `pipelines/<name>.toml.example` as the operator installs it (renamed to
+/// `<name>.toml`), its RingCentral account pointed at `emu` (loopback) and its polls
+/// shortened; `enabled` is left as shipped.
+fn installed_example(name: &str, emu: &common::rc_emulator::RcEmulator, docs: &Path) -> String {
+    let shipped =
+        std::fs::read_to_string(repo().join(format!("pipelines/{name}.toml.example"))).unwrap();
+    let account = "client_id_env = \"RINGCENTRAL_CLIENT_ID\"\nclient_secret_env = \"RINGCENTRAL_CLIENT_SECRET\"\njwt_env = \"RINGCENTRAL_JWT\"\n";
+    assert!(shipped.contains(account), "{name}: its account settings");
+    shipped
+        .replace(account, &emu.ringcentral_toml("DEPLOY", (100_000, "1m")))
+        .replace(
+            "document_dir = \"/var/lib/OscarDocument/oscar/document\"",
+            &format!("document_dir = \"{}\"", docs.display()),
+        )
+        .replace("poll_interval = \"30s\"", "poll_interval = \"100ms\"")
+        .replace("poll_interval = \"1m\"", "poll_interval = \"100ms\"")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployment_example_sends_no_text_or_fax_until_turned_on() {
+    use common::rc_emulator::RcEmulator;
+    for v in [
+        "RINGCENTRAL_CLIENT_ID",
+        "RINGCENTRAL_CLIENT_SECRET",
+        "RINGCENTRAL_JWT",
+    ] {
+        std::env::set_var(v, "set");
+    }
+    for name in ["fax_out", "texts"] {
+        let p =
+            oscarflow::config::load_file(&repo().join(format!("pipelines/{name}.toml.example")))
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!(!p.settings.enabled, "{name} ships switched off");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let docs = tmp.path().join("document");
+    std::fs::create_dir_all(&state).unwrap();
+    // A clinic with appointments tomorrow and two faxes waiting on the example's line.
+    let store = seeded_store(&state).await;
+    common::texts::seed_appointments(&store).await;
+    common::fax_queue::queue_faxes(&store, &docs, 2).await;
+    let emu = RcEmulator::start().await;
+    emu.lift_limits();
+
+    let pipelines = tmp.path().join("pipelines");
+    let inbox = tmp.path().join("inbox");
+    std::fs::create_dir_all(&pipelines).unwrap();
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::write(
+        pipelines.join("labs.toml"),
+        format!(
+            "[pipeline]\nname = \"labs\"\n[sources.inbox]\ntype = \"folder\"\npath = \"{}\"\n[stages.parse]\ntype = \"parse_hl7\"\ninputs = [\"inbox\"]\n[sinks.oscar]\ntype = \"oscar_lab\"\ninputs = [\"parse\"]\n",
+            inbox.display()
+        ),
+    )
+    .unwrap();
+    let fax_out = installed_example("fax_out", &emu, &docs);
+    std::fs::write(pipelines.join("fax_out.toml"), &fax_out).unwrap();
+    std::fs::write(
+        pipelines.join("texts.toml"),
+        installed_example("texts", &emu, &docs),
+    )
+    .unwrap();
+
+    let port = free_port();
+    let mut daemon = Command::new(bin())
+        .args([
+            "run",
+            "--pipelines",
+            pipelines.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(tmp.path())
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listing = || -> Option<serde_json::Value> {
+        let (status, body) = http_request("GET", port, "/pipelines", None)?;
+        (status == 200).then(|| serde_json::from_str(&body).unwrap())
+    };
+    let started = Instant::now();
+    let shown = loop {
+        if let Some(v) =
+            listing().filter(|v| v["disabled"].as_array().is_some_and(|d| d.len() == 2))
+        {
+            break v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no /pipelines");
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let names = |key: &str| -> Vec<String> {
+        let mut v: Vec<String> = shown[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("pipelines"), vec!["labs"], "{shown}");
+    assert_eq!(names("disabled"), vec!["fax_out", "texts"], "{shown}");
+    // Nothing was claimed, queued or sent.
+    assert_eq!(
+        common::fax_queue::statuses(&store).await,
+        [("WAITING".to_string(), 2)].into_iter().collect()
+    );
+    assert!(common::texts::states(&store).await.is_empty());
+    {
+        let s = emu.state.lock().unwrap();
+        assert!(s.sent.is_empty() && s.sms.is_empty());
+    }
+
+    // Turned on as its comment says, the fax line sends its queue.
+    let on = fax_out.replace("enabled = false", "enabled = true");
+    assert_ne!(on, fax_out);
+    std::fs::write(pipelines.join("fax_out.toml"), on).unwrap();
+    let started = Instant::now();
+    while emu.state.lock().unwrap().sent.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the switched-on fax line sent nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let status = daemon.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    store.pool.close().await;
+}
+
+#[test]
+fn dlq_times_show_their_utc_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().to_str().unwrap();
+    // A clinic eight hours behind UTC (a fixed zone: no tz database needed).
+    let zone = [("TZ", "XST8")];
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let o = oscarflow_with_env(
+        &[
+            "replay",
+            "fixtures/bad/not_hl7.txt",
+            "--json",
+            "--state-dir",
+            state,
+        ],
+        &zone,
+    );
+    let after = time::OffsetDateTime::now_utc().unix_timestamp();
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = r["files"][0]["dead_letter_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let o = oscarflow_with_env(&["dlq", "list", "--json", "--state-dir", state], &zone);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["received_at", "first_failed_at", "last_failed_at"] {
+        let shown = rows[0][key].as_str().unwrap();
+        assert!(shown.ends_with("-08:00"), "{key}: {shown}");
+        // The time with its offset is the moment it happened.
+        let t = time::OffsetDateTime::parse(shown, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{key}: {shown}: {e}"))
+            .unix_timestamp();
+        assert!(before - 1 <= t && t <= after + 1, "{key}: {shown}");
+    }
+    let o = oscarflow_with_env(&["dlq", "show", &id, "--state-dir", state], &zone);
+    let out = stdout(&o);
+    for label in ["received ", "failed "] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains("-08:00"), "{line}");
+    }
+    let o = oscarflow_with_env(&["dlq", "list", "--state-dir", state], &zone);
+    let row = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap()
+        .to_string();
+    assert!(row.trim_end().ends_with("-08:00"), "{row}");
+}
+
+/// `oscarflow replay DIR` run on a pseudo-terminal (stdout and stderr both on it), as an
+/// operator types it; `rust_log` set or not. The terminal's text, or None without `script`.
+fn replay_on_a_terminal(dir: &Path, state: &Path, rust_log: Option<&str>) -> Option<String> {
+    let line = format!(
+        "{} replay {} --state-dir {}",
+        bin().display(),
+        dir.display(),
+        state.display()
+    );
+    let mut c = Command::new("script");
+    c.args(["-qec", &line, "/dev/null"])
+        .current_dir(repo())
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env("TERM", "xterm");
+    if let Some(l) = rust_log {
+        c.env("RUST_LOG", l);
+    }
+    let o = c.output().ok()?;
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    Some(text)
+}
+
+#[test]
+fn replay_on_a_terminal_prints_no_line_per_message_over_its_progress_bar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("labs");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Enough files for the progress bar.
+    for i in 0..25 {
+        std::fs::write(
+            dir.join(format!("lab{i:02}.hl7")),
+            variant("fixtures/hl7/pathl7/matched_chem.hl7", i),
+        )
+        .unwrap();
+    }
+    let Some(quiet) = replay_on_a_terminal(&dir, &tmp.path().join("a"), None) else {
+        eprintln!("no `script` on this machine: nothing to run the replay on a terminal with");
+        return;
+    };
+    assert!(quiet.contains("total (25 files)"), "{quiet}");
+    assert!(!quiet.contains("Imported into OSCAR"), "{quiet}");
+    // The same replay asked for info lines shows them: the terminal would carry them.
+    let loud = replay_on_a_terminal(&dir, &tmp.path().join("b"), Some("info")).unwrap();
+    assert!(loud.contains("total (25 files)"), "{loud}");
+    assert!(loud.contains("Imported into OSCAR"), "{loud}");
+}

@@ -1169,8 +1169,51 @@ async fn the_documented_grants_are_enough_to_import_labs_keep_dead_letters_and_p
         "dlq",
         "purge",
         "--all",
+        "--status",
+        "all",
+        "--yes",
         "--database-env",
         "OSCARFLOW_T_LEAST_URL",
     ]);
     assert_eq!(count(&store, "oscarflow_dead_letter").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_runs_once_and_dead_letter_times_carry_their_offset_on_mariadb() {
+    with_test_db(|url| async move {
+        let store = Store::open(&url).await.expect("open");
+        let opt_outs = |store: Store| async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM oscarflow_sms_optout")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap()
+        };
+        let seed = "INSERT INTO oscarflow_sms_optout (demographic_no, reason, created_at) VALUES (99001, 'seed', '2026-01-01 00:00:00');\n";
+        assert!(store.execute_script_once(seed).await.unwrap(), "first run");
+        assert!(!store.execute_script_once(seed).await.unwrap(), "skipped");
+        assert_eq!(opt_outs(store.clone()).await, 1);
+        // A script that fails leaves neither its rows nor its mark: it runs again.
+        let failing = format!("{seed}INSERT INTO no_such_table VALUES (1);\n")
+            .replace("99001", "99002");
+        assert!(store.execute_script_once(&failing).await.is_err());
+        assert_eq!(opt_outs(store.clone()).await, 1);
+        assert!(store.execute_script_once(&failing).await.is_err());
+
+        replay(&store, &files_under("bad")).await;
+        let dls = DeadLetterStore::new(store.clone());
+        let listed = dls.list(&Filter::default()).await.unwrap();
+        assert_eq!(listed.len(), 4);
+        let open = Filter {
+            status: Some("open".into()),
+            ..Filter::default()
+        };
+        assert_eq!(dls.count(&open).await.unwrap(), 4);
+        for d in &listed {
+            for t in [&d.received_at, &d.first_failed_at, &d.last_failed_at] {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .unwrap_or_else(|e| panic!("{t}: {e}"));
+            }
+        }
+    })
+    .await;
 }

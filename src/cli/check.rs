@@ -43,6 +43,13 @@ pub fn run(a: CheckArgs) -> i32 {
         println!("{d}");
     }
     if diags.is_empty() {
+        for p in ok.iter().filter(|p| !p.settings.enabled) {
+            println!(
+                "{}: pipeline `{}` is switched off (enabled = false): the daemon will not start it",
+                p.path.display(),
+                p.name
+            );
+        }
         if daemon.is_empty() {
             println!("{} pipeline file(s) OK", ok.len());
         } else {

@@ -73,7 +73,9 @@ pub enum DlqCommand {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Delete dead letters.
+    /// Delete dead letters: resolved ones unless told otherwise. An open dead letter is
+    /// the only copy of an input that was never imported; deleting open ones takes
+    /// `--status open` (or `all`) and `--yes`.
     Purge {
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
@@ -84,12 +86,15 @@ pub enum DlqCommand {
         pipeline: Option<String>,
         #[arg(long)]
         reason: Option<String>,
-        /// open, resolved or all.
-        #[arg(long, default_value = "all")]
+        /// resolved, open or all.
+        #[arg(long, default_value = "resolved")]
         status: String,
-        /// Only those whose last failure is before this time (YYYY-MM-DD[ HH:MM:SS]).
+        /// Only those whose last failure is before this local time (YYYY-MM-DD[ HH:MM:SS]).
         #[arg(long)]
         before: Option<String>,
+        /// Confirm deleting open dead letters (inputs never imported: their only copy).
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -240,25 +245,53 @@ pub async fn run(c: DlqCommand) -> i32 {
             reason,
             status,
             before,
+            yes,
             db,
         } => {
+            let filter = match (status_filter(&status), reason_filter(reason.as_deref())) {
+                (Ok(s), Ok(r)) => Filter {
+                    pipeline,
+                    reason: r,
+                    status: s,
+                    before,
+                    limit: None,
+                },
+                (Err(e), _) | (_, Err(e)) => return fail(e),
+            };
             let store = match open(&db).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
             };
             let n = if let Some(id) = id {
-                store.purge_id(&id).await
+                match store.list_one(&id).await {
+                    Ok(Some(r)) if r.status == status::OPEN && !yes => {
+                        return fail(format!(
+                            "dead letter {id} is open: its input was never imported and this is its only copy. Retry it (`dlq retry {id}`), or add --yes to delete it anyway"
+                        ))
+                    }
+                    Ok(Some(_)) => store.purge_id(&id).await,
+                    Ok(None) => return fail(format!("no dead letter with id {id}")),
+                    Err(e) => return fail(e),
+                }
             } else if all {
-                let filter = match (status_filter(&status), reason_filter(reason.as_deref())) {
-                    (Ok(s), Ok(r)) => Filter {
-                        pipeline,
-                        reason: r,
-                        status: s,
-                        before,
-                        limit: None,
-                    },
-                    (Err(e), _) | (_, Err(e)) => return fail(e),
-                };
+                let mut filter = filter;
+                if filter.status.as_deref() != Some(status::RESOLVED) && !yes {
+                    let open_ones = Filter {
+                        status: Some(status::OPEN.into()),
+                        ..filter.clone()
+                    };
+                    match store.count(&open_ones).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            return fail(format!(
+                                "this would delete {n} open dead letter(s): inputs never imported, of which the dead letter is the only copy. Nothing was deleted; add --yes to delete them"
+                            ))
+                        }
+                        Err(e) => return fail(e),
+                    }
+                    // None was open: one that fails meanwhile is not deleted unasked.
+                    filter.status = Some(status::RESOLVED.into());
+                }
                 store.purge(&filter).await
             } else {
                 return fail("give an id or --all");

@@ -195,7 +195,11 @@ pub fn main() -> i32 {
         Command::Run(a) => a.log_json,
         _ => None,
     };
-    crate::telemetry::init_logging(json_logs);
+    let level = crate::telemetry::default_log_level(
+        matches!(cli.command, Command::Replay(_)),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
+    crate::telemetry::init_logging(json_logs, level);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

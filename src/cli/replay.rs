@@ -31,7 +31,8 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub db: DbArgs,
     /// A SQL script run before the replay (synthetic patients and providers for a QA
-    /// database, e.g. fixtures/sql/bc_clinic.sql). Not for production databases.
+    /// database, e.g. fixtures/sql/bc_clinic.sql), once per database: a script already run
+    /// there is skipped. Not for production databases.
     #[arg(long)]
     pub seed: Option<PathBuf>,
     /// Print the report as one JSON object on stdout.
@@ -117,8 +118,13 @@ pub async fn run(a: ReplayArgs) -> i32 {
             Ok(s) => s,
             Err(e) => return fail(format!("cannot read {}: {e}", seed.display())),
         };
-        if let Err(e) = store.execute_script(&sql).await {
-            return fail(format!("seed {}: {e}", seed.display()));
+        match store.execute_script_once(&sql).await {
+            Ok(true) => {}
+            Ok(false) => eprintln!(
+                "seed {}: already run on this database; skipped",
+                seed.display()
+            ),
+            Err(e) => return fail(format!("seed {}: {e}", seed.display())),
         }
     }
     let progress = (std::io::stderr().is_terminal() && files.len() > 20).then(|| {
@@ -130,14 +136,18 @@ pub async fn run(a: ReplayArgs) -> i32 {
         }
         p
     });
+    // Warnings (and every line RUST_LOG asks for) go above the bar, not through it.
+    crate::telemetry::log_above(progress.clone());
     let items = files.into_iter().map(ListItem::File).collect();
-    let (reports, fatal) = match run_once(&cfg, &store, items, "replay", progress.clone()).await {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
+    let ran = run_once(&cfg, &store, items, "replay", progress.clone()).await;
+    crate::telemetry::log_above(None);
     if let Some(p) = progress {
         p.finish_and_clear();
     }
+    let (reports, fatal) = match ran {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
     let totals = Totals {
         files: reports.len(),
         messages_found: reports.iter().map(|r| r.messages_found).sum(),

@@ -144,10 +144,15 @@ pub async fn run(a: RunArgs) -> i32 {
         return fail(e);
     }
     if sup.running_count() == 0 {
-        return fail(format!(
-            "no valid pipeline in {}",
-            cfg.pipelines_dir.display()
-        ));
+        let disabled = sup.registry.disabled().len();
+        return fail(if disabled > 0 {
+            format!(
+                "no pipeline to run in {}: {disabled} valid pipeline file(s) there say `enabled = false`",
+                cfg.pipelines_dir.display()
+            )
+        } else {
+            format!("no valid pipeline in {}", cfg.pipelines_dir.display())
+        });
     }
     // Edits to the pipelines directory (and SIGHUP) reload the pipelines that changed.
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();

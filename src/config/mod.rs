@@ -41,6 +41,9 @@ pub use crate::retry::RetrySettings;
 pub struct PipelineSettings {
     /// Pipeline name; defaults to the file stem. Appears in dead letters and metrics.
     pub name: Option<String>,
+    /// `false`: the file is loaded and checked but the daemon does not start the pipeline
+    /// (`/pipelines` lists it as disabled). Outbound examples ship with `enabled = false`.
+    pub enabled: bool,
     /// Capacity of each bounded channel between components. Memory is bounded by
     /// (capacity + concurrency) × maximum input size per edge.
     pub channel_capacity: usize,
@@ -58,6 +61,7 @@ impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
             name: None,
+            enabled: true,
             channel_capacity: 16,
             database_url_env: None,
             retry: RetrySettings::default(),

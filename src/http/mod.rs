@@ -318,7 +318,13 @@ fn pipelines_json(state: &HttpState) -> serde_json::Value {
         .into_iter()
         .map(|(f, why)| serde_json::json!({"file": f.display().to_string(), "problem": why}))
         .collect();
-    serde_json::json!({"pipelines": pipelines, "rejected": rejected})
+    let disabled: Vec<serde_json::Value> = state
+        .registry
+        .disabled()
+        .into_iter()
+        .map(|(f, name)| serde_json::json!({"name": name, "file": f.display().to_string()}))
+        .collect();
+    serde_json::json!({"pipelines": pipelines, "rejected": rejected, "disabled": disabled})
 }
 
 /// `GET /tap/<pipeline>/<component>[?bodies=1]`: one JSON line per event at that component,

@@ -602,6 +602,31 @@ impl Store {
         Ok(n)
     }
 
+    /// Runs a SQL script once per database: its SHA-256 is recorded in
+    /// `oscarflow_checkpoint` (pipeline `seed`) in the script's own transaction, so a script
+    /// already run here is skipped (`Ok(false)`) and one that fails leaves no mark.
+    pub async fn execute_script_once(&self, sql: &str) -> Result<bool, StoreError> {
+        let key = hex::encode(crate::envelope::sha256(sql.as_bytes()));
+        let mut tx = self.pool.begin().await.map_err(StoreError::query)?;
+        let marked = sqlx::query(
+            "INSERT INTO oscarflow_checkpoint (pipeline, source, value, updated_at) VALUES ('seed', ?, 'applied', ?)",
+        )
+        .bind(&key)
+        .bind(now_sql())
+        .execute(&mut *tx)
+        .await;
+        match marked {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Ok(false),
+            Err(e) => return Err(StoreError::query(e)),
+        }
+        for stmt in split_sql(sql) {
+            tx.execute(stmt).await.map_err(StoreError::query)?;
+        }
+        tx.commit().await.map_err(StoreError::query)?;
+        Ok(true)
+    }
+
     /// Checks that the database answers (for readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")

@@ -296,7 +296,22 @@ impl Observer for Telemetry {
                 outcome,
                 lab,
             } => {
-                tracing::info!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part, lab_no, patient = outcome, lab_type = lab.map(|l| l.lab_type), candidates = lab.and_then(|l| l.candidates), "Imported into OSCAR.");
+                match lab {
+                    Some(l) => {
+                        tracing::info!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part, lab_no, patient = outcome, lab_type = l.lab_type, candidates = l.candidates, "Imported into OSCAR.");
+                    }
+                    // A document (a received fax): its row is `document.document_no`, and
+                    // a fax is known by its RingCentral message id.
+                    None => {
+                        let fax_id = match &prov.origin {
+                            crate::envelope::Origin::Fax { message_id } => {
+                                Some(message_id.as_str())
+                            }
+                            _ => None,
+                        };
+                        tracing::info!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), document_no = lab_no, fax_id, patient = outcome, "Imported into OSCAR.");
+                    }
+                }
                 if let Some(l) = lab.filter(|l| !l.matched) {
                     counter(
                         MetricName::LabsUnmatched,
@@ -341,7 +356,7 @@ impl Observer for Telemetry {
                 reason,
                 dead_letter_id,
             } => {
-                tracing::warn!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part = ?part, reason = %reason, dead_letter = dead_letter_id, "Message dead-lettered.");
+                tracing::warn!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part = *part, reason = %reason, dead_letter = dead_letter_id, "Message dead-lettered.");
                 counter(
                     MetricName::MessagesDeadLettered,
                     &[
@@ -562,12 +577,52 @@ pub fn bodies_logged() -> bool {
     LOG_BODIES.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// The log level used unless `RUST_LOG` says otherwise: `info`, but `warn` for a command
+/// that draws a progress bar on a terminal (`replay`), where a line per message would only
+/// scroll the bar away; its report says what happened to every message.
+pub fn default_log_level(draws_progress: bool, stderr_is_terminal: bool) -> &'static str {
+    if draws_progress && stderr_is_terminal {
+        "warn"
+    } else {
+        "info"
+    }
+}
+
+/// The progress bar on stderr, if one is drawn: log lines are written above it.
+static PROGRESS: std::sync::RwLock<Option<indicatif::ProgressBar>> = std::sync::RwLock::new(None);
+
+/// Makes log lines go above `bar` (hiding it while a line is written) until called with
+/// `None`.
+pub fn log_above(bar: Option<indicatif::ProgressBar>) {
+    if let Ok(mut p) = PROGRESS.write() {
+        *p = bar;
+    }
+}
+
+/// stderr, around the progress bar of [`log_above`].
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = PROGRESS.read().ok().and_then(|p| p.clone());
+        match bar {
+            Some(bar) => bar
+                .suspend(|| std::io::stderr().write_all(buf))
+                .map(|()| buf.len()),
+            None => std::io::stderr().write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Initialises `tracing`: human-readable on a terminal, JSON otherwise (journald, files).
-/// `RUST_LOG` overrides the default level (`info`).
-pub fn init_logging(json: Option<bool>) {
+/// `RUST_LOG` overrides the default level (`level`, see [`default_log_level`]).
+pub fn init_logging(json: Option<bool>, level: &str) {
     use std::io::IsTerminal;
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn")));
     // The AWS SDK logs request details (the access key id among them) at debug level; they
     // stay out even under RUST_LOG=debug.
     for d in [
@@ -582,7 +637,7 @@ pub fn init_logging(json: Option<bool>) {
     let json = json.unwrap_or_else(|| !std::io::stderr().is_terminal());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LogWriter);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
@@ -599,5 +654,124 @@ impl Observers {
     /// No observers at all (tests, tools).
     pub fn none() -> Self {
         Observers(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Origin;
+
+    /// The JSON log lines `f` writes through [`Telemetry`].
+    fn json_lines(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_writer(move || w.clone())
+            .json()
+            .flatten_event(true)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn prov(origin: Origin) -> Provenance {
+        Provenance {
+            pipeline: Arc::from("p"),
+            source: Arc::from("s"),
+            source_kind: Arc::from("test"),
+            origin,
+            received_at: time::OffsetDateTime::UNIX_EPOCH,
+            attempt: 1,
+            content_sha256: [7; 32],
+        }
+    }
+
+    #[test]
+    fn log_lines_show_parts_as_numbers_and_faxes_by_document_number() {
+        let fax = prov(Origin::Fax {
+            message_id: "4412345".into(),
+        });
+        let file = prov(Origin::Memory { label: "x".into() });
+        let lines = json_lines(|| {
+            Telemetry.observe(&Event::DeadLettered {
+                prov: &file,
+                component: "parse",
+                part: Some(0),
+                reason: ReasonCode::Malformed,
+                dead_letter_id: "dl1",
+            });
+            Telemetry.observe(&Event::DeadLettered {
+                prov: &file,
+                component: "parse",
+                part: None,
+                reason: ReasonCode::NotHl7,
+                dead_letter_id: "dl2",
+            });
+            Telemetry.observe(&Event::Imported {
+                prov: &fax,
+                component: "file",
+                part: 0,
+                lab_no: 812,
+                outcome: "unclaimed_document",
+                lab: None,
+            });
+            Telemetry.observe(&Event::Imported {
+                prov: &file,
+                component: "oscar",
+                part: 2,
+                lab_no: 33,
+                outcome: "matched",
+                lab: Some(LabDetail {
+                    lab_type: "PATHL7",
+                    matched: true,
+                    candidates: None,
+                }),
+            });
+        });
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        // A message's position is a number; a whole input has none.
+        assert_eq!(lines[0]["part"], serde_json::json!(0), "{}", lines[0]);
+        assert!(lines[1].get("part").is_none(), "{}", lines[1]);
+        // A fax is its document row and its RingCentral message id, not a lab.
+        assert_eq!(
+            lines[2]["document_no"],
+            serde_json::json!(812),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(lines[2]["fax_id"], "4412345", "{}", lines[2]);
+        assert!(lines[2].get("lab_no").is_none(), "{}", lines[2]);
+        assert!(lines[2].get("lab_type").is_none(), "{}", lines[2]);
+        // A lab stays a lab.
+        assert_eq!(lines[3]["lab_no"], serde_json::json!(33), "{}", lines[3]);
+        assert_eq!(lines[3]["part"], serde_json::json!(2), "{}", lines[3]);
+        assert_eq!(lines[3]["lab_type"], "PATHL7", "{}", lines[3]);
+        assert!(lines[3].get("document_no").is_none(), "{}", lines[3]);
+    }
+
+    #[test]
+    fn replay_on_a_terminal_logs_no_line_per_message_by_default() {
+        // Per-message lines (`Imported into OSCAR.`) are info; warnings still show.
+        assert_eq!(default_log_level(true, true), "warn");
+        // In a pipe or a file (scripts, CI), and for every other command: info.
+        assert_eq!(default_log_level(true, false), "info");
+        assert_eq!(default_log_level(false, true), "info");
+        assert_eq!(default_log_level(false, false), "info");
     }
 }

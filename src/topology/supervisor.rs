@@ -10,7 +10,9 @@
 //! - a changed file that is invalid: reported (log line and `/pipelines`) and the running
 //!   version kept; it is not read again until the file changes once more;
 //! - a removed file: its pipeline stops (drains);
-//! - a new valid file: its pipeline starts.
+//! - a new valid file: its pipeline starts;
+//! - a valid file with `[pipeline] enabled = false`: its pipeline does not run (a running
+//!   version stops) and `/pipelines` lists it as disabled.
 //!
 //! A pipeline whose new version fails to build is restarted from the version that ran.
 //! Each pipeline runs under its own task, which notices a pipeline stopping by itself (a
@@ -37,6 +39,8 @@ use super::{build, BuildOptions, RunningPipeline};
 pub struct Registry {
     pipelines: RwLock<BTreeMap<String, Arc<PipelineStatus>>>,
     rejected: RwLock<BTreeMap<PathBuf, String>>,
+    /// Valid files with `enabled = false`, with their pipeline's name.
+    disabled: RwLock<BTreeMap<PathBuf, String>>,
     stores: RwLock<Vec<Store>>,
 }
 
@@ -63,6 +67,13 @@ impl Registry {
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
     }
+    /// Files whose pipeline is switched off (`enabled = false`), with its name.
+    pub fn disabled(&self) -> Vec<(PathBuf, String)> {
+        self.disabled
+            .read()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
     /// Every database the daemon has opened (`/readyz` pings them).
     pub fn stores(&self) -> Vec<Store> {
         self.stores.read().map(|v| v.clone()).unwrap_or_default()
@@ -75,6 +86,14 @@ impl Registry {
     fn remove(&self, name: &str) {
         if let Ok(mut m) = self.pipelines.write() {
             m.remove(name);
+        }
+    }
+    fn set_disabled(&self, file: &Path, name: Option<String>) {
+        if let Ok(mut m) = self.disabled.write() {
+            match name {
+                Some(n) => m.insert(file.to_path_buf(), n),
+                None => m.remove(file),
+            };
         }
     }
     fn set_rejected(&self, file: &Path, why: Option<String>) {
@@ -175,6 +194,11 @@ impl Supervisor {
             self.seen.remove(&f);
             self.registry.set_rejected(&f, None);
         }
+        for (f, _) in self.registry.disabled() {
+            if !files.contains(&f) {
+                self.registry.set_disabled(&f, None);
+            }
+        }
         self.seen.retain(|p, _| files.contains(p));
         for (f, _) in self.registry.rejected() {
             if !files.contains(&f) {
@@ -208,6 +232,18 @@ impl Supervisor {
                     continue;
                 }
             };
+            if !cfg.settings.enabled {
+                self.registry.set_rejected(&f, None);
+                if let Some(s) = self.running.remove(&f) {
+                    tracing::info!(pipeline = %s.cfg.name, file = %f.display(), "Pipeline switched off in its file (enabled = false); stopping it.");
+                    self.stop_one(s).await;
+                } else {
+                    tracing::info!(pipeline = %cfg.name, file = %f.display(), "Pipeline switched off in its file (enabled = false); not started.");
+                }
+                self.registry.set_disabled(&f, Some(cfg.name.clone()));
+                continue;
+            }
+            self.registry.set_disabled(&f, None);
             if let Some((other, _)) = self
                 .running
                 .iter()
