@@ -576,6 +576,65 @@ fn pause_holds_a_pipelines_intake_across_a_reload_and_a_stop_and_resume_lets_it_
     assert!(!logs.contains("Grace period over"), "{logs}");
 }
 
+/// The value of the metric `name` whose labels include each of `labels` in a scrape.
+fn metric(port: u16, name: &str, labels: &[&str]) -> Option<f64> {
+    let body = get(port, "/metrics", None)?.1;
+    body.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A maintenance pause: a file dropped while the pipeline is paused is not read, stamped or
+/// counted in flight, so the oldest-unacknowledged alert stays quiet; after the resume it is
+/// taken, once.
+#[test]
+fn a_paused_pipeline_takes_no_dropped_file_and_counts_nothing_in_flight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = daemon(
+        tmp.path(),
+        &format!("127.0.0.1:{port}"),
+        &[],
+        "control_without_token = true\n",
+    );
+    let inbox = tmp.path().join("inbox");
+    wait_for(|| pipeline(port, "labs"));
+    assert!(lab_is_taken(&inbox, 0));
+    let received = |port| {
+        metric(
+            port,
+            "oscarflow_inputs_received_total",
+            &["pipeline=\"labs\"", "component=\"inbox\""],
+        )
+    };
+    assert_eq!(wait_for(|| received(port)), 1.0);
+    assert_eq!(post(port, "/pipelines/labs/pause").unwrap().0, 200);
+
+    // Ten poll intervals and more with a file in the inbox.
+    assert!(
+        lab_stays(&inbox, 1, 2),
+        "paused: the file stays in the inbox"
+    );
+    let p = pipeline(port, "labs").unwrap();
+    assert_eq!(p["paused"], true, "{p}");
+    assert_eq!(p["in_flight"], 0, "nothing counted in flight: {p}");
+    assert_eq!(p["oldest_unacked_seconds"], 0.0, "{p}");
+    let oldest = metric(
+        port,
+        "oscarflow_oldest_unacked_age_seconds",
+        &["pipeline=\"labs\""],
+    );
+    assert_eq!(oldest, Some(0.0));
+    assert_eq!(received(port), Some(1.0), "the file was not read");
+
+    assert_eq!(post(port, "/pipelines/labs/resume").unwrap().0, 200);
+    wait_for(|| (!inbox.join("lab1.hl7").exists()).then_some(()));
+    assert_eq!(received(port), Some(2.0), "taken once after the resume");
+    let (code, logs) = stop(child);
+    assert_eq!(code, Some(0), "{logs}");
+}
+
 #[test]
 fn tap_prints_the_events_at_one_component_and_no_bodies_unless_the_daemon_logs_them() {
     let tmp = tempfile::tempdir().unwrap();

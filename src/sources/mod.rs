@@ -137,9 +137,11 @@ impl Stamp {
 /// Run-time controls of one pipeline's sources, driven by the daemon's control API:
 /// pause and resume intake, and poll now.
 ///
-/// Pausing holds every source at its next [`Outlet::send`]: nothing new enters the pipeline,
-/// what is in flight still commits and is released. A polling source also skips its polls
-/// while paused. Nothing is dropped; an input held at the outlet stays unreleased.
+/// Pausing holds every source before it takes its next input ([`Outlet::ready`]): a paused
+/// source does not read, hash or stamp anything new, so nothing new is counted in flight;
+/// what is in flight still commits and is released. A polling source skips its polls while
+/// paused. [`Outlet::send`] waits too, for an input taken just before the pause: it stays
+/// unreleased, nothing is dropped.
 #[derive(Debug)]
 pub struct SourceControl {
     paused: watch::Sender<bool>,
@@ -242,15 +244,14 @@ impl<T> Outlet<T> {
     pub fn control(&self) -> &Arc<SourceControl> {
         &self.control
     }
-}
 
-impl<T: Send + Archivable> Outlet<T> {
-    /// Sends one envelope, waiting while the pipeline is paused and while the channel is
-    /// full (backpressure). With an archive, the raw input is archived first and the
-    /// envelope is sent only when that succeeded. On `Err` the envelope is dropped and its
-    /// batch fails, so the input stays for re-delivery: `SendError::Closed` when the
-    /// pipeline stopped, `SendError::Archive` when the archive failed (the source goes on).
-    pub async fn send(&self, env: Envelope<T>) -> Result<(), SendError> {
+    /// Waits while the pipeline is paused. Every source calls it **before it takes an
+    /// input** (reads, hashes or stamps a file, downloads, decodes a frame, claims a row):
+    /// a paused source takes nothing new, so nothing new is counted in flight and the input
+    /// stays where it was. False when the pipeline stopped (or its channel closed) while
+    /// paused: take nothing, stop. (Not paused: true at once; the source checks its own
+    /// shutdown signal as before.)
+    pub async fn ready(&self) -> bool {
         if self.control.is_paused() {
             let stopped = async {
                 match self.shutdown.clone() {
@@ -260,9 +261,23 @@ impl<T: Send + Archivable> Outlet<T> {
             };
             tokio::select! {
                 _ = self.control.wait_resumed() => {}
-                _ = self.tx.closed() => return Err(SendError::Closed),
-                _ = stopped => return Err(SendError::Closed),
+                _ = self.tx.closed() => return false,
+                _ = stopped => return false,
             }
+        }
+        true
+    }
+}
+
+impl<T: Send + Archivable> Outlet<T> {
+    /// Sends one envelope, waiting while the pipeline is paused and while the channel is
+    /// full (backpressure). With an archive, the raw input is archived first and the
+    /// envelope is sent only when that succeeded. On `Err` the envelope is dropped and its
+    /// batch fails, so the input stays for re-delivery: `SendError::Closed` when the
+    /// pipeline stopped, `SendError::Archive` when the archive failed (the source goes on).
+    pub async fn send(&self, env: Envelope<T>) -> Result<(), SendError> {
+        if !self.ready().await {
+            return Err(SendError::Closed);
         }
         if let Some(hook) = &self.archive {
             tokio::select! {
