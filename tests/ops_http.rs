@@ -635,6 +635,65 @@ fn a_paused_pipeline_takes_no_dropped_file_and_counts_nothing_in_flight() {
     assert_eq!(code, Some(0), "{logs}");
 }
 
+/// A pipeline whose folder is a file stops on a fatal error; the daemon starts it again by
+/// itself, with a growing delay, and `/pipelines` says why it stopped and when it comes
+/// back. Once the folder is a folder, the next restart runs, without SIGHUP or an edit.
+#[test]
+fn a_pipeline_stopped_by_a_fatal_error_restarts_by_itself_with_backoff_and_shows_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let faxes = dir.join("faxes");
+    std::fs::write(&faxes, b"not a folder").unwrap();
+    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+    std::fs::write(
+        dir.join("pipelines/faxes.toml"),
+        folder_pipeline("faxes", &faxes),
+    )
+    .unwrap();
+    let child = daemon(
+        dir,
+        &format!("127.0.0.1:{port}"),
+        &[],
+        "control_without_token = true\nrestart_backoff = \"200ms\"\nrestart_backoff_max = \"2s\"\n",
+    );
+    // Stopped, with the reason; restarted and stopped again, each time a later attempt.
+    let stopped = wait_for(|| {
+        pipeline(port, "faxes").filter(|p| p["restart"]["attempt"].as_u64() >= Some(3))
+    });
+    assert_eq!(stopped["running"], false, "{stopped}");
+    assert_eq!(stopped["stop"]["component"], "inbox", "{stopped}");
+    let error = stopped["stop"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("not a directory"), "{stopped}");
+    assert!(stopped["stop"]["at"].as_u64() > Some(0), "{stopped}");
+    assert!(stopped["restart"]["at"].as_u64() > Some(0), "{stopped}");
+    assert_eq!(pipeline(port, "labs").unwrap()["running"], true);
+
+    // The cause is fixed: the next restart takes.
+    std::fs::remove_file(&faxes).unwrap();
+    std::fs::create_dir_all(&faxes).unwrap();
+    let back = wait_for(|| pipeline(port, "faxes").filter(|p| p["running"] == true));
+    assert_eq!(
+        back["restarted_after"]["stop"]["component"], "inbox",
+        "{back}"
+    );
+    assert!(
+        back["restarted_after"]["attempt"].as_u64() >= Some(3),
+        "{back}"
+    );
+    assert!(lab_is_taken(&faxes, 7), "the restarted pipeline imports");
+    let (code, logs) = stop(child);
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        logs.contains("it will be started again by itself"),
+        "a log line per stop: {logs}"
+    );
+    assert!(
+        logs.contains("Starting the pipeline again after its fatal stop"),
+        "a log line per restart: {logs}"
+    );
+}
+
 #[test]
 fn tap_prints_the_events_at_one_component_and_no_bodies_unless_the_daemon_logs_them() {
     let tmp = tempfile::tempdir().unwrap();

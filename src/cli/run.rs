@@ -131,7 +131,7 @@ pub async fn run(a: RunArgs) -> i32 {
         Err(e) => return fail(e),
     };
     let tap = crate::telemetry::tap::TapHub::new();
-    let mut sup = Supervisor::new(
+    let sup = Supervisor::new(
         cfg.pipelines_dir.clone(),
         url.clone(),
         cfg.grace_period,
@@ -140,6 +140,10 @@ pub async fn run(a: RunArgs) -> i32 {
             ..BuildOptions::default()
         },
     );
+    let mut sup = sup.with_restart_backoff(crate::topology::RestartBackoff {
+        initial: cfg.restart_backoff,
+        max: cfg.restart_backoff_max,
+    });
     if let Err(e) = sup.reconcile().await {
         return fail(e);
     }
@@ -186,6 +190,12 @@ pub async fn run(a: RunArgs) -> i32 {
                 Signal::Stop => break,
                 Signal::Reload => { let _ = reload_tx.send(()); }
             },
+            _ = sup.restart_wanted() => {
+                let n = sup.restart_due().await;
+                if n > 0 {
+                    tracing::info!(restarted = n, running = sup.running_count(), "Pipelines started again after a fatal stop.");
+                }
+            }
             r = reload_rx.recv() => {
                 if r.is_none() {
                     continue;
