@@ -694,6 +694,41 @@ fn a_pipeline_stopped_by_a_fatal_error_restarts_by_itself_with_backoff_and_shows
     );
 }
 
+/// A relative folder in a pipeline file is under the daemon's state directory, whatever the
+/// daemon's working directory (under systemd, `/`).
+#[test]
+fn relative_paths_in_a_pipeline_file_resolve_against_the_state_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let mut cmd = daemon_command(
+        dir,
+        &format!("127.0.0.1:{port}"),
+        &[],
+        "control_without_token = true\n",
+    );
+    std::fs::write(
+        dir.join("pipelines/labs.toml"),
+        folder_pipeline("labs", Path::new("drop/labs")),
+    )
+    .unwrap();
+    let child = cmd.current_dir(elsewhere.path()).spawn().unwrap();
+    let inbox = dir.join("state/drop/labs");
+    wait_for(|| pipeline(port, "labs").filter(|p| p["running"] == true));
+    wait_for(|| inbox.is_dir().then_some(()));
+    assert!(
+        lab_is_taken(&inbox, 3),
+        "the file under the state directory is imported"
+    );
+    assert!(
+        !elsewhere.path().join("drop").exists(),
+        "nothing under the working directory"
+    );
+    let (code, logs) = stop(child);
+    assert_eq!(code, Some(0), "{logs}");
+}
+
 #[test]
 fn tap_prints_the_events_at_one_component_and_no_bodies_unless_the_daemon_logs_them() {
     let tmp = tempfile::tempdir().unwrap();

@@ -140,10 +140,15 @@ pub async fn run(a: RunArgs) -> i32 {
             ..BuildOptions::default()
         },
     );
-    let mut sup = sup.with_restart_backoff(crate::topology::RestartBackoff {
-        initial: cfg.restart_backoff,
-        max: cfg.restart_backoff_max,
-    });
+    // Relative paths in pipeline files mean the same under systemd (working directory
+    // `/`) as in a terminal: they are under the state directory.
+    let state_dir = absolute(&cfg.state_dir);
+    let mut sup = sup
+        .with_restart_backoff(crate::topology::RestartBackoff {
+            initial: cfg.restart_backoff,
+            max: cfg.restart_backoff_max,
+        })
+        .with_paths_relative_to(state_dir);
     if let Err(e) = sup.reconcile().await {
         return fail(e);
     }
@@ -305,4 +310,9 @@ impl Signals {
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop
     }
+}
+
+/// `p` made absolute against the working directory at start.
+pub(crate) fn absolute(p: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

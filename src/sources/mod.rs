@@ -431,7 +431,47 @@ crate::component::component_types! {
     }
 }
 
+/// `p` made absolute against `base` when it is relative (and set).
+pub(crate) fn resolve_against(p: &mut std::path::PathBuf, base: &std::path::Path) {
+    if p.is_relative() && !p.as_os_str().is_empty() {
+        *p = base.join(&*p);
+    }
+}
+
 impl SourceConfig {
+    /// Makes every relative path of this source absolute against `base` (the daemon's
+    /// state directory): see [`crate::config::PipelineConfig::resolve_paths`].
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let r = |p: &mut std::path::PathBuf| resolve_against(p, base);
+        match self {
+            SourceConfig::Folder(c) => {
+                r(&mut c.path);
+                c.processed_dir.as_mut().map(r);
+            }
+            SourceConfig::Mllp(c) => {
+                c.tls_cert_file.as_mut().map(r);
+                c.tls_key_file.as_mut().map(r);
+            }
+            SourceConfig::Excelleris(c) => {
+                r(&mut c.client_identity);
+                r(&mut c.trust_store);
+            }
+            SourceConfig::IhaPoi(c) => {
+                c.trust_store.as_mut().map(r);
+            }
+            SourceConfig::Sftp(c) => {
+                c.private_key.as_mut().map(r);
+                r(&mut c.known_hosts);
+                r(&mut c.spool_dir);
+            }
+            SourceConfig::RingCentralFax(c) => r(&mut c.spool_dir),
+            // Database queues: no paths.
+            SourceConfig::OscarFaxQueue(_)
+            | SourceConfig::OscarAppointments(_)
+            | SourceConfig::OscarLabReady(_) => {}
+        }
+    }
+
     /// Builds the running source (its I/O starts when it runs).
     pub fn build(&self, cx: &SourceBuildContext) -> Result<BuiltSource, SourceError> {
         self.component().build(cx)

@@ -160,6 +160,8 @@ pub struct Supervisor {
     /// Digest of each file's content that was last looked at (taken or rejected).
     seen: HashMap<PathBuf, String>,
     backoff: RestartBackoff,
+    /// Relative paths in pipeline files resolve against it (the daemon's state directory).
+    base: Option<PathBuf>,
     /// Woken when a pipeline stops by itself.
     stopped: Arc<Notify>,
 }
@@ -180,8 +182,16 @@ impl Supervisor {
             running: BTreeMap::new(),
             seen: HashMap::new(),
             backoff: RestartBackoff::default(),
+            base: None,
             stopped: Arc::new(Notify::new()),
         }
+    }
+
+    /// Resolves relative paths in pipeline files against `dir` (the daemon's state
+    /// directory) instead of the working directory.
+    pub fn with_paths_relative_to(mut self, dir: PathBuf) -> Self {
+        self.base = Some(dir);
+        self
     }
 
     /// Sets the backoff of automatic restarts after a fatal stop.
@@ -329,7 +339,12 @@ impl Supervisor {
             }
             self.seen.insert(f.clone(), d.clone());
             let cfg = match load_file(&f) {
-                Ok(c) => c,
+                Ok(mut c) => {
+                    if let Some(base) = &self.base {
+                        c.resolve_paths(base);
+                    }
+                    c
+                }
                 Err(diags) => {
                     for diag in &diags {
                         tracing::error!(problem = %diag, "Invalid pipeline file; the running version (if any) is kept.");
