@@ -169,7 +169,7 @@ fn check_reports_two_pipelines_consuming_one_input_with_both_positions() {
     std::fs::write(tmp.path().join("a_labs.toml"), &lab).unwrap();
     let other = lab
         .replace("name = \"lab_inbox\"", "name = \"second\"")
-        .replace("path = \"var/inbox\"", "path = \"./var/../var/inbox/\"");
+        .replace("path = \"inbox\"", "path = \"./x/../inbox/\"");
     std::fs::write(tmp.path().join("b_second.toml"), other).unwrap();
     let line = conflict_line(tmp.path(), "reads the same folder");
     // This file's position, and the first consumer's file and position.

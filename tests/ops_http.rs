@@ -576,6 +576,159 @@ fn pause_holds_a_pipelines_intake_across_a_reload_and_a_stop_and_resume_lets_it_
     assert!(!logs.contains("Grace period over"), "{logs}");
 }
 
+/// The value of the metric `name` whose labels include each of `labels` in a scrape.
+fn metric(port: u16, name: &str, labels: &[&str]) -> Option<f64> {
+    let body = get(port, "/metrics", None)?.1;
+    body.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A maintenance pause: a file dropped while the pipeline is paused is not read, stamped or
+/// counted in flight, so the oldest-unacknowledged alert stays quiet; after the resume it is
+/// taken, once.
+#[test]
+fn a_paused_pipeline_takes_no_dropped_file_and_counts_nothing_in_flight() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = daemon(
+        tmp.path(),
+        &format!("127.0.0.1:{port}"),
+        &[],
+        "control_without_token = true\n",
+    );
+    let inbox = tmp.path().join("inbox");
+    wait_for(|| pipeline(port, "labs"));
+    assert!(lab_is_taken(&inbox, 0));
+    let received = |port| {
+        metric(
+            port,
+            "oscarflow_inputs_received_total",
+            &["pipeline=\"labs\"", "component=\"inbox\""],
+        )
+    };
+    assert_eq!(wait_for(|| received(port)), 1.0);
+    assert_eq!(post(port, "/pipelines/labs/pause").unwrap().0, 200);
+
+    // Ten poll intervals and more with a file in the inbox.
+    assert!(
+        lab_stays(&inbox, 1, 2),
+        "paused: the file stays in the inbox"
+    );
+    let p = pipeline(port, "labs").unwrap();
+    assert_eq!(p["paused"], true, "{p}");
+    assert_eq!(p["in_flight"], 0, "nothing counted in flight: {p}");
+    assert_eq!(p["oldest_unacked_seconds"], 0.0, "{p}");
+    let oldest = metric(
+        port,
+        "oscarflow_oldest_unacked_age_seconds",
+        &["pipeline=\"labs\""],
+    );
+    assert_eq!(oldest, Some(0.0));
+    assert_eq!(received(port), Some(1.0), "the file was not read");
+
+    assert_eq!(post(port, "/pipelines/labs/resume").unwrap().0, 200);
+    wait_for(|| (!inbox.join("lab1.hl7").exists()).then_some(()));
+    assert_eq!(received(port), Some(2.0), "taken once after the resume");
+    let (code, logs) = stop(child);
+    assert_eq!(code, Some(0), "{logs}");
+}
+
+/// A pipeline whose folder is a file stops on a fatal error; the daemon starts it again by
+/// itself, with a growing delay, and `/pipelines` says why it stopped and when it comes
+/// back. Once the folder is a folder, the next restart runs, without SIGHUP or an edit.
+#[test]
+fn a_pipeline_stopped_by_a_fatal_error_restarts_by_itself_with_backoff_and_shows_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let faxes = dir.join("faxes");
+    std::fs::write(&faxes, b"not a folder").unwrap();
+    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+    std::fs::write(
+        dir.join("pipelines/faxes.toml"),
+        folder_pipeline("faxes", &faxes),
+    )
+    .unwrap();
+    let child = daemon(
+        dir,
+        &format!("127.0.0.1:{port}"),
+        &[],
+        "control_without_token = true\nrestart_backoff = \"200ms\"\nrestart_backoff_max = \"2s\"\n",
+    );
+    // Stopped, with the reason; restarted and stopped again, each time a later attempt.
+    let stopped = wait_for(|| {
+        pipeline(port, "faxes").filter(|p| p["restart"]["attempt"].as_u64() >= Some(3))
+    });
+    assert_eq!(stopped["running"], false, "{stopped}");
+    assert_eq!(stopped["stop"]["component"], "inbox", "{stopped}");
+    let error = stopped["stop"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("not a directory"), "{stopped}");
+    assert!(stopped["stop"]["at"].as_u64() > Some(0), "{stopped}");
+    assert!(stopped["restart"]["at"].as_u64() > Some(0), "{stopped}");
+    assert_eq!(pipeline(port, "labs").unwrap()["running"], true);
+
+    // The cause is fixed: the next restart takes.
+    std::fs::remove_file(&faxes).unwrap();
+    std::fs::create_dir_all(&faxes).unwrap();
+    let back = wait_for(|| pipeline(port, "faxes").filter(|p| p["running"] == true));
+    assert_eq!(
+        back["restarted_after"]["stop"]["component"], "inbox",
+        "{back}"
+    );
+    assert!(
+        back["restarted_after"]["attempt"].as_u64() >= Some(3),
+        "{back}"
+    );
+    assert!(lab_is_taken(&faxes, 7), "the restarted pipeline imports");
+    let (code, logs) = stop(child);
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(
+        logs.contains("it will be started again by itself"),
+        "a log line per stop: {logs}"
+    );
+    assert!(
+        logs.contains("Starting the pipeline again after its fatal stop"),
+        "a log line per restart: {logs}"
+    );
+}
+
+/// A relative folder in a pipeline file is under the daemon's state directory, whatever the
+/// daemon's working directory (under systemd, `/`).
+#[test]
+fn relative_paths_in_a_pipeline_file_resolve_against_the_state_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let port = free_port();
+    let mut cmd = daemon_command(
+        dir,
+        &format!("127.0.0.1:{port}"),
+        &[],
+        "control_without_token = true\n",
+    );
+    std::fs::write(
+        dir.join("pipelines/labs.toml"),
+        folder_pipeline("labs", Path::new("drop/labs")),
+    )
+    .unwrap();
+    let child = cmd.current_dir(elsewhere.path()).spawn().unwrap();
+    let inbox = dir.join("state/drop/labs");
+    wait_for(|| pipeline(port, "labs").filter(|p| p["running"] == true));
+    wait_for(|| inbox.is_dir().then_some(()));
+    assert!(
+        lab_is_taken(&inbox, 3),
+        "the file under the state directory is imported"
+    );
+    assert!(
+        !elsewhere.path().join("drop").exists(),
+        "nothing under the working directory"
+    );
+    let (code, logs) = stop(child);
+    assert_eq!(code, Some(0), "{logs}");
+}
+
 #[test]
 fn tap_prints_the_events_at_one_component_and_no_bodies_unless_the_daemon_logs_them() {
     let tmp = tempfile::tempdir().unwrap();

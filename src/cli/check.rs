@@ -36,7 +36,13 @@ pub fn run(a: CheckArgs) -> i32 {
     let (ok, pipeline_diags) = if pipelines.is_empty() {
         (Vec::new(), Vec::new())
     } else {
-        crate::config::load_all(&pipelines)
+        // With the daemon's config file, relative paths resolve as the daemon resolves
+        // them: against its state directory. Without one, against the working directory.
+        let base = daemon
+            .first()
+            .and_then(|d| crate::config::daemon::DaemonConfig::load(d).ok())
+            .map(|c| super::run::absolute(&c.state_dir));
+        crate::config::load_all_in(&pipelines, base.as_deref())
     };
     diags.extend(pipeline_diags);
     for d in &diags {

@@ -13,7 +13,7 @@ use clap::Subcommand;
 use super::replay::{pipeline_config, run_once};
 use super::{fail, DbArgs};
 use crate::ack::BatchStatus;
-use crate::config::{load_all, PipelineConfig};
+use crate::config::{load_all_in, PipelineConfig};
 use crate::dead_letter::{status, DeadLetterStore, Filter, ReasonCode, StoredDeadLetter};
 use crate::envelope::Origin;
 use crate::sources::list::{ListItem, DEAD_LETTER_KIND};
@@ -348,9 +348,13 @@ fn print_show(r: &StoredDeadLetter) {
     println!("(use --raw to write the original bytes to stdout)");
 }
 
-fn find_pipeline(name: &str, dir: &PathBuf) -> Result<PipelineConfig, String> {
+fn find_pipeline(
+    name: &str,
+    dir: &PathBuf,
+    base: Option<&std::path::Path>,
+) -> Result<PipelineConfig, String> {
     if dir.is_dir() {
-        let (ok, _) = load_all(std::slice::from_ref(dir));
+        let (ok, _) = load_all_in(std::slice::from_ref(dir), base);
         if let Some(p) = ok.into_iter().find(|p| p.name == name) {
             return Ok(p);
         }
@@ -377,7 +381,13 @@ async fn retry(
         Ok(u) => u,
         Err(e) => return fail(e),
     };
-    let pipelines = match (pipelines, db.daemon_config()) {
+    let daemon = db.daemon_config();
+    // With `--config`, relative paths resolve as in the daemon (its state directory).
+    let base = match &daemon {
+        Ok(c) => c.as_ref().map(|c| super::run::absolute(&c.state_dir)),
+        Err(_) => None,
+    };
+    let pipelines = match (pipelines, daemon) {
         (Some(p), _) => p,
         (None, Ok(Some(cfg))) => cfg.pipelines_dir,
         (None, Ok(None)) => PathBuf::from("pipelines"),
@@ -434,7 +444,7 @@ async fn retry(
             .take_while(|t| t.pipeline == name)
             .collect();
         i += group.len();
-        let cfg = match find_pipeline(&name, &pipelines) {
+        let cfg = match find_pipeline(&name, &pipelines, base.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -97,10 +97,16 @@ pub(crate) async fn run_once(
 }
 
 pub async fn run(a: ReplayArgs) -> i32 {
-    let cfg = match pipeline_config(a.pipeline.as_deref()) {
+    let mut cfg = match pipeline_config(a.pipeline.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    // With `--config`, relative paths resolve as in the daemon (its state directory).
+    match a.db.daemon_config() {
+        Ok(Some(d)) => cfg.resolve_paths(&super::run::absolute(&d.state_dir)),
+        Ok(None) => {}
+        Err(e) => return fail(e),
+    }
     let files = match ListSource::expand(&a.paths) {
         Ok(f) => f,
         Err(e) => return fail(e),

@@ -131,7 +131,7 @@ pub async fn run(a: RunArgs) -> i32 {
         Err(e) => return fail(e),
     };
     let tap = crate::telemetry::tap::TapHub::new();
-    let mut sup = Supervisor::new(
+    let sup = Supervisor::new(
         cfg.pipelines_dir.clone(),
         url.clone(),
         cfg.grace_period,
@@ -140,6 +140,15 @@ pub async fn run(a: RunArgs) -> i32 {
             ..BuildOptions::default()
         },
     );
+    // Relative paths in pipeline files mean the same under systemd (working directory
+    // `/`) as in a terminal: they are under the state directory.
+    let state_dir = absolute(&cfg.state_dir);
+    let mut sup = sup
+        .with_restart_backoff(crate::topology::RestartBackoff {
+            initial: cfg.restart_backoff,
+            max: cfg.restart_backoff_max,
+        })
+        .with_paths_relative_to(state_dir);
     if let Err(e) = sup.reconcile().await {
         return fail(e);
     }
@@ -191,6 +200,12 @@ pub async fn run(a: RunArgs) -> i32 {
                 Signal::Stop => break,
                 Signal::Reload => { let _ = reload_tx.send(()); }
             },
+            _ = sup.restart_wanted() => {
+                let n = sup.restart_due().await;
+                if n > 0 {
+                    tracing::info!(restarted = n, running = sup.running_count(), "Pipelines started again after a fatal stop.");
+                }
+            }
             r = reload_rx.recv() => {
                 if r.is_none() {
                     continue;
@@ -300,4 +315,9 @@ impl Signals {
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop
     }
+}
+
+/// `p` made absolute against the working directory at start.
+pub(crate) fn absolute(p: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

@@ -46,6 +46,15 @@ pub struct DaemonConfig {
     /// This is both the header-read timeout and the idle keep-alive limit.
     #[serde(deserialize_with = "deserialize_duration")]
     pub http_header_timeout: Duration,
+    /// A pipeline stopped by a fatal error (a missing OSCAR table, an unusable folder) is
+    /// started again by itself after this long (default 5 s), doubled at each stop that
+    /// follows…
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub restart_backoff: Duration,
+    /// …up to this long (default 5 min). A pipeline that ran this long before it stopped
+    /// starts again from `restart_backoff`.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub restart_backoff_max: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -61,6 +70,8 @@ impl Default for DaemonConfig {
             control_without_token: false,
             http_max_connections: 256,
             http_header_timeout: Duration::from_secs(10),
+            restart_backoff: Duration::from_secs(5),
+            restart_backoff_max: Duration::from_secs(300),
         }
     }
 }
@@ -90,6 +101,18 @@ impl DaemonConfig {
             v.push((
                 "http_max_connections",
                 "http_max_connections must be at least 1".to_string(),
+            ));
+        }
+        if self.restart_backoff.is_zero() {
+            v.push((
+                "restart_backoff",
+                "restart_backoff must be above zero".to_string(),
+            ));
+        }
+        if self.restart_backoff_max < self.restart_backoff {
+            v.push((
+                "restart_backoff_max",
+                "restart_backoff_max must not be below restart_backoff".to_string(),
             ));
         }
         if self.http_header_timeout.is_zero() {

@@ -97,6 +97,20 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// Makes every relative path in the file (folders, spool and document directories, key,
+    /// certificate and trust files) absolute against `base`: the daemon's state directory,
+    /// so that a pipeline means the same under systemd (whose working directory is `/`) as
+    /// in a terminal. Done once, where pipeline files are loaded for a daemon (`run`, and
+    /// `check`/`replay`/`dlq` given `--config`), not in each component.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for c in &mut self.sources {
+            c.config.resolve_paths(base);
+        }
+        for c in &mut self.sinks {
+            c.config.resolve_paths(base);
+        }
+    }
+
     /// The database URL named by `database_url_env`, if set and present.
     pub fn database_url_override(&self) -> Option<String> {
         self.settings
@@ -620,14 +634,29 @@ pub fn pipeline_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Loads every pipeline file under `paths`; returns the good ones and all diagnostics.
+/// Relative paths in them stay relative (to the working directory).
 pub fn load_all(paths: &[PathBuf]) -> (Vec<PipelineConfig>, Vec<Diagnostic>) {
+    load_all_in(paths, None)
+}
+
+/// As [`load_all`], with relative paths resolved against `base` when given (the daemon's
+/// state directory: [`PipelineConfig::resolve_paths`]).
+pub fn load_all_in(
+    paths: &[PathBuf],
+    base: Option<&Path>,
+) -> (Vec<PipelineConfig>, Vec<Diagnostic>) {
     let mut ok = Vec::new();
     let mut diags = Vec::new();
     match pipeline_files(paths) {
         Ok(files) => {
             for f in files {
                 match load_file(&f) {
-                    Ok(c) => ok.push(c),
+                    Ok(mut c) => {
+                        if let Some(b) = base {
+                            c.resolve_paths(b);
+                        }
+                        ok.push(c)
+                    }
                     Err(d) => diags.extend(d),
                 }
             }
@@ -698,5 +727,26 @@ impl<C> Component<C> {
     /// The ids of this component's inputs.
     pub fn input_ids(&self) -> impl Iterator<Item = &str> {
         self.inputs.iter().map(|s| s.get_ref().as_str())
+    }
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+    use crate::sources::SourceConfig;
+
+    #[test]
+    fn relative_paths_of_a_pipeline_resolve_against_the_base_and_absolute_ones_stay() {
+        let text = "[pipeline]\nname = \"labs\"\n\
+            [sources.inbox]\ntype = \"folder\"\npath = \"drop/labs\"\nprocessed_dir = \"/srv/done\"\n\
+            [stages.parse]\ntype = \"parse_hl7\"\ninputs = [\"inbox\"]\n\
+            [sinks.oscar]\ntype = \"oscar_lab\"\ninputs = [\"parse\"]\n";
+        let mut cfg = load_str(Path::new("labs.toml"), text).unwrap();
+        cfg.resolve_paths(Path::new("/var/lib/oscarflow"));
+        let SourceConfig::Folder(f) = &cfg.sources[0].config else {
+            panic!("a folder source");
+        };
+        assert_eq!(f.path, PathBuf::from("/var/lib/oscarflow/drop/labs"));
+        assert_eq!(f.processed_dir, Some(PathBuf::from("/srv/done")));
     }
 }

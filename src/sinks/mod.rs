@@ -167,6 +167,19 @@ crate::component::component_types! {
 }
 
 impl SinkConfig {
+    /// Makes every relative path of this sink absolute against `base` (the daemon's state
+    /// directory): see [`crate::config::PipelineConfig::resolve_paths`].
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let r = |p: &mut std::path::PathBuf| crate::sources::resolve_against(p, base);
+        match self {
+            SinkConfig::OscarFax(c) => r(&mut c.document_dir),
+            SinkConfig::RingCentralFax(c) => r(&mut c.document_dir),
+            SinkConfig::OscarLab(_) | SinkConfig::RingCentralSms(_) => {}
+        }
+    }
+}
+
+impl SinkConfig {
     /// Builds the running sink (no I/O until its first write).
     pub fn build(&self, cx: &BuildContext) -> Result<BuiltSink, ProcessError> {
         self.component().build(cx)

@@ -137,9 +137,11 @@ impl Stamp {
 /// Run-time controls of one pipeline's sources, driven by the daemon's control API:
 /// pause and resume intake, and poll now.
 ///
-/// Pausing holds every source at its next [`Outlet::send`]: nothing new enters the pipeline,
-/// what is in flight still commits and is released. A polling source also skips its polls
-/// while paused. Nothing is dropped; an input held at the outlet stays unreleased.
+/// Pausing holds every source before it takes its next input ([`Outlet::ready`]): a paused
+/// source does not read, hash or stamp anything new, so nothing new is counted in flight;
+/// what is in flight still commits and is released. A polling source skips its polls while
+/// paused. [`Outlet::send`] waits too, for an input taken just before the pause: it stays
+/// unreleased, nothing is dropped.
 #[derive(Debug)]
 pub struct SourceControl {
     paused: watch::Sender<bool>,
@@ -242,15 +244,14 @@ impl<T> Outlet<T> {
     pub fn control(&self) -> &Arc<SourceControl> {
         &self.control
     }
-}
 
-impl<T: Send + Archivable> Outlet<T> {
-    /// Sends one envelope, waiting while the pipeline is paused and while the channel is
-    /// full (backpressure). With an archive, the raw input is archived first and the
-    /// envelope is sent only when that succeeded. On `Err` the envelope is dropped and its
-    /// batch fails, so the input stays for re-delivery: `SendError::Closed` when the
-    /// pipeline stopped, `SendError::Archive` when the archive failed (the source goes on).
-    pub async fn send(&self, env: Envelope<T>) -> Result<(), SendError> {
+    /// Waits while the pipeline is paused. Every source calls it **before it takes an
+    /// input** (reads, hashes or stamps a file, downloads, decodes a frame, claims a row):
+    /// a paused source takes nothing new, so nothing new is counted in flight and the input
+    /// stays where it was. False when the pipeline stopped (or its channel closed) while
+    /// paused: take nothing, stop. (Not paused: true at once; the source checks its own
+    /// shutdown signal as before.)
+    pub async fn ready(&self) -> bool {
         if self.control.is_paused() {
             let stopped = async {
                 match self.shutdown.clone() {
@@ -260,9 +261,23 @@ impl<T: Send + Archivable> Outlet<T> {
             };
             tokio::select! {
                 _ = self.control.wait_resumed() => {}
-                _ = self.tx.closed() => return Err(SendError::Closed),
-                _ = stopped => return Err(SendError::Closed),
+                _ = self.tx.closed() => return false,
+                _ = stopped => return false,
             }
+        }
+        true
+    }
+}
+
+impl<T: Send + Archivable> Outlet<T> {
+    /// Sends one envelope, waiting while the pipeline is paused and while the channel is
+    /// full (backpressure). With an archive, the raw input is archived first and the
+    /// envelope is sent only when that succeeded. On `Err` the envelope is dropped and its
+    /// batch fails, so the input stays for re-delivery: `SendError::Closed` when the
+    /// pipeline stopped, `SendError::Archive` when the archive failed (the source goes on).
+    pub async fn send(&self, env: Envelope<T>) -> Result<(), SendError> {
+        if !self.ready().await {
+            return Err(SendError::Closed);
         }
         if let Some(hook) = &self.archive {
             tokio::select! {
@@ -416,7 +431,47 @@ crate::component::component_types! {
     }
 }
 
+/// `p` made absolute against `base` when it is relative (and set).
+pub(crate) fn resolve_against(p: &mut std::path::PathBuf, base: &std::path::Path) {
+    if p.is_relative() && !p.as_os_str().is_empty() {
+        *p = base.join(&*p);
+    }
+}
+
 impl SourceConfig {
+    /// Makes every relative path of this source absolute against `base` (the daemon's
+    /// state directory): see [`crate::config::PipelineConfig::resolve_paths`].
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let r = |p: &mut std::path::PathBuf| resolve_against(p, base);
+        match self {
+            SourceConfig::Folder(c) => {
+                r(&mut c.path);
+                c.processed_dir.as_mut().map(r);
+            }
+            SourceConfig::Mllp(c) => {
+                c.tls_cert_file.as_mut().map(r);
+                c.tls_key_file.as_mut().map(r);
+            }
+            SourceConfig::Excelleris(c) => {
+                r(&mut c.client_identity);
+                r(&mut c.trust_store);
+            }
+            SourceConfig::IhaPoi(c) => {
+                c.trust_store.as_mut().map(r);
+            }
+            SourceConfig::Sftp(c) => {
+                c.private_key.as_mut().map(r);
+                r(&mut c.known_hosts);
+                r(&mut c.spool_dir);
+            }
+            SourceConfig::RingCentralFax(c) => r(&mut c.spool_dir),
+            // Database queues: no paths.
+            SourceConfig::OscarFaxQueue(_)
+            | SourceConfig::OscarAppointments(_)
+            | SourceConfig::OscarLabReady(_) => {}
+        }
+    }
+
     /// Builds the running source (its I/O starts when it runs).
     pub fn build(&self, cx: &SourceBuildContext) -> Result<BuiltSource, SourceError> {
         self.component().build(cx)

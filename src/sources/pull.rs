@@ -333,6 +333,10 @@ where
         if shutdown.is_triggered() {
             break;
         }
+        // The first poll, too, waits while the pipeline is paused.
+        if !cx.out.ready().await {
+            break;
+        }
         polls += 1;
         let started = std::time::Instant::now();
         match poll().await {

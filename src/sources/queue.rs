@@ -164,6 +164,10 @@ impl<Q: Queue> QueueSource<Q> {
             if cx.shutdown.is_triggered() {
                 return Ok(None);
             }
+            if cx.out.control().is_paused() {
+                // Paused: claim nothing more this round.
+                break;
+            }
             let batch = q.due(&self.owner, phase).await?;
             report.claimed += batch.claimed;
             for (what, n) in batch.counts {
@@ -172,7 +176,8 @@ impl<Q: Queue> QueueSource<Q> {
             let mut waiting = Vec::with_capacity(batch.jobs.len());
             let mut stopped = false;
             for due in batch.jobs {
-                if stopped {
+                // Paused mid-round: the rest stays claimed and due, offered after the resume.
+                if stopped || cx.out.control().is_paused() {
                     break;
                 }
                 let bytes = due.job.raw_bytes();

@@ -93,6 +93,7 @@ impl RunningPipeline {
             };
             if let Err(f) = r {
                 tracing::error!(pipeline = %self.name, component = %f.component, error = %f.detail, "Component stopped.");
+                self.status.mark_fatal(&f.component, &f.detail);
                 self.status
                     .mark_stopped(Some(format!("{}: {}", f.component, f.detail)));
                 // A fatal component: stop taking input, let the rest drain.

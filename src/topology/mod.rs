@@ -23,4 +23,4 @@ pub mod supervisor;
 pub use crate::shutdown::Shutdown;
 pub use build::{build, BuildError, BuildOptions, RunningPipeline};
 pub use status::PipelineStatus;
-pub use supervisor::{Registry, Supervisor};
+pub use supervisor::{Registry, RestartBackoff, Supervisor};

@@ -37,7 +37,45 @@ pub struct PipelineStatus {
     pub components: Vec<String>,
     running: AtomicBool,
     stopped_by: Mutex<Option<String>>,
+    /// Why it stopped on its own (a fatal component), and when.
+    stop: Mutex<Option<Stop>>,
+    /// When the supervisor starts it again, and which attempt that is.
+    restart: Mutex<Option<Restart>>,
+    /// For a version started again after a fatal stop: that stop and the attempt count.
+    restarted_after: Mutex<Option<(Stop, u32)>>,
     queues: Vec<(String, QueueProbe)>,
+}
+
+/// A fatal stop: the component and its PHI-free error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    pub component: String,
+    pub error: String,
+    pub at: SystemTime,
+}
+
+/// A scheduled automatic restart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Restart {
+    /// 1 for the first restart after a stop, counting up while it keeps stopping.
+    pub attempt: u32,
+    pub at: SystemTime,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Stop {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "component": self.component,
+            "error": self.error,
+            "at": unix_secs(self.at),
+        })
+    }
 }
 
 impl PipelineStatus {
@@ -65,6 +103,9 @@ impl PipelineStatus {
             components,
             running: AtomicBool::new(true),
             stopped_by: Mutex::new(None),
+            stop: Mutex::new(None),
+            restart: Mutex::new(None),
+            restarted_after: Mutex::new(None),
             queues,
         }
     }
@@ -84,6 +125,40 @@ impl PipelineStatus {
 
     pub fn stopped_by(&self) -> Option<String> {
         self.stopped_by.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Records the fatal error that stopped the pipeline (the first one).
+    pub fn mark_fatal(&self, component: &str, error: &str) {
+        if let Ok(mut s) = self.stop.lock() {
+            s.get_or_insert_with(|| Stop {
+                component: component.to_string(),
+                error: error.to_string(),
+                at: SystemTime::now(),
+            });
+        }
+    }
+
+    /// The fatal error that stopped it, if one did.
+    pub fn stop(&self) -> Option<Stop> {
+        self.stop.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Records the automatic restart scheduled for this stopped pipeline.
+    pub fn set_restart(&self, r: Restart) {
+        if let Ok(mut s) = self.restart.lock() {
+            *s = Some(r);
+        }
+    }
+
+    pub fn restart(&self) -> Option<Restart> {
+        self.restart.lock().ok().and_then(|s| *s)
+    }
+
+    /// Marks this version as started again after `stop`, on restart `attempt`.
+    pub fn set_restarted_after(&self, stop: Stop, attempt: u32) {
+        if let Ok(mut s) = self.restarted_after.lock() {
+            *s = Some((stop, attempt));
+        }
     }
 
     /// Envelopes waiting in each consumer's input channel, by consumer id.
@@ -149,6 +224,16 @@ impl PipelineStatus {
                 .unwrap_or(0),
             "running": self.is_running(),
             "stopped_by": self.stopped_by(),
+            "stop": self.stop().map(|s| s.to_json()),
+            "restart": self.restart().map(|r| serde_json::json!({
+                "attempt": r.attempt,
+                "at": unix_secs(r.at),
+                "in_seconds": r.at.duration_since(SystemTime::now()).unwrap_or_default().as_secs(),
+            })),
+            "restarted_after": self.restarted_after.lock().ok().and_then(|r| r.clone()).map(|(s, attempt)| serde_json::json!({
+                "stop": s.to_json(),
+                "attempt": attempt,
+            })),
             "paused": self.control.is_paused(),
             "in_flight": self.in_flight.current(),
             "in_flight_bound": self.in_flight_bound,

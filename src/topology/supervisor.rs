@@ -17,20 +17,27 @@
 //! A pipeline whose new version fails to build is restarted from the version that ran.
 //! Each pipeline runs under its own task, which notices a pipeline stopping by itself (a
 //! fatal component) so that `/readyz` can say so.
+//!
+//! **Restart after a fatal stop.** A pipeline stopped by a fatal error (a missing OSCAR
+//! table, a folder that is not a directory, …) is started again by itself
+//! ([`Supervisor::restart_due`]) after a backoff ([`RestartBackoff`]: 5 s, doubling at each
+//! stop that follows, up to 5 min). The stop (component, PHI-free error, time) and the next
+//! restart (time, attempt) show in `/pipelines`. A version that ran for at least the maximum
+//! backoff before it stopped starts the count again from the first delay.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::config::{load_file, pipeline_files, PipelineConfig};
 use crate::store::{redact_url, Store};
 
-use super::status::PipelineStatus;
+use super::status::{PipelineStatus, Restart};
 use super::{build, BuildOptions, RunningPipeline};
 
 /// The running pipelines by name, and the files whose last edit was rejected; shared with
@@ -112,6 +119,52 @@ struct Supervised {
     status: Arc<PipelineStatus>,
     stop: oneshot::Sender<tokio::time::Instant>,
     task: JoinHandle<bool>,
+    /// Automatic restarts since it last ran for long enough (see [`RestartBackoff`]).
+    attempts: u32,
+    /// When it is started again after a fatal stop (set once the stop is seen).
+    next_restart: Option<tokio::time::Instant>,
+}
+
+impl Supervised {
+    /// A pipeline whose tasks have all ended and whose restart did not start: kept under
+    /// its file, with its status (the stop), to be tried again.
+    fn ended(cfg: PipelineConfig, status: Arc<PipelineStatus>, attempts: u32) -> Self {
+        Supervised {
+            cfg,
+            status,
+            stop: oneshot::channel().0,
+            task: tokio::spawn(async { true }),
+            attempts,
+            next_restart: None,
+        }
+    }
+}
+
+/// The delay before a pipeline stopped by a fatal error is started again: `initial`,
+/// doubled at each stop that follows, at most `max`. A version that ran for `max` or longer
+/// before it stopped starts again from `initial`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartBackoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for RestartBackoff {
+    fn default() -> Self {
+        RestartBackoff {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RestartBackoff {
+    /// The delay before the restart that follows `attempts` earlier ones.
+    pub fn delay(&self, attempts: u32) -> Duration {
+        self.initial
+            .saturating_mul(2u32.saturating_pow(attempts.min(31)))
+            .min(self.max)
+    }
 }
 
 /// Runs and re-runs the pipelines of one directory. See the module docs.
@@ -125,6 +178,11 @@ pub struct Supervisor {
     running: BTreeMap<PathBuf, Supervised>,
     /// Digest of each file's content that was last looked at (taken or rejected).
     seen: HashMap<PathBuf, String>,
+    backoff: RestartBackoff,
+    /// Relative paths in pipeline files resolve against it (the daemon's state directory).
+    base: Option<PathBuf>,
+    /// Woken when a pipeline stops by itself.
+    stopped: Arc<Notify>,
 }
 
 fn digest(bytes: &[u8]) -> String {
@@ -142,7 +200,95 @@ impl Supervisor {
             stores: HashMap::new(),
             running: BTreeMap::new(),
             seen: HashMap::new(),
+            backoff: RestartBackoff::default(),
+            base: None,
+            stopped: Arc::new(Notify::new()),
         }
+    }
+
+    /// Resolves relative paths in pipeline files against `dir` (the daemon's state
+    /// directory) instead of the working directory.
+    pub fn with_paths_relative_to(mut self, dir: PathBuf) -> Self {
+        self.base = Some(dir);
+        self
+    }
+
+    /// Sets the backoff of automatic restarts after a fatal stop.
+    pub fn with_restart_backoff(mut self, backoff: RestartBackoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Resolves when [`Supervisor::restart_due`] has something to do: a pipeline stopped by
+    /// itself, or a scheduled restart is due.
+    pub async fn restart_wanted(&self) {
+        let next = self.running.values().filter_map(|s| s.next_restart).min();
+        match next {
+            Some(t) => tokio::select! {
+                _ = tokio::time::sleep_until(t) => {}
+                _ = self.stopped.notified() => {}
+            },
+            None => self.stopped.notified().await,
+        }
+    }
+
+    /// Schedules the restart of each pipeline newly stopped by a fatal error (logged, and
+    /// shown in `/pipelines`), and starts again each one whose time has come. A pipeline
+    /// that ended without a fatal error is left to a reload. Returns how many started.
+    pub async fn restart_due(&mut self) -> usize {
+        let now = tokio::time::Instant::now();
+        let files: Vec<PathBuf> = self.running.keys().cloned().collect();
+        let mut restarted = 0;
+        for f in files {
+            let Some(s) = self.running.get_mut(&f) else {
+                continue;
+            };
+            if s.status.is_running() {
+                continue;
+            }
+            let Some(stop) = s.status.stop() else {
+                continue;
+            };
+            match s.next_restart {
+                None => {
+                    let ran = stop.at.duration_since(s.status.started).unwrap_or_default();
+                    if ran >= self.backoff.max {
+                        s.attempts = 0;
+                    }
+                    schedule(s, self.backoff, now);
+                    let next = s.status.restart().map(|r| r.attempt).unwrap_or(0);
+                    tracing::warn!(pipeline = %s.cfg.name, component = %stop.component, error = %stop.error, attempt = next, restart_in_seconds = self.backoff.delay(s.attempts - 1).as_secs(), "Pipeline stopped on a fatal error; it will be started again by itself (see /pipelines).");
+                }
+                Some(t) if t <= now => {
+                    let Some(old) = self.running.remove(&f) else {
+                        continue;
+                    };
+                    let paused = old.status.control.is_paused();
+                    let attempts = old.attempts;
+                    let (cfg, old_status) = (old.cfg.clone(), old.status.clone());
+                    tracing::info!(pipeline = %cfg.name, attempt = attempts, paused, "Starting the pipeline again after its fatal stop.");
+                    // Every task of the old version has ended; wait for its supervisor.
+                    self.stop_until(old, now).await;
+                    match self.start(&cfg, paused).await {
+                        Ok(mut new) => {
+                            new.attempts = attempts;
+                            new.status.set_restarted_after(stop, attempts);
+                            self.running.insert(f, new);
+                            restarted += 1;
+                        }
+                        Err(e) => {
+                            let mut kept = Supervised::ended(cfg, old_status, attempts);
+                            schedule(&mut kept, self.backoff, tokio::time::Instant::now());
+                            tracing::error!(pipeline = %kept.cfg.name, error = %e, attempt = kept.attempts, restart_in_seconds = self.backoff.delay(kept.attempts - 1).as_secs(), "The pipeline did not start again; trying later.");
+                            self.registry.insert(kept.status.clone());
+                            self.running.insert(f, kept);
+                        }
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        restarted
     }
 
     pub fn running_count(&self) -> usize {
@@ -217,7 +363,12 @@ impl Supervisor {
             }
             self.seen.insert(f.clone(), d.clone());
             let cfg = match load_file(&f) {
-                Ok(c) => c,
+                Ok(mut c) => {
+                    if let Some(base) = &self.base {
+                        c.resolve_paths(base);
+                    }
+                    c
+                }
                 Err(diags) => {
                     for diag in &diags {
                         tracing::error!(problem = %diag, "Invalid pipeline file; the running version (if any) is kept.");
@@ -328,12 +479,14 @@ impl Supervisor {
         let status = p.status.clone();
         self.registry.insert(status.clone());
         let (stop, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(supervise(p, stop_rx));
+        let task = tokio::spawn(supervise(p, stop_rx, self.stopped.clone()));
         Ok(Supervised {
             cfg: cfg.clone(),
             status,
             stop,
             task,
+            attempts: 0,
+            next_restart: None,
         })
     }
 
@@ -383,17 +536,29 @@ impl Supervisor {
     }
 }
 
+/// Schedules the next automatic restart of `s` (one more attempt).
+fn schedule(s: &mut Supervised, backoff: RestartBackoff, now: tokio::time::Instant) {
+    let delay = backoff.delay(s.attempts);
+    s.attempts += 1;
+    s.next_restart = Some(now + delay);
+    s.status.set_restart(Restart {
+        attempt: s.attempts,
+        at: SystemTime::now() + delay,
+    });
+}
+
 /// Owns one running pipeline until it ends by itself or is told to stop by a deadline.
 async fn supervise(
     mut p: RunningPipeline,
     mut stop: oneshot::Receiver<tokio::time::Instant>,
+    stopped: Arc<Notify>,
 ) -> bool {
     let deadline = {
         tokio::select! {
-            r = p.wait() => {
-                if r.is_err() {
-                    tracing::error!(pipeline = %p.name, "Pipeline stopped on a fatal error; /readyz reports it. Fix the cause and touch its file (or send SIGHUP) to restart it.");
-                }
+            _ = p.wait() => {
+                // Ended by itself (a fatal error, or every source ended): the supervisor
+                // decides whether to start it again.
+                stopped.notify_one();
                 // Ended by itself: wait for the stop to report back.
                 let _ = stop.await;
                 return true;
@@ -403,4 +568,20 @@ async fn supervise(
     };
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     p.shutdown(left).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restart_delay_doubles_from_the_first_and_stops_at_the_maximum() {
+        let b = RestartBackoff {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+        };
+        let delays: Vec<u64> = (0..9).map(|n| b.delay(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(300));
+    }
 }

@@ -258,6 +258,10 @@ impl Source for FolderSource {
         drop(wake_tx);
 
         'outer: loop {
+            // Paused: take nothing — no scan, no read, no batch — until resumed.
+            if !out.ready().await {
+                break 'outer;
+            }
             let files = {
                 let st = state.lock().map_err(|_| poisoned())?;
                 self.scan(&st, &mut seen)
@@ -265,6 +269,10 @@ impl Source for FolderSource {
             for path in files {
                 if shutdown.is_triggered() {
                     break 'outer;
+                }
+                if out.control().is_paused() {
+                    // Paused mid-scan: the rest stays in the folder; scanned again on resume.
+                    continue 'outer;
                 }
                 let before = stamp(&path);
                 let read = match super::oversize::read_file(&path, self.cfg.max_input_bytes).await {

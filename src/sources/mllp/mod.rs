@@ -599,6 +599,16 @@ where
     let mut frame_bytes = 0usize;
     loop {
         while let Some(frame) = dec.next_frame() {
+            // Paused: the frame is only in memory — not stamped, not counted in flight, not
+            // answered — until the resume. A sender that gives up waiting sends it again.
+            if matches!(frame, Frame::Message(_)) && c.out.control().is_paused() {
+                let control = c.out.control().clone();
+                tokio::select! {
+                    _ = shutdown.wait() => return Ok(()),
+                    _ = slot.evicted() => return Ok(()),
+                    _ = control.wait_resumed() => {}
+                }
+            }
             // Not evictable from here until the answer is written.
             let _busy = slot.busy();
             let (raw, answer) = match frame {

@@ -132,7 +132,9 @@ impl RingCentralFaxSource {
         for r in &records {
             let created = parse_time(&r.creation_time).unwrap_or(watermark);
             newest = newest.max(created);
-            if stopped || shutdown.is_triggered() {
+            // Stopping, or paused mid-round: the rest is not downloaded; the watermark
+            // stays before it, so the next poll (after the resume) lists it again.
+            if stopped || shutdown.is_triggered() || cx.out.control().is_paused() {
                 stopped = true;
                 unsettled.keep(created);
                 continue;

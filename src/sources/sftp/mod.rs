@@ -386,7 +386,8 @@ impl Source for SftpSource {
                 }
                 continue;
             }
-            if Instant::now() >= next_poll {
+            let paused = cx.out.control().is_paused();
+            if !paused && Instant::now() >= next_poll {
                 next_poll = Instant::now() + cfg.poll_interval;
                 if remote.is_none() {
                     remote = self.reconnect(&cx, &cfg, &mut backoff).await;
@@ -428,12 +429,20 @@ impl Source for SftpSource {
                 }
                 retry_at.retain(|_, t| Instant::now() < *t);
             }
-            let wait = next_poll.saturating_duration_since(Instant::now());
+            // Paused: no poll (what is in flight still settles and is released) until
+            // resumed, then one at once.
+            let wait = if paused {
+                Duration::from_secs(3600)
+            } else {
+                next_poll.saturating_duration_since(Instant::now())
+            };
+            let control = cx.out.control().clone();
             tokio::select! {
                 _ = shutdown.wait() => {}
                 s = settled_rx.recv() => if let Some(s) = s { to_release.push(s) },
                 _ = tokio::time::sleep(wait) => {}
                 _ = poll_requests.changed() => next_poll = Instant::now(),
+                _ = control.wait_resumed(), if paused => next_poll = Instant::now(),
             }
         }
         Ok(())
@@ -493,6 +502,10 @@ impl SftpSource {
                 && now.saturating_sub(f.mtime) >= cfg.min_age.as_secs();
             if !stable || pending.contains_key(&f.path) || retry_at.contains_key(&f.path) {
                 continue;
+            }
+            if cx.out.control().is_paused() {
+                // Paused mid-round: the rest stays on the server, taken after the resume.
+                break;
             }
             let (r, spool, ff) = (remote.clone(), cfg.spool_dir.clone(), f.clone());
             let local = blocking(move || download(&r, &ff, &spool)).await?;
