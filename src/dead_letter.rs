@@ -563,15 +563,7 @@ mod tests {
     fn letter(raw: Vec<u8>) -> DeadLetter {
         DeadLetter {
             id: MessageId::new(),
-            provenance: Arc::new(crate::envelope::Provenance {
-                pipeline: Arc::from("p"),
-                source: Arc::from("s"),
-                source_kind: Arc::from("folder"),
-                origin: crate::envelope::Origin::Memory { label: "x".into() },
-                received_at: time::OffsetDateTime::now_utc(),
-                attempt: 1,
-                content_sha256: crate::envelope::sha256(&raw),
-            }),
+            provenance: crate::envelope::Provenance::for_test(&raw),
             part: None,
             raw: Bytes::from(raw),
             stage: Arc::from("parse"),

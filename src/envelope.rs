@@ -101,6 +101,20 @@ pub struct Provenance {
 }
 
 impl Provenance {
+    /// A provenance for unit tests: pipeline `p`, folder source `s`, an in-memory origin.
+    #[cfg(test)]
+    pub(crate) fn for_test(content: &[u8]) -> Arc<Provenance> {
+        Arc::new(Provenance {
+            pipeline: Arc::from("p"),
+            source: Arc::from("s"),
+            source_kind: Arc::from("folder"),
+            origin: Origin::Memory { label: "x".into() },
+            received_at: OffsetDateTime::now_utc(),
+            attempt: 1,
+            content_sha256: sha256(content),
+        })
+    }
+
     /// The content hash as lower-case hex.
     pub fn sha256_hex(&self) -> String {
         hex::encode(self.content_sha256)

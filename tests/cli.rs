@@ -9,13 +9,42 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn oscarflow(args: &[&str], cwd: &Path) -> Output {
+    oscarflow_in(args, cwd, &[])
+}
+
+/// `oscarflow <args>` in `cwd` with `envs` set (and `OSCARFLOW_DATABASE_URL` only when given
+/// there).
+fn oscarflow_in(args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> Output {
     Command::new(bin())
         .args(args)
         .current_dir(cwd)
         .env_remove("OSCARFLOW_DATABASE_URL")
         .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
         .output()
         .expect("run oscarflow")
+}
+
+/// The outbound example pipelines (`fax_out`, `texts`), loaded with their RingCentral
+/// secrets set.
+fn outbound_examples() -> Vec<(&'static str, oscarflow::config::PipelineConfig)> {
+    for v in [
+        "RINGCENTRAL_CLIENT_ID",
+        "RINGCENTRAL_CLIENT_SECRET",
+        "RINGCENTRAL_JWT",
+    ] {
+        std::env::set_var(v, "set");
+    }
+    ["fax_out", "texts"]
+        .into_iter()
+        .map(|name| {
+            let p = oscarflow::config::load_file(
+                &repo().join(format!("pipelines/{name}.toml.example")),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            (name, p)
+        })
+        .collect()
 }
 
 fn stdout(o: &Output) -> String {
@@ -901,17 +930,7 @@ fn the_deployment_example_config_loads_and_the_unit_runs_it() {
     )
     .unwrap();
     // Outbound faxes and texts are pipelines: their examples load (with their secrets set).
-    for v in [
-        "RINGCENTRAL_CLIENT_ID",
-        "RINGCENTRAL_CLIENT_SECRET",
-        "RINGCENTRAL_JWT",
-    ] {
-        std::env::set_var(v, "set");
-    }
-    for example in ["fax_out", "texts"] {
-        let p =
-            oscarflow::config::load_file(&repo().join(format!("pipelines/{example}.toml.example")))
-                .unwrap_or_else(|e| panic!("{example}: {e:?}"));
+    for (_, p) in outbound_examples() {
         assert!(!p.sources.is_empty() && !p.sinks.is_empty());
     }
     assert_eq!(c.listen, "127.0.0.1:9464");
@@ -926,17 +945,9 @@ fn the_deployment_example_config_loads_and_the_unit_runs_it() {
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
 }
 
-/// `oscarflow <args>` with `envs` set (and `OSCARFLOW_DATABASE_URL` only when given there).
+/// `oscarflow <args>` in the repository with `envs` set.
 fn oscarflow_with_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(bin());
-    c.args(args)
-        .current_dir(repo())
-        .env_remove("OSCARFLOW_DATABASE_URL")
-        .env("RUST_LOG", "warn");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().expect("run oscarflow")
+    oscarflow_in(args, &repo(), envs)
 }
 
 fn stderr(o: &Output) -> String {
@@ -1287,17 +1298,7 @@ fn installed_example(name: &str, emu: &common::rc_emulator::RcEmulator, docs: &P
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deployment_example_sends_no_text_or_fax_until_turned_on() {
     use common::rc_emulator::RcEmulator;
-    for v in [
-        "RINGCENTRAL_CLIENT_ID",
-        "RINGCENTRAL_CLIENT_SECRET",
-        "RINGCENTRAL_JWT",
-    ] {
-        std::env::set_var(v, "set");
-    }
-    for name in ["fax_out", "texts"] {
-        let p =
-            oscarflow::config::load_file(&repo().join(format!("pipelines/{name}.toml.example")))
-                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    for (name, p) in outbound_examples() {
         assert!(!p.settings.enabled, "{name} ships switched off");
     }
     let tmp = tempfile::tempdir().unwrap();

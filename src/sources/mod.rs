@@ -601,15 +601,7 @@ mod control_tests {
 
     fn tiny_envelope() -> Envelope<Raw> {
         Envelope::new(
-            Arc::new(crate::envelope::Provenance {
-                pipeline: Arc::from("p"),
-                source: Arc::from("s"),
-                source_kind: Arc::from("folder"),
-                origin: crate::envelope::Origin::Memory { label: "x".into() },
-                received_at: time::OffsetDateTime::now_utc(),
-                attempt: 1,
-                content_sha256: crate::envelope::sha256(b"x"),
-            }),
+            crate::envelope::Provenance::for_test(b"x"),
             Raw {
                 bytes: bytes::Bytes::from_static(b"x"),
                 name: "x".into(),
