@@ -17,6 +17,7 @@ GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_dead_letter_chunk` TO 'oscarflow'@'10.0.0.5';
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_lab_import` TO 'oscarflow'@'10.0.0.5';
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_lab_message` TO 'oscarflow'@'10.0.0.5';
+GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_journal` TO 'oscarflow'@'10.0.0.5';
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_mllp_answer` TO 'oscarflow'@'10.0.0.5';
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_checkpoint` TO 'oscarflow'@'10.0.0.5';
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_fax_inbound` TO 'oscarflow'@'10.0.0.5';

@@ -83,6 +83,8 @@ pub struct Filter {
     pub status: Option<String>,
     /// Only rows whose last failure is older than this timestamp (`YYYY-MM-DD HH:MM:SS`).
     pub before: Option<String>,
+    /// Only rows whose last failure is at or after this timestamp.
+    pub since: Option<String>,
     pub limit: Option<i64>,
 }
 
@@ -212,6 +214,27 @@ impl DeadLetterStore {
             .map_err(StoreError::query)?;
             id
         };
+        // The journal's row, in the same transaction: a broken lab is found by what can
+        // be read of its identifiers.
+        let peek = match body {
+            Body::Memory(b) => crate::journal::peek(b),
+            Body::File(_) => crate::journal::Peek::default(),
+        };
+        let entry = crate::journal::Entry {
+            kind: Some(crate::journal::Kind::of_source(&dl.provenance.source_kind)),
+            part: dl.part,
+            message_type: peek.message_type,
+            control_id: peek.control_id,
+            accession: peek.accession,
+            outcome: crate::journal::outcome::DEAD_LETTERED,
+            reason: Some(dl.reason.as_str()),
+            detail: Some(dl.detail.clone()),
+            dead_letter_id: Some(id.clone()),
+            ..Default::default()
+        };
+        crate::journal::record(&mut tx, &dl.provenance, &[entry])
+            .await
+            .map_err(StoreError::query)?;
         tx.commit().await.map_err(StoreError::query)?;
         Ok(id)
     }
@@ -512,6 +535,10 @@ fn filter_sql(f: &Filter) -> (String, Vec<String>) {
     }
     if let Some(b) = &f.before {
         clauses.push("last_failed_at < ?");
+        binds.push(b.clone());
+    }
+    if let Some(b) = &f.since {
+        clauses.push("last_failed_at >= ?");
         binds.push(b.clone());
     }
     if clauses.is_empty() {

@@ -56,6 +56,7 @@ pub mod error;
 pub mod hl7;
 pub mod http;
 pub mod jobs;
+pub mod journal;
 pub mod lab_file;
 pub mod oscar;
 pub mod payload;

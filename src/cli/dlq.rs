@@ -31,6 +31,13 @@ pub enum DlqCommand {
         /// open, resolved or all.
         #[arg(long, default_value = "open")]
         status: String,
+        /// Only those whose last failure is at or after this local time
+        /// (YYYY-MM-DD[ HH:MM:SS]).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only those whose last failure is before this local time (YYYY-MM-DD[ HH:MM:SS]).
+        #[arg(long)]
+        before: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
         #[arg(long)]
@@ -138,6 +145,8 @@ pub async fn run(c: DlqCommand) -> i32 {
             pipeline,
             reason,
             status,
+            since,
+            before,
             limit,
             json,
             show_origin,
@@ -148,7 +157,8 @@ pub async fn run(c: DlqCommand) -> i32 {
                     pipeline,
                     reason: r,
                     status: s,
-                    before: None,
+                    before,
+                    since,
                     limit: Some(limit),
                 },
                 (Err(e), _) | (_, Err(e)) => return fail(e),
@@ -254,6 +264,7 @@ pub async fn run(c: DlqCommand) -> i32 {
                     reason: r,
                     status: s,
                     before,
+                    since: None,
                     limit: None,
                 },
                 (Err(e), _) | (_, Err(e)) => return fail(e),
@@ -412,6 +423,7 @@ async fn retry(
             reason: None,
             status: Some(status::OPEN.into()),
             before: None,
+            since: None,
             limit: Some(100_000),
         };
         let list = match dls.list(&filter).await {
@@ -430,6 +442,55 @@ async fn retry(
         println!("nothing to retry");
         return 0;
     }
+    let (lines, code) = redrive(&store, targets, &pipelines, base.as_deref()).await;
+    for l in lines {
+        match l.error {
+            Some(e) => eprintln!("error: {e}"),
+            None => println!("{}  {}", l.id, l.outcome),
+        }
+    }
+    code
+}
+
+/// What a re-drive did to one dead letter (`error`: a problem not tied to one id, as a
+/// pipeline that cannot be found).
+#[derive(Debug, Clone)]
+pub struct Redriven {
+    pub id: String,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+impl Redriven {
+    fn line(id: &str, outcome: impl Into<String>) -> Self {
+        Redriven {
+            id: id.to_string(),
+            outcome: outcome.into(),
+            error: None,
+        }
+    }
+    fn error(e: impl Into<String>) -> Self {
+        Redriven {
+            id: String::new(),
+            outcome: String::new(),
+            error: Some(e.into()),
+        }
+    }
+}
+
+/// Re-drives `targets` (open dead letters with their bytes) through their pipelines, found
+/// in `pipelines` (relative paths against `base`), and marks the ones that went through
+/// resolved. Used by `dlq retry` and by the console. Returns a line per dead letter (and
+/// per problem) and the exit code: 0 all resolved, 1 a pipeline problem, 2 some not.
+pub async fn redrive(
+    store: &Store,
+    mut targets: Vec<StoredDeadLetter>,
+    pipelines: &std::path::Path,
+    base: Option<&std::path::Path>,
+) -> (Vec<Redriven>, i32) {
+    let dls = DeadLetterStore::new(store.clone());
+    let pipelines = pipelines.to_path_buf();
+    let mut out = Vec::new();
     // Group by pipeline, oldest first.
     targets.sort_by(|a, b| {
         (a.pipeline.as_str(), a.first_failed_at.as_str())
@@ -444,10 +505,10 @@ async fn retry(
             .take_while(|t| t.pipeline == name)
             .collect();
         i += group.len();
-        let cfg = match find_pipeline(&name, &pipelines, base.as_deref()) {
+        let cfg = match find_pipeline(&name, &pipelines, base) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("error: {e}");
+                out.push(Redriven::error(e));
                 code = 1;
                 continue;
             }
@@ -467,10 +528,11 @@ async fn retry(
             // A queue's dead letters go back into the queue, as OSCAR's own resend does:
             // the running daemon claims and sends them.
             for d in group {
-                let outcome = match queue.config.requeue(&store, &d.raw).await {
+                let outcome = match queue.config.requeue(store, &d.raw).await {
                     Some(Ok(requeued)) => {
                         if let Err(e) = dls.mark_resolved(&d.id).await {
-                            return fail(e);
+                            out.push(Redriven::error(e.to_string()));
+                            return (out, 1);
                         }
                         if requeued {
                             "resolved (queued again)"
@@ -479,13 +541,13 @@ async fn retry(
                         }
                     }
                     Some(Err(e)) => {
-                        eprintln!("error: dead letter {}: {e}", d.id);
+                        out.push(Redriven::error(format!("dead letter {}: {e}", d.id)));
                         code = code.max(2);
                         "not queued"
                     }
                     None => "not queued",
                 };
-                println!("{}  {outcome}", d.id);
+                out.push(Redriven::line(&d.id, outcome));
             }
             continue;
         }
@@ -493,10 +555,11 @@ async fn retry(
             // A fax pipeline takes documents, not raw bytes: its dead letters go straight
             // to its fax sink (the stage that rejected them).
             for d in group {
-                let outcome = match redrive_fax(&cfg, fax_sink, &store, d).await {
+                let outcome = match redrive_fax(&cfg, fax_sink, store, d).await {
                     Ok(imported) => {
                         if let Err(e) = dls.mark_resolved(&d.id).await {
-                            return fail(e);
+                            out.push(Redriven::error(e.to_string()));
+                            return (out, 1);
                         }
                         if imported {
                             "resolved"
@@ -505,23 +568,26 @@ async fn retry(
                         }
                     }
                     Err(e) => {
-                        eprintln!("error: dead letter {}: {e}", d.id);
+                        out.push(Redriven::error(format!("dead letter {}: {e}", d.id)));
                         if code == 0 {
                             code = 2;
                         }
                         "not delivered"
                     }
                 };
-                println!("{}  {outcome}", d.id);
+                out.push(Redriven::line(&d.id, outcome));
             }
             continue;
         }
-        let (reports, fatal) = match run_once(&cfg, &store, items, DEAD_LETTER_KIND, None).await {
+        let (reports, fatal) = match run_once(&cfg, store, items, DEAD_LETTER_KIND, None).await {
             Ok(r) => r,
-            Err(e) => return fail(e),
+            Err(e) => {
+                out.push(Redriven::error(e));
+                return (out, 1);
+            }
         };
         if let Some(f) = fatal {
-            eprintln!("error: {f}");
+            out.push(Redriven::error(f));
             code = 1;
         }
         for d in group {
@@ -537,16 +603,20 @@ async fn retry(
             };
             if outcome == "resolved" {
                 if let Err(e) = dls.mark_resolved(&d.id).await {
-                    return fail(e);
+                    out.push(Redriven::error(e.to_string()));
+                    return (out, 1);
                 }
             } else if code == 0 {
                 code = 2;
             }
             let (imp, dup) = report.map(|r| (r.imported, r.duplicates)).unwrap_or((0, 0));
-            println!("{}  {outcome}  (imported {imp}, duplicates {dup})", d.id);
+            out.push(Redriven::line(
+                &d.id,
+                format!("{outcome}  (imported {imp}, duplicates {dup})"),
+            ));
         }
     }
-    code
+    (out, code)
 }
 
 /// The fax sink of a pipeline that files received faxes (`oscar_fax`), if it is one.

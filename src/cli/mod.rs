@@ -8,7 +8,7 @@
 //! 1 a problem the user must fix (bad config, fatal error), 2 messages left undelivered.
 
 mod check;
-mod dlq;
+pub(crate) mod dlq;
 mod inspect;
 mod replay;
 pub mod report;

@@ -55,6 +55,10 @@ pub struct DaemonConfig {
     /// starts again from `restart_backoff`.
     #[serde(deserialize_with = "deserialize_duration")]
     pub restart_backoff_max: Duration,
+    /// How long the message journal keeps its rows (default 400 days, so that a year's
+    /// questions can be answered); the daemon prunes older rows at start and every hour.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub journal_retention: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -72,6 +76,7 @@ impl Default for DaemonConfig {
             http_header_timeout: Duration::from_secs(10),
             restart_backoff: Duration::from_secs(5),
             restart_backoff_max: Duration::from_secs(300),
+            journal_retention: Duration::from_secs(400 * 86_400),
         }
     }
 }
@@ -113,6 +118,12 @@ impl DaemonConfig {
             v.push((
                 "restart_backoff_max",
                 "restart_backoff_max must not be below restart_backoff".to_string(),
+            ));
+        }
+        if self.journal_retention < Duration::from_secs(86_400) {
+            v.push((
+                "journal_retention",
+                "journal_retention must be at least 1 day".to_string(),
             ));
         }
         if self.http_header_timeout.is_zero() {

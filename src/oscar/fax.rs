@@ -265,6 +265,23 @@ async fn insert_rows(
         }
         return Err(ProcessError::from_sqlx("insert oscarflow_fax_inbound", &e));
     }
+    // The journal's row, committed with the document (the RingCentral message id is the
+    // fax's control id there).
+    let entry = crate::journal::Entry {
+        kind: Some(crate::journal::Kind::FaxIn),
+        message_type: Some(cut(&doc.content_type, 20)),
+        control_id: Some(doc.external_id.to_string()),
+        outcome: crate::journal::outcome::IMPORTED,
+        document_no: Some(document_no),
+        detail: Some(format!(
+            "{} page(s), unclaimed in OSCAR's incoming documents",
+            doc.pages
+        )),
+        ..Default::default()
+    };
+    crate::journal::record(&mut tx, prov, &[entry])
+        .await
+        .map_err(db("insert oscarflow_journal"))?;
     tx.commit().await.map_err(db("commit"))?;
     Ok(FaxOutcome::Imported { document_no })
 }

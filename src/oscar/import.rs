@@ -343,6 +343,29 @@ pub async fn import_file(
             .map_err(db("insert oscarflow_lab_message"))?;
     }
 
+    // The journal's rows for these labs, in the same transaction (one INSERT per file).
+    let entries: Vec<crate::journal::Entry> = records
+        .iter()
+        .zip(&labs)
+        .map(|((lab_no, entry, accession), lab)| crate::journal::Entry {
+            kind: Some(crate::journal::Kind::Lab),
+            part: Some(entry.index),
+            message_type: Some(entry.lab.message_type.clone()).filter(|s| !s.is_empty()),
+            control_id: Some(entry.lab.control_id.clone()).filter(|s| !s.is_empty()),
+            accession: Some(accession.clone()).filter(|s| !s.is_empty()),
+            lab_type: Some(lab.lab_type.as_str()),
+            outcome: crate::journal::outcome::IMPORTED,
+            match_outcome: Some(lab.matched.label()),
+            match_candidates: lab.matched.candidates(),
+            lab_no: Some(*lab_no),
+            demographic_no: lab.matched.demographic_no(),
+            ..Default::default()
+        })
+        .collect();
+    crate::journal::record(&mut tx, prov, &entries)
+        .await
+        .map_err(db("insert oscarflow_journal"))?;
+
     let lab_nos = labs
         .iter()
         .map(|l| l.lab_no.to_string())

@@ -148,6 +148,11 @@ const MYSQL_MIGRATIONS: &[Migration] = &[
         name: "dead_letter_chunks",
         sql: include_str!("../../migrations/mysql/0007_dead_letter_chunks.sql"),
     },
+    Migration {
+        version: 8,
+        name: "journal",
+        sql: include_str!("../../migrations/mysql/0008_journal.sql"),
+    },
 ];
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -195,6 +200,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 9,
         name: "dead_letter_chunks",
         sql: include_str!("../../migrations/sqlite/0009_dead_letter_chunks.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "journal",
+        sql: include_str!("../../migrations/sqlite/0010_journal.sql"),
     },
 ];
 

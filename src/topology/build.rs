@@ -139,7 +139,9 @@ pub fn build(
     let cap = cfg.settings.channel_capacity.max(1);
     let dead_letters = DeadLetterStore::new(store.clone());
     let health = SourceHealth::new();
-    let observers = Observers::standard().with(health.clone());
+    let observers = Observers::standard()
+        .with(health.clone())
+        .with(crate::journal::Recorder::start(store.clone()));
     let observers = opts.observers_into(observers);
     let (trigger, shutdown) = Shutdown::new();
     let in_flight = InFlight::new();
