@@ -148,7 +148,7 @@ pub async fn run(a: RunArgs) -> i32 {
             initial: cfg.restart_backoff,
             max: cfg.restart_backoff_max,
         })
-        .with_paths_relative_to(state_dir);
+        .with_paths_relative_to(state_dir.clone());
     if let Err(e) = sup.reconcile().await {
         return fail(e);
     }
@@ -166,6 +166,9 @@ pub async fn run(a: RunArgs) -> i32 {
     // Edits to the pipelines directory (and SIGHUP) reload the pipelines that changed.
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let _watcher = watch_dir(&cfg.pipelines_dir, reload_tx.clone());
+
+    // The console's "restart" of one pipeline.
+    let (restart_tx, mut restart_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
 
     // Ends open taps and the HTTP endpoint when the daemon stops.
     let (http_stop, http_shutdown) = crate::shutdown::Shutdown::new();
@@ -189,9 +192,17 @@ pub async fn run(a: RunArgs) -> i32 {
             shutdown: http_shutdown.clone(),
             max_connections: cfg.http_max_connections,
             header_timeout: cfg.http_header_timeout,
+            console: crate::http::console::Console::new(),
+            pipelines_dir: cfg.pipelines_dir.clone(),
+            paths_base: Some(state_dir.clone()),
+            restart: Some(restart_tx.clone()),
         });
         tokio::spawn(crate::http::serve(listener, state, http_shutdown.clone()));
     }
+
+    // The journal keeps `journal_retention`: pruned now and every hour.
+    let mut prune_every = tokio::time::interval(Duration::from_secs(3600));
+    let retention = cfg.journal_retention;
 
     let mut signals = Signals::new();
     loop {
@@ -200,6 +211,18 @@ pub async fn run(a: RunArgs) -> i32 {
                 Signal::Stop => break,
                 Signal::Reload => { let _ = reload_tx.send(()); }
             },
+            _ = prune_every.tick() => {
+                let stores = sup.stores();
+                tokio::spawn(prune_journal(stores, retention));
+            }
+            Some(name) = restart_rx.recv() => {
+                if sup.restart_on_reconcile(&name) {
+                    tracing::info!(pipeline = %name, "Restarting the pipeline on request.");
+                    if let Err(e) = sup.reconcile().await {
+                        tracing::error!(error = %e, "Restarting the pipeline failed.");
+                    }
+                }
+            }
             _ = sup.restart_wanted() => {
                 let n = sup.restart_due().await;
                 if n > 0 {
@@ -231,6 +254,24 @@ pub async fn run(a: RunArgs) -> i32 {
         tracing::info!("Stopped cleanly.");
     }
     0
+}
+
+/// Deletes journal rows older than `retention` from every store the daemon writes.
+async fn prune_journal(stores: Vec<crate::store::Store>, retention: Duration) {
+    let cutoff = chrono::Local::now()
+        - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(400));
+    let before = cutoff.format("%Y-%m-%d %H:%M:%S").to_string();
+    for s in stores {
+        match crate::journal::prune(&s, &before).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(rows = n, before = %before, "Journal rows past journal_retention deleted.")
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::error::describe_sqlx(&e), "Pruning the journal failed; trying again in an hour.")
+            }
+        }
+    }
 }
 
 /// Watches `dir` for changes; each event sends a reload request. None (logged) when the

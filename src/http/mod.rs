@@ -24,6 +24,8 @@
 //! (`listener="http"`, `reason`: `evicted_idle`, `over_capacity`, `header_timeout`). The
 //! daemon raises its own open-file limit to the hard limit at start.
 
+pub mod console;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +61,14 @@ pub struct HttpState {
     pub max_connections: usize,
     /// A request head must arrive whole within this long (`http_header_timeout`).
     pub header_timeout: std::time::Duration,
+    /// The console's sessions and chart samples.
+    pub console: Arc<console::Console>,
+    /// Where the pipeline files are (the console's re-drive finds a dead letter's pipeline
+    /// there), and what their relative paths resolve against.
+    pub pipelines_dir: std::path::PathBuf,
+    pub paths_base: Option<std::path::PathBuf>,
+    /// Asks the daemon to start a pipeline again from its file (the console's "restart").
+    pub restart: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -107,6 +117,7 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut shutdown: S
         slow_after: std::time::Duration::MAX,
     });
     let log = Arc::new(ClosedLog::new("http"));
+    tokio::spawn(console::sample_backlog(state.clone()));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait() => break,
@@ -145,7 +156,13 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, mut shutdown: S
                 let busy = in_service.busy();
                 let state = state.clone();
                 async move {
-                    let r = answer(&state, &req).await;
+                    let r = if req.uri().path() == "/console"
+                        || req.uri().path().starts_with("/console/")
+                    {
+                        console::handle(state.clone(), req).await
+                    } else {
+                        answer(&state, &req).await
+                    };
                     Ok::<_, Infallible>(r.map(|body| Held { body, _busy: busy }.boxed()))
                 }
             });
@@ -464,6 +481,18 @@ fn record_gauges(registry: &Registry) {
 }
 
 async fn readiness(state: &HttpState) -> Response<Body> {
+    let problems = problems(state).await;
+    let body = serde_json::json!({"ready": problems.is_empty(), "problems": problems});
+    let status = if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    text(status, format!("{body}\n"), "application/json")
+}
+
+/// Why the daemon is not ready (empty when it is): `/readyz` and the console's banner.
+async fn problems(state: &HttpState) -> Vec<String> {
     let mut problems = Vec::new();
     for (i, s) in state.registry.stores().iter().enumerate() {
         let ping = tokio::time::timeout(std::time::Duration::from_secs(2), s.ping()).await;
@@ -484,13 +513,7 @@ async fn readiness(state: &HttpState) -> Response<Body> {
             ));
         }
     }
-    let body = serde_json::json!({"ready": problems.is_empty(), "problems": problems});
-    let status = if problems.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    text(status, format!("{body}\n"), "application/json")
+    problems
 }
 
 #[cfg(test)]

@@ -300,6 +300,21 @@ impl Supervisor {
         self.stores.values().cloned().collect()
     }
 
+    /// Makes the next [`Self::reconcile`] start pipeline `name` again from its file (the
+    /// console's "restart"). False when no such pipeline runs.
+    pub fn restart_on_reconcile(&mut self, name: &str) -> bool {
+        let Some(file) = self
+            .running
+            .iter()
+            .find(|(_, s)| s.cfg.name == name)
+            .map(|(f, _)| f.clone())
+        else {
+            return false;
+        };
+        self.seen.remove(&file);
+        true
+    }
+
     /// The store for `url`, opened once.
     pub async fn store(&mut self, url: &str) -> Result<Store, String> {
         if let Some(s) = self.stores.get(url) {

@@ -1,0 +1,68 @@
+//! What journal codes mean, in words a medical office assistant understands. Identifiers
+//! only: the words never carry a name, health number or birth date.
+
+/// A patient match outcome (`oscarflow_journal.match_outcome`) in words.
+pub fn match_outcome(code: &str, candidates: Option<i64>) -> String {
+    let n = candidates.unwrap_or(0);
+    match code {
+        "matched" => "Filed to the patient's chart: the health number, birth date, sex and name on the lab agree with exactly one chart.".into(),
+        "no_health_number" => "Not filed to a chart: the lab carries no health number. It is in OSCAR's unmatched labs, where someone picks the patient.".into(),
+        "invalid_birth_date" => "Not filed to a chart: the birth date on the lab is not a real date. It is in OSCAR's unmatched labs.".into(),
+        "not_found" => "Not filed to a chart: no chart in OSCAR has this health number (a new patient, or a typing error at the lab). It is in OSCAR's unmatched labs.".into(),
+        "birth_date_mismatch" => format!("Not filed to a chart: {n} chart(s) have this health number, but the birth date differs. Check the chart before filing it by hand."),
+        "sex_mismatch" => format!("Not filed to a chart: {n} chart(s) have this health number, but the sex differs. Check the chart before filing it by hand."),
+        "name_mismatch" => format!("Not filed to a chart: {n} chart(s) have this health number, but the name differs. Check the chart before filing it by hand."),
+        "ambiguous" => format!("Not filed to a chart: {n} charts fit this lab equally well, so none was chosen. Pick the right one in OSCAR's unmatched labs."),
+        other => format!("Match outcome `{other}`."),
+    }
+}
+
+/// A short label for a match outcome (tables).
+pub fn match_short(code: &str) -> &'static str {
+    match code {
+        "matched" => "matched",
+        "no_health_number" => "unmatched: no health number",
+        "invalid_birth_date" => "unmatched: bad birth date",
+        "not_found" => "unmatched: no such chart",
+        "birth_date_mismatch" => "unmatched: birth date differs",
+        "sex_mismatch" => "unmatched: sex differs",
+        "name_mismatch" => "unmatched: name differs",
+        "ambiguous" => "unmatched: several charts fit",
+        _ => "unmatched",
+    }
+}
+
+/// A dead-letter reason code in words.
+pub fn reason(code: &str) -> &'static str {
+    match code {
+        "empty_input" => "The file was empty.",
+        "not_hl7" => "The file is not an HL7 message (another kind of file was dropped, or it was cut off at the start).",
+        "malformed" => "The message is damaged: its HL7 structure cannot be read.",
+        "missing_segment" => "The message lacks a part every lab must have (the patient, or the order).",
+        "too_large" => "The message is larger than the limit set for this source or than the database takes in one piece.",
+        "unsupported_message" => "This kind of message is not a lab result oscarflow files.",
+        "import_rejected" => "OSCAR's tables refused a value of this message (too long for its column).",
+        "retries_exhausted" => "The database kept failing while this was written; it was kept after the last try.",
+        "invalid_phone" => "The phone or fax number is not a valid number.",
+        "document_unavailable" => "The document to fax is missing, empty or unreadable.",
+        "refused" => "RingCentral refused to take it.",
+        "delivery_failed" => "RingCentral took it but could not deliver it.",
+        _ => "Kept aside for a person to look at.",
+    }
+}
+
+/// One journal row's outcome in words (what happened, without the match).
+pub fn outcome(kind: &str, outcome: &str) -> &'static str {
+    match (kind, outcome) {
+        ("lab", "imported") => "Filed into OSCAR",
+        ("fax_in", "imported") => "Filed into OSCAR's incoming documents",
+        (_, "duplicate") => "Already in OSCAR: the same file arrived before, nothing written",
+        (_, "dead_lettered") => "Kept as a dead letter (not in OSCAR)",
+        (_, "revealed") => "Its bytes were shown in the console",
+        (_, "sent") => "Handed to RingCentral",
+        (_, "adopted") => "Found at RingCentral, sent earlier",
+        (_, "completed") => "Delivered",
+        (_, "unknown") => "Not found at RingCentral",
+        _ => "Recorded",
+    }
+}
