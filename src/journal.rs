@@ -235,7 +235,7 @@ pub fn peek(raw: &[u8]) -> Peek {
     let text = &text[start..];
     let non_empty = |s: String| Some(s.trim().to_string()).filter(|s| !s.is_empty());
     let Ok(m) = crate::hl7::message::Message::parse(text) else {
-        return Peek::default();
+        return peek_plain(text);
     };
     let mut p = Peek {
         message_type: non_empty(format!("{}^{}", m.get("MSH-9.1"), m.get("MSH-9.2")))
@@ -254,16 +254,54 @@ pub fn peek(raw: &[u8]) -> Peek {
             .find(|s| !s.is_empty())
             .map(|s| s.into_owned())
             .unwrap_or_default();
-        let parts: Vec<&str> = filler.split('-').collect();
-        let acc = match parts.len() {
-            3 => parts[0].to_string(),
-            5 => parts[..3].join("-"),
-            n if n > 1 => parts[..2].join("-"),
-            _ => filler.clone(),
-        };
-        non_empty(acc).or_else(|| non_empty(m.get("OBR-2.1").into_owned()))
+        non_empty(pathl7_accession(&filler)).or_else(|| non_empty(m.get("OBR-2.1").into_owned()))
     });
     p
+}
+
+/// [`peek`] of a message the parser refuses: MSH-9 and MSH-10 of its first line, split on
+/// the field separator, and the PATHL7 accession rule on the first ORC-3 or OBR-3.
+fn peek_plain(text: &str) -> Peek {
+    let mut segments = text.split(['\r', '\n']).filter(|l| !l.is_empty());
+    let Some(msh) = segments.next() else {
+        return Peek::default();
+    };
+    let Some(sep) = msh.chars().nth(3) else {
+        return Peek::default();
+    };
+    let fields: Vec<&str> = msh.split(sep).collect();
+    let field = |f: &[&str], n: usize| {
+        f.get(n)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let component =
+        |v: Option<String>| v.map(|s| s.split('^').take(2).collect::<Vec<_>>().join("^"));
+    let filler = segments
+        .filter(|l| l.starts_with("ORC") || l.starts_with("OBR"))
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(sep).collect();
+            field(&f, 3).map(|v| v.split('^').next().unwrap_or("").to_string())
+        });
+    Peek {
+        message_type: component(field(&fields, 8)),
+        control_id: field(&fields, 9),
+        accession: filler
+            .map(|f| pathl7_accession(&f))
+            .filter(|s| !s.is_empty()),
+    }
+}
+
+/// PATHL7's accession: of `a-b-c` the first part, of five parts the first three, of two or
+/// four the first two; anything else as it is.
+fn pathl7_accession(filler: &str) -> String {
+    let parts: Vec<&str> = filler.split('-').collect();
+    match parts.len() {
+        3 => parts[0].to_string(),
+        5 => parts[..3].join("-"),
+        n if n > 1 => parts[..2].join("-"),
+        _ => filler.to_string(),
+    }
 }
 
 /// A journal row as read back.
@@ -671,7 +709,16 @@ mod tests {
         let p = peek(raw);
         assert_eq!(p.control_id.as_deref(), Some("CTRL-42"));
         assert_eq!(p.message_type.as_deref(), Some("ORU^R01"));
-        assert_eq!(p.accession.as_deref(), Some("24-123"));
+        assert_eq!(p.accession.as_deref(), Some("24"));
+    }
+
+    #[test]
+    fn a_message_the_parser_refuses_still_gives_its_control_id_and_accession() {
+        let raw = b"MSH|^~\\&|PATHL7|LIFELABS|A|B|20260101||ORU^R01|ZZ9|P|2.3\rPID||1\rORC|RE||26-1-CREA-1\r\x01bad segment\r";
+        let p = peek_plain(&String::from_utf8_lossy(raw));
+        assert_eq!(p.control_id.as_deref(), Some("ZZ9"));
+        assert_eq!(p.message_type.as_deref(), Some("ORU^R01"));
+        assert_eq!(p.accession.as_deref(), Some("26-1"));
     }
 
     #[test]

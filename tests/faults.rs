@@ -382,7 +382,8 @@ const MESSAGES: usize = 10_000;
 const KILLS: usize = 20;
 
 #[test]
-fn twenty_kill_nines_during_a_ten_thousand_message_import_lose_and_duplicate_nothing() {
+fn twenty_kill_nines_during_a_ten_thousand_message_import_lose_and_duplicate_nothing_and_the_journal_always_equals_oscars_labs(
+) {
     let Some(source) = common::mariadb::server_url() else {
         return;
     };
@@ -394,6 +395,20 @@ fn twenty_kill_nines_during_a_ten_thousand_message_import_lose_and_duplicate_not
         eprintln!("test database was {}", db.name);
         std::panic::resume_unwind(p);
     }
+}
+
+/// The journal's imported labs against OSCAR's: (journal rows, `hl7TextMessage` rows, labs
+/// in one of the two only).
+async fn journal_against_oscar(store: &Store) -> (i64, i64, i64) {
+    let journal = count(
+        store,
+        "SELECT COUNT(*) FROM oscarflow_journal WHERE kind = 'lab' AND outcome = 'imported'",
+    )
+    .await;
+    let oscar = count(store, "SELECT COUNT(*) FROM hl7TextMessage").await;
+    let only_journal = count(store, "SELECT COUNT(*) FROM oscarflow_journal j WHERE j.kind = 'lab' AND j.outcome = 'imported' AND NOT EXISTS (SELECT 1 FROM hl7TextMessage m WHERE m.lab_id = j.lab_no)").await;
+    let only_oscar = count(store, "SELECT COUNT(*) FROM hl7TextMessage m WHERE NOT EXISTS (SELECT 1 FROM oscarflow_journal j WHERE j.lab_no = m.lab_id AND j.outcome = 'imported')").await;
+    (journal, oscar, only_journal + only_oscar)
 }
 
 fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
@@ -436,6 +451,9 @@ fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
     let log = tmp.path().join("daemon.log");
     let started = Instant::now();
     let mut at_kill = Vec::new();
+    // The journal commits with the OSCAR rows: after every kill they are the same labs.
+    let store = rt.block_on(Store::open(url)).unwrap();
+    let mut journal_at_kill = Vec::new();
     for point in &points {
         let mut daemon = Daemon::start(tmp.path(), url, "off");
         wait_until(180, "the import to progress", &log, || {
@@ -447,6 +465,7 @@ fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
         daemon.kill_nine();
         at_kill.push(files_in(&processed).len());
+        journal_at_kill.push(rt.block_on(journal_against_oscar(&store)));
     }
     // The last start runs to the end (and is stopped with SIGTERM once it answers).
     let port = free_port();
@@ -462,7 +481,7 @@ fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
 
     let released = files_in(&processed);
     let left = files_in(&inbox);
-    let store = rt.block_on(Store::open(url)).unwrap();
+    let journal_at_end = rt.block_on(journal_against_oscar(&store));
     let figures = rt.block_on(LabFigures::read(&store, &templates, MESSAGES));
     let files_lost = all
         .difference(&released)
@@ -476,6 +495,11 @@ fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
         released.len(),
         left.len(),
         figures.line()
+    ));
+    let journal_mismatches: i64 =
+        journal_at_kill.iter().map(|j| j.2).sum::<i64>() + journal_at_end.2;
+    report(format!(
+        "fault kill_nine: journal against OSCAR (journal labs, hl7TextMessage rows, labs in one only) after each kill {journal_at_kill:?}, at the end {journal_at_end:?}"
     ));
     report(format!(
         "fault kill_nine: lost: {}, duplicated: {}",
@@ -497,6 +521,19 @@ fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
     );
     assert_eq!(in_lab_import, distinct_files as i64);
     figures.assert_exactly_once();
+    for (i, (journal, oscar, differ)) in journal_at_kill.iter().enumerate() {
+        assert_eq!(
+            (journal, differ),
+            (oscar, &0),
+            "after kill {i}: the journal's labs are OSCAR's labs"
+        );
+    }
+    assert_eq!(
+        journal_at_end,
+        (MESSAGES as i64, MESSAGES as i64, 0),
+        "at the end the journal has every lab OSCAR has, once"
+    );
+    assert_eq!(journal_mismatches, 0);
     assert_no_phi(&log);
 }
 

@@ -41,5 +41,6 @@ CREATE TABLE IF NOT EXISTS oscarflow_journal (
   KEY oscarflow_journal_pipeline_at (pipeline, at),
   KEY oscarflow_journal_accession (accession),
   KEY oscarflow_journal_control_id (control_id),
-  KEY oscarflow_journal_sha (content_sha256)
+  KEY oscarflow_journal_sha (content_sha256),
+  KEY oscarflow_journal_lab_no (lab_no)
 ) DEFAULT CHARSET=utf8mb4

@@ -31,4 +31,5 @@ CREATE INDEX IF NOT EXISTS oscarflow_journal_at ON oscarflow_journal (at);
 CREATE INDEX IF NOT EXISTS oscarflow_journal_pipeline_at ON oscarflow_journal (pipeline, at);
 CREATE INDEX IF NOT EXISTS oscarflow_journal_accession ON oscarflow_journal (accession);
 CREATE INDEX IF NOT EXISTS oscarflow_journal_control_id ON oscarflow_journal (control_id);
-CREATE INDEX IF NOT EXISTS oscarflow_journal_sha ON oscarflow_journal (content_sha256)
+CREATE INDEX IF NOT EXISTS oscarflow_journal_sha ON oscarflow_journal (content_sha256);
+CREATE INDEX IF NOT EXISTS oscarflow_journal_lab_no ON oscarflow_journal (lab_no)

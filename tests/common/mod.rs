@@ -8,6 +8,7 @@ pub mod harness;
 pub mod http_emu;
 pub mod logs;
 pub mod mariadb;
+pub mod phi;
 pub mod poi_emulator;
 pub mod queue;
 pub mod rc_emulator;
@@ -15,6 +16,7 @@ pub mod s3;
 pub mod sources;
 pub mod sshd;
 pub mod texts;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
