@@ -184,6 +184,9 @@ async fn waiting_faxes_are_sent_once_and_end_complete_or_error_with_a_reason() {
     );
     assert!(reason(6).contains("NoAnswer"), "{}", reason(6));
     assert_eq!(reason(1), "Sent (2 pages)");
+    // The journal has each fax handed to RingCentral and each delivered, by its faxes.id.
+    common::eventually_count(&store, "SELECT COUNT(DISTINCT fax_id) FROM oscarflow_journal WHERE kind = 'fax_out' AND outcome = 'sent' AND fax_id IN (1, 2, 3, 6, 9, 10, 11, 12)", 8).await;
+    common::eventually_count(&store, "SELECT COUNT(DISTINCT fax_id) FROM oscarflow_journal WHERE kind = 'fax_out' AND outcome = 'completed'", 7).await;
     // A second run finds nothing to send.
     let again = drain(&mut outbox, 2).await;
     assert_eq!((again.claimed, again.sent), (0, 0));

@@ -107,6 +107,12 @@ async fn assert_filed_once(store: &Store, emu: &RcEmulator, docs: &Path, doctype
     let mut ids: Vec<i64> = faxes.iter().map(|f| f.id).collect();
     ids.sort();
     assert_eq!(emu.read_ids(), ids, "every fax marked read");
+    // Each filed fax is journaled with its document, committed with it, by its message id.
+    assert_eq!(
+        count(store, "SELECT COUNT(DISTINCT j.control_id) FROM oscarflow_journal j JOIN oscarflow_fax_inbound i ON i.document_no = j.document_no AND CAST(i.message_id AS CHAR) = j.control_id WHERE j.kind = 'fax_in' AND j.outcome = 'imported'").await,
+        n,
+        "every fax journaled with its document"
+    );
 }
 
 fn assert_no_phi_or_secrets_in_logs() {

@@ -127,6 +127,13 @@ async fn reminders_scenario(store: &Store, second: Option<Store>) {
         .map(|t| sent.iter().any(|m| m.text.contains(t)))
         .collect();
     assert_eq!(times, vec![true, true, true]);
+    // The journal has each text handed to RingCentral (ids only).
+    common::eventually_count(
+        store,
+        "SELECT COUNT(*) FROM oscarflow_journal WHERE kind = 'sms' AND outcome = 'sent'",
+        3,
+    )
+    .await;
     let st = states(store).await;
     assert_eq!(
         st,

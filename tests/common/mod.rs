@@ -146,6 +146,24 @@ pub async fn count(store: &Store, sql: &str) -> i64 {
         .expect(sql)
 }
 
+/// Waits up to 20 s for `sql` (a count) to reach `want`, for rows written just after a
+/// commit (the journal's duplicates, releases and outbound steps); fails with the last
+/// count otherwise.
+pub async fn eventually_count(store: &Store, sql: &str, want: i64) {
+    let start = std::time::Instant::now();
+    loop {
+        let n = count(store, sql).await;
+        if n == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{sql}: {n}, expected {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A copy of a fixture with a distinct control id, so each copy has its own MD5.
 pub fn variant(fixture: &str, n: usize) -> Vec<u8> {
     let text = std::fs::read_to_string(repo().join(fixture)).expect("fixture");

@@ -61,8 +61,11 @@ pub fn outcome(kind: &str, outcome: &str) -> &'static str {
         (_, "revealed") => "Its bytes were shown in the console",
         (_, "sent") => "Handed to RingCentral",
         (_, "adopted") => "Found at RingCentral, sent earlier",
-        (_, "completed") => "Delivered",
-        (_, "unknown") => "Not found at RingCentral",
+        (_, "completed") | (_, "delivered") => "Delivered",
+        (_, "failed") => "RingCentral could not deliver it",
+        (_, "unknown") | (_, "not_found") => "Not found at RingCentral",
+        (_, "claim_lost") => "Taken by another oscarflow process",
+        (_, "gone") => "No longer in the queue",
         _ => "Recorded",
     }
 }
