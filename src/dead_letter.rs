@@ -75,6 +75,32 @@ pub mod status {
     pub const RESOLVED: &str = "resolved";
 }
 
+/// What a re-drive did to one dead letter (`error`: a problem not tied to one id, as a
+/// pipeline that cannot be found).
+#[derive(Debug, Clone)]
+pub struct Redriven {
+    pub id: String,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+impl Redriven {
+    pub fn line(id: &str, outcome: impl Into<String>) -> Self {
+        Redriven {
+            id: id.to_string(),
+            outcome: outcome.into(),
+            error: None,
+        }
+    }
+    pub fn error(e: impl Into<String>) -> Self {
+        Redriven {
+            id: String::new(),
+            outcome: String::new(),
+            error: Some(e.into()),
+        }
+    }
+}
+
 /// Filter for listing, re-driving and purging.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -237,6 +263,42 @@ impl DeadLetterStore {
             .map_err(StoreError::query)?;
         tx.commit().await.map_err(StoreError::query)?;
         Ok(id)
+    }
+
+    /// Records that this dead letter's bytes were shown in the console to session `session`
+    /// (a tag, not the session id): a journal row in the message's journey, `outcome =
+    /// revealed`.
+    pub async fn record_reveal(
+        &self,
+        dl: &StoredDeadLetter,
+        session: &str,
+    ) -> Result<(), sqlx::Error> {
+        use crate::journal::cut;
+        let received = time::OffsetDateTime::parse(
+            &dl.received_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map(crate::journal::local_time)
+        .unwrap_or_else(|_| now_sql());
+        sqlx::query(
+            "INSERT INTO oscarflow_journal (at, kind, pipeline, source, source_kind, origin, received_at, attempt, content_sha256, part, outcome, reason, detail, dead_letter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'revealed', ?, ?, ?)",
+        )
+        .bind(now_sql())
+        .bind(crate::journal::Kind::of_source(&dl.source_kind).as_str())
+        .bind(cut(&dl.pipeline, 100))
+        .bind(cut(&dl.source, 100))
+        .bind(cut(&dl.source_kind, 30))
+        .bind("")
+        .bind(received)
+        .bind(dl.attempts)
+        .bind(&dl.content_sha256)
+        .bind(dl.part)
+        .bind(cut(&dl.reason, 40))
+        .bind(format!("bytes shown in the console to session {session}"))
+        .bind(&dl.id)
+        .execute(&self.store.pool)
+        .await
+        .map(|_| ())
     }
 
     /// Writes a dead letter's original bytes to `out` a chunk at a time (`dlq show --raw`

@@ -101,12 +101,12 @@ const PER_ROW: usize = 24;
 /// Rows per INSERT: under SQLite's old limit of 999 parameters.
 const ROWS_PER_INSERT: usize = 999 / PER_ROW;
 
-fn cut(s: &str, max: usize) -> String {
+pub(crate) fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
 /// `received_at` as the database keeps times: local, `YYYY-MM-DD HH:MM:SS`.
-fn local_time(t: time::OffsetDateTime) -> String {
+pub(crate) fn local_time(t: time::OffsetDateTime) -> String {
     let offset =
         time::UtcOffset::from_whole_seconds(chrono::Local::now().offset().local_minus_utc())
             .unwrap_or(time::UtcOffset::UTC);
@@ -176,43 +176,6 @@ pub async fn record_alone(
     let mut tx = store.pool.begin().await?;
     record(&mut tx, prov, entries).await?;
     tx.commit().await
-}
-
-/// Records that a dead letter's bytes were shown in the console to session `session` (a
-/// tag, not the session id): a row in the message's journey, `outcome = revealed`.
-pub async fn record_reveal(
-    store: &Store,
-    dl: &crate::dead_letter::StoredDeadLetter,
-    session: &str,
-) -> Result<(), sqlx::Error> {
-    let now = now_sql();
-    let received = local_stored(&dl.received_at);
-    sqlx::query(
-        "INSERT INTO oscarflow_journal (at, kind, pipeline, source, source_kind, origin, received_at, attempt, content_sha256, part, outcome, reason, detail, dead_letter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'revealed', ?, ?, ?)",
-    )
-    .bind(&now)
-    .bind(Kind::of_source(&dl.source_kind).as_str())
-    .bind(cut(&dl.pipeline, 100))
-    .bind(cut(&dl.source, 100))
-    .bind(cut(&dl.source_kind, 30))
-    .bind("")
-    .bind(received)
-    .bind(dl.attempts)
-    .bind(&dl.content_sha256)
-    .bind(dl.part)
-    .bind(cut(&dl.reason, 40))
-    .bind(format!("bytes shown in the console to session {session}"))
-    .bind(&dl.id)
-    .execute(&store.pool)
-    .await
-    .map(|_| ())
-}
-
-/// A dead letter's RFC 3339 time back in the database's form (local `YYYY-MM-DD HH:MM:SS`).
-fn local_stored(rfc3339: &str) -> String {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .map(local_time)
-        .unwrap_or_else(|_| now_sql())
 }
 
 /// What can be read of a message that may not parse: its type, control id and accession,

@@ -41,7 +41,7 @@ pub fn run(a: CheckArgs) -> i32 {
         let base = daemon
             .first()
             .and_then(|d| crate::config::daemon::DaemonConfig::load(d).ok())
-            .map(|c| super::run::absolute(&c.state_dir));
+            .map(|c| super::absolute(&c.state_dir));
         crate::config::load_all_in(&pipelines, base.as_deref())
     };
     diags.extend(pipeline_diags);

@@ -14,7 +14,7 @@ use super::replay::{pipeline_config, run_once};
 use super::{fail, DbArgs};
 use crate::ack::BatchStatus;
 use crate::config::{load_all_in, PipelineConfig};
-use crate::dead_letter::{status, DeadLetterStore, Filter, ReasonCode, StoredDeadLetter};
+use crate::dead_letter::{status, DeadLetterStore, Filter, ReasonCode, Redriven, StoredDeadLetter};
 use crate::envelope::Origin;
 use crate::sources::list::{ListItem, DEAD_LETTER_KIND};
 use crate::store::Store;
@@ -395,7 +395,7 @@ async fn retry(
     let daemon = db.daemon_config();
     // With `--config`, relative paths resolve as in the daemon (its state directory).
     let base = match &daemon {
-        Ok(c) => c.as_ref().map(|c| super::run::absolute(&c.state_dir)),
+        Ok(c) => c.as_ref().map(|c| super::absolute(&c.state_dir)),
         Err(_) => None,
     };
     let pipelines = match (pipelines, daemon) {
@@ -450,32 +450,6 @@ async fn retry(
         }
     }
     code
-}
-
-/// What a re-drive did to one dead letter (`error`: a problem not tied to one id, as a
-/// pipeline that cannot be found).
-#[derive(Debug, Clone)]
-pub struct Redriven {
-    pub id: String,
-    pub outcome: String,
-    pub error: Option<String>,
-}
-
-impl Redriven {
-    fn line(id: &str, outcome: impl Into<String>) -> Self {
-        Redriven {
-            id: id.to_string(),
-            outcome: outcome.into(),
-            error: None,
-        }
-    }
-    fn error(e: impl Into<String>) -> Self {
-        Redriven {
-            id: String::new(),
-            outcome: String::new(),
-            error: Some(e.into()),
-        }
-    }
 }
 
 /// Re-drives `targets` (open dead letters with their bytes) through their pipelines, found

@@ -244,3 +244,9 @@ mod tests {
         assert!(!url_has_password("not a url"));
     }
 }
+
+/// `p` made absolute against the working directory at start (the state directory, which
+/// relative paths in pipeline files are under).
+pub(crate) fn absolute(p: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

@@ -103,7 +103,7 @@ pub async fn run(a: ReplayArgs) -> i32 {
     };
     // With `--config`, relative paths resolve as in the daemon (its state directory).
     match a.db.daemon_config() {
-        Ok(Some(d)) => cfg.resolve_paths(&super::run::absolute(&d.state_dir)),
+        Ok(Some(d)) => cfg.resolve_paths(&super::absolute(&d.state_dir)),
         Ok(None) => {}
         Err(e) => return fail(e),
     }

@@ -142,7 +142,7 @@ pub async fn run(a: RunArgs) -> i32 {
     );
     // Relative paths in pipeline files mean the same under systemd (working directory
     // `/`) as in a terminal: they are under the state directory.
-    let state_dir = absolute(&cfg.state_dir);
+    let state_dir = super::absolute(&cfg.state_dir);
     let mut sup = sup
         .with_restart_backoff(crate::topology::RestartBackoff {
             initial: cfg.restart_backoff,
@@ -193,8 +193,10 @@ pub async fn run(a: RunArgs) -> i32 {
             max_connections: cfg.http_max_connections,
             header_timeout: cfg.http_header_timeout,
             console: crate::http::console::Console::new(),
-            pipelines_dir: cfg.pipelines_dir.clone(),
-            paths_base: Some(state_dir.clone()),
+            redrive: Some(console_redrive(
+                cfg.pipelines_dir.clone(),
+                state_dir.clone(),
+            )),
             restart: Some(restart_tx.clone()),
         });
         tokio::spawn(crate::http::serve(listener, state, http_shutdown.clone()));
@@ -254,6 +256,22 @@ pub async fn run(a: RunArgs) -> i32 {
         tracing::info!("Stopped cleanly.");
     }
     0
+}
+
+/// The console's re-drive: `dlq retry`'s, with the daemon's pipelines directory and state
+/// directory.
+fn console_redrive(
+    pipelines: std::path::PathBuf,
+    base: std::path::PathBuf,
+) -> crate::http::Redrive {
+    std::sync::Arc::new(move |store, targets| {
+        let (pipelines, base) = (pipelines.clone(), base.clone());
+        Box::pin(async move {
+            super::dlq::redrive(&store, targets, &pipelines, Some(&base))
+                .await
+                .0
+        })
+    })
 }
 
 /// Deletes journal rows older than `retention` from every store the daemon writes.
@@ -356,9 +374,4 @@ impl Signals {
         let _ = tokio::signal::ctrl_c().await;
         Signal::Stop
     }
-}
-
-/// `p` made absolute against the working directory at start.
-pub(crate) fn absolute(p: &std::path::Path) -> std::path::PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

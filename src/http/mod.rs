@@ -63,15 +63,24 @@ pub struct HttpState {
     pub header_timeout: std::time::Duration,
     /// The console's sessions and chart samples.
     pub console: Arc<console::Console>,
-    /// Where the pipeline files are (the console's re-drive finds a dead letter's pipeline
-    /// there), and what their relative paths resolve against.
-    pub pipelines_dir: std::path::PathBuf,
-    pub paths_base: Option<std::path::PathBuf>,
+    /// Re-drives open dead letters through their pipelines (the console's "re-drive"; the
+    /// daemon gives `dlq retry`'s, which finds each pipeline in its pipelines directory).
+    pub redrive: Option<Redrive>,
     /// Asks the daemon to start a pipeline again from its file (the console's "restart").
     pub restart: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
+
+/// Re-drives dead letters (with their bytes) of one store: a line per dead letter.
+pub type Redrive = Arc<
+    dyn Fn(
+            crate::store::Store,
+            Vec<crate::dead_letter::StoredDeadLetter>,
+        ) -> futures::future::BoxFuture<'static, Vec<crate::dead_letter::Redriven>>
+        + Send
+        + Sync,
+>;
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder.
 pub fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {

@@ -11,9 +11,9 @@ use std::sync::Arc;
 pub mod tap;
 
 use crate::ack::BatchStatus;
-use crate::dead_letter::ReasonCode;
 use crate::envelope::Provenance;
 use crate::error::ErrorKind;
+use crate::error::ReasonCode;
 
 /// Every metric oscarflow records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -946,7 +946,10 @@ async fn reveal(state: &HttpState, who: &Who, db: &str, id: &str) -> Response<Bo
         Ok(None) => return not_found(who, "There is no such dead letter."),
         Err(e) => return db_error(who, e),
     };
-    if let Err(e) = crate::journal::record_reveal(&s, &d, &who.tag).await {
+    if let Err(e) = DeadLetterStore::new(s.clone())
+        .record_reveal(&d, &who.tag)
+        .await
+    {
         // Not recorded, not shown.
         return db_error(who, crate::error::describe_sqlx(&e));
     }
@@ -995,13 +998,11 @@ async fn redrive(state: &HttpState, who: &Who, fields: &[(String, String)]) -> R
             continue;
         }
         tracing::info!(dead_letters = targets.len(), session = %who.tag, "Re-drive from the console.");
-        let (lines, _) = crate::cli::dlq::redrive(
-            s,
-            targets,
-            &state.pipelines_dir,
-            state.paths_base.as_deref(),
-        )
-        .await;
+        let Some(redrive) = &state.redrive else {
+            notice.push_str("<li class=\"bad\">This daemon cannot re-drive from the console.</li>");
+            break;
+        };
+        let lines = redrive(s.clone(), targets).await;
         for l in lines {
             match l.error {
                 Some(e) => {
