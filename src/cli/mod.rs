@@ -230,6 +230,12 @@ pub(crate) fn fail(e: impl std::fmt::Display) -> i32 {
     1
 }
 
+/// `p` made absolute against the working directory at start (the state directory, which
+/// relative paths in pipeline files are under).
+pub(crate) fn absolute(p: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,10 +249,4 @@ mod tests {
         assert!(!url_has_password("sqlite://var/oscarflow.db"));
         assert!(!url_has_password("not a url"));
     }
-}
-
-/// `p` made absolute against the working directory at start (the state directory, which
-/// relative paths in pipeline files are under).
-pub(crate) fn absolute(p: &std::path::Path) -> std::path::PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
