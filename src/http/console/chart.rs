@@ -55,9 +55,13 @@ pub fn throughput_and_backlog(hours: &[i64], backlog: &[(u64, u64)]) -> String {
     }
     let _ = write!(
         s,
-        r#"<text x="{PAD}" y="16" class="legend">bars: messages per hour (max {max}) · line: backlog (max {maxb})</text><text x="{PAD}" y="{yb}" class="legend">24 h ago</text><text x="{xr}" y="{yb}" class="legend" text-anchor="end">now</text></svg>"#,
+        r#"<text x="{PAD}" y="16" class="legend">bars: messages per hour (max {max}) · {line}</text><text x="{PAD}" y="{yb}" class="legend">24 h ago</text><text x="{xr}" y="{yb}" class="legend" text-anchor="end">now</text></svg>"#,
         max = max_n as i64,
-        maxb = max_b as u64,
+        line = if backlog.len() > 1 {
+            format!("line: backlog (max {})", max_b as u64)
+        } else {
+            "backlog: sampled each minute, shown from the second sample on".to_string()
+        },
         yb = H - 8.0,
         xr = W - PAD,
     );

@@ -12,7 +12,9 @@
 //! `POST` whose `Origin` is not its own `Host` is refused as well. A wrong token costs half a
 //! second and is logged (never the token). Answers carry `Cache-Control: no-store`, a
 //! Content-Security-Policy that allows nothing but this server (no script at all: the pages
-//! are plain HTML forms), `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`.
+//! are plain HTML forms), `X-Frame-Options: DENY` and `Referrer-Policy: same-origin` (not
+//! `no-referrer`: under it browsers send `Origin: null` with a page's own forms, which the
+//! origin check would refuse; other sites still get no referrer).
 //!
 //! **No PHI on a page** unless the operator asks: pages show ids (accession and control
 //! ids, hashes, OSCAR row numbers, chart numbers), codes and counts, never names, health
@@ -160,7 +162,7 @@ fn page(status: StatusCode, body: String) -> Response<Body> {
         ("cache-control", "no-store"),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         (
             "content-security-policy",
             "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",

@@ -270,7 +270,7 @@ async fn overview(state: &HttpState, who: &Who) -> Response<Body> {
         &hours,
         &state.console.backlog(),
     ));
-    body.push_str(r#"<table id="overview"><thead><tr><th rowspan="2">Pipeline</th><th rowspan="2">State</th><th colspan="5">Today</th><th colspan="5">Last 7 days</th><th rowspan="2">Backlog</th><th rowspan="2">Oldest unacknowledged</th><th rowspan="2">Last successful poll</th></tr><tr>"#);
+    body.push_str(r#"<table id="overview"><thead><tr><th rowspan="2">Pipeline</th><th rowspan="2">State</th><th colspan="5">Today</th><th colspan="5">Last 7 days</th><th rowspan="2">Backlog</th><th rowspan="2" title="The oldest input taken but not yet committed or dead-lettered">Oldest waiting</th><th rowspan="2">Last good poll</th></tr><tr>"#);
     for _ in 0..2 {
         body.push_str("<th>received</th><th>imported</th><th>matched</th><th>unmatched</th><th>dead-lettered</th>");
     }
@@ -337,6 +337,28 @@ async fn overview(state: &HttpState, who: &Who) -> Response<Body> {
     page(StatusCode::OK, layout("Overview", who, "/console/", &body))
 }
 
+/// A dead letter's RFC 3339 time as the journal's times are shown (`YYYY-MM-DD HH:MM:SS`,
+/// the daemon machine's local time).
+fn shown_time(rfc3339: &str) -> String {
+    match rfc3339.get(..19) {
+        Some(t) if rfc3339.as_bytes().get(10) == Some(&b'T') => t.replacen('T', " ", 1),
+        _ => rfc3339.to_string(),
+    }
+}
+
+fn human_bytes(n: i64) -> String {
+    match n {
+        n if n < 1024 => format!("{n} bytes"),
+        n if n < 1024 * 1024 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{:.1} MiB", n as f64 / 1048576.0),
+    }
+}
+
+/// A PHI-free detail as shown: the backticks that quote values in log texts dropped.
+fn detail(d: &str) -> String {
+    esc(&d.replace('`', ""))
+}
+
 fn human_secs(s: u64) -> String {
     match s {
         0 => "0 s".into(),
@@ -354,7 +376,7 @@ fn outcome_cell(r: &JournalRow) -> String {
     let what = words::outcome(&r.kind, &r.outcome);
     let extra = match (&r.match_outcome, &r.reason) {
         (Some(m), _) if r.kind == "lab" => format!(" — {}", words::match_short(m)),
-        (_, Some(reason)) => format!(" — {reason}"),
+        (_, Some(reason)) => format!(" — {}", words::reason_short(reason)),
         _ => String::new(),
     };
     let class = match (r.outcome.as_str(), r.match_outcome.as_deref()) {
@@ -403,12 +425,12 @@ fn oscar_rows(r: &JournalRow, db: usize) -> String {
 
 fn rows_table(rows: &[(usize, JournalRow)], id: &str) -> String {
     let mut s = format!(
-        r#"<table id="{id}"><thead><tr><th>When</th><th>Pipeline</th><th>Kind</th><th>Accession</th><th>Control id</th><th>What happened</th><th>In OSCAR</th><th></th></tr></thead><tbody>"#
+        r#"<table id="{id}"><thead><tr><th>When</th><th>Pipeline</th><th>Kind</th><th>Accession</th><th>Control id</th><th>What happened</th><th>Where it is</th><th></th></tr></thead><tbody>"#
     );
     for (db, r) in rows {
         let _ = write!(
             s,
-            r#"<tr data-accession="{acc}"><td>{at}</td><td>{p}</td><td>{k}</td><td>{acc}</td><td>{ctl}</td><td>{what}</td><td>{rows}</td><td><a href="/console/messages/{db}/{id}">journey</a></td></tr>"#,
+            r#"<tr data-accession="{acc}"><td class="id">{at}</td><td>{p}</td><td>{k}</td><td class="id">{acc}</td><td class="id">{ctl}</td><td>{what}</td><td class="id">{rows}</td><td><a href="/console/messages/{db}/{id}">journey</a></td></tr>"#,
             acc = esc(r.accession.as_deref().unwrap_or("")),
             at = esc(&r.at),
             p = esc(&r.pipeline),
@@ -604,6 +626,8 @@ async fn journey(state: &HttpState, who: &Who, db: &str, id: &str) -> Response<B
         );
     }
     let mut released: Option<String> = None;
+    // "message N of its file" only says something when the file had several.
+    let parts: std::collections::BTreeSet<i64> = steps.iter().filter_map(|r| r.part).collect();
     for r in &steps {
         let mark = if r.id == row.id {
             " class=\"this\""
@@ -612,6 +636,7 @@ async fn journey(state: &HttpState, who: &Who, db: &str, id: &str) -> Response<B
         };
         let part = r
             .part
+            .filter(|_| parts.len() > 1)
             .map(|p| format!(" (message {} of its file)", p + 1))
             .unwrap_or_default();
         let _ = write!(
@@ -646,7 +671,7 @@ async fn journey(state: &HttpState, who: &Who, db: &str, id: &str) -> Response<B
                 esc(reason),
                 r.detail
                     .as_deref()
-                    .map(|d| format!(r#"<br><span class="muted">{}</span>"#, esc(d)))
+                    .map(|d| format!(r#"<br><span class="muted">{}</span>"#, detail(d)))
                     .unwrap_or_default()
             );
         }
@@ -709,7 +734,7 @@ async fn unmatched(state: &HttpState, who: &Who) -> Response<Body> {
     for (db, r) in &rows {
         let _ = write!(
             body,
-            r#"<tr data-accession="{acc}"><td>{}</td><td>{}</td><td>{acc}</td><td>{}</td><td>{}</td><td><a href="/console/messages/{db}/{}">journey</a></td></tr>"#,
+            r#"<tr data-accession="{acc}"><td class="id">{}</td><td>{}</td><td class="id">{acc}</td><td class="id">{}</td><td>{}</td><td><a href="/console/messages/{db}/{}">journey</a></td></tr>"#,
             esc(&r.at),
             esc(&r.pipeline),
             r.lab_no.map(|n| format!("lab {n}")).unwrap_or_default(),
@@ -822,14 +847,15 @@ async fn dead_letters(
         };
         let _ = write!(
             body,
-            r#"<tr data-id="{id}"><td>{check}</td><td>{}</td><td>{}</td><td title="{}">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td><a href="/console/dead-letters/{db}/{id}">details</a></td></tr>"#,
-            esc(&d.last_failed_at),
+            r#"<tr data-id="{id}"><td>{check}</td><td class="id">{}</td><td>{}</td><td title="{}">{} <span class="muted">({})</span></td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td><a href="/console/dead-letters/{db}/{id}">details</a></td></tr>"#,
+            esc(&shown_time(&d.last_failed_at)),
             esc(&d.pipeline),
             esc(words::reason(&d.reason)),
+            esc(words::reason_short(&d.reason)),
             esc(&d.reason),
             esc(&d.status),
             d.attempts,
-            d.raw_len,
+            human_bytes(d.raw_len),
             id = esc(&d.id),
         );
     }
@@ -884,13 +910,17 @@ async fn dead_letter(
         esc(&d.stage_kind),
         esc(words::reason(&d.reason)),
         esc(&d.reason),
-        esc(&d.detail),
+        detail(&d.detail),
         esc(&d.status),
         d.attempts,
-        esc(&d.received_at),
-        esc(&d.first_failed_at),
-        esc(&d.last_failed_at),
-        esc(d.resolved_at.as_deref().unwrap_or("—")),
+        esc(&shown_time(&d.received_at)),
+        esc(&shown_time(&d.first_failed_at)),
+        esc(&shown_time(&d.last_failed_at)),
+        esc(&d
+            .resolved_at
+            .as_deref()
+            .map(shown_time)
+            .unwrap_or("—".into())),
         d.raw_len,
         esc(&d.content_sha256),
         id = esc(&d.id),
@@ -971,7 +1001,8 @@ async fn redrive(state: &HttpState, who: &Who, fields: &[(String, String)]) -> R
         .filter(|(k, _)| k == "id")
         .filter_map(|(_, v)| v.split_once(':'))
         .collect();
-    let mut notice = String::from(r#"<div class="banner" id="redrive-result"><ul>"#);
+    let mut notice =
+        String::from(r#"<div class="banner ok" id="redrive-result"><strong>Re-drive</strong><ul>"#);
     if chosen.is_empty() {
         notice.push_str("<li>Nothing was selected.</li>");
     }
@@ -1009,9 +1040,10 @@ async fn redrive(state: &HttpState, who: &Who, fields: &[(String, String)]) -> R
                     let _ = write!(notice, r#"<li class="bad">{}</li>"#, esc(&e));
                 }
                 None => {
+                    let (class, said) = words::redriven(&l.outcome);
                     let _ = write!(
                         notice,
-                        r#"<li data-id="{id}"><a href="/console/dead-letters/{i}/{id}">{id}</a>: {}</li>"#,
+                        r#"<li data-id="{id}" class="{class}"><a href="/console/dead-letters/{i}/{id}">{id}</a>: {said} <span class="muted">({})</span></li>"#,
                         esc(&l.outcome),
                         id = esc(&l.id)
                     );

@@ -69,3 +69,47 @@ pub fn outcome(kind: &str, outcome: &str) -> &'static str {
         _ => "Recorded",
     }
 }
+
+/// A dead-letter reason code in a few words (tables).
+pub fn reason_short(code: &str) -> &'static str {
+    match code {
+        "empty_input" => "empty file",
+        "not_hl7" => "not HL7",
+        "malformed" => "damaged message",
+        "missing_segment" => "a required part is missing",
+        "too_large" => "too large",
+        "unsupported_message" => "not a lab result",
+        "import_rejected" => "a value too long for OSCAR",
+        "retries_exhausted" => "the database kept failing",
+        "invalid_phone" => "bad phone or fax number",
+        "document_unavailable" => "document missing",
+        "refused" => "refused by RingCentral",
+        "delivery_failed" => "not delivered",
+        _ => "kept aside",
+    }
+}
+
+/// What a re-drive did (the `dlq retry` line), in words.
+pub fn redriven(outcome: &str) -> (&'static str, &'static str) {
+    if outcome.starts_with("rejected again") {
+        (
+            "bad",
+            "Rejected again: the cause is not fixed yet (see its details).",
+        )
+    } else if outcome.starts_with("not delivered") || outcome.starts_with("not queued") {
+        (
+            "warn",
+            "Not delivered now (the database or pipeline was busy); it is still open, try again.",
+        )
+    } else if outcome.contains("already filed")
+        || outcome.contains("imported 0, duplicates") && !outcome.contains("duplicates 0")
+    {
+        ("ok", "Resolved: it was already in OSCAR.")
+    } else if outcome.starts_with("resolved (queued again)") {
+        ("ok", "Resolved: queued again; the running daemon sends it.")
+    } else if outcome.starts_with("resolved") {
+        ("ok", "Resolved: filed into OSCAR.")
+    } else {
+        ("", "Done.")
+    }
+}
