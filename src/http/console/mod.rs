@@ -279,9 +279,6 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Response<B
                 pages::refused("This form came from another site and was refused."),
             );
         }
-        let peer = super::header(&req, hyper::header::HOST)
-            .unwrap_or_default()
-            .to_string();
         let Some(fields) = form(req).await else {
             return page(
                 StatusCode::BAD_REQUEST,
@@ -305,7 +302,7 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Response<B
                 )),
             );
         }
-        return pages::post(&state, &who, &path, &fields, &peer).await;
+        return pages::post(&state, &who, &path, &fields).await;
     }
     if method != hyper::Method::GET {
         return page(

@@ -138,6 +138,14 @@ fn store(state: &HttpState, db: &str) -> Option<Store> {
     state.registry.stores().get(i).cloned()
 }
 
+/// The parts of a console path after `/console/`.
+fn segments(path: &str) -> Vec<&str> {
+    path.trim_start_matches("/console/")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 /// Routes a `GET`.
 pub async fn get(
     state: &HttpState,
@@ -145,12 +153,7 @@ pub async fn get(
     path: &str,
     q: &[(String, String)],
 ) -> Response<Body> {
-    let rest: Vec<&str> = path
-        .trim_start_matches("/console/")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
-    match rest.as_slice() {
+    match segments(path).as_slice() {
         [] => overview(state, who).await,
         ["messages"] => messages(state, who, q).await,
         ["messages", db, id] => journey(state, who, db, id).await,
@@ -169,14 +172,8 @@ pub async fn post(
     who: &Who,
     path: &str,
     fields: &[(String, String)],
-    _peer: &str,
 ) -> Response<Body> {
-    let rest: Vec<&str> = path
-        .trim_start_matches("/console/")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
-    match rest.as_slice() {
+    match segments(path).as_slice() {
         ["dead-letters", "redrive"] => redrive(state, who, fields).await,
         ["dead-letters", "purge"] => purge(state, who, fields).await,
         ["dead-letters", db, id, "reveal"] => reveal(state, who, db, id).await,
