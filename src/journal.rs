@@ -551,6 +551,8 @@ enum Note {
         sha: String,
         at: String,
     },
+    /// Answered once every note before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The pipeline observer that journals duplicates and the release of inputs (see the
@@ -574,6 +576,10 @@ impl Recorder {
                     }
                 }
                 for note in batch {
+                    if let Note::Flush(done) = note {
+                        let _ = done.send(());
+                        continue;
+                    }
                     if let Err(e) = write_note(&store, &note).await {
                         tracing::warn!(error = %crate::error::describe_sqlx(&e), "Could not write a journal row (a duplicate or a release); the commits are journaled.");
                     }
@@ -581,6 +587,16 @@ impl Recorder {
             }
         });
         Arc::new(Recorder { tx })
+    }
+
+    /// Waits until every row noted so far is written (a pipeline that ends, so that a
+    /// one-shot run such as `replay` journals its duplicates and releases before the
+    /// process exits).
+    pub async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Note::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), wait).await;
+        }
     }
 }
 
@@ -613,6 +629,7 @@ async fn write_note(store: &Store, note: &Note) -> Result<(), sqlx::Error> {
             };
             record_alone(store, prov, &[entry]).await
         }
+        Note::Flush(_) => Ok(()),
         Note::Released { pipeline, sha, at } => sqlx::query(
             "UPDATE oscarflow_journal SET released_at = ? WHERE content_sha256 = ? AND pipeline = ? AND released_at IS NULL",
         )

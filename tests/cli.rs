@@ -448,6 +448,27 @@ fn replay_imports_every_fixture_then_reports_all_duplicates() {
         assert_eq!(f["imported"], 0, "{f}");
         assert_eq!(f["duplicates"], f["messages_found"], "{f}");
     }
+    // The journal has every message imported by the first run and every file of the second
+    // as a duplicate, written before replay exited.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(common::sqlite_store(tmp.path()));
+    let q = |sql: &str| rt.block_on(common::count(&store, sql));
+    assert_eq!(
+        serde_json::json!(q(
+            "SELECT COUNT(*) FROM oscarflow_journal WHERE outcome = 'imported'"
+        )),
+        t["imported"]
+    );
+    let files_with_messages = again["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["duplicates"].as_i64() > Some(0))
+        .count() as i64;
+    assert_eq!(
+        q("SELECT COUNT(*) FROM oscarflow_journal WHERE outcome = 'duplicate'"),
+        files_with_messages
+    );
 }
 
 #[test]

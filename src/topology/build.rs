@@ -68,6 +68,8 @@ pub struct RunningPipeline {
     pub control: Arc<SourceControl>,
     /// Running state, health and gauges, shared with the HTTP endpoint.
     pub status: Arc<PipelineStatus>,
+    /// Writes the journal rows that follow a commit (duplicates, releases, outbound steps).
+    journal: Arc<crate::journal::Recorder>,
 }
 
 impl RunningPipeline {
@@ -103,6 +105,7 @@ impl RunningPipeline {
         }
         self.status
             .mark_stopped(first.as_ref().map(|f| f.component.clone()));
+        self.journal.flush().await;
         first.map_or(Ok(()), Err)
     }
 
@@ -139,9 +142,10 @@ pub fn build(
     let cap = cfg.settings.channel_capacity.max(1);
     let dead_letters = DeadLetterStore::new(store.clone());
     let health = SourceHealth::new();
+    let journal = crate::journal::Recorder::start(store.clone());
     let observers = Observers::standard()
         .with(health.clone())
-        .with(crate::journal::Recorder::start(store.clone()));
+        .with(journal.clone());
     let observers = opts.observers_into(observers);
     let (trigger, shutdown) = Shutdown::new();
     let in_flight = InFlight::new();
@@ -325,6 +329,7 @@ pub fn build(
         in_flight_bound: bound,
         control,
         status,
+        journal,
     })
 }
 
