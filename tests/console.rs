@@ -595,6 +595,61 @@ async fn the_console_refuses_no_session_a_wrong_token_a_forged_form_token_and_an
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_from_the_console_needs_the_confirmation_and_deletes_only_resolved_dead_letters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, store) = Daemon::start(tmp.path(), true).await;
+    drop_the_labs(&d);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await,
+        2
+    );
+    // One of the two was re-driven and imported meanwhile (as `dlq retry` leaves it).
+    sqlx::query("UPDATE oscarflow_dead_letter SET status = 'resolved', resolved_at = last_failed_at WHERE reason = 'malformed'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let (cookie, _) = login(d.port);
+    let page = get(d.port, "/console/dead-letters/purge", &cookie);
+    assert!(page.body.contains("<strong id=\"purge-count\">1</strong>"));
+    let token = csrf(&page.body);
+    let purge = |fields: String| {
+        request(
+            d.port,
+            "POST",
+            "/console/dead-letters/purge",
+            &[("Cookie", cookie.as_str())],
+            &fields,
+        )
+        .unwrap()
+    };
+    let a = purge(form(&[("csrf", &token)]));
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("Nothing was deleted"));
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await,
+        2
+    );
+    let a = purge(form(&[("csrf", &token), ("confirm", "yes")]));
+    assert!(
+        a.body.contains("1 resolved dead letter(s) deleted"),
+        "purged"
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM oscarflow_dead_letter WHERE status = 'open'"
+        )
+        .await,
+        1,
+        "the open one, the only copy of its input, stays"
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM oscarflow_dead_letter").await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_configured_the_console_only_says_how_to_set_one() {
     let tmp = tempfile::tempdir().unwrap();
     let (d, _store) = Daemon::start(tmp.path(), false).await;
