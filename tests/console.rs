@@ -650,6 +650,46 @@ async fn purging_from_the_console_needs_the_confirmation_and_deletes_only_resolv
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipelines_page_shows_a_rejected_reload_with_its_place_and_the_running_version_goes_on()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let (d, _store) = Daemon::start(tmp.path(), true).await;
+    let (cookie, _) = login(d.port);
+    let file = tmp.path().join("pipelines/labs.toml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        good.replace("type = \"oscar_lab\"", "type = \"oscar_labs\""),
+    )
+    .unwrap();
+    let mut body = String::new();
+    wait(30, "the rejected reload on the pipelines page", || {
+        body = get(d.port, "/console/pipelines", &cookie).body;
+        body.contains("id=\"rejected\"")
+    });
+    let place = format!("{}:", file.display());
+    let at = body.find(&place).expect("the problem names the file");
+    let after: String = body[at + place.len()..].chars().take(12).collect();
+    let mut nums = after.split(':');
+    assert!(
+        nums.next().is_some_and(|l| l.parse::<u32>().is_ok())
+            && nums
+                .next()
+                .is_some_and(|c| c.chars().take_while(char::is_ascii_digit).count() > 0),
+        "file:line:col, got {after}"
+    );
+    assert!(
+        body.contains("oscar_labs"),
+        "the problem says what is wrong"
+    );
+    assert!(
+        body.contains("labs <span class=\"state running\">running</span>"),
+        "the running version goes on"
+    );
+    assert!(body.contains("the file on disk was rejected"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_configured_the_console_only_says_how_to_set_one() {
     let tmp = tempfile::tempdir().unwrap();
     let (d, _store) = Daemon::start(tmp.path(), false).await;
