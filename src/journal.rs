@@ -701,6 +701,23 @@ mod tests {
         assert_eq!(p.accession.as_deref(), Some("26-1"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn peek_never_panics_and_reads_only_what_is_there(
+            head in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            body in "[A-Z0-9|^~\\\\&\r\n-]{0,300}",
+        ) {
+            let mut raw = head;
+            raw.extend_from_slice(b"MSH|");
+            raw.extend_from_slice(body.as_bytes());
+            let p = peek(&raw);
+            for v in [p.message_type, p.control_id, p.accession].into_iter().flatten() {
+                proptest::prop_assert!(!v.is_empty());
+                proptest::prop_assert!(!v.contains('\r') && !v.contains('\n'));
+            }
+        }
+    }
+
     #[test]
     fn bytes_that_are_not_hl7_peek_nothing() {
         assert_eq!(peek(b"%PDF-1.4 not a message"), Peek::default());

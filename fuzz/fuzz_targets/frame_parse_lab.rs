@@ -1,5 +1,6 @@
 //! Any bytes through framing, decoding, parsing, the lab model, the hl7TextInfo mapping, the
-//! ACK builder, the MLLP decoder and answer, and the POI response parser: nothing may panic. Also differential: framing the bytes as a stream
+//! ACK builder, the MLLP decoder and answer, the POI response parser and the journal's peek at
+//! a dead letter's identifiers: nothing may panic. Also differential: framing the bytes as a stream
 //! split in two (at a point taken from the input) must give the same frames as framing
 //! them whole.
 #![no_main]
@@ -34,6 +35,8 @@ fuzz_target!(|data: &[u8]| {
     while dec.next_frame().is_some() {}
     // A pull server's answer.
     let _ = oscarflow::sources::iha_poi::parse_messages(&String::from_utf8_lossy(data));
+    // The identifiers the journal reads from a dead letter's bytes.
+    let _ = oscarflow::journal::peek(data);
 
     let framed = frame(&Bytes::copy_from_slice(data));
     let cut = data.first().map_or(0, |b| *b as usize * data.len() / 256);
