@@ -1184,7 +1184,12 @@ async fn the_ssh_server_killed_mid_transfer_and_restarted_loses_and_duplicates_n
     wait_for(60, "a quarter of the files", || case.left() <= 150).await;
     case.sshd.kill();
     let at_kill = case.files - case.left();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Down until the source has met the outage (its next poll fails), however busy the
+    // pipeline is with what it had already downloaded.
+    wait_for(60, "a poll to fail while the server is down", || {
+        !events.failed.lock().unwrap().is_empty()
+    })
+    .await;
     let while_down = events.failed.lock().unwrap().len();
     case.sshd.restart();
     let figures = case.finish(running).await;
