@@ -22,6 +22,10 @@ pub struct ProcessError {
     pub kind: ErrorKind,
     pub reason: ReasonCode,
     pub detail: String,
+    /// A transient error that says the database is unavailable
+    /// ([`crate::error::is_database_outage`]): retried with the intake held, past the retry
+    /// budget, until the database answers.
+    pub outage: bool,
 }
 
 impl ProcessError {
@@ -31,6 +35,7 @@ impl ProcessError {
             kind: ErrorKind::Data,
             reason,
             detail: detail.into(),
+            outage: false,
         }
     }
     /// Temporary: retry with backoff, then dead-letter as `retries_exhausted`.
@@ -39,6 +44,7 @@ impl ProcessError {
             kind: ErrorKind::Transient,
             reason: ReasonCode::RetriesExhausted,
             detail: detail.into(),
+            outage: false,
         }
     }
     /// The component cannot go on.
@@ -47,6 +53,7 @@ impl ProcessError {
             kind: ErrorKind::Fatal,
             reason: ReasonCode::ImportRejected,
             detail: detail.into(),
+            outage: false,
         }
     }
     /// Classifies a database error; the detail names the error code, never bound values.
@@ -58,6 +65,7 @@ impl ProcessError {
                 _ => ReasonCode::ImportRejected,
             },
             detail: format!("{context}: {}", describe_sqlx(e)),
+            outage: classify_sqlx(e) == ErrorKind::Transient && crate::error::is_database_outage(e),
         }
     }
 }

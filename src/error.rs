@@ -87,6 +87,30 @@ pub fn classify_sqlx(err: &sqlx::Error) -> ErrorKind {
     }
 }
 
+/// Whether `err` says the database itself is unavailable — unreachable, restarting, out of
+/// connections, read-only (a failover), or holding a lock past its wait — rather than that
+/// one statement failed. Such an outage is waited out with the pipeline's intake held, never
+/// turned into dead letters ([`crate::topology::run`]).
+pub fn is_database_outage(err: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match err {
+        E::Io(_) | E::PoolTimedOut | E::WorkerCrashed | E::Tls(_) => true,
+        E::Database(db) => {
+            match db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number())
+            {
+                // too many connections, server gone/lost, read-only, connection killed,
+                // shutdown in progress, lock wait timeout
+                Some(n) => matches!(n, 1040 | 2006 | 2013 | 1290 | 1927 | 1053 | 1205),
+                // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL
+                None => matches!(db.code().as_deref(), Some("5" | "6" | "13" | "517" | "261")),
+            }
+        }
+        _ => false,
+    }
+}
+
 /// A PHI-free one-line description of a database error: the driver's error code and a
 /// coarse category. Database messages can echo bound values (e.g. "Duplicate entry '…'"),
 /// so the server's message text is never carried into our errors or logs.
@@ -197,5 +221,23 @@ impl ReasonCode {
 impl fmt::Display for ReasonCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_or_exhausted_database_is_an_outage_and_a_statement_error_is_not() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_database_outage(&io));
+        assert!(is_database_outage(&sqlx::Error::PoolTimedOut));
+        assert!(is_database_outage(&sqlx::Error::WorkerCrashed));
+        assert!(!is_database_outage(&sqlx::Error::RowNotFound));
+        assert!(!is_database_outage(&sqlx::Error::ColumnNotFound(
+            "x".into()
+        )));
+        assert!(!is_database_outage(&sqlx::Error::PoolClosed));
     }
 }

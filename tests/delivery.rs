@@ -227,6 +227,7 @@ fn cx(store: &oscarflow::store::Store, component: &str, retry: RetrySettings) ->
         dead_letters: DeadLetterStore::new(store.clone()),
         retry,
         observers: Observers::none(),
+        control: oscarflow::sources::SourceControl::new(),
     }
 }
 
@@ -440,6 +441,96 @@ async fn a_transient_failure_past_the_retry_budget_is_dead_lettered_as_retries_e
     assert_eq!(dls[0].reason, "retries_exhausted");
     assert_eq!(dls[0].attempts, 3);
     assert_eq!(dls[0].error_kind, "transient");
+}
+
+/// A sink whose database is unavailable for its first `failures` writes: it watches the
+/// pipeline's intake on each of them.
+struct DownDatabaseSink {
+    failures: u32,
+    calls: AtomicU32,
+    control: Arc<oscarflow::sources::SourceControl>,
+    held_seen: AtomicU32,
+}
+
+#[async_trait]
+impl Sink<Raw> for DownDatabaseSink {
+    fn kind(&self) -> &'static str {
+        "down_database"
+    }
+    async fn write(&self, _env: &Envelope<Raw>) -> Result<(), ProcessError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n > 0 && self.control.intake_stopped() {
+            self.held_seen.fetch_add(1, Ordering::SeqCst);
+        }
+        if n < self.failures {
+            // What the store says when MariaDB is down: a pool timeout.
+            return Err(ProcessError::from_sqlx(
+                "begin transaction",
+                &sqlx::Error::PoolTimedOut,
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_past_the_retry_budget_holds_the_intake_and_dead_letters_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = sqlite_store(tmp.path()).await;
+    let control = oscarflow::sources::SourceControl::new();
+    // Three times the retry budget of 3 attempts.
+    let sink = Arc::new(DownDatabaseSink {
+        failures: 9,
+        calls: AtomicU32::new(0),
+        control: control.clone(),
+        held_seen: AtomicU32::new(0),
+    });
+    let (tx, rx) = mpsc::channel(1);
+    let mut context = cx(&store, "sink", retry(3));
+    context.control = control.clone();
+    context.retry.max_backoff = Duration::from_millis(40);
+    let task = tokio::spawn(run_sink(sink.clone(), rx, context, 1, OrderKey::None));
+    let (n, r) = BatchNotifier::new(None);
+    let bytes = Bytes::from_static(b"MSH|outage");
+    let env = Envelope::new(
+        prov("outage", &bytes),
+        Raw {
+            bytes,
+            name: "outage".into(),
+            lab_type: None,
+        },
+        n.token(),
+    );
+    drop(n);
+    assert!(!control.intake_stopped());
+    tx.send(env).await.unwrap();
+    drop(tx);
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        r.wait().await,
+        BatchStatus::Delivered,
+        "committed once the database answered"
+    );
+    assert_eq!(
+        sink.calls.load(Ordering::SeqCst),
+        10,
+        "nine failures, one success"
+    );
+    assert_eq!(
+        sink.held_seen.load(Ordering::SeqCst),
+        9,
+        "the intake was held at every retry of the outage"
+    );
+    assert!(!control.intake_stopped(), "and is free again after");
+    assert!(control.outage().is_none());
+    assert!(
+        DeadLetterStore::new(store.clone())
+            .list(&Filter::default())
+            .await
+            .unwrap()
+            .is_empty(),
+        "an outage dead-letters nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -729,6 +729,34 @@ fn readyz(port: u16) -> Option<u16> {
 
 #[test]
 fn mariadb_stopped_for_twenty_seconds_makes_the_daemon_unready_and_it_resumes_losing_nothing() {
+    mariadb_outage(
+        "mariadb_stopped",
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+    );
+}
+
+/// Longer than the retry budget (about 65 s), which used to dead-letter every lab that
+/// arrived meanwhile: the pipeline holds its intake instead, the labs wait in the folder,
+/// and all of them are imported within a minute of the restart. `OSCARFLOW_FAULT_OUTAGE_SECS`
+/// shortens it for a local run.
+#[test]
+fn mariadb_stopped_for_five_minutes_under_a_steady_stream_dead_letters_nothing_and_catches_up_within_a_minute(
+) {
+    let secs = std::env::var("OSCARFLOW_FAULT_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    mariadb_outage(
+        "mariadb_outage_5min",
+        Duration::from_secs(secs),
+        Duration::from_secs(1),
+    );
+}
+
+/// A private MariaDB stopped for `outage` while a lab file arrives every `every`, before,
+/// during and after; `/readyz` polled throughout.
+fn mariadb_outage(name: &str, outage: Duration, every: Duration) {
     let Some(source) = common::mariadb::server_url() else {
         return;
     };
@@ -753,7 +781,7 @@ fn mariadb_stopped_for_twenty_seconds_makes_the_daemon_unready_and_it_resumes_lo
     let daemon = Daemon::start(tmp.path(), &url, &format!("127.0.0.1:{port}"));
     wait_until(60, "/readyz 200", &log, || readyz(port) == Some(200));
 
-    // Labs arrive every 250 ms, before, during and after the outage.
+    // Labs arrive steadily, before, during and after the outage.
     for _ in 0..20 {
         drop_lab(&mut files);
         std::thread::sleep(Duration::from_millis(250));
@@ -777,9 +805,9 @@ fn mariadb_stopped_for_twenty_seconds_makes_the_daemon_unready_and_it_resumes_lo
             seen
         })
     };
-    while down_at.elapsed() < Duration::from_secs(20) {
+    while down_at.elapsed() < outage {
         drop_lab(&mut files);
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(every);
     }
     polling.store(false, std::sync::atomic::Ordering::SeqCst);
     let seen = poller.join().unwrap();
@@ -789,8 +817,15 @@ fn mariadb_stopped_for_twenty_seconds_makes_the_daemon_unready_and_it_resumes_lo
         .find(|(_, s)| *s == Some(503))
         .map(|(at, _)| *at);
     let during_outage = files_in(&processed).len();
+    let waiting = files - during_outage;
     db.start();
     let up_at = Instant::now();
+    // Everything that arrived meanwhile is imported within a minute of the restart.
+    let dropped = files;
+    wait_until(60, "the labs that waited to be imported", &log, || {
+        files_in(&processed).len() >= dropped
+    });
+    let caught_up = up_at.elapsed();
     wait_until(60, "/readyz 200 again", &log, || readyz(port) == Some(200));
     let ready_again = up_at.elapsed();
     for _ in 0..20 {
@@ -808,14 +843,16 @@ fn mariadb_stopped_for_twenty_seconds_makes_the_daemon_unready_and_it_resumes_lo
     let n503 = statuses.iter().filter(|s| **s == Some(503)).count();
     let n200 = statuses.iter().filter(|s| **s == Some(200)).count();
     report(format!(
-        "fault mariadb_stopped: {files} input files, MariaDB down 20 s: /readyz 503 {n503} times of {} (first after {:.1} s, 200 {n200} times), released by the end of the outage {during_outage}, /readyz 200 {:.1} s after the restart; {}",
+        "fault {name}: {files} input files, MariaDB down {} s: /readyz 503 {n503} times of {} (first after {:.1} s, 200 {n200} times), released by the end of the outage {during_outage}, {waiting} waiting in the folder, all imported {:.1} s and /readyz 200 {:.1} s after the restart; {}",
+        outage.as_secs(),
         statuses.len(),
         first_503.map_or(f64::NAN, |d| d.as_secs_f64()),
+        caught_up.as_secs_f64(),
         ready_again.as_secs_f64(),
         figures.line()
     ));
     report(format!(
-        "fault mariadb_stopped: lost: {}, duplicated: {}",
+        "fault {name}: lost: {}, duplicated: {}",
         figures.lost, figures.duplicated
     ));
     assert_eq!(code, Some(0));
@@ -824,6 +861,7 @@ fn mariadb_stopped_for_twenty_seconds_makes_the_daemon_unready_and_it_resumes_lo
         "unready while the database is down: {statuses:?}"
     );
     assert!(files_in(&inbox).is_empty());
+    assert!(waiting > 0, "labs waited in the folder during the outage");
     figures.assert_exactly_once();
     assert_no_phi(&log);
 }

@@ -470,6 +470,11 @@ fn record_gauges(registry: &Registry) {
         let flag = |on: bool| if on { 1.0 } else { 0.0 };
         gauge(MetricName::PipelineUp, &l, flag(p.is_running()));
         gauge(MetricName::PipelinePaused, &l, flag(p.control.is_paused()));
+        gauge(
+            MetricName::DatabaseOutage,
+            &l,
+            p.control.outage().map_or(0.0, |d| d.as_secs_f64()),
+        );
         gauge(MetricName::InputsInFlight, &l, p.in_flight.current() as f64);
         gauge(
             MetricName::OldestUnackedAge,

@@ -91,6 +91,7 @@ impl From<OutboundError> for crate::component::ProcessError {
                 _ => crate::dead_letter::ReasonCode::ImportRejected,
             },
             detail: e.detail,
+            outage: false,
         }
     }
 }

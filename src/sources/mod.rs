@@ -142,27 +142,79 @@ impl Stamp {
 /// what is in flight still commits and is released. A polling source skips its polls while
 /// paused. [`Outlet::send`] waits too, for an input taken just before the pause: it stays
 /// unreleased, nothing is dropped.
+///
+/// **Held during a database outage.** A sink or stage whose database is unavailable
+/// ([`crate::error::is_database_outage`]) holds the intake the same way while it waits for
+/// the database ([`SourceControl::hold`]), so inputs stay in their sources instead of
+/// piling up as dead letters; the hold ends when the database answers. It is not a pause:
+/// `/pipelines` and the console show it apart, and a pipeline restarted meanwhile is not
+/// left paused.
 #[derive(Debug)]
 pub struct SourceControl {
-    paused: watch::Sender<bool>,
+    intake: watch::Sender<Intake>,
     poll_now: watch::Sender<u64>,
+    /// When the current database outage began.
+    outage_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// What stops the intake: the operator's pause, and components waiting for the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Intake {
+    paused: bool,
+    held: u32,
 }
 
 impl SourceControl {
     pub fn new() -> Arc<Self> {
         Arc::new(SourceControl {
-            paused: watch::channel(false).0,
+            intake: watch::channel(Intake::default()).0,
             poll_now: watch::channel(0).0,
+            outage_since: std::sync::Mutex::new(None),
         })
     }
     pub fn pause(&self) {
-        self.paused.send_replace(true);
+        self.intake.send_modify(|i| i.paused = true);
     }
     pub fn resume(&self) {
-        self.paused.send_replace(false);
+        self.intake.send_modify(|i| i.paused = false);
     }
+    /// Paused by the operator (not: held by an outage).
     pub fn is_paused(&self) -> bool {
-        *self.paused.borrow()
+        self.intake.borrow().paused
+    }
+    /// Paused, or held while the database is unavailable: sources take nothing new.
+    pub fn intake_stopped(&self) -> bool {
+        let i = *self.intake.borrow();
+        i.paused || i.held > 0
+    }
+    /// Held while the database is unavailable, and since when.
+    pub fn outage(&self) -> Option<std::time::Duration> {
+        if self.intake.borrow().held == 0 {
+            return None;
+        }
+        self.outage_since
+            .lock()
+            .ok()
+            .and_then(|s| s.map(|t| t.elapsed()))
+    }
+    /// Holds the intake until the returned guard drops (a component waiting for its
+    /// database). The first hold of an outage logs its start; the last release its end.
+    pub fn hold(self: &Arc<Self>, pipeline: &str, component: &str) -> IntakeHold {
+        let mut first = false;
+        self.intake.send_modify(|i| {
+            first = i.held == 0;
+            i.held += 1;
+        });
+        if first {
+            if let Ok(mut s) = self.outage_since.lock() {
+                *s = Some(std::time::Instant::now());
+            }
+            tracing::error!(pipeline, component, "The database is unavailable: intake held, inputs stay in their sources until it answers.");
+        }
+        IntakeHold {
+            control: self.clone(),
+            pipeline: pipeline.to_string(),
+        }
     }
     /// Asks every polling source of the pipeline to poll at once (after a poll in progress).
     pub fn poll_now(&self) {
@@ -172,10 +224,38 @@ impl SourceControl {
     pub fn poll_requests(&self) -> watch::Receiver<u64> {
         self.poll_now.subscribe()
     }
-    /// Waits while the pipeline is paused.
+    /// Waits while the intake is stopped (paused, or held by an outage).
     pub async fn wait_resumed(&self) {
-        let mut rx = self.paused.subscribe();
-        let _ = rx.wait_for(|p| !*p).await;
+        let mut rx = self.intake.subscribe();
+        let _ = rx.wait_for(|i| !i.paused && i.held == 0).await;
+    }
+}
+
+/// The intake held by one component waiting for its database ([`SourceControl::hold`]).
+#[derive(Debug)]
+pub struct IntakeHold {
+    control: Arc<SourceControl>,
+    pipeline: String,
+}
+
+impl Drop for IntakeHold {
+    fn drop(&mut self) {
+        let mut last = false;
+        self.control.intake.send_modify(|i| {
+            i.held = i.held.saturating_sub(1);
+            last = i.held == 0;
+        });
+        if last {
+            let lasted = self
+                .control
+                .outage_since
+                .lock()
+                .ok()
+                .and_then(|mut s| s.take())
+                .map(|t| t.elapsed().as_secs())
+                .unwrap_or(0);
+            tracing::warn!(pipeline = %self.pipeline, outage_seconds = lasted, "The database answers again: intake resumes.");
+        }
     }
 }
 
@@ -252,7 +332,7 @@ impl<T> Outlet<T> {
     /// paused: take nothing, stop. (Not paused: true at once; the source checks its own
     /// shutdown signal as before.)
     pub async fn ready(&self) -> bool {
-        if self.control.is_paused() {
+        if self.control.intake_stopped() {
             let stopped = async {
                 match self.shutdown.clone() {
                     Some(mut s) => s.wait().await,
@@ -307,7 +387,7 @@ pub async fn wait_next_poll(
         _ = tokio::time::sleep(delay) => {}
         _ = polls.changed() => {}
     }
-    if control.is_paused() {
+    if control.intake_stopped() {
         tokio::select! {
             _ = shutdown.wait() => return false,
             _ = control.wait_resumed() => {}

@@ -164,7 +164,7 @@ impl<Q: Queue> QueueSource<Q> {
             if cx.shutdown.is_triggered() {
                 return Ok(None);
             }
-            if cx.out.control().is_paused() {
+            if cx.out.control().intake_stopped() {
                 // Paused: claim nothing more this round.
                 break;
             }
@@ -177,7 +177,7 @@ impl<Q: Queue> QueueSource<Q> {
             let mut stopped = false;
             for due in batch.jobs {
                 // Paused mid-round: the rest stays claimed and due, offered after the resume.
-                if stopped || cx.out.control().is_paused() {
+                if stopped || cx.out.control().intake_stopped() {
                     break;
                 }
                 let bytes = due.job.raw_bytes();

@@ -201,6 +201,7 @@ pub fn build(
         dead_letters: dead_letters.clone(),
         retry: cfg.settings.retry.clone(),
         observers: observers.clone(),
+        control: control.clone(),
     };
 
     let bcx = |id: &str| BuildContext {

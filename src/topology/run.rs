@@ -4,6 +4,14 @@
 //! - **Retry.** A `Transient` error is retried with exponential backoff and jitter (delay
 //!   `initial × 2^(n-1)`, capped, drawn uniformly from its upper half) up to
 //!   `retry.max_attempts`; then the message is dead-lettered as `retries_exhausted`.
+//! - **Database outage.** A transient error that says the database itself is unavailable
+//!   (unreachable, out of connections, read-only, a lock wait timeout: `ProcessError::outage`)
+//!   is not the message's fault: it is retried past the budget, with the backoff capped at
+//!   `retry.max_backoff`, until the database answers, while the pipeline's intake is held
+//!   ([`crate::sources::SourceControl::hold`]) so that new inputs stay in their sources.
+//!   Readiness says so, `oscarflow_database_outage_seconds` counts the outage's length, and
+//!   its start and end are logged. A stopping daemon still stops: what waits is aborted and
+//!   its inputs are re-delivered.
 //! - **Dead letter.** A `Data` error (or spent retries) writes the payload's original bytes to
 //!   the dead-letter store and resolves the ack as `DeadLettered`, which lets the source
 //!   release its input: the message is kept, not lost. If even the dead-letter write fails,
@@ -45,6 +53,8 @@ pub struct RunContext {
     pub dead_letters: DeadLetterStore,
     pub retry: RetrySettings,
     pub observers: Observers,
+    /// The pipeline's intake, held while a database outage is waited out.
+    pub control: Arc<crate::sources::SourceControl>,
 }
 
 /// A component stopped on a fatal error.
@@ -67,10 +77,21 @@ where
     Fut: std::future::Future<Output = Result<T, ProcessError>>,
 {
     let mut attempt = 1;
+    // Held while the database is unavailable; released when this returns.
+    let mut hold: Option<crate::sources::IntakeHold> = None;
+    let mut waited = 0;
     loop {
         match f().await {
             Ok(v) => return (attempt, Ok(v)),
-            Err(e) if e.kind == ErrorKind::Transient && attempt < cx.retry.max_attempts => {
+            Err(e)
+                if e.kind == ErrorKind::Transient
+                    && (e.outage || attempt < cx.retry.max_attempts) =>
+            {
+                if e.outage && hold.is_none() {
+                    // The database is down, not this message: no retry budget, no dead
+                    // letter. The intake is held so that inputs stay in their sources.
+                    hold = Some(cx.control.hold(&cx.pipeline, &cx.component));
+                }
                 cx.observers.emit(Event::Retrying {
                     prov,
                     component: &cx.component,
@@ -78,7 +99,14 @@ where
                     kind: e.kind,
                     error: &e.detail,
                 });
-                tokio::time::sleep(backoff(&cx.retry, attempt)).await;
+                // An outage's backoff grows from its own start, capped at `max_backoff`.
+                let n = if e.outage {
+                    waited += 1;
+                    waited
+                } else {
+                    attempt
+                };
+                tokio::time::sleep(backoff(&cx.retry, n)).await;
                 attempt += 1;
             }
             Err(e) => return (attempt, Err(e)),

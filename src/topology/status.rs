@@ -175,6 +175,13 @@ impl PipelineStatus {
         if !self.is_running() {
             v.push(format!("pipeline {} is not running", self.name));
         }
+        if let Some(d) = self.control.outage() {
+            v.push(format!(
+                "pipeline {}: its database is unavailable, intake held for {}s",
+                self.name,
+                d.as_secs()
+            ));
+        }
         for (source, since) in self.health.failing() {
             let for_ = since.elapsed();
             if for_ > self.unready_after {
@@ -235,6 +242,7 @@ impl PipelineStatus {
                 "attempt": attempt,
             })),
             "paused": self.control.is_paused(),
+            "database_outage_seconds": self.control.outage().map(|d| d.as_secs()),
             "in_flight": self.in_flight.current(),
             "in_flight_bound": self.in_flight_bound,
             "oldest_unacked_seconds": self.in_flight.oldest_age().as_secs_f64(),

@@ -283,6 +283,9 @@ async fn overview(state: &HttpState, who: &Who) -> Response<Body> {
         let p = running.iter().find(|p| &p.name == name);
         let state_text = match p {
             Some(p) if !p.is_running() => "<span class=\"bad\">stopped</span>",
+            Some(p) if p.control.outage().is_some() => {
+                "<span class=\"bad\">held: database unavailable</span>"
+            }
             Some(p) if p.control.is_paused() => "<span class=\"warn\">paused</span>",
             Some(_) => "<span class=\"ok\">running</span>",
             None => "<span class=\"muted\">not loaded</span>",
@@ -1138,6 +1141,8 @@ fn pipelines(state: &HttpState, who: &Who, notice: Option<String>) -> Response<B
         });
         let state_text = if !p.is_running() {
             "stopped"
+        } else if p.control.outage().is_some() {
+            "held"
         } else if p.control.is_paused() {
             "paused"
         } else {

@@ -270,7 +270,7 @@ impl Source for FolderSource {
                 if shutdown.is_triggered() {
                     break 'outer;
                 }
-                if out.control().is_paused() {
+                if out.control().intake_stopped() {
                     // Paused mid-scan: the rest stays in the folder; scanned again on resume.
                     continue 'outer;
                 }

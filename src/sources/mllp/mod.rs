@@ -601,7 +601,7 @@ where
         while let Some(frame) = dec.next_frame() {
             // Paused: the frame is only in memory — not stamped, not counted in flight, not
             // answered — until the resume. A sender that gives up waiting sends it again.
-            if matches!(frame, Frame::Message(_)) && c.out.control().is_paused() {
+            if matches!(frame, Frame::Message(_)) && c.out.control().intake_stopped() {
                 let control = c.out.control().clone();
                 tokio::select! {
                     _ = shutdown.wait() => return Ok(()),

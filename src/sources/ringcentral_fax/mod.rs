@@ -134,7 +134,7 @@ impl RingCentralFaxSource {
             newest = newest.max(created);
             // Stopping, or paused mid-round: the rest is not downloaded; the watermark
             // stays before it, so the next poll (after the resume) lists it again.
-            if stopped || shutdown.is_triggered() || cx.out.control().is_paused() {
+            if stopped || shutdown.is_triggered() || cx.out.control().intake_stopped() {
                 stopped = true;
                 unsettled.keep(created);
                 continue;

@@ -386,7 +386,7 @@ impl Source for SftpSource {
                 }
                 continue;
             }
-            let paused = cx.out.control().is_paused();
+            let paused = cx.out.control().intake_stopped();
             if !paused && Instant::now() >= next_poll {
                 next_poll = Instant::now() + cfg.poll_interval;
                 if remote.is_none() {
@@ -503,7 +503,7 @@ impl SftpSource {
             if !stable || pending.contains_key(&f.path) || retry_at.contains_key(&f.path) {
                 continue;
             }
-            if cx.out.control().is_paused() {
+            if cx.out.control().intake_stopped() {
                 // Paused mid-round: the rest stays on the server, taken after the resume.
                 break;
             }
