@@ -143,13 +143,19 @@ fn rel_name(f: &Family, path: &Path) -> String {
         .replace('\\', "/")
 }
 
-/// Imports every file of `family` into `store` (seeded) and returns the dump.
+const GROUPS: &str = "oscarflow_group_commit_files";
+
+/// Imports every file of `family` into `store` (seeded) and returns the dump. `group` 1:
+/// one pipeline run per file; more: every file in one run, in order (one sink task), the
+/// import committing up to `group` waiting files per transaction.
 async fn import_family(
     store: &Store,
     family: &Family,
     files: &[PathBuf],
     seed_maps: bool,
+    group: usize,
 ) -> Value {
+    let metrics = common::harness::metrics();
     store
         .execute_script(&seed_sql("corpus_clinic.sql"))
         .await
@@ -159,7 +165,12 @@ async fn import_family(
         store.execute_script(&maps).await.expect("measurement maps");
     }
     let lab_type = family.lab_type;
-    let mut cfg = common::lab_pipeline();
+    let mut cfg = common::lab_pipeline_with(|c| {
+        c.group_max_files = group;
+        if group > 1 {
+            c.concurrency = 1;
+        }
+    });
     for s in &mut cfg.stages {
         if let oscarflow::stages::StageConfig::ParseHl7(p) = &mut s.config {
             p.lab_type = lab_type.map(|t| {
@@ -168,8 +179,23 @@ async fn import_family(
         }
     }
     let started = oscarflow::store::now_sql();
-    for f in files {
-        common::run_items(&cfg, store, vec![ListItem::File(f.clone())], None).await;
+    if group == 1 {
+        for f in files {
+            common::run_items(&cfg, store, vec![ListItem::File(f.clone())], None).await;
+        }
+    } else {
+        cfg.name = format!("golden_{}_{}_{group}", family.name, seed_maps);
+        let items = files.iter().cloned().map(ListItem::File).collect();
+        common::run_items(&cfg, store, items, None).await;
+        // Files that waited for the import committed together (the first one, which reads
+        // the target's schema, gives the others time to queue up).
+        let groups = metrics.sum(GROUPS, &[("pipeline", cfg.name.as_str())]);
+        assert!(
+            files.len() < 2 || groups > 0,
+            "{}: no group commit happened in {} files",
+            family.name,
+            files.len()
+        );
     }
     dump(store, family, files, &started).await
 }
@@ -610,7 +636,7 @@ fn compare_with_golden(family: &Family, backend: &str, got: &Value) {
 // The tests
 // ---------------------------------------------------------------------------------------------
 
-async fn check_sqlite(family: Family) {
+async fn check_sqlite(family: Family, group: usize) {
     let Some(files) = family_files(&family) else {
         return;
     };
@@ -620,18 +646,18 @@ async fn check_sqlite(family: Family) {
         store.insert_returning,
         "the bundled SQLite accepts INSERT … RETURNING"
     );
-    let mut got = import_family(&store, &family, &files, true).await;
+    let mut got = import_family(&store, &family, &files, true, group).await;
     spec_check(&store, &family, &mut got).await;
     compare_with_golden(&family, "sqlite", &got);
 }
 
-async fn check_mariadb(family: Family) {
-    check_mariadb_with(family, true).await;
+async fn check_mariadb(family: Family, group: usize) {
+    check_mariadb_with(family, true, group).await;
 }
 
 /// `insert_returning: false` takes the path for servers without `INSERT … RETURNING`
 /// (MySQL): one `measurements` INSERT per result. It must write the same golden rows.
-async fn check_mariadb_with(family: Family, insert_returning: bool) {
+async fn check_mariadb_with(family: Family, insert_returning: bool, group: usize) {
     let Some(files) = family_files(&family) else {
         return;
     };
@@ -642,42 +668,56 @@ async fn check_mariadb_with(family: Family, insert_returning: bool) {
             "MariaDB 10.5+ accepts INSERT … RETURNING"
         );
         store.insert_returning = insert_returning;
-        let mut got = import_family(&store, &family, &files, false).await;
+        let mut got = import_family(&store, &family, &files, false, group).await;
         spec_check(&store, &family, &mut got).await;
         compare_with_golden(&family, "mariadb", &got);
     })
     .await;
 }
 
+/// Each family on each backend, one file per transaction and in group commits of up to 7
+/// and 64 files: the same golden rows, byte for byte.
 macro_rules! golden_tests {
-    ($($family:ident => $sqlite:ident, $mariadb:ident;)*) => {$(
+    ($($family:ident => $sqlite:ident, $mariadb:ident, $group:literal;)*) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $sqlite() {
-            check_sqlite($family).await;
+            check_sqlite($family, $group).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $mariadb() {
-            check_mariadb($family).await;
+            check_mariadb($family, $group).await;
         }
     )*};
 }
 
 golden_tests! {
-    EXCELLERIS => excelleris_samples_write_the_golden_rows_on_sqlite, excelleris_samples_write_the_golden_rows_on_oscars_mariadb_schema;
-    CML => cml_samples_write_the_golden_rows_on_sqlite, cml_samples_write_the_golden_rows_on_oscars_mariadb_schema;
-    IHAPOI => iha_poi_samples_write_the_golden_rows_on_sqlite, iha_poi_samples_write_the_golden_rows_on_oscars_mariadb_schema;
-    MEDITECH => meditech_samples_write_the_golden_rows_on_sqlite, meditech_samples_write_the_golden_rows_on_oscars_mariadb_schema;
-    CLS => cls_samples_write_the_golden_rows_on_sqlite, cls_samples_write_the_golden_rows_on_oscars_mariadb_schema;
-    FIXTURES => fixtures_write_the_golden_rows_on_sqlite, fixtures_write_the_golden_rows_on_oscars_mariadb_schema;
+    EXCELLERIS => excelleris_samples_write_the_golden_rows_on_sqlite, excelleris_samples_write_the_golden_rows_on_oscars_mariadb_schema, 1;
+    CML => cml_samples_write_the_golden_rows_on_sqlite, cml_samples_write_the_golden_rows_on_oscars_mariadb_schema, 1;
+    IHAPOI => iha_poi_samples_write_the_golden_rows_on_sqlite, iha_poi_samples_write_the_golden_rows_on_oscars_mariadb_schema, 1;
+    MEDITECH => meditech_samples_write_the_golden_rows_on_sqlite, meditech_samples_write_the_golden_rows_on_oscars_mariadb_schema, 1;
+    CLS => cls_samples_write_the_golden_rows_on_sqlite, cls_samples_write_the_golden_rows_on_oscars_mariadb_schema, 1;
+    FIXTURES => fixtures_write_the_golden_rows_on_sqlite, fixtures_write_the_golden_rows_on_oscars_mariadb_schema, 1;
+    EXCELLERIS => excelleris_samples_write_the_golden_rows_on_sqlite_in_groups_of_7, excelleris_samples_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_7, 7;
+    CML => cml_samples_write_the_golden_rows_on_sqlite_in_groups_of_7, cml_samples_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_7, 7;
+    IHAPOI => iha_poi_samples_write_the_golden_rows_on_sqlite_in_groups_of_7, iha_poi_samples_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_7, 7;
+    MEDITECH => meditech_samples_write_the_golden_rows_on_sqlite_in_groups_of_7, meditech_samples_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_7, 7;
+    CLS => cls_samples_write_the_golden_rows_on_sqlite_in_groups_of_7, cls_samples_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_7, 7;
+    FIXTURES => fixtures_write_the_golden_rows_on_sqlite_in_groups_of_7, fixtures_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_7, 7;
+    EXCELLERIS => excelleris_samples_write_the_golden_rows_on_sqlite_in_groups_of_64, excelleris_samples_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_64, 64;
+    CML => cml_samples_write_the_golden_rows_on_sqlite_in_groups_of_64, cml_samples_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_64, 64;
+    IHAPOI => iha_poi_samples_write_the_golden_rows_on_sqlite_in_groups_of_64, iha_poi_samples_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_64, 64;
+    MEDITECH => meditech_samples_write_the_golden_rows_on_sqlite_in_groups_of_64, meditech_samples_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_64, 64;
+    CLS => cls_samples_write_the_golden_rows_on_sqlite_in_groups_of_64, cls_samples_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_64, 64;
+    FIXTURES => fixtures_write_the_golden_rows_on_sqlite_in_groups_of_64, fixtures_write_the_golden_rows_on_oscars_mariadb_schema_in_groups_of_64, 64;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excelleris_samples_write_the_golden_rows_on_mariadb_without_insert_returning() {
-    check_mariadb_with(EXCELLERIS, false).await;
+    check_mariadb_with(EXCELLERIS, false, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixtures_write_the_golden_rows_on_mariadb_without_insert_returning() {
-    check_mariadb_with(FIXTURES, false).await;
+    check_mariadb_with(FIXTURES, false, 1).await;
 }

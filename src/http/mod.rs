@@ -90,6 +90,16 @@ pub fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHan
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ])
         .map_err(|e| format!("metrics buckets: {e}"))?
+        // Files per group commit.
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                crate::telemetry::MetricName::GroupCommitFiles
+                    .as_str()
+                    .to_string(),
+            ),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        )
+        .map_err(|e| format!("metrics buckets: {e}"))?
         .install_recorder()
         .map_err(|e| format!("metrics recorder: {e}"))
 }

@@ -161,9 +161,89 @@ pub async fn import_file(
 ) -> Result<ImportOutcome, ProcessError> {
     check_statement_size(file, opts.max_statement_bytes)?;
     let mut tx = store.pool.begin().await.map_err(db("begin transaction"))?;
-    if is_duplicate(&mut tx, &file.md5).await? {
-        tx.rollback().await.map_err(db("rollback"))?;
-        return Ok(ImportOutcome::Duplicate);
+    match import_into(&mut tx, store, file, prov, opts).await? {
+        Written::Imported(labs) => {
+            tx.commit().await.map_err(db("commit"))?;
+            Ok(ImportOutcome::Imported { labs })
+        }
+        Written::Duplicate => {
+            tx.rollback().await.map_err(db("rollback"))?;
+            Ok(ImportOutcome::Duplicate)
+        }
+        // Another writer committed the same file first.
+        Written::Raced => {
+            let _ = tx.rollback().await;
+            Ok(ImportOutcome::Duplicate)
+        }
+    }
+}
+
+/// Imports several files in **one transaction** (a group commit), in the given order, each
+/// exactly as [`import_file`] would: a file seen before — committed earlier, or earlier in
+/// this very group — writes nothing, and versions of one accession retire each other's
+/// measurements in order. All or nothing: on an error the transaction is rolled back and
+/// the error names the file it belongs to, so the caller can commit the rest without it.
+/// Another writer committing one of these files meanwhile is reported as a transient error
+/// of that file (a retry finds it a duplicate).
+pub async fn import_group(
+    store: &Store,
+    files: &[(&LabFile, &Provenance)],
+    opts: &ImportOptions,
+) -> Result<Vec<ImportOutcome>, (usize, ProcessError)> {
+    for (i, (file, _)) in files.iter().enumerate() {
+        check_statement_size(file, opts.max_statement_bytes).map_err(|e| (i, e))?;
+    }
+    let mut tx = store
+        .pool
+        .begin()
+        .await
+        .map_err(|e| (0, ProcessError::from_sqlx("begin transaction", &e)))?;
+    let mut outcomes = Vec::with_capacity(files.len());
+    for (i, (file, prov)) in files.iter().enumerate() {
+        match import_into(&mut tx, store, file, prov, opts).await {
+            Ok(Written::Imported(labs)) => outcomes.push(ImportOutcome::Imported { labs }),
+            Ok(Written::Duplicate) => outcomes.push(ImportOutcome::Duplicate),
+            Ok(Written::Raced) => {
+                let _ = tx.rollback().await;
+                return Err((
+                    i,
+                    ProcessError::transient(
+                        "another writer committed the same file during the group commit",
+                    ),
+                ));
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err((i, e));
+            }
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(|e| (0, ProcessError::from_sqlx("commit", &e)))?;
+    Ok(outcomes)
+}
+
+/// What [`import_into`] did inside the caller's transaction.
+enum Written {
+    Imported(Vec<ImportedLab>),
+    /// Seen before: nothing written.
+    Duplicate,
+    /// Another writer committed the same file first: this file's rows are in the
+    /// transaction and must be rolled back.
+    Raced,
+}
+
+/// One file's rows, written into `tx` (which the caller commits or rolls back).
+async fn import_into(
+    tx: &mut Transaction<'static, Any>,
+    store: &Store,
+    file: &LabFile,
+    prov: &Provenance,
+    opts: &ImportOptions,
+) -> Result<Written, ProcessError> {
+    if is_duplicate(tx, &file.md5).await? {
+        return Ok(Written::Duplicate);
     }
     let now = now_sql();
     let mut replaced = Vec::new();
@@ -178,10 +258,10 @@ pub async fn import_file(
         .bind(filename)
         .bind(&file.md5)
         .bind(&now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db("insert fileUploadCheck"))?;
-    let file_id = generated_id(&mut tx, fuc.last_insert_id(), "fileUploadCheck").await?;
+    let file_id = generated_id(tx, fuc.last_insert_id(), "fileUploadCheck").await?;
 
     let mut labs = Vec::with_capacity(file.messages.len());
     let mut records = Vec::with_capacity(file.messages.len());
@@ -201,16 +281,15 @@ pub async fn import_file(
                 .into_owned(),
         )
         .bind(&now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db("insert hl7TextMessage"))?;
-        let lab_no = generated_id(&mut tx, r.last_insert_id(), "hl7TextMessage").await?;
+        let lab_no = generated_id(tx, r.last_insert_id(), "hl7TextMessage").await?;
 
         let mut info = Hl7TextInfo::from_lab_with(lab, opts.flavour, &opts.widths);
         info.fit_charset(&opts.narrow, &mut replaced);
         let info_accession = info.accession_num.clone().unwrap_or_default();
         if !info.truncated.is_empty() && opts.on_overflow == Overflow::Reject {
-            let _ = tx.rollback().await;
             return Err(ProcessError::data(
                 crate::dead_letter::ReasonCode::ImportRejected,
                 format!(
@@ -242,25 +321,25 @@ pub async fn import_file(
         .bind(info.filler_order_num)
         .bind(info.sending_facility)
         .bind(info.label)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db("insert hl7TextInfo"))?;
 
         let matched = match &entry.matched {
             Some(m) => m.clone(),
             // A pipeline without a match stage still never guesses: OSCAR's default rules.
-            None => match_patient(&mut tx, &lab.patient, &MatchSettings::default())
+            None => match_patient(tx, &lab.patient, &MatchSettings::default())
                 .await
                 .map_err(db("patient match"))?,
         };
         // As OSCAR's populateMeasurementsTable, for matched labs only: the previous
         // version's measurements move aside, then this lab's are written.
         if let MatchOutcome::Matched { demographic_no, .. } = &matched {
-            retire_previous_version(&mut tx, lab_no, &info_accession, &now)
+            retire_previous_version(tx, lab_no, &info_accession, &now)
                 .await
                 .map_err(db("retire previous measurements"))?;
             write_measurements(
-                &mut tx,
+                tx,
                 lab,
                 (lab_no, *demographic_no),
                 &now,
@@ -276,11 +355,11 @@ pub async fn import_file(
             .bind(lab_no)
             .bind(&now)
             .bind(&now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db("insert patientLabRouting"))?;
         }
-        let routed = routes(&mut tx, lab.lab_type, &doc_nums(lab), matched.mrp())
+        let routed = routes(tx, lab.lab_type, &doc_nums(lab), matched.mrp())
             .await
             .map_err(db("provider routing"))?;
         // Every route of the lab in one INSERT (`routes` gives at least one).
@@ -297,7 +376,7 @@ pub async fn import_file(
                     .bind(route.status)
                     .bind(&now);
             }
-            q.execute(&mut *tx)
+            q.execute(&mut **tx)
                 .await
                 .map_err(db("insert providerLabRouting"))?;
         }
@@ -338,7 +417,7 @@ pub async fn import_file(
                 .bind(lab.matched.demographic_no())
                 .bind(&now);
         }
-        q.execute(&mut *tx)
+        q.execute(&mut **tx)
             .await
             .map_err(db("insert oscarflow_lab_message"))?;
     }
@@ -362,7 +441,7 @@ pub async fn import_file(
             ..Default::default()
         })
         .collect();
-    crate::journal::record(&mut tx, prov, &entries)
+    crate::journal::record(tx, prov, &entries)
         .await
         .map_err(db("insert oscarflow_journal"))?;
 
@@ -384,17 +463,12 @@ pub async fn import_file(
     .bind(labs.len() as i64)
     .bind(lab_nos)
     .bind(&now)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await;
-    if let Err(e) = r {
-        let unique = crate::store::is_unique_violation(&e);
-        let _ = tx.rollback().await;
-        if unique {
-            // Another writer committed the same file first.
-            return Ok(ImportOutcome::Duplicate);
-        }
-        return Err(ProcessError::from_sqlx("insert oscarflow_lab_import", &e));
+    match r {
+        Ok(_) => Ok(Written::Imported(labs)),
+        // Another writer committed the same file first.
+        Err(e) if crate::store::is_unique_violation(&e) => Ok(Written::Raced),
+        Err(e) => Err(ProcessError::from_sqlx("insert oscarflow_lab_import", &e)),
     }
-    tx.commit().await.map_err(db("commit"))?;
-    Ok(ImportOutcome::Imported { labs })
 }

@@ -40,6 +40,48 @@ pub trait Sink<T: Send + Sync + 'static>: Send + Sync {
 
     /// Commits one envelope. `Ok` means durable.
     async fn write(&self, env: &Envelope<T>) -> Result<(), ProcessError>;
+
+    /// How many envelopes the runner may hand [`Sink::write_group`] at once. The default,
+    /// one file, never groups.
+    fn group_limit(&self) -> GroupLimit {
+        GroupLimit::ONE
+    }
+
+    /// Commits several envelopes **in one transaction**, applied in the given order: all of
+    /// them or none. On an error nothing is committed and [`GroupError::index`] names the
+    /// envelope it came from; the runner dead-letters that one alone (a data error) and
+    /// commits the rest again, or (any other error) writes them one at a time. Only called
+    /// when [`Sink::group_limit`] allows more than one file; this default (for sinks that
+    /// never group) writes them one after another.
+    async fn write_group(&self, envs: &[&Envelope<T>]) -> Result<(), GroupError> {
+        for (index, env) in envs.iter().enumerate() {
+            self.write(env)
+                .await
+                .map_err(|error| GroupError { index, error })?;
+        }
+        Ok(())
+    }
+}
+
+/// The most a group commit takes: files, and their raw bytes (a group always takes at least
+/// one file, however large).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupLimit {
+    pub files: usize,
+    pub bytes: usize,
+}
+
+impl GroupLimit {
+    /// One file per commit.
+    pub const ONE: GroupLimit = GroupLimit { files: 1, bytes: 0 };
+}
+
+/// A group commit that failed: nothing of the group was written.
+#[derive(Debug)]
+pub struct GroupError {
+    /// Which envelope of the group the error belongs to.
+    pub index: usize,
+    pub error: ProcessError,
 }
 
 /// An outbound sink acts on queue jobs, one action per [`crate::jobs::Step`]; [`act`]

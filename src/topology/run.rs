@@ -21,6 +21,13 @@
 //! - **Order.** Stages keep arrival order (`buffered`). The sink runs up to `concurrency`
 //!   writes at once, but an envelope waits for every earlier envelope that shares one of its
 //!   ordering keys: same-key messages commit in order, different keys in parallel.
+//! - **Group commit.** A sink whose [`Sink::group_limit`] allows it takes, with each
+//!   envelope, those already waiting in its channel (up to the limit's files and bytes) and
+//!   commits them in one transaction, in arrival order. Nothing waits to fill a group: at low
+//!   load an envelope goes alone, and groups grow only with the backlog. A group waits for
+//!   the earlier groups of every key its envelopes hold. Every ack resolves after the group's
+//!   commit; a data error dead-letters its envelope alone and the rest commit again, and any
+//!   other failure falls back to one envelope at a time with the usual retries.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -40,7 +47,7 @@ use crate::envelope::{Envelope, Provenance, RawBytes};
 use crate::error::ErrorKind;
 use crate::payload::{Keyed, OrderKey};
 use crate::retry::RetrySettings;
-use crate::sinks::Sink;
+use crate::sinks::{GroupError, Sink};
 use crate::stages::{Emitter, Reject, Stage};
 use crate::telemetry::{Event, MetricName, Observers};
 
@@ -328,7 +335,46 @@ where
     }
 }
 
-/// Runs a sink until its input channel closes. See the module docs for ordering.
+/// Commits `group` in one transaction ([`Sink::write_group`]) and resolves every ack after
+/// it. A data error of one envelope dead-letters that one alone and the rest are committed
+/// again; any other error (transient, fatal) writes them one at a time with [`deliver`], so
+/// each gets exactly the retries, outage hold and dead letter it would have got alone.
+async fn deliver_group<T>(
+    sink: Arc<dyn Sink<T>>,
+    mut group: Vec<Envelope<T>>,
+    cx: Arc<RunContext>,
+) -> Result<(), Fatal>
+where
+    T: RawBytes + Send + Sync + 'static,
+{
+    let started = std::time::Instant::now();
+    while group.len() > 1 {
+        let refs: Vec<&Envelope<T>> = group.iter().collect();
+        match sink.write_group(&refs).await {
+            Ok(()) => {
+                for env in group {
+                    stage_latency(&cx, started);
+                    env.ack.resolve(BatchStatus::Delivered);
+                }
+                return Ok(());
+            }
+            Err(GroupError { index, error })
+                if error.kind == ErrorKind::Data && index < group.len() =>
+            {
+                let env = group.remove(index);
+                dead_letter_error(&cx, env, error, 1).await;
+            }
+            Err(_) => break,
+        }
+    }
+    for env in group {
+        deliver(sink.clone(), env, cx.clone()).await?;
+    }
+    Ok(())
+}
+
+/// Runs a sink until its input channel closes. See the module docs for ordering and group
+/// commit.
 pub async fn run_sink<T>(
     sink: Arc<dyn Sink<T>>,
     mut rx: mpsc::Receiver<Envelope<T>>,
@@ -341,17 +387,44 @@ where
 {
     let cx = Arc::new(cx);
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    // Per key, the completion of the latest envelope holding it, and a flag that says it
+    let limit = sink.group_limit();
+    // Per key, the completion of the latest group holding it, and a flag that says it
     // finished (so entries can be dropped even when nobody waited on them).
     let mut tails: HashMap<String, (Shared<oneshot::Receiver<()>>, Arc<AtomicBool>)> =
         HashMap::new();
     let mut tasks: JoinSet<Result<(), Fatal>> = JoinSet::new();
     let mut fatal: Option<Fatal> = None;
-    while let Some(env) = rx.recv().await {
+    // An envelope taken from the channel that did not fit the last group: the next one's first.
+    let mut next: Option<Envelope<T>> = None;
+    loop {
+        let env = match next.take() {
+            Some(env) => env,
+            None => match rx.recv().await {
+                Some(env) => env,
+                None => break,
+            },
+        };
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let keys = env.payload.keys(order_by);
+        // Group commit: what waited in the channel meanwhile joins this envelope, up to the
+        // sink's limit. At low load nothing waits and the envelope goes alone.
+        let mut group = vec![env];
+        let mut bytes = group[0].payload.raw_bytes().len();
+        while group.len() < limit.files {
+            let Ok(env) = rx.try_recv() else { break };
+            let size = env.payload.raw_bytes().len();
+            if bytes + size > limit.bytes {
+                next = Some(env);
+                break;
+            }
+            bytes += size;
+            group.push(env);
+        }
+        let keys: Vec<String> = group
+            .iter()
+            .flat_map(|env| env.payload.keys(order_by))
+            .collect();
         let mut waits = Vec::new();
         for k in &keys {
             if let Some((t, _)) = tails.get(k) {
@@ -370,7 +443,12 @@ where
             for w in waits {
                 let _ = w.await;
             }
-            let r = deliver(sink, env, cx2).await;
+            let r = if group.len() == 1 {
+                let env = group.pop().expect("one envelope");
+                deliver(sink, env, cx2).await
+            } else {
+                deliver_group(sink, group, cx2).await
+            };
             finished.store(true, AtomicOrdering::SeqCst);
             drop(done_tx);
             drop(permit);

@@ -24,6 +24,12 @@ pub struct OscarLabConfig {
     /// A value longer than its OSCAR column: `truncate` (with a warning naming the column)
     /// or `reject` (the file goes to the dead-letter store).
     pub on_overflow: Overflow,
+    /// Group commit: the most files one transaction takes (1: a transaction per file).
+    /// Groups form only under load, from files already waiting; a lone file commits at once.
+    pub group_max_files: usize,
+    /// Group commit: the most raw bytes of files one transaction takes (a single larger
+    /// file still goes, alone).
+    pub group_max_bytes: usize,
 }
 
 impl Default for OscarLabConfig {
@@ -35,6 +41,8 @@ impl Default for OscarLabConfig {
             concurrency: 4,
             order_by: OrderKey::Accession,
             on_overflow: Overflow::Truncate,
+            group_max_files: 64,
+            group_max_bytes: 8 * 1024 * 1024,
         }
     }
 }

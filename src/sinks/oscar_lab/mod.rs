@@ -1,18 +1,27 @@
-//! `oscar_lab`: commits a [`LabFile`] into OSCAR's tables, one file per transaction, through
-//! [`crate::oscar::import`]. Idempotent by the file's MD5 (OSCAR's `fileUploadCheck` and our
-//! own unique `oscarflow_lab_import` key), so a re-delivered file writes nothing.
+//! `oscar_lab`: commits [`LabFile`]s into OSCAR's tables through [`crate::oscar::import`].
+//! Idempotent by the file's MD5 (OSCAR's `fileUploadCheck` and our own unique
+//! `oscarflow_lab_import` key), so a re-delivered file writes nothing.
+//!
+//! **Group commit.** Under load the runner hands the sink several files at once (up to
+//! `group_max_files` and `group_max_bytes`; a lone file at low load goes alone, so latency
+//! does not grow) and they commit in one transaction ([`import_group`]): one durable commit
+//! for the group instead of one per file. Each file is written exactly as it would be alone
+//! — its duplicate check sees the files before it in the group, versions of one accession
+//! apply in order — and its ack resolves only after the group's commit. A file with a data
+//! error is dead-lettered alone and the group commits again without it; any other failure
+//! writes the group's files one at a time, each with its own retries.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::Sink;
+use super::{GroupError, GroupLimit, Sink};
 use crate::component::ProcessError;
 use crate::envelope::Envelope;
 use crate::lab_file::LabFile;
 use crate::oscar::charset::{NarrowColumns, LAB_TABLES};
-use crate::oscar::import::{import_file, ImportOptions, ImportOutcome};
+use crate::oscar::import::{import_file, import_group, ImportOptions, ImportOutcome};
 use crate::oscar::info::ColumnWidths;
 use crate::oscar::{resolve_flavour, Flavour, FlavourSetting};
 use crate::store::Store;
@@ -35,6 +44,7 @@ pub struct OscarLab {
     target: tokio::sync::OnceCell<Target>,
     observers: Observers,
     id: Arc<str>,
+    group: GroupLimit,
 }
 
 impl OscarLab {
@@ -54,18 +64,15 @@ impl OscarLab {
             target: tokio::sync::OnceCell::new(),
             observers,
             id,
+            group: GroupLimit {
+                files: cfg.group_max_files.max(1),
+                bytes: cfg.group_max_bytes,
+            },
         }
     }
-}
 
-#[async_trait]
-impl Sink<LabFile> for OscarLab {
-    fn kind(&self) -> &'static str {
-        "oscar_lab"
-    }
-
-    async fn write(&self, env: &Envelope<LabFile>) -> Result<(), ProcessError> {
-        let started = Instant::now();
+    /// The import options with what is read of the target once (on first use).
+    async fn options(&self) -> Result<ImportOptions, ProcessError> {
         let (flavour, widths, narrow, max_statement_bytes) = self
             .target
             .get_or_try_init(|| async {
@@ -100,19 +107,17 @@ impl Sink<LabFile> for OscarLab {
             })
             .await?
             .clone();
-        let opts = ImportOptions {
+        Ok(ImportOptions {
             flavour,
             widths,
             narrow,
             max_statement_bytes,
             ..self.opts.clone()
-        };
-        let outcome = import_file(&self.store, &env.payload, &env.provenance, &opts).await?;
-        crate::telemetry::histogram(
-            MetricName::ImportDurationSeconds,
-            &[("pipeline", env.provenance.pipeline.to_string())],
-            started.elapsed().as_secs_f64(),
-        );
+        })
+    }
+
+    /// Reports what one file's import did (after its commit).
+    fn report(&self, env: &Envelope<LabFile>, outcome: ImportOutcome) {
         match outcome {
             ImportOutcome::Duplicate => self.observers.emit(Event::Duplicate {
                 prov: &env.provenance,
@@ -135,6 +140,55 @@ impl Sink<LabFile> for OscarLab {
                     });
                 }
             }
+        }
+    }
+
+    fn observe_duration(&self, env: &Envelope<LabFile>, started: Instant) {
+        crate::telemetry::histogram(
+            MetricName::ImportDurationSeconds,
+            &[("pipeline", env.provenance.pipeline.to_string())],
+            started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+#[async_trait]
+impl Sink<LabFile> for OscarLab {
+    fn kind(&self) -> &'static str {
+        "oscar_lab"
+    }
+
+    async fn write(&self, env: &Envelope<LabFile>) -> Result<(), ProcessError> {
+        let started = Instant::now();
+        let opts = self.options().await?;
+        let outcome = import_file(&self.store, &env.payload, &env.provenance, &opts).await?;
+        self.observe_duration(env, started);
+        self.report(env, outcome);
+        Ok(())
+    }
+
+    fn group_limit(&self) -> GroupLimit {
+        self.group
+    }
+
+    async fn write_group(&self, envs: &[&Envelope<LabFile>]) -> Result<(), GroupError> {
+        let started = Instant::now();
+        let opts = self
+            .options()
+            .await
+            .map_err(|error| GroupError { index: 0, error })?;
+        let files: Vec<_> = envs.iter().map(|e| (&e.payload, &*e.provenance)).collect();
+        let outcomes = import_group(&self.store, &files, &opts)
+            .await
+            .map_err(|(index, error)| GroupError { index, error })?;
+        crate::telemetry::histogram(
+            MetricName::GroupCommitFiles,
+            &[("pipeline", envs[0].provenance.pipeline.to_string())],
+            envs.len() as f64,
+        );
+        for (env, outcome) in envs.iter().zip(outcomes) {
+            self.observe_duration(env, started);
+            self.report(env, outcome);
         }
         Ok(())
     }
