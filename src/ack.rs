@@ -12,6 +12,10 @@
 //! failed batch is never released; the source re-delivers it later, and the idempotent sink
 //! turns that re-delivery into a no-op. Status merge is order independent: the worst status
 //! wins (`Failed > DeadLettered > Delivered`).
+//!
+//! **Bytes in flight.** A batch can hold a share of its pipeline's [`ByteBudget`]
+//! ([`AckToken::hold`]); the share returns when the batch settles, so the raw bytes of all
+//! unsettled inputs stay under the budget whatever their size and number.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -105,6 +109,59 @@ struct Shared {
     reason: Mutex<Option<ReasonCode>>,
     tx: Mutex<Option<oneshot::Sender<BatchOutcome>>>,
     in_flight: Option<(Arc<InFlight>, u64)>,
+    /// Its share of the pipeline's byte budget, returned when the batch settles.
+    budget: Mutex<Option<BudgetShare>>,
+}
+
+/// A pipeline's budget for the raw bytes of the inputs in flight (taken by a source before
+/// it sends an input on, returned when the input's batch settles).
+#[derive(Debug)]
+pub struct ByteBudget {
+    units: Arc<tokio::sync::Semaphore>,
+    total_units: u32,
+}
+
+/// Bytes per unit of the budget (the semaphore counts units).
+const BUDGET_UNIT: u64 = 1024;
+
+/// A share of a [`ByteBudget`], returned when dropped.
+#[derive(Debug)]
+pub struct BudgetShare {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ByteBudget {
+    /// A budget of `bytes` (at least one unit).
+    pub fn new(bytes: u64) -> Arc<Self> {
+        let total_units = bytes.div_ceil(BUDGET_UNIT).clamp(1, u32::MAX as u64) as u32;
+        Arc::new(ByteBudget {
+            units: Arc::new(tokio::sync::Semaphore::new(total_units as usize)),
+            total_units,
+        })
+    }
+    /// Waits until `bytes` fit in what is free. An input larger than the whole budget
+    /// waits until the budget is entirely free and then goes alone.
+    pub async fn take(&self, bytes: u64) -> BudgetShare {
+        let units = bytes
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, u64::from(self.total_units)) as u32;
+        let permit = self
+            .units
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .expect("the budget's semaphore is never closed");
+        BudgetShare { _permit: permit }
+    }
+    /// Bytes taken by the inputs in flight now (in whole units).
+    pub fn in_use(&self) -> u64 {
+        u64::from(self.total_units).saturating_sub(self.units.available_permits() as u64)
+            * BUDGET_UNIT
+    }
+    /// The budget in bytes.
+    pub fn total(&self) -> u64 {
+        u64::from(self.total_units) * BUDGET_UNIT
+    }
 }
 
 /// A batch's merged status and, when something was dead-lettered, the first reason.
@@ -175,6 +232,7 @@ impl BatchNotifier {
             reason: Mutex::new(None),
             tx: Mutex::new(Some(tx)),
             in_flight,
+            budget: Mutex::new(None),
         });
         (Self { shared }, BatchReceiver { rx })
     }
@@ -220,6 +278,15 @@ impl AckToken {
         }
     }
 
+    /// Makes the batch hold `share` until it settles (every token of it resolved or dropped).
+    pub fn hold(&self, share: BudgetShare) {
+        if let Some(s) = &self.shared {
+            if let Ok(mut b) = s.budget.lock() {
+                *b = Some(share);
+            }
+        }
+    }
+
     /// Marks this envelope's part as done with `status`.
     pub fn resolve(mut self, status: BatchStatus) {
         if let Some(s) = &self.shared {
@@ -259,6 +326,48 @@ impl Drop for AckToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_input_larger_than_the_byte_budget_waits_for_all_of_it_and_goes_alone() {
+        use futures::FutureExt;
+        let budget = ByteBudget::new(4 * 1024);
+        let small = budget.take(1).await;
+        assert!(
+            budget.take(100 * 1024).now_or_never().is_none(),
+            "the large one waits while anything is in flight"
+        );
+        drop(small);
+        let large = budget
+            .take(100 * 1024)
+            .now_or_never()
+            .expect("alone, it goes");
+        assert_eq!(budget.in_use(), budget.total());
+        assert!(
+            budget.take(1).now_or_never().is_none(),
+            "and nothing beside it"
+        );
+        drop(large);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_returns_its_byte_share_when_its_last_token_settles() {
+        let budget = ByteBudget::new(8 * 1024);
+        let (n, rx) = BatchNotifier::new(None);
+        let token = n.token();
+        token.hold(budget.take(5 * 1024).await);
+        let derived = token.derive();
+        drop(n);
+        token.hand_over();
+        assert_eq!(
+            budget.in_use(),
+            5 * 1024,
+            "held while a derived token is open"
+        );
+        derived.resolve(BatchStatus::Delivered);
+        assert_eq!(rx.wait().await, BatchStatus::Delivered);
+        assert_eq!(budget.in_use(), 0);
+    }
     use proptest::prelude::*;
 
     #[tokio::test]

@@ -1061,3 +1061,113 @@ async fn a_file_over_the_folders_limit_is_dead_lettered_from_disk_once_released_
     dlq.write_raw(&list[0].id, &mut raw).await.unwrap();
     assert!(raw == big, "the dead letter gives the original bytes back");
 }
+
+/// A sink that commits nothing until its gate opens.
+struct GatedSink {
+    gate: tokio::sync::watch::Receiver<bool>,
+    written: AtomicUsize,
+}
+
+#[async_trait]
+impl Sink<Raw> for GatedSink {
+    fn kind(&self) -> &'static str {
+        "gated"
+    }
+    async fn write(&self, _env: &Envelope<Raw>) -> Result<(), ProcessError> {
+        let mut gate = self.gate.clone();
+        let _ = gate.wait_for(|open| *open).await;
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_in_flight_are_bounded_by_the_byte_budget_and_all_commit_once_it_frees() {
+    use oscarflow::ack::ByteBudget;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = sqlite_store(tmp.path()).await;
+    // Room for three 10 KiB inputs; the channel and the sink would take many more.
+    let budget = ByteBudget::new(30 * 1024);
+    let in_flight = InFlight::new();
+    let (tx, rx) = mpsc::channel::<Envelope<Raw>>(64);
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let sink = Arc::new(GatedSink {
+        gate,
+        written: AtomicUsize::new(0),
+    });
+    let sink_task = tokio::spawn(run_sink(
+        sink.clone(),
+        rx,
+        cx(&store, "sink", retry(3)),
+        16,
+        OrderKey::None,
+    ));
+    let out = oscarflow::sources::Outlet::new(tx, oscarflow::sources::SourceControl::new())
+        .with_budget(Some(budget.clone()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let (sent, in_flight) = (sent.clone(), in_flight.clone());
+        tokio::spawn(async move {
+            let mut receivers = Vec::new();
+            for i in 0..10u8 {
+                let bytes = Bytes::from(vec![b'A' + i; 10 * 1024]);
+                let (n, r) = BatchNotifier::new(Some(in_flight.clone()));
+                let env = Envelope::new(
+                    prov(&format!("input {i}"), &bytes),
+                    Raw {
+                        bytes,
+                        name: format!("input {i}"),
+                        lab_type: None,
+                    },
+                    n.token(),
+                );
+                drop(n);
+                out.send(env).await.expect("sent");
+                sent.fetch_add(1, Ordering::SeqCst);
+                receivers.push(r);
+            }
+            let mut statuses = Vec::new();
+            for r in receivers {
+                statuses.push(r.wait().await);
+            }
+            statuses
+        })
+    };
+    assert!(
+        wait_until_async(|| sent.load(Ordering::SeqCst) == 3).await,
+        "three inputs fit in the budget"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        3,
+        "the fourth waits for room while nothing commits"
+    );
+    assert_eq!(budget.in_use(), 30 * 1024);
+    assert_eq!(
+        in_flight.current(),
+        4,
+        "three sent and one waiting at the budget"
+    );
+    open.send_replace(true);
+    let statuses = producer.await.unwrap();
+    assert_eq!(statuses, vec![BatchStatus::Delivered; 10]);
+    assert_eq!(sink.written.load(Ordering::SeqCst), 10);
+    assert_eq!(budget.in_use(), 0, "every share returned once settled");
+    assert!(
+        in_flight.high_water() <= 4,
+        "never more than the budget's three plus the one waiting: {}",
+        in_flight.high_water()
+    );
+    sink_task.abort();
+}
+
+async fn wait_until_async(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..400 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    f()
+}

@@ -47,6 +47,11 @@ pub struct PipelineSettings {
     /// Capacity of each bounded channel between components. Memory is bounded by
     /// (capacity + concurrency) × maximum input size per edge.
     pub channel_capacity: usize,
+    /// The most raw bytes of inputs in flight (taken by the sources, not yet settled) across
+    /// the whole pipeline: a source waits before sending on an input that does not fit.
+    /// Memory is bounded by this (times what parsing adds), whatever the file size; an
+    /// input larger than the budget goes alone. 0: bounded by counts only.
+    pub max_in_flight_bytes: u64,
     /// Environment variable holding a database URL for this pipeline (its OSCAR database and
     /// its own tables). Without it the daemon's database is used.
     pub database_url_env: Option<Spanned<String>>,
@@ -57,12 +62,17 @@ pub struct PipelineSettings {
     pub unready_after: Duration,
 }
 
+/// The default byte budget of a pipeline's inputs in flight: sized for a small clinic
+/// server (the parsed form of a lab file takes a few times its raw bytes).
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 16 * 1024 * 1024;
+
 impl Default for PipelineSettings {
     fn default() -> Self {
         Self {
             name: None,
             enabled: true,
             channel_capacity: 16,
+            max_in_flight_bytes: DEFAULT_MAX_IN_FLIGHT_BYTES,
             database_url_env: None,
             retry: RetrySettings::default(),
             unready_after: Duration::from_secs(15 * 60),

@@ -486,6 +486,9 @@ fn record_gauges(registry: &Registry) {
             p.control.outage().map_or(0.0, |d| d.as_secs_f64()),
         );
         gauge(MetricName::InputsInFlight, &l, p.in_flight.current() as f64);
+        if let Some(b) = &p.budget {
+            gauge(MetricName::InputBytesInFlight, &l, b.in_use() as f64);
+        }
         gauge(
             MetricName::OldestUnackedAge,
             &l,

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
 
-use crate::ack::InFlight;
+use crate::ack::{ByteBudget, InFlight};
 use crate::archive::{Archivable, ArchiveError, ArchiveHook};
 use crate::component::ComponentKind;
 use crate::envelope::{Envelope, Origin, Provenance, Raw};
@@ -288,6 +288,8 @@ pub struct Outlet<T> {
     archive: Option<Arc<ArchiveHook>>,
     /// The pipeline's stop signal: it ends a paused wait (the input stays unreleased).
     shutdown: Option<Shutdown>,
+    /// The pipeline's budget for the raw bytes in flight.
+    budget: Option<Arc<ByteBudget>>,
 }
 
 impl<T> Clone for Outlet<T> {
@@ -297,6 +299,7 @@ impl<T> Clone for Outlet<T> {
             control: self.control.clone(),
             archive: self.archive.clone(),
             shutdown: self.shutdown.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -308,7 +311,13 @@ impl<T> Outlet<T> {
             control,
             archive: None,
             shutdown: None,
+            budget: None,
         }
+    }
+    /// Every input sent takes its raw size from `budget` until its batch settles.
+    pub fn with_budget(mut self, budget: Option<Arc<ByteBudget>>) -> Self {
+        self.budget = budget;
+        self
     }
     /// A paused wait also ends when `shutdown` fires, with [`SendError::Closed`]: a paused
     /// pipeline stops without taking the input it holds.
@@ -350,14 +359,32 @@ impl<T> Outlet<T> {
 }
 
 impl<T: Send + Archivable> Outlet<T> {
-    /// Sends one envelope, waiting while the pipeline is paused and while the channel is
-    /// full (backpressure). With an archive, the raw input is archived first and the
+    /// Sends one envelope, waiting while the pipeline is paused, while its raw bytes do not
+    /// fit in the pipeline's byte budget, and while the channel is full (backpressure).
+    /// With an archive, the raw input is archived first and the
     /// envelope is sent only when that succeeded. On `Err` the envelope is dropped and its
     /// batch fails, so the input stays for re-delivery: `SendError::Closed` when the
     /// pipeline stopped, `SendError::Archive` when the archive failed (the source goes on).
     pub async fn send(&self, env: Envelope<T>) -> Result<(), SendError> {
         if !self.ready().await {
             return Err(SendError::Closed);
+        }
+        if let Some(budget) = &self.budget {
+            let size = match env.payload.archive_body() {
+                crate::payload::ArchiveBody::Bytes(b) => b.len() as u64,
+                crate::payload::ArchiveBody::File { size, .. } => size,
+            };
+            let stopped = async {
+                match self.shutdown.clone() {
+                    Some(mut s) => s.wait().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                share = budget.take(size) => env.ack.hold(share),
+                _ = self.tx.closed() => return Err(SendError::Closed),
+                _ = stopped => return Err(SendError::Closed),
+            }
         }
         if let Some(hook) = &self.archive {
             tokio::select! {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::ack::InFlight;
+use crate::ack::{ByteBudget, InFlight};
 use crate::archive::{ArchiveHook, RawArchive};
 use crate::component::BuildContext;
 use crate::config::{ComponentKind, PipelineConfig, PortType};
@@ -150,6 +150,9 @@ pub fn build(
     let (trigger, shutdown) = Shutdown::new();
     let in_flight = InFlight::new();
     let control = SourceControl::new();
+    // The raw bytes in flight across the pipeline (0: counts bound it alone).
+    let budget = (cfg.settings.max_in_flight_bytes > 0)
+        .then(|| ByteBudget::new(cfg.settings.max_in_flight_bytes));
     if opts.start_paused {
         control.pause();
     }
@@ -274,6 +277,7 @@ pub fn build(
         store: store.clone(),
         control: control.clone(),
         archive,
+        budget: budget.clone(),
     };
     let scx = SourceBuildContext {
         store: store.clone(),
@@ -311,6 +315,7 @@ pub fn build(
         cfg.path.clone(),
         in_flight.clone(),
         bound,
+        budget,
         control.clone(),
         health,
         cfg.settings.unready_after,
@@ -343,6 +348,7 @@ struct SourceShared {
     store: Store,
     control: Arc<SourceControl>,
     archive: Option<Arc<ArchiveHook>>,
+    budget: Option<Arc<ByteBudget>>,
 }
 
 /// The pipeline's raw archive, when it has an `[archive]` table.
@@ -363,6 +369,7 @@ impl SourceShared {
             pipeline: self.pipeline.clone(),
             id: Arc::from(id),
             out: Outlet::new(out, self.control.clone())
+                .with_budget(self.budget.clone())
                 .with_archive(self.archive.clone())
                 .with_shutdown(self.shutdown.clone()),
             shutdown: self.shutdown.clone(),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::ack::InFlight;
+use crate::ack::{ByteBudget, InFlight};
 use crate::sources::SourceControl;
 use crate::telemetry::{Event, Observer};
 
@@ -29,6 +29,8 @@ pub struct PipelineStatus {
     pub started: SystemTime,
     pub in_flight: Arc<InFlight>,
     pub in_flight_bound: usize,
+    /// The pipeline's budget for the raw bytes in flight.
+    pub budget: Option<Arc<ByteBudget>>,
     pub control: Arc<SourceControl>,
     pub health: Arc<SourceHealth>,
     /// A source failing for longer than this makes the daemon unready.
@@ -85,6 +87,7 @@ impl PipelineStatus {
         file: PathBuf,
         in_flight: Arc<InFlight>,
         in_flight_bound: usize,
+        budget: Option<Arc<ByteBudget>>,
         control: Arc<SourceControl>,
         health: Arc<SourceHealth>,
         unready_after: Duration,
@@ -97,6 +100,7 @@ impl PipelineStatus {
             started: SystemTime::now(),
             in_flight,
             in_flight_bound,
+            budget,
             control,
             health,
             unready_after,
@@ -245,6 +249,8 @@ impl PipelineStatus {
             "database_outage_seconds": self.control.outage().map(|d| d.as_secs()),
             "in_flight": self.in_flight.current(),
             "in_flight_bound": self.in_flight_bound,
+            "in_flight_bytes": self.budget.as_ref().map(|b| b.in_use()),
+            "in_flight_bytes_budget": self.budget.as_ref().map(|b| b.total()),
             "oldest_unacked_seconds": self.in_flight.oldest_age().as_secs_f64(),
             "components": self.components,
             "queued": queued,
@@ -319,6 +325,7 @@ mod tests {
             PathBuf::from("labs.toml"),
             InFlight::new(),
             10,
+            None,
             SourceControl::new(),
             SourceHealth::new(),
             unready_after,
