@@ -109,8 +109,8 @@ struct Shared {
     reason: Mutex<Option<ReasonCode>>,
     tx: Mutex<Option<oneshot::Sender<BatchOutcome>>>,
     in_flight: Option<(Arc<InFlight>, u64)>,
-    /// Its share of the pipeline's byte budget, returned when the batch settles.
-    budget: Mutex<Option<BudgetShare>>,
+    /// Its shares of the pipeline's byte budget, returned when the batch settles.
+    budget: Mutex<Vec<BudgetShare>>,
 }
 
 /// A pipeline's budget for the raw bytes of the inputs in flight (taken by a source before
@@ -152,6 +152,17 @@ impl ByteBudget {
             .await
             .expect("the budget's semaphore is never closed");
         BudgetShare { _permit: permit }
+    }
+    /// `bytes` from what is free now, or `None` without waiting.
+    pub fn try_take(&self, bytes: u64) -> Option<BudgetShare> {
+        let units = bytes
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, u64::from(self.total_units)) as u32;
+        self.units
+            .clone()
+            .try_acquire_many_owned(units)
+            .ok()
+            .map(|permit| BudgetShare { _permit: permit })
     }
     /// Bytes taken by the inputs in flight now (in whole units).
     pub fn in_use(&self) -> u64 {
@@ -232,7 +243,7 @@ impl BatchNotifier {
             reason: Mutex::new(None),
             tx: Mutex::new(Some(tx)),
             in_flight,
-            budget: Mutex::new(None),
+            budget: Mutex::new(Vec::new()),
         });
         (Self { shared }, BatchReceiver { rx })
     }
@@ -282,9 +293,17 @@ impl AckToken {
     pub fn hold(&self, share: BudgetShare) {
         if let Some(s) = &self.shared {
             if let Ok(mut b) = s.budget.lock() {
-                *b = Some(share);
+                b.push(share);
             }
         }
+    }
+
+    /// Whether the batch already holds a share of a byte budget (an input sent as several
+    /// envelopes: the later ones must not wait for room the batch itself holds).
+    pub fn holds_share(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.budget.lock().is_ok_and(|b| !b.is_empty()))
     }
 
     /// Marks this envelope's part as done with `status`.
@@ -347,6 +366,26 @@ mod tests {
             "and nothing beside it"
         );
         drop(large);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_envelopes_of_one_input_are_never_stopped_by_their_own_batchs_share() {
+        let budget = ByteBudget::new(4 * 1024);
+        let (n, _rx) = BatchNotifier::new(None);
+        let first = n.token();
+        assert!(!first.holds_share());
+        first.hold(budget.take(4 * 1024).await);
+        let second = n.token();
+        assert!(
+            second.holds_share(),
+            "the batch's later envelopes see its share"
+        );
+        assert!(
+            budget.try_take(1).is_none(),
+            "and take nothing that is not free"
+        );
+        drop((first, second, n));
         assert_eq!(budget.in_use(), 0);
     }
 

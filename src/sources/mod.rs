@@ -380,10 +380,18 @@ impl<T: Send + Archivable> Outlet<T> {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                share = budget.take(size) => env.ack.hold(share),
-                _ = self.tx.closed() => return Err(SendError::Closed),
-                _ = stopped => return Err(SendError::Closed),
+            if env.ack.holds_share() {
+                // A later envelope of an input already in: it takes what is free and never
+                // waits, since the room it would wait for may be its own batch's.
+                if let Some(share) = budget.try_take(size) {
+                    env.ack.hold(share);
+                }
+            } else {
+                tokio::select! {
+                    share = budget.take(size) => env.ack.hold(share),
+                    _ = self.tx.closed() => return Err(SendError::Closed),
+                    _ = stopped => return Err(SendError::Closed),
+                }
             }
         }
         if let Some(hook) = &self.archive {
