@@ -7,8 +7,8 @@ Measures, in one run, on fresh clones of the OSCAR database named by OSCARFLOW_T
 population of scripts/bench_workload.py:
 
   1. throughput: the real daemon (`oscarflow run`, folder source -> parse_hl7 -> match_patient
-     -> oscar_lab, one durable transaction per file) with the whole workload renamed into its
-     inbox as fast as possible: messages / (last commit - first arrival), peak RSS (VmHWM);
+     -> oscar_lab, the files waiting committed together: one durable transaction per group)
+     with the whole workload renamed into its inbox as fast as possible: messages / (last commit - first arrival), peak RSS (VmHWM);
   2. offered load: a fresh daemon and database, files renamed in at a fixed rate (1,000 msg/s):
      p50/p99 from arrival (the rename) to commit (the daemon's JSON log line, written after
      the commit, with the content hash);
@@ -186,6 +186,7 @@ service_name = "oscarflow"
 oscar_flavour = "auto"
 order_by = "accession"
 concurrency = {concurrency}
+group_max_files = {group}
 """
 
 
@@ -226,7 +227,8 @@ def run_daemon(args, db, dbname, workload, files, work, rate=None, label="throug
         shutil.copyfile(os.path.join(workload, "files", f["name"]), os.path.join(staging, f["name"]))
         f["sha"] = sha256_short(os.path.join(staging, f["name"]))
     with open(os.path.join(pdir, "bench.toml"), "w") as fp:
-        fp.write(PIPELINE.format(inbox=inbox, processed=processed, concurrency=args.concurrency))
+        fp.write(PIPELINE.format(inbox=inbox, processed=processed, concurrency=args.concurrency,
+                                 group=args.group_max_files))
     port = free_port()
     log_path = os.path.join(base, "daemon.log")
     log = open(log_path, "wb")
@@ -400,6 +402,8 @@ def main():
     ap.add_argument("--offered-messages", type=int)
     ap.add_argument("--python-messages", type=int)
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--group-max-files", type=int, default=64,
+                    help="the sink's group_max_files (1: one transaction per file)")
     ap.add_argument("--binary", required=True)
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--seed", type=int, default=20261123)
