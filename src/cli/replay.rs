@@ -243,21 +243,21 @@ fn print_table(r: &Report<'_>) {
         .files
         .iter()
         .flat_map(|f| f.messages.iter().map(move |m| (f.input.as_str(), m)))
-        .filter(|(_, m)| m.outcome != "matched" && m.lab_type.is_some())
+        .filter(|(_, m)| m.outcome() != "matched" && m.lab_type().is_some())
         .collect();
     if !unmatched.is_empty() {
         println!("unmatched labs (in OSCAR's unmatched list; `outcome` says why):");
         for (input, m) in unmatched {
             let candidates = m
-                .candidates
+                .candidates()
                 .map(|n| format!(" ({n} chart{})", if n == 1 { "" } else { "s" }))
                 .unwrap_or_default();
             println!(
                 "  {input} #{} lab_no {} {} {}{candidates}",
                 m.message,
                 m.lab_no,
-                m.lab_type.unwrap_or("-"),
-                m.outcome
+                m.lab_type().unwrap_or("-"),
+                m.outcome()
             );
         }
     }

@@ -32,19 +32,93 @@ pub struct InputReport {
     pub messages: Vec<MessageReport>,
 }
 
-/// One committed lab of an input: ids and bounded codes, no PHI.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One committed lab of an input: ids and bounded codes, no PHI. Kept compact (24 bytes: a
+/// replay of a million labs holds a million of them); serialized as
+/// `{message, lab_no, lab_type?, outcome, candidates?}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageReport {
     /// 1-based position of the message in its input.
     pub message: u32,
     /// `hl7TextMessage.lab_id` (or `document.document_no` for a document).
     pub lab_no: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lab_type: Option<&'static str>,
+    lab_type: Option<Code>,
+    outcome: Code,
+    candidates: Option<u32>,
+}
+
+impl MessageReport {
+    pub fn new(
+        message: u32,
+        lab_no: i64,
+        lab_type: Option<&'static str>,
+        outcome: &'static str,
+        candidates: Option<usize>,
+    ) -> Self {
+        MessageReport {
+            message,
+            lab_no,
+            lab_type: lab_type.map(Code::of),
+            outcome: Code::of(outcome),
+            candidates: candidates.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        }
+    }
+    pub fn lab_type(&self) -> Option<&'static str> {
+        self.lab_type.map(Code::text)
+    }
     /// `matched`, or why not: `not_found`, `birth_date_mismatch`, `ambiguous`, …
-    pub outcome: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub candidates: Option<usize>,
+    pub fn outcome(&self) -> &'static str {
+        self.outcome.text()
+    }
+    pub fn candidates(&self) -> Option<u32> {
+        self.candidates
+    }
+}
+
+impl Serialize for MessageReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("message", &self.message)?;
+        m.serialize_entry("lab_no", &self.lab_no)?;
+        if let Some(t) = self.lab_type() {
+            m.serialize_entry("lab_type", t)?;
+        }
+        m.serialize_entry("outcome", self.outcome())?;
+        if let Some(c) = self.candidates {
+            m.serialize_entry("candidates", &c)?;
+        }
+        m.end()
+    }
+}
+
+/// One of the few distinct codes a report holds (lab types, match outcomes), each stored
+/// once for the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Code(u8);
+
+static CODES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+impl Code {
+    fn of(text: &'static str) -> Code {
+        let Ok(mut codes) = CODES.lock() else {
+            return Code(u8::MAX);
+        };
+        if let Some(i) = codes.iter().position(|c| *c == text) {
+            return Code(i as u8);
+        }
+        if codes.len() >= usize::from(u8::MAX) {
+            return Code(u8::MAX);
+        }
+        codes.push(text);
+        Code((codes.len() - 1) as u8)
+    }
+    fn text(self) -> &'static str {
+        CODES
+            .lock()
+            .ok()
+            .and_then(|c| c.get(usize::from(self.0)).copied())
+            .unwrap_or("other")
+    }
 }
 
 /// Collects [`InputReport`]s keyed by input label, in first-seen order.
@@ -62,10 +136,14 @@ impl ReportCollector {
         }
     }
 
-    /// The reports, in the order inputs were first seen.
+    /// The reports, in the order inputs were first seen; taken out of the collector (not
+    /// copied: a replay's report can hold a million labs), so a second call gets none.
     pub fn reports(&self) -> Vec<InputReport> {
         match self.inner.lock() {
-            Ok(g) => g.0.iter().filter_map(|k| g.1.get(k).cloned()).collect(),
+            Ok(mut g) => {
+                let (order, mut map) = std::mem::take(&mut *g);
+                order.into_iter().filter_map(|k| map.remove(&k)).collect()
+            }
             Err(_) => Vec::new(),
         }
     }
@@ -89,9 +167,10 @@ impl Observer for ReportCollector {
     fn observe(&self, e: &Event<'_>) {
         match e {
             Event::Received { prov, .. } => self.with(prov.origin.label(), |_| {}),
-            Event::Parsed { prov, found, .. } => {
-                self.with(prov.origin.label(), |r| r.messages_found += found)
-            }
+            Event::Parsed { prov, found, .. } => self.with(prov.origin.label(), |r| {
+                r.messages_found += found;
+                r.messages.reserve_exact(*found as usize);
+            }),
             Event::Imported {
                 prov,
                 outcome,
@@ -106,13 +185,13 @@ impl Observer for ReportCollector {
                 } else {
                     r.unmatched += 1;
                 }
-                let m = MessageReport {
-                    message: part + 1,
-                    lab_no: *lab_no,
-                    lab_type: lab.map(|l| l.lab_type),
+                let m = MessageReport::new(
+                    part + 1,
+                    *lab_no,
+                    lab.map(|l| l.lab_type),
                     outcome,
-                    candidates: lab.and_then(|l| l.candidates),
-                };
+                    lab.and_then(|l| l.candidates),
+                );
                 let at = r.messages.partition_point(|x| x.message <= m.message);
                 r.messages.insert(at, m);
             }),

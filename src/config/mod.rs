@@ -63,8 +63,9 @@ pub struct PipelineSettings {
 }
 
 /// The default byte budget of a pipeline's inputs in flight: sized for a small clinic
-/// server (the parsed form of a lab file takes a few times its raw bytes).
-pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 16 * 1024 * 1024;
+/// server. A parsed lab file takes about 15–17 times its raw bytes in memory (measured with
+/// `scripts/bench-memory --per-file 1000`: 16 MiB of raw input in flight peaked at 278 MB).
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 4 * 1024 * 1024;
 
 impl Default for PipelineSettings {
     fn default() -> Self {
