@@ -2,13 +2,13 @@
 //! messages found, imported, duplicates, matched, unmatched and dead-lettered (with reasons).
 //! Files are left in place; replaying again imports nothing new (all duplicates).
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::report::{InputReport, MessageReport, ReportCollector};
+use super::report::{InputReport, ReportCollector};
 use super::{fail, DbArgs, DEFAULT_LAB_PIPELINE};
 use crate::ack::BatchStatus;
 use crate::config::{load_file, load_str, PipelineConfig};
@@ -239,28 +239,34 @@ fn print_table(r: &Report<'_>) {
         t.unmatched,
         t.dead_lettered
     );
-    let unmatched: Vec<(&str, &MessageReport)> = r
+    // Streamed, not collected: a replay can list a million unmatched labs.
+    let unmatched = r
         .files
         .iter()
         .flat_map(|f| f.messages.iter().map(move |m| (f.input.as_str(), m)))
-        .filter(|(_, m)| m.outcome() != "matched" && m.lab_type().is_some())
-        .collect();
-    if !unmatched.is_empty() {
-        println!("unmatched labs (in OSCAR's unmatched list; `outcome` says why):");
-        for (input, m) in unmatched {
-            let candidates = m
-                .candidates()
-                .map(|n| format!(" ({n} chart{})", if n == 1 { "" } else { "s" }))
-                .unwrap_or_default();
-            println!(
-                "  {input} #{} lab_no {} {} {}{candidates}",
-                m.message,
-                m.lab_no,
-                m.lab_type().unwrap_or("-"),
-                m.outcome()
+        .filter(|(_, m)| m.outcome() != "matched" && m.lab_type().is_some());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (i, (input, m)) in unmatched.enumerate() {
+        if i == 0 {
+            let _ = writeln!(
+                out,
+                "unmatched labs (in OSCAR's unmatched list; `outcome` says why):"
             );
         }
+        let candidates = m
+            .candidates()
+            .map(|n| format!(" ({n} chart{})", if n == 1 { "" } else { "s" }))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {input} #{} lab_no {} {} {}{candidates}",
+            m.message,
+            m.lab_no,
+            m.lab_type().unwrap_or("-"),
+            m.outcome()
+        );
     }
+    drop(out);
     println!("pipeline {} on {}", r.pipeline, r.database);
     if let Some(f) = &r.fatal {
         println!("FATAL: {f}");
