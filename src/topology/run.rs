@@ -410,7 +410,13 @@ where
         // Group commit: what waited in the channel meanwhile joins this envelope, up to the
         // sink's limit. At low load nothing waits and the envelope goes alone.
         let mut group = vec![env];
-        let mut bytes = group[0].payload.raw_bytes().len();
+        // Sizes only for a sink that groups: a payload kept on disk (a fax) would be read
+        // into memory to be measured.
+        let mut bytes = if limit.files > 1 {
+            group[0].payload.raw_bytes().len()
+        } else {
+            0
+        };
         while group.len() < limit.files {
             let Ok(env) = rx.try_recv() else { break };
             let size = env.payload.raw_bytes().len();
