@@ -142,9 +142,7 @@ impl ByteBudget {
     /// Waits until `bytes` fit in what is free. An input larger than the whole budget
     /// waits until the budget is entirely free and then goes alone.
     pub async fn take(&self, bytes: u64) -> BudgetShare {
-        let units = bytes
-            .div_ceil(BUDGET_UNIT)
-            .clamp(1, u64::from(self.total_units)) as u32;
+        let units = self.units_for(bytes);
         let permit = self
             .units
             .clone()
@@ -155,14 +153,18 @@ impl ByteBudget {
     }
     /// `bytes` from what is free now, or `None` without waiting.
     pub fn try_take(&self, bytes: u64) -> Option<BudgetShare> {
-        let units = bytes
-            .div_ceil(BUDGET_UNIT)
-            .clamp(1, u64::from(self.total_units)) as u32;
+        let units = self.units_for(bytes);
         self.units
             .clone()
             .try_acquire_many_owned(units)
             .ok()
             .map(|permit| BudgetShare { _permit: permit })
+    }
+    /// The units `bytes` take: at least one, at most the whole budget.
+    fn units_for(&self, bytes: u64) -> u32 {
+        bytes
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, u64::from(self.total_units)) as u32
     }
     /// Bytes taken by the inputs in flight now (in whole units).
     pub fn in_use(&self) -> u64 {

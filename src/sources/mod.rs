@@ -334,6 +334,14 @@ impl<T> Outlet<T> {
         &self.control
     }
 
+    /// Ends when the pipeline's stop signal fires (never, without one).
+    async fn stopped(&self) {
+        match self.shutdown.clone() {
+            Some(mut s) => s.wait().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Waits while the pipeline is paused. Every source calls it **before it takes an
     /// input** (reads, hashes or stamps a file, downloads, decodes a frame, claims a row):
     /// a paused source takes nothing new, so nothing new is counted in flight and the input
@@ -342,12 +350,7 @@ impl<T> Outlet<T> {
     /// shutdown signal as before.)
     pub async fn ready(&self) -> bool {
         if self.control.intake_stopped() {
-            let stopped = async {
-                match self.shutdown.clone() {
-                    Some(mut s) => s.wait().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let stopped = self.stopped();
             tokio::select! {
                 _ = self.control.wait_resumed() => {}
                 _ = self.tx.closed() => return false,
@@ -374,12 +377,7 @@ impl<T: Send + Archivable> Outlet<T> {
                 crate::payload::ArchiveBody::Bytes(b) => b.len() as u64,
                 crate::payload::ArchiveBody::File { size, .. } => size,
             };
-            let stopped = async {
-                match self.shutdown.clone() {
-                    Some(mut s) => s.wait().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let stopped = self.stopped();
             if env.ack.holds_share() {
                 // A later envelope of an input already in: it takes what is free and never
                 // waits, since the room it would wait for may be its own batch's.
