@@ -124,28 +124,53 @@ pub async fn record(
     prov: &Provenance,
     entries: &[Entry],
 ) -> Result<(), sqlx::Error> {
+    record_files(tx, &[(prov, entries)]).await
+}
+
+/// [`record`] for the entries of several inputs (a group commit's files), in order, in as
+/// few statements as the rows allow.
+pub async fn record_files(
+    tx: &mut Transaction<'static, Any>,
+    files: &[(&Provenance, &[Entry])],
+) -> Result<(), sqlx::Error> {
     let now = now_sql();
-    let received = local_time(prov.received_at);
-    let origin = cut(&prov.origin.label(), 500);
-    let sha = prov.sha256_hex();
-    for chunk in entries.chunks(ROWS_PER_INSERT) {
+    struct Of {
+        received: String,
+        origin: String,
+        sha: String,
+    }
+    let of: Vec<Of> = files
+        .iter()
+        .map(|(prov, _)| Of {
+            received: local_time(prov.received_at),
+            origin: cut(&prov.origin.label(), 500),
+            sha: prov.sha256_hex(),
+        })
+        .collect();
+    let rows: Vec<(usize, &Entry)> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, entries))| entries.iter().map(move |e| (i, e)))
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
         let row = format!("({})", vec!["?"; PER_ROW].join(", "));
         let sql = format!(
             "INSERT INTO oscarflow_journal ({COLUMNS}) VALUES {}",
             vec![row; chunk.len()].join(", ")
         );
         let mut q = sqlx::query(&sql);
-        for e in chunk {
+        for (i, e) in chunk {
+            let (prov, o) = (files[*i].0, &of[*i]);
             q = q
                 .bind(now.clone())
                 .bind(e.kind.unwrap_or(Kind::Lab).as_str())
                 .bind(cut(&prov.pipeline, 100))
                 .bind(cut(&prov.source, 100))
                 .bind(cut(&prov.source_kind, 30))
-                .bind(origin.clone())
-                .bind(received.clone())
+                .bind(o.origin.clone())
+                .bind(o.received.clone())
                 .bind(i64::from(prov.attempt))
-                .bind(sha.clone())
+                .bind(o.sha.clone())
                 .bind(e.part.map(i64::from))
                 .bind(e.message_type.as_deref().map(|s| cut(s, 20)))
                 .bind(e.control_id.as_deref().map(|s| cut(s, 100)))

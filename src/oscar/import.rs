@@ -14,19 +14,23 @@
 //! Matched labs also get `measurements`/`measurementsExt` rows, and a new version moves the
 //! previous version's measurements to `measurementsDeleted` ([`super::measurements`]).
 
+use std::collections::{HashMap, HashSet};
+
 use base64::Engine;
 use sqlx::{Any, Transaction};
 
 use super::charset::NarrowColumns;
-use super::generated_id;
 use super::info::{doc_nums, ColumnWidths, Hl7TextInfo};
 use super::matching::{match_patient, MatchOutcome, MatchSettings};
-use super::measurements::{retire_previous_version, write_measurements};
-use super::routing::routes;
+use super::measurements::{
+    flowsheet_types, identifiers, move_to_deleted, previous_version, versions_of, Measurements,
+};
+use super::routing::{routes_for, RouteQuery};
+use super::rows::{insert_all, insert_ids, Limit, Row, Q};
 use super::Flavour;
 use crate::component::ProcessError;
 use crate::envelope::Provenance;
-use crate::lab_file::LabFile;
+use crate::lab_file::{LabEntry, LabFile};
 use crate::store::{now_sql, Store};
 
 /// Sink settings the import needs.
@@ -102,9 +106,6 @@ pub struct ImportedLab {
     pub matched: MatchOutcome,
 }
 
-/// `oscarflow_lab_message` rows per INSERT (11 parameters each, under SQLite's old limit).
-const LAB_MESSAGE_CHUNK: usize = 80;
-
 fn db(context: &'static str) -> impl Fn(sqlx::Error) -> ProcessError {
     move |e| ProcessError::from_sqlx(context, &e)
 }
@@ -141,18 +142,37 @@ fn warn_replaced(
     }
 }
 
-async fn is_duplicate(tx: &mut Transaction<'static, Any>, md5: &str) -> Result<bool, ProcessError> {
-    // Ours (the unique key) or OSCAR's (an upload through its own screens), in one round trip.
-    let seen: i64 = sqlx::query_scalar(
-        "SELECT CASE WHEN EXISTS (SELECT 1 FROM oscarflow_lab_import WHERE md5sum = ?) OR EXISTS (SELECT 1 FROM fileUploadCheck WHERE md5sum = ?) THEN 1 ELSE 0 END",
-    )
-    .bind(md5)
-    .bind(md5)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(db("duplicate check"))?;
-    Ok(seen != 0)
+/// Which of `md5s` were imported before: ours (the unique key) or OSCAR's (an upload
+/// through its own screens), in one query per [`MD5_CHUNK`] files.
+async fn seen_before(
+    tx: &mut Transaction<'static, Any>,
+    md5s: &[&str],
+) -> Result<HashSet<String>, ProcessError> {
+    let mut seen = HashSet::new();
+    for chunk in md5s.chunks(MD5_CHUNK) {
+        let list = vec!["?"; chunk.len()].join(", ");
+        let sql = format!(
+            "SELECT md5sum FROM oscarflow_lab_import WHERE md5sum IN ({list}) UNION SELECT md5sum FROM fileUploadCheck WHERE md5sum IN ({list})"
+        );
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
+        for _ in 0..2 {
+            for m in chunk {
+                q = q.bind(*m);
+            }
+        }
+        for m in q
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("duplicate check"))?
+        {
+            seen.insert(m.to_ascii_lowercase());
+        }
+    }
+    Ok(seen)
 }
+
+/// Files per duplicate-check query.
+const MD5_CHUNK: usize = 200;
 
 /// Imports `file` in one transaction. See the module docs.
 pub async fn import_file(
@@ -161,316 +181,645 @@ pub async fn import_file(
     prov: &Provenance,
     opts: &ImportOptions,
 ) -> Result<ImportOutcome, ProcessError> {
-    check_statement_size(file, opts.max_statement_bytes)?;
-    let mut tx = store.pool.begin().await.map_err(db("begin transaction"))?;
-    match import_into(&mut tx, store, file, prov, opts).await? {
-        Written::Imported(labs) => {
-            tx.commit().await.map_err(db("commit"))?;
-            Ok(ImportOutcome::Imported { labs })
-        }
-        Written::Duplicate => {
-            tx.rollback().await.map_err(db("rollback"))?;
-            Ok(ImportOutcome::Duplicate)
-        }
+    match import_files(store, &[(file, prov)], opts).await {
+        Ok(mut outcomes) => Ok(outcomes.pop().unwrap_or(ImportOutcome::Duplicate)),
         // Another writer committed the same file first.
-        Written::Raced => {
-            let _ = tx.rollback().await;
-            Ok(ImportOutcome::Duplicate)
-        }
+        Err(Failure::Raced) => Ok(ImportOutcome::Duplicate),
+        Err(Failure::File(_, e) | Failure::Group(e)) => Err(e),
     }
 }
 
-/// Imports several files in **one transaction** (a group commit), in the given order, each
-/// exactly as [`import_file`] would: a file seen before — committed earlier, or earlier in
-/// this very group — writes nothing, and versions of one accession retire each other's
-/// measurements in order. All or nothing: on an error the transaction is rolled back and
-/// the error names the file it belongs to, so the caller can commit the rest without it.
-/// Another writer committing one of these files meanwhile is reported as a transient error
-/// of that file (a retry finds it a duplicate).
+/// Imports several files in **one transaction** (a group commit), in the given order, with
+/// the same rows as [`import_file`] would write for each in turn: a file seen before —
+/// committed earlier, or earlier in this very group — writes nothing, and versions of one
+/// accession retire each other's measurements in order. Each table's rows for the whole
+/// group go in one multi-row statement (or a few, under the parameter and packet limits).
+///
+/// All or nothing: on an error the transaction is rolled back. The error names the file
+/// it belongs to when that is known (a message too large, values over OSCAR's columns with
+/// `on_overflow = "reject"`); an error of a statement shared by several files names none
+/// (`None`), and the caller finds the culprit by splitting the group. Another writer
+/// committing one of these files meanwhile is a transient error of the group (a retry finds
+/// it a duplicate).
 pub async fn import_group(
     store: &Store,
     files: &[(&LabFile, &Provenance)],
     opts: &ImportOptions,
-) -> Result<Vec<ImportOutcome>, (usize, ProcessError)> {
-    for (i, (file, _)) in files.iter().enumerate() {
-        check_statement_size(file, opts.max_statement_bytes).map_err(|e| (i, e))?;
-    }
-    let mut tx = store
-        .pool
-        .begin()
-        .await
-        .map_err(|e| (0, ProcessError::from_sqlx("begin transaction", &e)))?;
-    let mut outcomes = Vec::with_capacity(files.len());
-    for (i, (file, prov)) in files.iter().enumerate() {
-        match import_into(&mut tx, store, file, prov, opts).await {
-            Ok(Written::Imported(labs)) => outcomes.push(ImportOutcome::Imported { labs }),
-            Ok(Written::Duplicate) => outcomes.push(ImportOutcome::Duplicate),
-            Ok(Written::Raced) => {
-                let _ = tx.rollback().await;
-                return Err((
-                    i,
-                    ProcessError::transient(
-                        "another writer committed the same file during the group commit",
-                    ),
-                ));
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                return Err((i, e));
-            }
-        }
-    }
-    tx.commit()
-        .await
-        .map_err(|e| (0, ProcessError::from_sqlx("commit", &e)))?;
-    Ok(outcomes)
+) -> Result<Vec<ImportOutcome>, (Option<usize>, ProcessError)> {
+    import_files(store, files, opts).await.map_err(|f| match f {
+        Failure::File(i, e) => (Some(i), e),
+        Failure::Group(e) => (None, e),
+        Failure::Raced => (
+            None,
+            ProcessError::transient(
+                "another writer committed one of the group's files during the group commit",
+            ),
+        ),
+    })
 }
 
-/// What [`import_into`] did inside the caller's transaction.
-enum Written {
-    Imported(Vec<ImportedLab>),
-    /// Seen before: nothing written.
-    Duplicate,
-    /// Another writer committed the same file first: this file's rows are in the
-    /// transaction and must be rolled back.
+/// Why [`import_files`] wrote nothing.
+enum Failure {
+    /// An error of this file alone.
+    File(usize, ProcessError),
+    /// An error of the group's statements.
+    Group(ProcessError),
+    /// Another writer committed one of the files first.
     Raced,
 }
 
-/// One file's rows, written into `tx` (which the caller commits or rolls back).
-async fn import_into(
+impl From<ProcessError> for Failure {
+    fn from(e: ProcessError) -> Self {
+        Failure::Group(e)
+    }
+}
+
+async fn import_files(
+    store: &Store,
+    files: &[(&LabFile, &Provenance)],
+    opts: &ImportOptions,
+) -> Result<Vec<ImportOutcome>, Failure> {
+    for (i, (file, _)) in files.iter().enumerate() {
+        check_statement_size(file, opts.max_statement_bytes).map_err(|e| Failure::File(i, e))?;
+    }
+    let mut tx = store.pool.begin().await.map_err(db("begin transaction"))?;
+    match write_files(&mut tx, store, files, opts).await {
+        Ok(Some(outcomes)) => {
+            tx.commit().await.map_err(db("commit"))?;
+            Ok(outcomes)
+        }
+        // Every file seen before: nothing written.
+        Ok(None) => {
+            let _ = tx.rollback().await;
+            Ok(vec![ImportOutcome::Duplicate; files.len()])
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// One message of a file being written.
+struct Msg<'a> {
+    /// Index of its file in the group.
+    file: usize,
+    entry: &'a LabEntry,
+    info: Hl7TextInfo,
+    accession: String,
+    lab_no: i64,
+    matched: Option<MatchOutcome>,
+    /// Columns where characters were replaced (names only), logged once per message.
+    replaced: Vec<String>,
+}
+
+/// The rows of `files` written into `tx` (see [`import_group`]); `None` when every file
+/// was seen before and nothing was written.
+async fn write_files(
     tx: &mut Transaction<'static, Any>,
     store: &Store,
-    file: &LabFile,
-    prov: &Provenance,
+    files: &[(&LabFile, &Provenance)],
     opts: &ImportOptions,
-) -> Result<Written, ProcessError> {
-    if is_duplicate(tx, &file.md5).await? {
-        return Ok(Written::Duplicate);
+) -> Result<Option<Vec<ImportOutcome>>, Failure> {
+    let md5s: Vec<&str> = files.iter().map(|(f, _)| f.md5.as_str()).collect();
+    let mut seen = seen_before(tx, &md5s).await?;
+    // The files to write: not seen before, and the first copy of any repeated in the group.
+    let fresh: Vec<usize> = (0..files.len())
+        .filter(|&i| seen.insert(files[i].0.md5.to_ascii_lowercase()))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(None);
     }
     let now = now_sql();
-    let mut replaced = Vec::new();
-    let filename = upload_filename(&file.name);
-    let filename = opts
+    let limit = Limit::for_backend(store.backend);
+
+    // What each message's rows are, before any is written: a file whose values do not fit
+    // and are to be refused fails here, alone.
+    let mut msgs: Vec<Msg> = Vec::new();
+    for &i in &fresh {
+        for entry in &files[i].0.messages {
+            let mut replaced = Vec::new();
+            let mut info = Hl7TextInfo::from_lab_with(&entry.lab, opts.flavour, &opts.widths);
+            info.fit_charset(&opts.narrow, &mut replaced);
+            if !info.truncated.is_empty() && opts.on_overflow == Overflow::Reject {
+                return Err(Failure::File(
+                    i,
+                    ProcessError::data(
+                        crate::dead_letter::ReasonCode::ImportRejected,
+                        format!(
+                            "message {}: values longer than OSCAR's hl7TextInfo columns: {}",
+                            entry.index + 1,
+                            info.truncated.join(", ")
+                        ),
+                    ),
+                ));
+            }
+            msgs.push(Msg {
+                file: i,
+                entry,
+                accession: info.accession_num.clone().unwrap_or_default(),
+                info,
+                lab_no: 0,
+                matched: entry.matched.clone(),
+                replaced,
+            });
+        }
+    }
+
+    // fileUploadCheck, one row per file.
+    let uploads: Vec<UploadRow> = fresh
+        .iter()
+        .map(|&i| {
+            let (file, prov) = files[i];
+            let mut replaced = Vec::new();
+            let filename = opts
+                .narrow
+                .fit(
+                    "fileUploadCheck",
+                    "filename",
+                    &upload_filename(&file.name),
+                    &mut replaced,
+                )
+                .into_owned();
+            warn_replaced(prov, None, None, &mut replaced);
+            UploadRow {
+                provider_no: &opts.upload_provider_no,
+                filename,
+                md5: &file.md5,
+                now: &now,
+            }
+        })
+        .collect();
+    let upload_ids = insert_ids(
+        tx,
+        store.insert_returning,
+        (UPLOAD_COLUMNS, "id"),
+        &uploads,
+        limit,
+    )
+    .await
+    .map_err(db("insert fileUploadCheck"))?;
+    let upload_id = |file: usize| upload_ids[fresh.iter().position(|&i| i == file).unwrap_or(0)];
+
+    // hl7TextMessage: all the group's messages, their lab numbers in order.
+    let mut service_replaced = Vec::new();
+    let service_name = opts
         .narrow
-        .fit("fileUploadCheck", "filename", &filename, &mut replaced)
+        .fit(
+            "hl7TextMessage",
+            "serviceName",
+            &cut(&opts.service_name, 100),
+            &mut service_replaced,
+        )
         .into_owned();
-    warn_replaced(prov, None, None, &mut replaced);
-    let fuc = sqlx::query("INSERT INTO fileUploadCheck (provider_no, filename, md5sum, date_time) VALUES (?, ?, ?, ?)")
-        .bind(&opts.upload_provider_no)
-        .bind(filename)
-        .bind(&file.md5)
-        .bind(&now)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("insert fileUploadCheck"))?;
-    let file_id = generated_id(tx, fuc.last_insert_id(), "fileUploadCheck").await?;
-
-    let mut labs = Vec::with_capacity(file.messages.len());
-    let mut records = Vec::with_capacity(file.messages.len());
-    for entry in &file.messages {
-        let lab = &entry.lab;
-        let message =
-            base64::engine::general_purpose::STANDARD.encode(entry.stored_text.as_bytes());
-        let r = sqlx::query(
-            "INSERT INTO hl7TextMessage (fileUploadCheck_id, message, type, serviceName, created) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(file_id)
-        .bind(message)
-        .bind(lab.lab_type.as_str())
-        .bind(
-            opts.narrow
-                .fit("hl7TextMessage", "serviceName", &cut(&opts.service_name, 100), &mut replaced)
-                .into_owned(),
-        )
-        .bind(&now)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("insert hl7TextMessage"))?;
-        let lab_no = generated_id(tx, r.last_insert_id(), "hl7TextMessage").await?;
-
-        let mut info = Hl7TextInfo::from_lab_with(lab, opts.flavour, &opts.widths);
-        info.fit_charset(&opts.narrow, &mut replaced);
-        let info_accession = info.accession_num.clone().unwrap_or_default();
-        if !info.truncated.is_empty() && opts.on_overflow == Overflow::Reject {
-            return Err(ProcessError::data(
-                crate::dead_letter::ReasonCode::ImportRejected,
-                format!(
-                    "message {}: values longer than OSCAR's hl7TextInfo columns: {}",
-                    entry.index + 1,
-                    info.truncated.join(", ")
-                ),
-            ));
+    let texts: Vec<MessageRow> = msgs
+        .iter()
+        .map(|m| MessageRow {
+            upload_id: upload_id(m.file),
+            message: base64::engine::general_purpose::STANDARD
+                .encode(m.entry.stored_text.as_bytes()),
+            lab_type: m.entry.lab.lab_type.as_str(),
+            service_name: &service_name,
+            now: &now,
+        })
+        .collect();
+    let message_limit = limit.with_bytes(
+        opts.max_statement_bytes
+            .map(|max| max.saturating_sub(STATEMENT_OVERHEAD))
+            .unwrap_or(MESSAGE_BYTES_PER_STATEMENT)
+            .min(MESSAGE_BYTES_PER_STATEMENT) as usize,
+    );
+    let lab_nos = insert_ids(
+        tx,
+        store.insert_returning,
+        (MESSAGE_COLUMNS, "lab_id"),
+        &texts,
+        message_limit,
+    )
+    .await
+    .map_err(db("insert hl7TextMessage"))?;
+    drop(texts);
+    for (m, lab_no) in msgs.iter_mut().zip(&lab_nos) {
+        m.lab_no = *lab_no;
+        m.replaced.append(&mut service_replaced.clone());
+        if !m.info.truncated.is_empty() {
+            let prov = files[m.file].1;
+            tracing::warn!(pipeline = %prov.pipeline, sha = %prov.short_hash(), part = m.entry.index, lab_no = m.lab_no, columns = ?m.info.truncated, "Values longer than OSCAR's hl7TextInfo columns were truncated.");
         }
-        if !info.truncated.is_empty() {
-            tracing::warn!(pipeline = %prov.pipeline, sha = %prov.short_hash(), part = entry.index, lab_no, columns = ?info.truncated, "Values longer than OSCAR's hl7TextInfo columns were truncated.");
-        }
-        sqlx::query(
-            "INSERT INTO hl7TextInfo (lab_no, sex, health_no, result_status, final_result_count, obr_date, priority, requesting_client, discipline, last_name, first_name, report_status, accessionNum, filler_order_num, sending_facility, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(lab_no)
-        .bind(info.sex)
-        .bind(info.health_no)
-        .bind(info.result_status)
-        .bind(info.final_result_count)
-        .bind(info.obr_date)
-        .bind(info.priority)
-        .bind(info.requesting_client)
-        .bind(info.discipline)
-        .bind(info.last_name)
-        .bind(info.first_name)
-        .bind(info.report_status)
-        .bind(info.accession_num)
-        .bind(info.filler_order_num)
-        .bind(info.sending_facility)
-        .bind(info.label)
-        .execute(&mut **tx)
+    }
+
+    // hl7TextInfo.
+    let infos: Vec<InfoRow> = msgs
+        .iter()
+        .map(|m| InfoRow {
+            lab_no: m.lab_no,
+            info: &m.info,
+        })
+        .collect();
+    insert_all(tx, INFO_COLUMNS, &infos, limit)
         .await
         .map_err(db("insert hl7TextInfo"))?;
+    drop(infos);
 
-        let matched = match &entry.matched {
-            Some(m) => m.clone(),
-            // A pipeline without a match stage still never guesses: OSCAR's default rules.
-            None => match_patient(tx, &lab.patient, &MatchSettings::default())
-                .await
-                .map_err(db("patient match"))?,
-        };
-        // As OSCAR's populateMeasurementsTable, for matched labs only: the previous
-        // version's measurements move aside, then this lab's are written.
-        if let MatchOutcome::Matched { demographic_no, .. } = &matched {
-            retire_previous_version(tx, lab_no, &info_accession, &now)
-                .await
-                .map_err(db("retire previous measurements"))?;
-            write_measurements(
-                tx,
-                lab,
-                (lab_no, *demographic_no),
-                &now,
-                store,
-                (&opts.narrow, &mut replaced),
-            )
-            .await
-            .map_err(db("insert measurements"))?;
-            sqlx::query(
-                "INSERT INTO patientLabRouting (demographic_no, lab_no, lab_type, created, dateModified) VALUES (?, ?, 'HL7', ?, ?)",
-            )
-            .bind(*demographic_no)
-            .bind(lab_no)
-            .bind(&now)
-            .bind(&now)
-            .execute(&mut **tx)
-            .await
-            .map_err(db("insert patientLabRouting"))?;
-        }
-        let routed = routes(tx, lab.lab_type, &doc_nums(lab), matched.mrp())
-            .await
-            .map_err(db("provider routing"))?;
-        // Every route of the lab in one INSERT (`routes` gives at least one).
-        if !routed.is_empty() {
-            let sql = format!(
-                "INSERT INTO providerLabRouting (provider_no, lab_no, status, comment, timestamp, lab_type) VALUES {}",
-                vec!["(?, ?, ?, NULL, ?, 'HL7')"; routed.len()].join(", ")
+    // A pipeline without a match stage still never guesses: OSCAR's default rules.
+    for m in &mut msgs {
+        if m.matched.is_none() {
+            m.matched = Some(
+                match_patient(tx, &m.entry.lab.patient, &MatchSettings::default())
+                    .await
+                    .map_err(db("patient match"))?,
             );
-            let mut q = sqlx::query(&sql);
-            for route in routed {
-                q = q
-                    .bind(route.provider_no)
-                    .bind(lab_no)
-                    .bind(route.status)
-                    .bind(&now);
-            }
-            q.execute(&mut **tx)
-                .await
-                .map_err(db("insert providerLabRouting"))?;
         }
-        warn_replaced(prov, Some(entry.index), Some(lab_no), &mut replaced);
-        records.push((lab_no, entry, info_accession));
-        labs.push(ImportedLab {
-            part: entry.index,
-            lab_no,
-            lab_type: lab.lab_type,
-            matched,
-        });
     }
+
+    write_measurements_of(tx, store, &mut msgs, &now, &opts.narrow).await?;
+
+    // patientLabRouting for the matched labs.
+    let patients: Vec<PatientRoute> = msgs
+        .iter()
+        .filter_map(|m| {
+            Some(PatientRoute {
+                demographic_no: m.matched.as_ref()?.demographic_no()?,
+                lab_no: m.lab_no,
+                now: &now,
+            })
+        })
+        .collect();
+    insert_all(tx, PATIENT_ROUTE_COLUMNS, &patients, limit)
+        .await
+        .map_err(db("insert patientLabRouting"))?;
+
+    // providerLabRouting: every route of every lab (`routes_for` gives each at least one).
+    let doc_nums: Vec<Vec<String>> = msgs.iter().map(|m| doc_nums(&m.entry.lab)).collect();
+    let queries: Vec<RouteQuery> = msgs
+        .iter()
+        .zip(&doc_nums)
+        .map(|(m, nums)| RouteQuery {
+            lab_type: m.entry.lab.lab_type,
+            doc_nums: nums,
+            mrp: m.matched.as_ref().and_then(|o| o.mrp()),
+        })
+        .collect();
+    let routed = routes_for(tx, &queries)
+        .await
+        .map_err(db("provider routing"))?;
+    let providers: Vec<ProviderRoute> = msgs
+        .iter()
+        .zip(routed)
+        .flat_map(|(m, routes)| {
+            routes.into_iter().map(|r| ProviderRoute {
+                provider_no: r.provider_no,
+                lab_no: m.lab_no,
+                status: r.status,
+                now: &now,
+            })
+        })
+        .collect();
+    insert_all(tx, PROVIDER_ROUTE_COLUMNS, &providers, limit)
+        .await
+        .map_err(db("insert providerLabRouting"))?;
+
+    for m in &mut msgs {
+        warn_replaced(
+            files[m.file].1,
+            Some(m.entry.index),
+            Some(m.lab_no),
+            &mut m.replaced,
+        );
+    }
+    let labs: Vec<ImportedLab> = msgs
+        .iter()
+        .map(|m| ImportedLab {
+            part: m.entry.index,
+            lab_no: m.lab_no,
+            lab_type: m.entry.lab.lab_type,
+            matched: m.matched.clone().unwrap_or(MatchOutcome::NotFound),
+        })
+        .collect();
 
     // Each lab's record (type, match outcome and reason), in the same transaction.
-    for chunk in records
+    let records: Vec<LabRecord> = msgs
         .iter()
         .zip(&labs)
-        .collect::<Vec<_>>()
-        .chunks(LAB_MESSAGE_CHUNK)
-    {
-        let sql = format!(
-            "INSERT INTO oscarflow_lab_message (lab_no, md5sum, part, pipeline, lab_type, typed_by, control_id, accession, match_outcome, match_candidates, demographic_no, imported_at) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for ((lab_no, entry, accession), lab) in chunk {
-            q = q
-                .bind(*lab_no)
-                .bind(&file.md5)
-                .bind(i64::from(entry.index))
-                .bind(&*prov.pipeline)
-                .bind(lab.lab_type.as_str())
-                .bind(entry.lab.typed_by.code())
-                .bind(cut(&entry.lab.control_id, 100))
-                .bind(cut(accession, 255))
-                .bind(lab.matched.label())
-                .bind(lab.matched.candidates().map(|n| n as i64))
-                .bind(lab.matched.demographic_no())
-                .bind(&now);
-        }
-        q.execute(&mut **tx)
-            .await
-            .map_err(db("insert oscarflow_lab_message"))?;
-    }
+        .map(|(m, lab)| LabRecord {
+            msg: m,
+            lab,
+            md5: &files[m.file].0.md5,
+            pipeline: &files[m.file].1.pipeline,
+            now: &now,
+        })
+        .collect();
+    insert_all(tx, LAB_MESSAGE_COLUMNS, &records, limit)
+        .await
+        .map_err(db("insert oscarflow_lab_message"))?;
+    drop(records);
 
-    // The journal's rows for these labs, in the same transaction (one INSERT per file).
-    let entries: Vec<crate::journal::Entry> = records
+    // The journal's rows for these labs, in the same transaction.
+    let entries: Vec<crate::journal::Entry> = msgs
         .iter()
         .zip(&labs)
-        .map(|((lab_no, entry, accession), lab)| crate::journal::Entry {
+        .map(|(m, lab)| crate::journal::Entry {
             kind: Some(crate::journal::Kind::Lab),
-            part: Some(entry.index),
-            message_type: Some(entry.lab.message_type.clone()).filter(|s| !s.is_empty()),
-            control_id: Some(entry.lab.control_id.clone()).filter(|s| !s.is_empty()),
-            accession: Some(accession.clone()).filter(|s| !s.is_empty()),
+            part: Some(m.entry.index),
+            message_type: Some(m.entry.lab.message_type.clone()).filter(|s| !s.is_empty()),
+            control_id: Some(m.entry.lab.control_id.clone()).filter(|s| !s.is_empty()),
+            accession: Some(m.accession.clone()).filter(|s| !s.is_empty()),
             lab_type: Some(lab.lab_type.as_str()),
             outcome: crate::journal::outcome::IMPORTED,
             match_outcome: Some(lab.matched.label()),
             match_candidates: lab.matched.candidates(),
-            lab_no: Some(*lab_no),
+            lab_no: Some(lab.lab_no),
             demographic_no: lab.matched.demographic_no(),
             ..Default::default()
         })
         .collect();
-    crate::journal::record(tx, prov, &entries)
+    let mut journal: Vec<(&Provenance, &[crate::journal::Entry])> = Vec::new();
+    let mut outcomes: Vec<ImportOutcome> = vec![ImportOutcome::Duplicate; files.len()];
+    let mut imports: Vec<ImportRow> = Vec::new();
+    let mut start = 0;
+    for (k, &i) in fresh.iter().enumerate() {
+        let n = files[i].0.messages.len();
+        let file_labs = labs[start..start + n].to_vec();
+        journal.push((files[i].1, &entries[start..start + n]));
+        imports.push(ImportRow {
+            file: files[i].0,
+            prov: files[i].1,
+            upload_id: upload_ids[k],
+            lab_nos: file_labs
+                .iter()
+                .map(|l| l.lab_no.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            now: &now,
+        });
+        outcomes[i] = ImportOutcome::Imported { labs: file_labs };
+        start += n;
+    }
+    crate::journal::record_files(tx, &journal)
         .await
         .map_err(db("insert oscarflow_journal"))?;
 
-    let lab_nos = labs
+    match insert_all(tx, IMPORT_COLUMNS, &imports, limit).await {
+        Ok(_) => Ok(Some(outcomes)),
+        // Another writer committed one of these files first.
+        Err(e) if crate::store::is_unique_violation(&e) => Err(Failure::Raced),
+        Err(e) => Err(ProcessError::from_sqlx("insert oscarflow_lab_import", &e).into()),
+    }
+}
+
+/// The measurements of the matched labs, as OSCAR's `populateMeasurementsTable` writes
+/// them one lab after another: the previous version's measurements move aside, then this
+/// lab's are written. Labs are taken in runs with no accession twice, so that a version
+/// finds the measurements of an earlier version of the same group already written; each
+/// run's rows go in a few statements. A version never sees a later file of its group as
+/// its previous version (that file is not written yet when one file at a time).
+async fn write_measurements_of(
+    tx: &mut Transaction<'static, Any>,
+    store: &Store,
+    msgs: &mut [Msg<'_>],
+    now: &str,
+    narrow: &NarrowColumns,
+) -> Result<(), Failure> {
+    let matched: Vec<usize> = (0..msgs.len())
+        .filter(|&k| {
+            msgs[k]
+                .matched
+                .as_ref()
+                .is_some_and(|o| o.demographic_no().is_some())
+        })
+        .collect();
+    if matched.is_empty() {
+        return Ok(());
+    }
+    let identifiers: Vec<&str> = matched
         .iter()
-        .map(|l| l.lab_no.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let origin = serde_json::to_string(&prov.origin).unwrap_or_else(|_| "{}".into());
-    let r = sqlx::query(
-        "INSERT INTO oscarflow_lab_import (md5sum, file_upload_check_id, pipeline, source, origin, content_sha256, messages, lab_nos, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&file.md5)
-    .bind(file_id)
-    .bind(&*prov.pipeline)
-    .bind(&*prov.source)
-    .bind(origin)
-    .bind(prov.sha256_hex())
-    .bind(labs.len() as i64)
-    .bind(lab_nos)
-    .bind(&now)
-    .execute(&mut **tx)
-    .await;
-    match r {
-        Ok(_) => Ok(Written::Imported(labs)),
-        // Another writer committed the same file first.
-        Err(e) if crate::store::is_unique_violation(&e) => Ok(Written::Raced),
-        Err(e) => Err(ProcessError::from_sqlx("insert oscarflow_lab_import", &e)),
+        .flat_map(|&k| identifiers(&msgs[k].entry.lab))
+        .collect();
+    let mapped = flowsheet_types(tx, store.backend, &identifiers)
+        .await
+        .map_err(db("insert measurements"))?;
+    let position: HashMap<i64, usize> = msgs
+        .iter()
+        .enumerate()
+        .map(|(k, m)| (m.lab_no, k))
+        .collect();
+    let mut start = 0;
+    while start < matched.len() {
+        let mut accessions: HashSet<&str> = HashSet::new();
+        let mut end = start;
+        while end < matched.len() {
+            let a = msgs[matched[end]].accession.as_str();
+            if !a.is_empty() && !accessions.insert(a) {
+                break;
+            }
+            end += 1;
+        }
+        let run = &matched[start..end];
+        let wanted: Vec<&str> = accessions.into_iter().collect();
+        let versions = versions_of(tx, &wanted)
+            .await
+            .map_err(db("retire previous measurements"))?;
+        let previous: Vec<i64> = run
+            .iter()
+            .filter_map(|&k| {
+                let m = &msgs[k];
+                let later = |lab_no: i64| position.get(&lab_no).is_some_and(|&p| p > k);
+                previous_version(versions.get(m.accession.as_str())?, m.lab_no, later)
+            })
+            .collect();
+        move_to_deleted(tx, &previous, now)
+            .await
+            .map_err(db("retire previous measurements"))?;
+        let mut rows = Measurements::default();
+        for &k in run {
+            let m = &mut msgs[k];
+            let demographic_no = m
+                .matched
+                .as_ref()
+                .and_then(|o| o.demographic_no())
+                .unwrap_or_default();
+            rows.add(
+                &m.entry.lab,
+                (m.lab_no, demographic_no),
+                &mapped,
+                now,
+                (narrow, &mut m.replaced),
+            );
+        }
+        rows.write(tx, store)
+            .await
+            .map_err(db("insert measurements"))?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// Bytes of Base64 messages per `hl7TextMessage` statement, whatever the server takes: a
+/// group of large files goes in several statements rather than one huge one.
+const MESSAGE_BYTES_PER_STATEMENT: u64 = 8 * 1024 * 1024;
+
+const UPLOAD_COLUMNS: &str =
+    "INSERT INTO fileUploadCheck (provider_no, filename, md5sum, date_time)";
+struct UploadRow<'a> {
+    provider_no: &'a str,
+    filename: String,
+    md5: &'a str,
+    now: &'a str,
+}
+impl Row for UploadRow<'_> {
+    const PARAMS: usize = 4;
+    const VALUES: &'static str = "(?, ?, ?, ?)";
+    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
+        q.bind(self.provider_no)
+            .bind(self.filename.as_str())
+            .bind(self.md5)
+            .bind(self.now)
+    }
+}
+
+const MESSAGE_COLUMNS: &str =
+    "INSERT INTO hl7TextMessage (fileUploadCheck_id, message, type, serviceName, created)";
+/// An `hl7TextMessage` row: the message as Base64 of its UTF-8 text, no line breaks.
+struct MessageRow<'a> {
+    upload_id: i64,
+    message: String,
+    lab_type: &'static str,
+    service_name: &'a str,
+    now: &'a str,
+}
+impl Row for MessageRow<'_> {
+    const PARAMS: usize = 5;
+    const VALUES: &'static str = "(?, ?, ?, ?, ?)";
+    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
+        q.bind(self.upload_id)
+            .bind(self.message.as_str())
+            .bind(self.lab_type)
+            .bind(self.service_name)
+            .bind(self.now)
+    }
+    fn bytes(&self) -> usize {
+        self.message.len()
+    }
+}
+
+const INFO_COLUMNS: &str = "INSERT INTO hl7TextInfo (lab_no, sex, health_no, result_status, final_result_count, obr_date, priority, requesting_client, discipline, last_name, first_name, report_status, accessionNum, filler_order_num, sending_facility, label)";
+struct InfoRow<'a> {
+    lab_no: i64,
+    info: &'a Hl7TextInfo,
+}
+impl Row for InfoRow<'_> {
+    const PARAMS: usize = 16;
+    const VALUES: &'static str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
+        let i = self.info;
+        q.bind(self.lab_no)
+            .bind(i.sex.as_deref())
+            .bind(i.health_no.as_deref())
+            .bind(i.result_status.as_deref())
+            .bind(i.final_result_count)
+            .bind(i.obr_date.as_deref())
+            .bind(i.priority.as_deref())
+            .bind(i.requesting_client.as_deref())
+            .bind(i.discipline.as_deref())
+            .bind(i.last_name.as_deref())
+            .bind(i.first_name.as_deref())
+            .bind(i.report_status.as_str())
+            .bind(i.accession_num.as_deref())
+            .bind(i.filler_order_num.as_str())
+            .bind(i.sending_facility.as_deref())
+            .bind(i.label.as_deref())
+    }
+}
+
+const PATIENT_ROUTE_COLUMNS: &str =
+    "INSERT INTO patientLabRouting (demographic_no, lab_no, lab_type, created, dateModified)";
+struct PatientRoute<'a> {
+    demographic_no: i64,
+    lab_no: i64,
+    now: &'a str,
+}
+impl Row for PatientRoute<'_> {
+    const PARAMS: usize = 4;
+    const VALUES: &'static str = "(?, ?, 'HL7', ?, ?)";
+    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
+        q.bind(self.demographic_no)
+            .bind(self.lab_no)
+            .bind(self.now)
+            .bind(self.now)
+    }
+}
+
+const PROVIDER_ROUTE_COLUMNS: &str =
+    "INSERT INTO providerLabRouting (provider_no, lab_no, status, comment, timestamp, lab_type)";
+struct ProviderRoute<'a> {
+    provider_no: String,
+    lab_no: i64,
+    status: String,
+    now: &'a str,
+}
+impl Row for ProviderRoute<'_> {
+    const PARAMS: usize = 4;
+    const VALUES: &'static str = "(?, ?, ?, NULL, ?, 'HL7')";
+    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
+        q.bind(self.provider_no.as_str())
+            .bind(self.lab_no)
+            .bind(self.status.as_str())
+            .bind(self.now)
+    }
+}
+
+const LAB_MESSAGE_COLUMNS: &str = "INSERT INTO oscarflow_lab_message (lab_no, md5sum, part, pipeline, lab_type, typed_by, control_id, accession, match_outcome, match_candidates, demographic_no, imported_at)";
+/// Each lab's record: type, match outcome and reason.
+struct LabRecord<'a> {
+    msg: &'a Msg<'a>,
+    lab: &'a ImportedLab,
+    md5: &'a str,
+    pipeline: &'a str,
+    now: &'a str,
+}
+impl Row for LabRecord<'_> {
+    const PARAMS: usize = 12;
+    const VALUES: &'static str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
+        let (m, lab) = (self.msg, self.lab);
+        q.bind(lab.lab_no)
+            .bind(self.md5)
+            .bind(i64::from(m.entry.index))
+            .bind(self.pipeline)
+            .bind(lab.lab_type.as_str())
+            .bind(m.entry.lab.typed_by.code())
+            .bind(cut(&m.entry.lab.control_id, 100))
+            .bind(cut(&m.accession, 255))
+            .bind(lab.matched.label())
+            .bind(lab.matched.candidates().map(|n| n as i64))
+            .bind(lab.matched.demographic_no())
+            .bind(self.now)
+    }
+}
+
+const IMPORT_COLUMNS: &str = "INSERT INTO oscarflow_lab_import (md5sum, file_upload_check_id, pipeline, source, origin, content_sha256, messages, lab_nos, imported_at)";
+/// A file's import record: its unique `md5sum` is what makes a concurrent writer of the
+/// same file lose.
+struct ImportRow<'a> {
+    file: &'a LabFile,
+    prov: &'a Provenance,
+    upload_id: i64,
+    lab_nos: String,
+    now: &'a str,
+}
+impl Row for ImportRow<'_> {
+    const PARAMS: usize = 9;
+    const VALUES: &'static str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
+        let origin = serde_json::to_string(&self.prov.origin).unwrap_or_else(|_| "{}".into());
+        q.bind(self.file.md5.as_str())
+            .bind(self.upload_id)
+            .bind(&*self.prov.pipeline)
+            .bind(&*self.prov.source)
+            .bind(origin)
+            .bind(self.prov.sha256_hex())
+            .bind(self.file.messages.len() as i64)
+            .bind(self.lab_nos.as_str())
+            .bind(self.now)
     }
 }

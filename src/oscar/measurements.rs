@@ -19,6 +19,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::charset::NarrowColumns;
 use super::info::format_hl7_ts;
+use super::rows::{insert_all, insert_ids, Limit, Row as InsertRow, Q};
 use crate::hl7::lab::{LabMessage, Observation};
 use crate::store::{Backend, Store};
 
@@ -77,6 +78,136 @@ fn keep(x: &Observation) -> bool {
         && !x.status.eq_ignore_ascii_case("DNS")
 }
 
+/// One version of an accession, as `hl7TextInfo` holds it.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub lab_no: i64,
+    pub final_result_count: i64,
+    pub obr_date: String,
+}
+
+/// The versions of each accession in `accessions` (every `hl7TextInfo` row whose
+/// `accessionNum` equals it under the column's collation, as `accessionNum = ?` finds them),
+/// in one query per [`ACCESSION_CHUNK`] accessions.
+pub async fn versions_of(
+    tx: &mut Transaction<'static, Any>,
+    accessions: &[&str],
+) -> Result<HashMap<String, Vec<Version>>, sqlx::Error> {
+    let mut out: HashMap<String, Vec<Version>> = HashMap::new();
+    for chunk in accessions.chunks(ACCESSION_CHUNK) {
+        let sql = format!(
+            "SELECT x.n, h.lab_no, COALESCE(h.final_result_count, 0), CAST(COALESCE(h.obr_date, '') AS CHAR) FROM ({}) x JOIN hl7TextInfo h ON h.accessionNum = x.k",
+            super::rows::keys_table(chunk.len(), true)
+        );
+        let mut q = sqlx::query(&sql);
+        for a in chunk {
+            q = q.bind(*a);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let n: i64 = r.try_get(0)?;
+            let Some(key) = usize::try_from(n).ok().and_then(|n| chunk.get(n)) else {
+                continue;
+            };
+            out.entry(key.to_string()).or_default().push(Version {
+                lab_no: r.try_get(1)?,
+                final_result_count: r.try_get(2)?,
+                obr_date: crate::store::text_column(&r, 3)?.unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Accessions per [`versions_of`] query.
+const ACCESSION_CHUNK: usize = 200;
+
+/// The version just before `lab_no` among `versions` (OSCAR's `getMatchingLabs`: versions
+/// within four months of this lab, ordered by `final_result_count` then `obr_date`),
+/// ignoring those `hidden` says are not there yet (later files of the same group commit).
+pub fn previous_version(
+    versions: &[Version],
+    lab_no: i64,
+    hidden: impl Fn(i64) -> bool,
+) -> Option<i64> {
+    let parse = |d: &str| chrono::NaiveDateTime::parse_from_str(d, "%Y-%m-%d %H:%M:%S").ok();
+    let this = parse(&versions.iter().find(|v| v.lab_no == lab_no)?.obr_date);
+    let mut near: Vec<&Version> = versions
+        .iter()
+        .filter(|v| v.lab_no == lab_no || !hidden(v.lab_no))
+        .filter(|v| match (this, parse(&v.obr_date)) {
+            (Some(a), Some(b)) => (a - b).num_days().abs() <= 122,
+            _ => true,
+        })
+        .collect();
+    near.sort_by(|a, b| {
+        (a.final_result_count, &a.obr_date, a.lab_no).cmp(&(
+            b.final_result_count,
+            &b.obr_date,
+            b.lab_no,
+        ))
+    });
+    let pos = near.iter().position(|v| v.lab_no == lab_no)?;
+    (pos > 0).then(|| near[pos - 1].lab_no)
+}
+
+/// Moves the measurements of each lab in `previous` (in that order) to
+/// `measurementsDeleted`; returns how many moved. Their `measurementsExt` rows stay.
+pub async fn move_to_deleted(
+    tx: &mut Transaction<'static, Any>,
+    previous: &[i64],
+    now: &str,
+) -> Result<u64, sqlx::Error> {
+    let mut of: HashMap<i64, Vec<i64>> = HashMap::new();
+    let wanted: Vec<String> = previous.iter().map(|l| l.to_string()).collect();
+    for chunk in wanted.chunks(ACCESSION_CHUNK) {
+        let sql = format!(
+            "SELECT measurement_id, val FROM measurementsExt WHERE keyval = 'lab_no' AND val IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for v in chunk {
+            q = q.bind(v.as_str());
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            let id = match r.try_get::<i64, _>(0) {
+                Ok(v) => v,
+                Err(_) => i64::from(r.try_get::<i32, _>(0)?),
+            };
+            let val = crate::store::text_column(&r, 1)?.unwrap_or_default();
+            if let Ok(lab) = val.trim().parse::<i64>() {
+                of.entry(lab).or_default().push(id);
+            }
+        }
+    }
+    let mut moved = 0;
+    for lab in previous {
+        let mut ids = of.remove(lab).unwrap_or_default();
+        ids.sort_unstable();
+        ids.dedup();
+        // One primary-key statement per row: MariaDB runs `DELETE … WHERE id IN (subquery)`
+        // (and, on small tables, `id IN (list)`) as a full scan of `measurements` that locks
+        // every row, which deadlocks concurrent imports of other accessions and grows with
+        // the table. `id = ?` locks only the row it moves.
+        for id in ids {
+            sqlx::query(
+                "INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) \
+                 SELECT SUBSTR(m.type, 1, 4), m.demographicNo, m.providerNo, m.dataField, m.measuringInstruction, COALESCE(m.comments, ''), COALESCE(m.dateObserved, m.dateEntered), m.dateEntered, ?, m.id \
+                 FROM measurements m WHERE m.id = ?",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            moved += sqlx::query("DELETE FROM measurements WHERE id = ?")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+        }
+    }
+    Ok(moved)
+}
+
 /// Moves the previous version's measurements aside (see module docs). `lab_no` is the new
 /// lab, already in `hl7TextInfo`.
 pub async fn retire_previous_version(
@@ -88,65 +219,14 @@ pub async fn retire_previous_version(
     if accession.is_empty() {
         return Ok(0);
     }
-    let rows = sqlx::query(
-        "SELECT lab_no, COALESCE(final_result_count, 0), CAST(COALESCE(obr_date, '') AS CHAR) FROM hl7TextInfo WHERE accessionNum = ?",
-    )
-    .bind(accession)
-    .fetch_all(&mut **tx)
-    .await?;
-    let parse = |d: &str| chrono::NaiveDateTime::parse_from_str(d, "%Y-%m-%d %H:%M:%S").ok();
-    let mut versions: Vec<(i64, i64, String)> = Vec::new();
-    for r in &rows {
-        let date = crate::store::text_column(r, 2)?.unwrap_or_default();
-        versions.push((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?, date));
-    }
-    let Some(this_date) = versions.iter().find(|v| v.0 == lab_no).map(|v| v.2.clone()) else {
+    let versions = versions_of(tx, &[accession]).await?;
+    let Some(previous) = versions
+        .get(accession)
+        .and_then(|v| previous_version(v, lab_no, |_| false))
+    else {
         return Ok(0);
     };
-    // OSCAR's getMatchingLabs: versions within four months of this lab.
-    let this = parse(&this_date);
-    versions.retain(|v| match (this, parse(&v.2)) {
-        (Some(a), Some(b)) => (a - b).num_days().abs() <= 122,
-        _ => true,
-    });
-    versions.sort_by(|a, b| (a.1, &a.2, a.0).cmp(&(b.1, &b.2, b.0)));
-    let Some(pos) = versions.iter().position(|v| v.0 == lab_no) else {
-        return Ok(0);
-    };
-    if pos == 0 {
-        return Ok(0);
-    }
-    let previous = versions[pos - 1].0.to_string();
-    // The ids first, then one primary-key statement per row: MariaDB runs `DELETE … WHERE
-    // id IN (subquery)` (and, on small tables, `id IN (list)`) as a full scan of
-    // `measurements` that locks every row, which deadlocks concurrent imports of other
-    // accessions and grows with the table. `id = ?` locks only the row it moves.
-    let mut ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT measurement_id FROM measurementsExt WHERE keyval = 'lab_no' AND val = ?",
-    )
-    .bind(&previous)
-    .fetch_all(&mut **tx)
-    .await?;
-    ids.sort_unstable();
-    ids.dedup();
-    let mut moved = 0;
-    for id in ids {
-        sqlx::query(
-            "INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) \
-             SELECT SUBSTR(m.type, 1, 4), m.demographicNo, m.providerNo, m.dataField, m.measuringInstruction, COALESCE(m.comments, ''), COALESCE(m.dateObserved, m.dateEntered), m.dateEntered, ?, m.id \
-             FROM measurements m WHERE m.id = ?",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-        moved += sqlx::query("DELETE FROM measurements WHERE id = ?")
-            .bind(id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-    }
-    Ok(moved)
+    move_to_deleted(tx, &[previous], now).await
 }
 
 /// OSCAR's FLOWSHEET mapping (`measurementMap` → `measurementType`) of each identifier:
@@ -201,204 +281,162 @@ const MAP_CHUNK: usize = 200;
 /// One `measurements` row, before its id is known.
 struct MeasurementRow {
     mtype: String,
+    demographic_no: i64,
     data: String,
     instruction: String,
     observed: String,
+    entered: String,
 }
 
-impl MeasurementRow {
-    /// Binds the row's values, in [`MEASUREMENT_VALUES`] order.
-    fn bind<'q>(
-        &'q self,
-        q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
-        demographic_no: i64,
-        now: &'q str,
-    ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+impl InsertRow for MeasurementRow {
+    const PARAMS: usize = 6;
+    const VALUES: &'static str = "(?, ?, '0', ?, ?, '', ?, ?, 0)";
+    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
         q.bind(self.mtype.as_str())
-            .bind(demographic_no)
+            .bind(self.demographic_no)
             .bind(self.data.as_str())
             .bind(self.instruction.as_str())
             .bind(self.observed.as_str())
-            .bind(now)
+            .bind(self.entered.as_str())
     }
 }
 
-/// Writes the measurements of a matched lab; returns how many.
-///
-/// With [`Store::insert_returning`] the rows go in multi-row
-/// `INSERT … RETURNING id` statements: auto-increment values grow with each row a statement
-/// inserts, so the returned ids, sorted, belong to the rows in `VALUES` order, whatever the
-/// server's `innodb_autoinc_lock_mode` (interleaved mode can leave gaps, never reorder).
-/// Without it (MySQL), one `INSERT` per row and its reported id, as before. Same rows, same
-/// order, same `measurementsExt` either way: the golden tests run both backends, and
-/// `tests/mariadb.rs` compares the two paths.
-pub async fn write_measurements(
-    tx: &mut Transaction<'static, Any>,
-    lab: &LabMessage,
-    (lab_no, demographic_no): (i64, i64),
-    now: &str,
-    store: &Store,
-    (narrow, replaced): (&NarrowColumns, &mut Vec<String>),
-) -> Result<u64, sqlx::Error> {
-    let accession = super::handlers::accession(lab);
-    let identifiers: Vec<&str> = lab
-        .orders
+/// One `measurementsExt` row: the index of its measurement among the rows written
+/// together, key and value.
+struct ExtRow {
+    measurement: usize,
+    key: &'static str,
+    val: String,
+    /// The measurement's id, once known.
+    id: i64,
+}
+
+impl InsertRow for ExtRow {
+    const PARAMS: usize = 3;
+    const VALUES: &'static str = "(?, ?, ?)";
+    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
+        q.bind(self.id).bind(self.key).bind(self.val.as_str())
+    }
+}
+
+/// The measurements of matched labs, computed before their ids are known, to be written
+/// together by [`Measurements::write`].
+#[derive(Default)]
+pub struct Measurements {
+    rows: Vec<MeasurementRow>,
+    ext: Vec<ExtRow>,
+}
+
+/// The identifiers of the results of `lab` that become measurements (for
+/// [`flowsheet_types`]).
+pub fn identifiers(lab: &LabMessage) -> impl Iterator<Item = &str> {
+    lab.orders
         .iter()
         .flat_map(|o| &o.observations)
         .filter(|x| keep(x))
         .map(|x| x.identifier.as_str())
-        .collect();
-    let mapped = flowsheet_types(tx, store.backend, &identifiers).await?;
-    let mut rows: Vec<MeasurementRow> = Vec::new();
-    // (index into `rows`, key, value)
-    let mut ext_rows: Vec<(usize, &'static str, String)> = Vec::new();
-    for (i, order) in lab.orders.iter().enumerate() {
-        for (j, x) in order.observations.iter().enumerate() {
-            if !keep(x) {
-                continue;
-            }
-            let (mtype, instruction) = mapped
-                .get(x.identifier.as_str())
-                .cloned()
-                .unwrap_or_default();
-            let mut fit = |column: &str, v: String| {
-                narrow
-                    .fit("measurements", column, &v, replaced)
-                    .into_owned()
-            };
-            rows.push(MeasurementRow {
-                mtype: fit("type", cut(&mtype, 50)),
-                data: fit("dataField", cut(&x.value, 255)),
-                instruction: fit("measuringInstruction", cut(&instruction, 255)),
-                observed: format_hl7_ts(&x.observed_at).unwrap_or_else(|| now.to_string()),
-            });
-            let mut ext: Vec<(&str, String)> = vec![
-                ("lab_no", lab_no.to_string()),
-                ("abnormal", abnormal(&x.abnormal_flag).to_string()),
-                ("identifier", x.identifier.clone()),
-                ("name", x.name.clone()),
-                ("labname", lab.sending_facility.clone()),
-                ("accession", accession.clone()),
-                (
-                    "request_datetime",
-                    format_hl7_ts(&order.requested_at).unwrap_or_default(),
-                ),
-                (
-                    "datetime",
-                    format_hl7_ts(&x.observed_at).unwrap_or_default(),
-                ),
-            ];
-            if !x.status.is_empty() {
-                ext.push(("olis_status", x.status.clone()));
-            }
-            if !x.units.is_empty() {
-                ext.push(("unit", x.units.clone()));
-            }
-            ext.extend(range(&x.reference_range));
-            ext.push(("other_id", format!("{i}-{j}")));
-            let row = rows.len() - 1;
-            ext_rows.extend(ext.into_iter().map(|(k, v)| {
-                (
-                    row,
-                    k,
+}
+
+impl Measurements {
+    /// Adds the measurements of the matched lab `lab` (`lab_no`, for chart
+    /// `demographic_no`), typed by `mapped` ([`flowsheet_types`] of its identifiers).
+    pub fn add(
+        &mut self,
+        lab: &LabMessage,
+        (lab_no, demographic_no): (i64, i64),
+        mapped: &HashMap<String, (String, String)>,
+        now: &str,
+        (narrow, replaced): (&NarrowColumns, &mut Vec<String>),
+    ) {
+        let accession = super::handlers::accession(lab);
+        for (i, order) in lab.orders.iter().enumerate() {
+            for (j, x) in order.observations.iter().enumerate() {
+                if !keep(x) {
+                    continue;
+                }
+                let (mtype, instruction) = mapped
+                    .get(x.identifier.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                let mut fit = |column: &str, v: String| {
                     narrow
-                        .fit("measurementsExt", "val", &v, replaced)
-                        .into_owned(),
-                )
-            }));
+                        .fit("measurements", column, &v, replaced)
+                        .into_owned()
+                };
+                self.rows.push(MeasurementRow {
+                    mtype: fit("type", cut(&mtype, 50)),
+                    demographic_no,
+                    data: fit("dataField", cut(&x.value, 255)),
+                    instruction: fit("measuringInstruction", cut(&instruction, 255)),
+                    observed: format_hl7_ts(&x.observed_at).unwrap_or_else(|| now.to_string()),
+                    entered: now.to_string(),
+                });
+                let mut ext: Vec<(&str, String)> = vec![
+                    ("lab_no", lab_no.to_string()),
+                    ("abnormal", abnormal(&x.abnormal_flag).to_string()),
+                    ("identifier", x.identifier.clone()),
+                    ("name", x.name.clone()),
+                    ("labname", lab.sending_facility.clone()),
+                    ("accession", accession.clone()),
+                    (
+                        "request_datetime",
+                        format_hl7_ts(&order.requested_at).unwrap_or_default(),
+                    ),
+                    (
+                        "datetime",
+                        format_hl7_ts(&x.observed_at).unwrap_or_default(),
+                    ),
+                ];
+                if !x.status.is_empty() {
+                    ext.push(("olis_status", x.status.clone()));
+                }
+                if !x.units.is_empty() {
+                    ext.push(("unit", x.units.clone()));
+                }
+                ext.extend(range(&x.reference_range));
+                ext.push(("other_id", format!("{i}-{j}")));
+                let measurement = self.rows.len() - 1;
+                self.ext.extend(ext.into_iter().map(|(key, v)| {
+                    ExtRow {
+                        measurement,
+                        key,
+                        val: narrow
+                            .fit("measurementsExt", "val", &v, replaced)
+                            .into_owned(),
+                        id: 0,
+                    }
+                }));
+            }
         }
     }
-    let ids = if store.insert_returning {
-        insert_returning_ids(tx, &rows, demographic_no, now).await?
-    } else {
-        insert_one_by_one(tx, &rows, demographic_no, now).await?
-    };
-    // The key/values of every measurement in a few multi-row INSERTs (same rows, same
-    // order): one round trip per row was most of an import's time.
-    for chunk in ext_rows.chunks(EXT_CHUNK) {
-        let sql = format!(
-            "INSERT INTO measurementsExt (measurement_id, keyval, val) VALUES {}",
-            vec!["(?, ?, ?)"; chunk.len()].join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for (row, k, v) in chunk {
-            q = q.bind(ids[*row]).bind(*k).bind(v.as_str());
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(rows.len() as u64)
-}
 
-const MEASUREMENT_COLUMNS: &str = "INSERT INTO measurements (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, appointmentNo) VALUES ";
-const MEASUREMENT_VALUES: &str = "(?, ?, '0', ?, ?, '', ?, ?, 0)";
-
-/// The rows in multi-row `INSERT … RETURNING id` statements; their ids in row order.
-async fn insert_returning_ids(
-    tx: &mut Transaction<'static, Any>,
-    rows: &[MeasurementRow],
-    demographic_no: i64,
-    now: &str,
-) -> Result<Vec<i64>, sqlx::Error> {
-    let mut ids = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(MEASUREMENT_CHUNK) {
-        let sql = format!(
-            "{MEASUREMENT_COLUMNS}{} RETURNING id",
-            vec![MEASUREMENT_VALUES; chunk.len()].join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for r in chunk {
-            q = r.bind(q, demographic_no, now);
+    /// Writes every measurement added, in order, then their key/values: a few multi-row
+    /// statements for all the labs of a group ([`super::rows`]). Returns how many
+    /// measurements.
+    pub async fn write(
+        mut self,
+        tx: &mut Transaction<'static, Any>,
+        store: &Store,
+    ) -> Result<u64, sqlx::Error> {
+        let limit = Limit::for_backend(store.backend);
+        let ids = insert_ids(
+            tx,
+            store.insert_returning,
+            (MEASUREMENT_COLUMNS, "id"),
+            &self.rows,
+            limit,
+        )
+        .await?;
+        for e in &mut self.ext {
+            e.id = ids[e.measurement];
         }
-        let mut got = Vec::with_capacity(chunk.len());
-        for row in q.fetch_all(&mut **tx).await? {
-            got.push(id_column(&row)?);
-        }
-        if got.len() != chunk.len() {
-            return Err(sqlx::Error::Protocol(format!(
-                "INSERT INTO measurements returned {} ids for {} rows",
-                got.len(),
-                chunk.len()
-            )));
-        }
-        got.sort_unstable();
-        ids.extend(got);
-    }
-    Ok(ids)
-}
-
-/// The rows one `INSERT` at a time, each with its reported id.
-async fn insert_one_by_one(
-    tx: &mut Transaction<'static, Any>,
-    rows: &[MeasurementRow],
-    demographic_no: i64,
-    now: &str,
-) -> Result<Vec<i64>, sqlx::Error> {
-    let sql = format!("{MEASUREMENT_COLUMNS}{MEASUREMENT_VALUES}");
-    let mut ids = Vec::with_capacity(rows.len());
-    for r in rows {
-        let res = r
-            .bind(sqlx::query(&sql), demographic_no, now)
-            .execute(&mut **tx)
-            .await?;
-        ids.push(crate::store::last_insert_id(tx, res.last_insert_id()).await?);
-    }
-    Ok(ids)
-}
-
-/// An id column: `measurements.id` is `int unsigned` in OSCAR's schema.
-fn id_column(row: &sqlx::any::AnyRow) -> Result<i64, sqlx::Error> {
-    match row.try_get::<i64, _>(0) {
-        Ok(v) => Ok(v),
-        Err(_) => row.try_get::<i32, _>(0).map(i64::from),
+        insert_all(tx, EXT_COLUMNS, &self.ext, limit).await?;
+        Ok(self.rows.len() as u64)
     }
 }
 
-/// `measurements` rows per INSERT (six parameters each, under SQLite's old limit of 999).
-const MEASUREMENT_CHUNK: usize = 150;
-
-/// `measurementsExt` rows per INSERT (three parameters each; SQLite builds before 3.32
-/// allow 999 parameters per statement).
-const EXT_CHUNK: usize = 300;
+const MEASUREMENT_COLUMNS: &str = "INSERT INTO measurements (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, appointmentNo)";
+const EXT_COLUMNS: &str = "INSERT INTO measurementsExt (measurement_id, keyval, val)";
 
 #[cfg(test)]
 mod tests {

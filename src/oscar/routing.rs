@@ -40,6 +40,16 @@ pub struct Route {
 /// The unclaimed inbox.
 pub const UNCLAIMED: &str = "0";
 
+/// What routing needs to know of one lab.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteQuery<'a> {
+    pub lab_type: LabType,
+    /// Practitioner numbers on the lab ([`super::info::doc_nums`]).
+    pub doc_nums: &'a [String],
+    /// The matched chart's MRP.
+    pub mrp: Option<&'a str>,
+}
+
 /// Computes the routes for a lab.
 pub async fn routes(
     conn: &mut AnyConnection,
@@ -47,46 +57,112 @@ pub async fn routes(
     doc_nums: &[String],
     mrp: Option<&str>,
 ) -> Result<Vec<Route>, sqlx::Error> {
-    let mut providers: Vec<String> = Vec::new();
-    let nums: Vec<&str> = doc_nums
+    let mut all = routes_for(
+        conn,
+        &[RouteQuery {
+            lab_type,
+            doc_nums,
+            mrp,
+        }],
+    )
+    .await?;
+    Ok(all.pop().unwrap_or_default())
+}
+
+/// Computes the routes of several labs (a group commit's) with one provider query per
+/// search column and one rules query for all their providers, as [`routes`] would for each.
+pub async fn routes_for(
+    conn: &mut AnyConnection,
+    labs: &[RouteQuery<'_>],
+) -> Result<Vec<Vec<Route>>, sqlx::Error> {
+    let nums: Vec<Vec<&str>> = labs
         .iter()
-        .map(|n| n.trim())
-        .filter(|n| !n.is_empty())
+        .map(|l| {
+            l.doc_nums
+                .iter()
+                .map(|n| n.trim())
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
         .collect();
-    if !nums.is_empty() {
-        // Every practitioner number in one query, each with its position: the providers of
-        // the first number (by provider_no), then of the second, …, as one query per number
-        // would give them.
-        let keys = (0..nums.len())
-            .map(|i| format!("SELECT {i} AS n, ? AS num"))
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let search = format!(
-            "SELECT p.provider_no FROM ({keys}) x JOIN provider p ON p.{} LIKE x.num ESCAPE '!' ORDER BY x.n, p.provider_no",
-            search_column(lab_type)
-        );
-        let mut q = sqlx::query_scalar::<_, String>(&search);
-        for num in &nums {
-            q = q.bind(like_literal(num));
-        }
-        for p in q.fetch_all(&mut *conn).await? {
-            if !p.trim().is_empty() && !providers.contains(&p) {
-                providers.push(p);
+    let mut found: Vec<Vec<String>> = vec![Vec::new(); labs.len()];
+    let mut columns: Vec<&'static str> = labs.iter().map(|l| search_column(l.lab_type)).collect();
+    columns.sort_unstable();
+    columns.dedup();
+    for column in columns {
+        // (lab, position of the number on the lab, number)
+        let keys: Vec<(usize, usize, &str)> = labs
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| search_column(l.lab_type) == column)
+            .flat_map(|(i, _)| nums[i].iter().enumerate().map(move |(n, num)| (i, n, *num)))
+            .collect();
+        for chunk in keys.chunks(KEY_CHUNK) {
+            // The providers of the first number (by provider_no), then of the second, …, as
+            // one query per number would give them.
+            let table = chunk
+                .iter()
+                .map(|(i, n, _)| format!("SELECT {i} AS l, {n} AS n, ? AS num"))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let search = format!(
+                "SELECT x.l, p.provider_no FROM ({table}) x JOIN provider p ON p.{column} LIKE x.num ESCAPE '!' ORDER BY x.l, x.n, p.provider_no"
+            );
+            let mut q = sqlx::query(&search);
+            for (_, _, num) in chunk {
+                q = q.bind(like_literal(num));
+            }
+            for r in q.fetch_all(&mut *conn).await? {
+                let l: i64 = r.try_get(0)?;
+                let p = text_column(&r, 1)?.unwrap_or_default();
+                if let Some(providers) = usize::try_from(l).ok().and_then(|l| found.get_mut(l)) {
+                    if !p.trim().is_empty() && !providers.contains(&p) {
+                        providers.push(p);
+                    }
+                }
             }
         }
     }
-    if providers.is_empty() {
-        match mrp
-            .map(str::trim)
-            .filter(|m| !m.is_empty() && *m != UNCLAIMED)
-        {
-            Some(m) => providers.push(m.to_string()),
-            None => providers.push(UNCLAIMED.to_string()),
+    for (providers, lab) in found.iter_mut().zip(labs) {
+        if providers.is_empty() {
+            match lab
+                .mrp
+                .map(str::trim)
+                .filter(|m| !m.is_empty() && *m != UNCLAIMED)
+            {
+                Some(m) => providers.push(m.to_string()),
+                None => providers.push(UNCLAIMED.to_string()),
+            }
         }
     }
-    // Apply forwarding rules breadth-first; each provider routed once.
-    let mut out: Vec<Route> = Vec::new();
+    // The rules of every first provider in one query; forwards read as they come.
     let mut rules: HashMap<String, ProviderRules> = HashMap::new();
+    let mut first: Vec<String> = found
+        .iter()
+        .flatten()
+        .take(MAX_ROUTED * labs.len())
+        .cloned()
+        .collect();
+    first.sort_unstable();
+    first.dedup();
+    read_rules(conn, &first, &mut rules).await?;
+    let mut out = Vec::with_capacity(labs.len());
+    for providers in found {
+        out.push(forward(conn, providers, &mut rules).await?);
+    }
+    Ok(out)
+}
+
+/// Practitioner numbers (or providers) per query.
+const KEY_CHUNK: usize = 300;
+
+/// Applies forwarding rules breadth-first from `providers`; each provider routed once.
+async fn forward(
+    conn: &mut AnyConnection,
+    providers: Vec<String>,
+    rules: &mut HashMap<String, ProviderRules>,
+) -> Result<Vec<Route>, sqlx::Error> {
+    let mut out: Vec<Route> = Vec::new();
     let mut queue = providers;
     let mut i = 0;
     while i < queue.len() && i < MAX_ROUTED {
@@ -102,7 +178,7 @@ pub async fn routes(
                 .filter(|q| !rules.contains_key(*q))
                 .cloned()
                 .collect();
-            read_rules(conn, &pending, &mut rules).await?;
+            read_rules(conn, &pending, rules).await?;
         }
         let ProviderRules { status, forwards } = rules.get(&p).cloned().unwrap_or_default();
         let status = status
@@ -140,6 +216,17 @@ struct ProviderRules {
 /// none), in one query. OSCAR reads them in two queries per provider; `tests/routing.rs`
 /// pins this reading to those, NULLs included.
 async fn read_rules(
+    conn: &mut AnyConnection,
+    providers: &[String],
+    into: &mut HashMap<String, ProviderRules>,
+) -> Result<(), sqlx::Error> {
+    for chunk in providers.chunks(KEY_CHUNK) {
+        read_rules_chunk(conn, chunk, into).await?;
+    }
+    Ok(())
+}
+
+async fn read_rules_chunk(
     conn: &mut AnyConnection,
     providers: &[String],
     into: &mut HashMap<String, ProviderRules>,

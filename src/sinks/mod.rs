@@ -50,14 +50,16 @@ pub trait Sink<T: Send + Sync + 'static>: Send + Sync {
     /// Commits several envelopes **in one transaction**, applied in the given order: all of
     /// them or none. On an error nothing is committed and [`GroupError::index`] names the
     /// envelope it came from; the runner dead-letters that one alone (a data error) and
-    /// commits the rest again, or (any other error) writes them one at a time. Only called
+    /// commits the rest again, splits the group in halves (a data error of no one envelope
+    /// known), or (any other error) writes them one at a time. Only called
     /// when [`Sink::group_limit`] allows more than one file; this default (for sinks that
     /// never group) writes them one after another.
     async fn write_group(&self, envs: &[&Envelope<T>]) -> Result<(), GroupError> {
         for (index, env) in envs.iter().enumerate() {
-            self.write(env)
-                .await
-                .map_err(|error| GroupError { index, error })?;
+            self.write(env).await.map_err(|error| GroupError {
+                index: Some(index),
+                error,
+            })?;
         }
         Ok(())
     }
@@ -79,8 +81,9 @@ impl GroupLimit {
 /// A group commit that failed: nothing of the group was written.
 #[derive(Debug)]
 pub struct GroupError {
-    /// Which envelope of the group the error belongs to.
-    pub index: usize,
+    /// Which envelope of the group the error belongs to; `None` when it came from a
+    /// statement shared by several (the runner splits the group to find out).
+    pub index: Option<usize>,
     pub error: ProcessError,
 }
 

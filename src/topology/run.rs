@@ -337,38 +337,53 @@ where
 
 /// Commits `group` in one transaction ([`Sink::write_group`]) and resolves every ack after
 /// it. A data error of one envelope dead-letters that one alone and the rest are committed
-/// again; any other error (transient, fatal) writes them one at a time with [`deliver`], so
-/// each gets exactly the retries, outage hold and dead letter it would have got alone.
+/// again; a data error of no one envelope known (a statement shared by several) splits the
+/// group in halves, committed in order, until the culprit is alone; any other error
+/// (transient, fatal) writes them one at a time with [`deliver`], so each gets exactly the
+/// retries, outage hold and dead letter it would have got alone.
 async fn deliver_group<T>(
     sink: Arc<dyn Sink<T>>,
-    mut group: Vec<Envelope<T>>,
+    group: Vec<Envelope<T>>,
     cx: Arc<RunContext>,
 ) -> Result<(), Fatal>
 where
     T: RawBytes + Send + Sync + 'static,
 {
     let started = std::time::Instant::now();
-    while group.len() > 1 {
-        let refs: Vec<&Envelope<T>> = group.iter().collect();
-        match sink.write_group(&refs).await {
-            Ok(()) => {
-                for env in group {
-                    stage_latency(&cx, started);
-                    env.ack.resolve(BatchStatus::Delivered);
+    let mut pending: std::collections::VecDeque<Vec<Envelope<T>>> = [group].into();
+    while let Some(mut group) = pending.pop_front() {
+        let alone = loop {
+            if group.len() <= 1 {
+                break group;
+            }
+            let refs: Vec<&Envelope<T>> = group.iter().collect();
+            match sink.write_group(&refs).await {
+                Ok(()) => {
+                    for env in group {
+                        stage_latency(&cx, started);
+                        env.ack.resolve(BatchStatus::Delivered);
+                    }
+                    break Vec::new();
                 }
-                return Ok(());
+                Err(GroupError {
+                    index: Some(index),
+                    error,
+                }) if error.kind == ErrorKind::Data && index < group.len() => {
+                    let env = group.remove(index);
+                    dead_letter_error(&cx, env, error, 1).await;
+                }
+                Err(GroupError { index: None, error }) if error.kind == ErrorKind::Data => {
+                    let second = group.split_off(group.len() / 2);
+                    pending.push_front(second);
+                    pending.push_front(group);
+                    break Vec::new();
+                }
+                Err(_) => break group,
             }
-            Err(GroupError { index, error })
-                if error.kind == ErrorKind::Data && index < group.len() =>
-            {
-                let env = group.remove(index);
-                dead_letter_error(&cx, env, error, 1).await;
-            }
-            Err(_) => break,
+        };
+        for env in alone {
+            deliver(sink.clone(), env, cx.clone()).await?;
         }
-    }
-    for env in group {
-        deliver(sink.clone(), env, cx.clone()).await?;
     }
     Ok(())
 }

@@ -176,7 +176,7 @@ impl Sink<LabFile> for OscarLab {
         let opts = self
             .options()
             .await
-            .map_err(|error| GroupError { index: 0, error })?;
+            .map_err(|error| GroupError { index: None, error })?;
         let files: Vec<_> = envs.iter().map(|e| (&e.payload, &*e.provenance)).collect();
         let outcomes = import_group(&self.store, &files, &opts)
             .await
