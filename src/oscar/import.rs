@@ -1,6 +1,7 @@
 //! [`import_file`]: one lab file = one transaction, written as OSCAR's own uploader writes it;
 //! [`import_group`]: several files in one transaction (group commit), each written the same
-//! way, in order.
+//! way, in order, with each table's rows for all of them in one multi-row statement
+//! ([`super::rows`]). One path writes both: a file alone is a group of one.
 //!
 //! Order (IMPORT-SPEC §2.1–§2.8, §6): duplicate check by the file's MD5 (our unique
 //! `oscarflow_lab_import` key, then OSCAR's `fileUploadCheck.md5sum`, which also catches files

@@ -9,8 +9,9 @@
 //!   followed to their head.
 //! - [`routing`]: provider inbox routing (§2.8): practitioner numbers → providers, else the
 //!   MRP, else the unclaimed inbox `'0'`; `incomingLabRules` status and forwards.
-//! - [`import`]: one file = one transaction: `fileUploadCheck`, `hl7TextMessage`,
-//!   `hl7TextInfo`, `patientLabRouting`, `providerLabRouting`.
+//! - [`import`]: one file, or a group of files, = one transaction: `fileUploadCheck`,
+//!   `hl7TextMessage`, `hl7TextInfo`, `patientLabRouting`, `providerLabRouting`, each table's
+//!   rows for the whole group in one multi-row statement ([`rows`]).
 //! - [`charset`]: OSCAR's `utf8mb3` columns and the replacement of characters they cannot
 //!   hold.
 //! - [`fax`]: received faxes filed as OSCAR's `FaxImporter` files them (§3.3).
