@@ -28,13 +28,108 @@ pub struct InputReport {
     pub dead_letter_ids: Vec<String>,
     /// Every lab committed from this input, with its match outcome (the reason, when
     /// unmatched), in the order of the input.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub messages: Vec<MessageReport>,
+    #[serde(skip_serializing_if = "Messages::is_empty")]
+    pub messages: Messages,
 }
 
-/// One committed lab of an input: ids and bounded codes, no PHI. Kept compact (24 bytes: a
-/// replay of a million labs holds a million of them); serialized as
-/// `{message, lab_no, lab_type?, outcome, candidates?}`.
+/// The labs of one input, kept as runs: consecutive messages with consecutive lab numbers
+/// and the same type and outcome (a group commit numbers a file's labs consecutively) are
+/// one 24-byte entry, so a replay of a million labs in files of a thousand holds about a
+/// thousand entries, not a million. Serialized as the list of every lab.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Messages {
+    runs: Vec<Run>,
+}
+
+/// `len` labs: messages `message..message + len`, lab numbers `lab_no..lab_no + len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    message: u32,
+    len: u32,
+    lab_no: i64,
+    /// `u32::MAX`: none.
+    candidates: u32,
+    lab_type: Option<Code>,
+    outcome: Code,
+}
+
+impl Run {
+    fn of(m: &MessageReport) -> Run {
+        Run {
+            message: m.message,
+            len: 1,
+            lab_no: m.lab_no,
+            candidates: m.candidates.unwrap_or(u32::MAX),
+            lab_type: m.lab_type,
+            outcome: m.outcome,
+        }
+    }
+
+    /// Whether `next` directly follows this run (next message, next lab number) and has
+    /// its type and outcome.
+    fn continues(&self, next: &Run) -> bool {
+        u64::from(self.message) + u64::from(self.len) == u64::from(next.message)
+            && self.lab_no.checked_add(i64::from(self.len)) == Some(next.lab_no)
+            && (self.candidates, self.lab_type, self.outcome)
+                == (next.candidates, next.lab_type, next.outcome)
+    }
+
+    fn get(&self, i: u32) -> MessageReport {
+        MessageReport {
+            message: self.message + i,
+            lab_no: self.lab_no + i64::from(i),
+            lab_type: self.lab_type,
+            outcome: self.outcome,
+            candidates: (self.candidates != u32::MAX).then_some(self.candidates),
+        }
+    }
+}
+
+impl Messages {
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// How many labs.
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(|r| r.len as usize).sum()
+    }
+
+    /// Adds a lab in its place (by message number).
+    pub fn insert(&mut self, m: MessageReport) {
+        let new = Run::of(&m);
+        let at = self.runs.partition_point(|r| r.message <= m.message);
+        if at > 0 && self.runs[at - 1].continues(&new) {
+            self.runs[at - 1].len += 1;
+            // It may now touch the run after it.
+            if at < self.runs.len() && self.runs[at - 1].continues(&self.runs[at]) {
+                let next = self.runs.remove(at);
+                self.runs[at - 1].len += next.len;
+            }
+        } else if at < self.runs.len() && new.continues(&self.runs[at]) {
+            let next = &mut self.runs[at];
+            next.message = new.message;
+            next.lab_no = new.lab_no;
+            next.len += 1;
+        } else {
+            self.runs.insert(at, new);
+        }
+    }
+
+    /// Every lab, in message order.
+    pub fn iter(&self) -> impl Iterator<Item = MessageReport> + '_ {
+        self.runs.iter().flat_map(|r| (0..r.len).map(|i| r.get(i)))
+    }
+}
+
+impl Serialize for Messages {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+/// One committed lab of an input: ids and bounded codes, no PHI; serialized as
+/// `{message, lab_no, lab_type?, outcome, candidates?}`. Held in [`Messages`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageReport {
     /// 1-based position of the message in its input.
@@ -167,10 +262,9 @@ impl Observer for ReportCollector {
     fn observe(&self, e: &Event<'_>) {
         match e {
             Event::Received { prov, .. } => self.with(prov.origin.label(), |_| {}),
-            Event::Parsed { prov, found, .. } => self.with(prov.origin.label(), |r| {
-                r.messages_found += found;
-                r.messages.reserve_exact(*found as usize);
-            }),
+            Event::Parsed { prov, found, .. } => {
+                self.with(prov.origin.label(), |r| r.messages_found += found)
+            }
             Event::Imported {
                 prov,
                 outcome,
@@ -192,8 +286,7 @@ impl Observer for ReportCollector {
                     outcome,
                     lab.and_then(|l| l.candidates),
                 );
-                let at = r.messages.partition_point(|x| x.message <= m.message);
-                r.messages.insert(at, m);
+                r.messages.insert(m);
             }),
             Event::Duplicate { prov, messages, .. } => {
                 self.with(prov.origin.label(), |r| r.duplicates += messages)
@@ -224,5 +317,59 @@ impl Observer for ReportCollector {
             | Event::QueueRound { .. }
             | Event::QueueRoundFailed { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab(message: u32, lab_no: i64, outcome: &'static str) -> MessageReport {
+        MessageReport::new(message, lab_no, Some("PATHL7"), outcome, None)
+    }
+
+    #[test]
+    fn a_file_of_consecutive_labs_is_one_entry_and_lists_every_lab_in_order() {
+        assert_eq!(std::mem::size_of::<Run>(), 24);
+        let mut m = Messages::default();
+        // Out of order, as concurrent events may arrive.
+        for i in (1..=1000u32).rev() {
+            m.insert(lab(i, 5000 + i64::from(i), "not_found"));
+        }
+        assert_eq!(m.runs.len(), 1, "{:?}", &m.runs[..m.runs.len().min(3)]);
+        assert_eq!(m.len(), 1000);
+        let all: Vec<MessageReport> = m.iter().collect();
+        assert_eq!(all[0], lab(1, 5001, "not_found"));
+        assert_eq!(all[999], lab(1000, 6000, "not_found"));
+        assert!(all.windows(2).all(|w| w[0].message + 1 == w[1].message));
+    }
+
+    #[test]
+    fn labs_that_differ_in_outcome_candidates_or_numbering_keep_their_own_values() {
+        let mut m = Messages::default();
+        let labs = vec![
+            lab(1, 10, "matched"),
+            lab(2, 11, "matched"),
+            lab(3, 12, "not_found"),
+            MessageReport::new(4, 13, Some("PATHL7"), "ambiguous", Some(2)),
+            MessageReport::new(5, 14, Some("PATHL7"), "ambiguous", Some(3)),
+            lab(6, 20, "matched"),
+            MessageReport::new(7, 21, None, "matched", None),
+            lab(8, 22, "matched"),
+        ];
+        for l in labs.iter().rev() {
+            m.insert(*l);
+        }
+        assert_eq!(m.iter().collect::<Vec<_>>(), labs);
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 8);
+        assert_eq!(
+            json[3],
+            serde_json::json!({"message": 4, "lab_no": 13, "lab_type": "PATHL7", "outcome": "ambiguous", "candidates": 2})
+        );
+        assert_eq!(
+            json[6],
+            serde_json::json!({"message": 7, "lab_no": 21, "outcome": "matched"})
+        );
     }
 }
