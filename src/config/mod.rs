@@ -64,8 +64,10 @@ pub struct PipelineSettings {
 
 /// The default byte budget of a pipeline's inputs in flight: sized for a small clinic
 /// server. A parsed lab file takes about 15–17 times its raw bytes in memory (measured with
-/// `scripts/bench-memory --per-file 1000`: 16 MiB of raw input in flight peaked at 278 MB).
-pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 4 * 1024 * 1024;
+/// `scripts/bench-memory --per-file 1000`: 16 MiB of raw input in flight peaked at 278 MB,
+/// 4 MiB at 104 MB for a million messages; BENCHMARKS.md). A lab file is a few KiB; an
+/// `hl7pull` batch or a day's POI file a few hundred.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: u64 = 2 * 1024 * 1024;
 
 impl Default for PipelineSettings {
     fn default() -> Self {
