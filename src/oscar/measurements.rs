@@ -179,34 +179,58 @@ pub async fn move_to_deleted(
             }
         }
     }
-    let mut moved = 0;
+    // Every row to move, lab by lab in `previous` order, each lab's by id.
+    let mut ids: Vec<i64> = Vec::new();
     for lab in previous {
-        let mut ids = of.remove(lab).unwrap_or_default();
-        ids.sort_unstable();
-        ids.dedup();
-        // One primary-key statement per row: MariaDB runs `DELETE … WHERE id IN (subquery)`
-        // (and, on small tables, `id IN (list)`) as a full scan of `measurements` that locks
-        // every row, which deadlocks concurrent imports of other accessions and grows with
-        // the table. `id = ?` locks only the row it moves.
-        for id in ids {
-            sqlx::query(
-                "INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) \
-                 SELECT SUBSTR(m.type, 1, 4), m.demographicNo, m.providerNo, m.dataField, m.measuringInstruction, COALESCE(m.comments, ''), COALESCE(m.dateObserved, m.dateEntered), m.dateEntered, ?, m.id \
-                 FROM measurements m WHERE m.id = ?",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-            moved += sqlx::query("DELETE FROM measurements WHERE id = ?")
-                .bind(id)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
+        let mut of_lab = of.remove(lab).unwrap_or_default();
+        of_lab.sort_unstable();
+        of_lab.dedup();
+        ids.extend(of_lab);
+    }
+    let mysql = tx.backend_name().eq_ignore_ascii_case("mysql");
+    let mut moved = 0;
+    for chunk in ids.chunks(MOVE_CHUNK) {
+        // The ids drive the join (`STRAIGHT_JOIN` and the primary key forced on MariaDB,
+        // which otherwise scans a small table): one primary-key lookup per row, so only the
+        // rows moved are locked. Left to itself MariaDB runs `id IN (…)`
+        // (or a subquery) on a small table as a full scan that locks every row, which
+        // deadlocks concurrent imports of other accessions (`tests/mariadb.rs` pins this).
+        // Rows are copied in the order given, as one statement per row would.
+        let keys = super::rows::keys_table(chunk.len(), true);
+        let join = if mysql {
+            "STRAIGHT_JOIN measurements m FORCE INDEX (PRIMARY)"
+        } else {
+            "JOIN measurements m"
+        };
+        let copy = format!(
+            "INSERT INTO measurementsDeleted (type, demographicNo, providerNo, dataField, measuringInstruction, comments, dateObserved, dateEntered, dateDeleted, originalId) \
+             SELECT SUBSTR(m.type, 1, 4), m.demographicNo, m.providerNo, m.dataField, m.measuringInstruction, COALESCE(m.comments, ''), COALESCE(m.dateObserved, m.dateEntered), m.dateEntered, ?, m.id \
+             FROM ({keys}) x {join} ON m.id = x.k ORDER BY x.n"
+        );
+        let mut q = sqlx::query(&copy).bind(now);
+        for id in chunk {
+            q = q.bind(*id);
         }
+        q.execute(&mut **tx).await?;
+        let delete = if mysql {
+            format!("DELETE m FROM ({keys}) x {join} ON m.id = x.k")
+        } else {
+            format!(
+                "DELETE FROM measurements WHERE id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            )
+        };
+        let mut q = sqlx::query(&delete);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        moved += q.execute(&mut **tx).await?.rows_affected();
     }
     Ok(moved)
 }
+
+/// Measurements moved per pair of statements.
+const MOVE_CHUNK: usize = 300;
 
 /// Moves the previous version's measurements aside (see module docs). `lab_no` is the new
 /// lab, already in `hl7TextInfo`.
