@@ -265,6 +265,8 @@ async fn import_files(
 struct Msg<'a> {
     /// Index of its file in the group.
     file: usize,
+    /// Index of its file among those written (its `fileUploadCheck` row).
+    upload: usize,
     entry: &'a LabEntry,
     info: Hl7TextInfo,
     accession: String,
@@ -297,7 +299,7 @@ async fn write_files(
     // What each message's rows are, before any is written: a file whose values do not fit
     // and are to be refused fails here, alone.
     let mut msgs: Vec<Msg> = Vec::new();
-    for &i in &fresh {
+    for (upload, &i) in fresh.iter().enumerate() {
         for entry in &files[i].0.messages {
             let mut replaced = Vec::new();
             let mut info = Hl7TextInfo::from_lab_with(&entry.lab, opts.flavour, &opts.widths);
@@ -317,6 +319,7 @@ async fn write_files(
             }
             msgs.push(Msg {
                 file: i,
+                upload,
                 entry,
                 accession: info.accession_num.clone().unwrap_or_default(),
                 info,
@@ -360,7 +363,6 @@ async fn write_files(
     )
     .await
     .map_err(db("insert fileUploadCheck"))?;
-    let upload_id = |file: usize| upload_ids[fresh.iter().position(|&i| i == file).unwrap_or(0)];
 
     // hl7TextMessage: all the group's messages, their lab numbers in order.
     let mut service_replaced = Vec::new();
@@ -376,7 +378,7 @@ async fn write_files(
     let texts: Vec<MessageRow> = msgs
         .iter()
         .map(|m| MessageRow {
-            upload_id: upload_id(m.file),
+            upload_id: upload_ids[m.upload],
             message: base64::engine::general_purpose::STANDARD
                 .encode(m.entry.stored_text.as_bytes()),
             lab_type: m.entry.lab.lab_type.as_str(),

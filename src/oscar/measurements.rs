@@ -276,7 +276,7 @@ pub async fn flowsheet_types(
     wanted.dedup();
     let mut out = HashMap::new();
     for chunk in wanted.chunks(MAP_CHUNK) {
-        let keys = vec!["SELECT ? AS k"; chunk.len()].join(" UNION ALL ");
+        let keys = super::rows::keys_table(chunk.len(), false);
         let sql = match backend {
             Backend::MySql => format!(
                 "SELECT STRAIGHT_JOIN x.k, b.ident_code, t.measuringInstruction FROM ({keys}) x JOIN measurementMap a ON a.ident_code = x.k JOIN measurementMap b ON b.loinc_code = a.loinc_code JOIN measurementType t ON t.type = b.ident_code WHERE b.lab_type = 'FLOWSHEET' ORDER BY b.id, t.id"
