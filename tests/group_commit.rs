@@ -244,16 +244,29 @@ async fn a_group_with_a_data_error_a_duplicate_pair_and_three_versions_commits_e
     a_group_writes_what_one_file_at_a_time_writes("sqlite", &grouped, &single).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_with_a_data_error_a_duplicate_pair_and_three_versions_commits_each_as_alone_on_mariadb(
-) {
+/// Runs `f` with two stores on fresh test databases: one for the group, one for one file
+/// at a time.
+async fn with_two_mariadb_stores<F, Fut>(f: F)
+where
+    F: FnOnce(Store, Store) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     common::mariadb::with_test_db(|grouped_url| async move {
         common::mariadb::with_test_db(|single_url| async move {
             let grouped = Store::open(&grouped_url).await.expect("open MariaDB");
             let single = Store::open(&single_url).await.expect("open MariaDB");
-            a_group_writes_what_one_file_at_a_time_writes("mariadb", &grouped, &single).await;
+            f(grouped, single).await;
         })
         .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_with_a_data_error_a_duplicate_pair_and_three_versions_commits_each_as_alone_on_mariadb(
+) {
+    with_two_mariadb_stores(|grouped, single| async move {
+        a_group_writes_what_one_file_at_a_time_writes("mariadb", &grouped, &single).await;
     })
     .await;
 }
@@ -272,53 +285,48 @@ fn impossible_date_lab() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_error_of_a_statement_the_group_shares_is_found_by_splitting_and_dead_lettered_alone_on_mariadb(
 ) {
-    common::mariadb::with_test_db(|grouped_url| async move {
-        common::mariadb::with_test_db(|single_url| async move {
-            let grouped = Store::open(&grouped_url).await.expect("open MariaDB");
-            let single = Store::open(&single_url).await.expect("open MariaDB");
-            let metrics = common::harness::metrics();
-            let files = vec![
-                ("chem", fixture("pathl7/matched_chem.hl7")),
-                ("impossible date", impossible_date_lab()),
-                ("unmatched", fixture("pathl7/unmatched_patient.hl7")),
-                (
-                    "prelim",
-                    fixture("versions/accession_26-200000001_1_prelim.hl7"),
-                ),
-                (
-                    "final",
-                    fixture("versions/accession_26-200000001_2_final.hl7"),
-                ),
-            ];
-            let want: Vec<BatchStatus> = files
-                .iter()
-                .map(|(label, _)| match *label {
-                    "impossible date" => BatchStatus::DeadLettered,
-                    _ => BatchStatus::Delivered,
-                })
-                .collect();
-            let statuses = import(&grouped, "bisect", &files, 64).await;
-            assert_eq!(statuses, want, "only the culprit is dead-lettered");
-            // 5 → [chem, impossible date] fails again → each alone; [unmatched, prelim,
-            // final] commits as a group.
-            assert_eq!(metrics.sum(GROUPS, &[("pipeline", "bisect")]), 1);
-            let dead = DeadLetterStore::new(grouped.clone());
-            let letters = dead.list(&Filter::default()).await.unwrap();
-            assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
-            assert_eq!(letters[0].reason, ReasonCode::ImportRejected.as_str());
-            let stored = dead.get(&letters[0].id).await.unwrap().expect("stored");
-            assert_eq!(stored.raw, files[1].1, "its bytes, byte for byte");
+    with_two_mariadb_stores(|grouped, single| async move {
+        let metrics = common::harness::metrics();
+        let files = vec![
+            ("chem", fixture("pathl7/matched_chem.hl7")),
+            ("impossible date", impossible_date_lab()),
+            ("unmatched", fixture("pathl7/unmatched_patient.hl7")),
+            (
+                "prelim",
+                fixture("versions/accession_26-200000001_1_prelim.hl7"),
+            ),
+            (
+                "final",
+                fixture("versions/accession_26-200000001_2_final.hl7"),
+            ),
+        ];
+        let want: Vec<BatchStatus> = files
+            .iter()
+            .map(|(label, _)| match *label {
+                "impossible date" => BatchStatus::DeadLettered,
+                _ => BatchStatus::Delivered,
+            })
+            .collect();
+        let statuses = import(&grouped, "bisect", &files, 64).await;
+        assert_eq!(statuses, want, "only the culprit is dead-lettered");
+        // 5 → [chem, impossible date] fails again → each alone; [unmatched, prelim,
+        // final] commits as a group.
+        assert_eq!(metrics.sum(GROUPS, &[("pipeline", "bisect")]), 1);
+        let dead = DeadLetterStore::new(grouped.clone());
+        let letters = dead.list(&Filter::default()).await.unwrap();
+        assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+        assert_eq!(letters[0].reason, ReasonCode::ImportRejected.as_str());
+        let stored = dead.get(&letters[0].id).await.unwrap().expect("stored");
+        assert_eq!(stored.raw, files[1].1, "its bytes, byte for byte");
 
-            assert_eq!(import(&single, "bisect_single", &files, 1).await, want);
-            let got = written(&grouped).await;
-            assert_eq!(got["labs"].as_array().unwrap().len(), 4, "{got}");
-            assert_eq!(
-                got,
-                written(&single).await,
-                "the same rows as one file at a time"
-            );
-        })
-        .await;
+        assert_eq!(import(&single, "bisect_single", &files, 1).await, want);
+        let got = written(&grouped).await;
+        assert_eq!(got["labs"].as_array().unwrap().len(), 4, "{got}");
+        assert_eq!(
+            got,
+            written(&single).await,
+            "the same rows as one file at a time"
+        );
     })
     .await;
 }
