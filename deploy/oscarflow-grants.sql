@@ -24,6 +24,10 @@ GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_fax_outbound` TO 'oscarflow'@'10.0.0.5';
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_sms_outbox` TO 'oscarflow'@'10.0.0.5';
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_sms_optout` TO 'oscarflow'@'10.0.0.5';
+-- The audit trail: rows are only ever added (no UPDATE, no DELETE: oscarflow cannot rewrite
+-- it); the head of each hash chain is updated with every row.
+GRANT CREATE, SELECT, INSERT, ALTER, INDEX ON `oscar`.`oscarflow_audit` TO 'oscarflow'@'10.0.0.5';
+GRANT CREATE, SELECT, INSERT, UPDATE, ALTER, INDEX ON `oscar`.`oscarflow_audit_head` TO 'oscarflow'@'10.0.0.5';
 
 -- Labs: what OSCAR's own lab upload writes. measurements: a corrected version of a lab
 -- retires the measurements of the version it replaces (kept in measurementsDeleted).
@@ -41,6 +45,9 @@ GRANT SELECT, INSERT ON `oscar`.`document` TO 'oscarflow'@'10.0.0.5';
 GRANT SELECT, INSERT ON `oscar`.`ctl_document` TO 'oscarflow'@'10.0.0.5';
 GRANT SELECT, INSERT ON `oscar`.`queue_document_link` TO 'oscarflow'@'10.0.0.5';
 GRANT SELECT, INSERT, UPDATE ON `oscar`.`faxes` TO 'oscarflow'@'10.0.0.5';
+
+-- OSCAR's own audit log: the rows OSCAR's upload writes, added beside its own.
+GRANT INSERT ON `oscar`.`log` TO 'oscarflow'@'10.0.0.5';
 
 -- Read only: patient matching, lab routing, flowsheet measurements, reminders.
 GRANT SELECT ON `oscar`.`demographic` TO 'oscarflow'@'10.0.0.5';

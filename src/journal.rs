@@ -32,10 +32,11 @@
 
 use std::sync::Arc;
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Row as _, Transaction};
 
 use crate::envelope::Provenance;
-use crate::store::{now_sql, text_column, Store};
+use crate::store::rows::{insert_all, insert_ids, Limit, Row, Q};
+use crate::store::{now_sql, text_column, Backend, Store};
 use crate::telemetry::{Event, Observer};
 
 /// What a row is about.
@@ -96,10 +97,7 @@ pub struct Entry {
     pub dead_letter_id: Option<String>,
 }
 
-const COLUMNS: &str = "at, kind, pipeline, source, source_kind, origin, received_at, attempt, content_sha256, part, message_type, control_id, accession, lab_type, outcome, match_outcome, match_candidates, reason, detail, lab_no, document_no, fax_id, demographic_no, dead_letter_id";
-const PER_ROW: usize = 24;
-/// Rows per INSERT: under SQLite's old limit of 999 parameters.
-const ROWS_PER_INSERT: usize = 999 / PER_ROW;
+const COLUMNS: &str = "INSERT INTO oscarflow_journal (at, kind, pipeline, source, source_kind, origin, received_at, attempt, content_sha256, part, message_type, control_id, accession, lab_type, outcome, match_outcome, match_candidates, reason, detail, lab_no, document_no, fax_id, demographic_no, dead_letter_id)";
 
 pub(crate) fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
@@ -133,63 +131,108 @@ pub async fn record_files(
     tx: &mut Transaction<'static, Any>,
     files: &[(&Provenance, &[Entry])],
 ) -> Result<(), sqlx::Error> {
-    let now = now_sql();
-    struct Of {
-        received: String,
-        origin: String,
-        sha: String,
-    }
-    let of: Vec<Of> = files
+    let (now, of) = (now_sql(), of_files(files));
+    let rows = insert_rows(&now, &of, files);
+    insert_all(tx, COLUMNS, &rows, Limit::for_backend(Backend::Sqlite))
+        .await
+        .map(|_| ())
+}
+
+/// [`record_files`], returning each entry's row id in order (`returning`: the server takes
+/// `INSERT … RETURNING`, see [`crate::store::rows`]): the audit trail names them.
+pub async fn record_files_ids(
+    tx: &mut Transaction<'static, Any>,
+    (backend, returning): (Backend, bool),
+    files: &[(&Provenance, &[Entry])],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let (now, of) = (now_sql(), of_files(files));
+    let rows = insert_rows(&now, &of, files);
+    insert_ids(
+        tx,
+        returning,
+        (COLUMNS, "id"),
+        &rows,
+        Limit::for_backend(backend),
+    )
+    .await
+}
+
+/// What a provenance gives every row of its input.
+struct Of {
+    received: String,
+    origin: String,
+    sha: String,
+}
+
+fn of_files(files: &[(&Provenance, &[Entry])]) -> Vec<Of> {
+    files
         .iter()
         .map(|(prov, _)| Of {
             received: local_time(prov.received_at),
             origin: cut(&prov.origin.label(), 500),
             sha: prov.sha256_hex(),
         })
-        .collect();
-    let rows: Vec<(usize, &Entry)> = files
+        .collect()
+}
+
+/// A journal row ready to insert.
+struct Insert<'a> {
+    at: &'a str,
+    prov: &'a Provenance,
+    of: &'a Of,
+    e: &'a Entry,
+}
+
+fn insert_rows<'a>(
+    now: &'a str,
+    of: &'a [Of],
+    files: &'a [(&'a Provenance, &'a [Entry])],
+) -> Vec<Insert<'a>> {
+    files
         .iter()
-        .enumerate()
-        .flat_map(|(i, (_, entries))| entries.iter().map(move |e| (i, e)))
-        .collect();
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let row = format!("({})", vec!["?"; PER_ROW].join(", "));
-        let sql = format!(
-            "INSERT INTO oscarflow_journal ({COLUMNS}) VALUES {}",
-            vec![row; chunk.len()].join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for (i, e) in chunk {
-            let (prov, o) = (files[*i].0, &of[*i]);
-            q = q
-                .bind(now.clone())
-                .bind(e.kind.unwrap_or(Kind::Lab).as_str())
-                .bind(cut(&prov.pipeline, 100))
-                .bind(cut(&prov.source, 100))
-                .bind(cut(&prov.source_kind, 30))
-                .bind(o.origin.clone())
-                .bind(o.received.clone())
-                .bind(i64::from(prov.attempt))
-                .bind(o.sha.clone())
-                .bind(e.part.map(i64::from))
-                .bind(e.message_type.as_deref().map(|s| cut(s, 20)))
-                .bind(e.control_id.as_deref().map(|s| cut(s, 100)))
-                .bind(e.accession.as_deref().map(|s| cut(s, 255)))
-                .bind(e.lab_type)
-                .bind(e.outcome)
-                .bind(e.match_outcome)
-                .bind(e.match_candidates.map(|n| n as i64))
-                .bind(e.reason)
-                .bind(e.detail.as_deref().map(|s| cut(s, 500)))
-                .bind(e.lab_no)
-                .bind(e.document_no)
-                .bind(e.fax_id)
-                .bind(e.demographic_no)
-                .bind(e.dead_letter_id.clone());
-        }
-        q.execute(&mut **tx).await?;
+        .zip(of)
+        .flat_map(|((prov, entries), of)| {
+            entries.iter().map(move |e| Insert {
+                at: now,
+                prov,
+                of,
+                e,
+            })
+        })
+        .collect()
+}
+
+impl Row for Insert<'_> {
+    const PARAMS: usize = 24;
+    const VALUES: &'static str =
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
+        let (prov, o, e) = (self.prov, self.of, self.e);
+        q.bind(self.at)
+            .bind(e.kind.unwrap_or(Kind::Lab).as_str())
+            .bind(cut(&prov.pipeline, 100))
+            .bind(cut(&prov.source, 100))
+            .bind(cut(&prov.source_kind, 30))
+            .bind(o.origin.as_str())
+            .bind(o.received.as_str())
+            .bind(i64::from(prov.attempt))
+            .bind(o.sha.as_str())
+            .bind(e.part.map(i64::from))
+            .bind(e.message_type.as_deref().map(|s| cut(s, 20)))
+            .bind(e.control_id.as_deref().map(|s| cut(s, 100)))
+            .bind(e.accession.as_deref().map(|s| cut(s, 255)))
+            .bind(e.lab_type)
+            .bind(e.outcome)
+            .bind(e.match_outcome)
+            .bind(e.match_candidates.map(|n| n as i64))
+            .bind(e.reason)
+            .bind(e.detail.as_deref().map(|s| cut(s, 500)))
+            .bind(e.lab_no)
+            .bind(e.document_no)
+            .bind(e.fax_id)
+            .bind(e.demographic_no)
+            .bind(e.dead_letter_id.as_deref())
     }
-    Ok(())
 }
 
 /// Writes `entries` in a transaction of their own (rows that record no other commit).

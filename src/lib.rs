@@ -11,6 +11,7 @@
 //! | [`envelope`] | `Envelope<T>`, `Provenance`, `Origin`, `MessageId` |
 //! | [`payload`] | `PortType`: the closed set of payload kinds, one line each (raw bytes, lab file, received document, fax job, SMS job); ordering keys; erased channels and components |
 //! | [`jobs`] | the outbound queues' payloads (`FaxJob`, `SmsJob`: ids and a step, never content), claim tables and `OutboundError` |
+//! | [`audit`] | the audit trail: every OSCAR row written and every read of patient data, in tamper-evident hash chains |
 //! | [`archive`] | the raw archive: every inbound input kept in S3 before it enters the pipeline |
 //! | [`ack`] | end-to-end acknowledgement: `BatchNotifier`, `AckToken`, `BatchStatus` |
 //! | [`error`], [`component`] | `ErrorKind` (`Data`/`Transient`/`Fatal`) and the per-message `ProcessError` |
@@ -45,6 +46,7 @@
 
 pub mod ack;
 pub mod archive;
+pub mod audit;
 pub mod cli;
 pub mod component;
 pub mod config;

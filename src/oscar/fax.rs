@@ -231,7 +231,7 @@ async fn insert_rows(
         .execute(&mut *tx)
         .await
         .map_err(db("insert providerLabRouting"))?;
-    sqlx::query("INSERT INTO faxes (filename, faxline, destination, status, statusString, document, numPages, stamp, user, jobId, oscarUser, demographicNo) VALUES (?, ?, ?, 'RECEIVED', 'received by oscarflow', NULL, ?, ?, '-1', NULL, NULL, NULL)")
+    let r = sqlx::query("INSERT INTO faxes (filename, faxline, destination, status, statusString, document, numPages, stamp, user, jobId, oscarUser, demographicNo) VALUES (?, ?, ?, 'RECEIVED', 'received by oscarflow', NULL, ?, ?, '-1', NULL, NULL, NULL)")
         .bind(file_name)
         .bind(opts.fax_line.as_deref().map(|l| cut(l, 11)))
         .bind(doc.sender.as_deref().map(|s| cut(s, 11)))
@@ -240,6 +240,7 @@ async fn insert_rows(
         .execute(&mut *tx)
         .await
         .map_err(db("insert faxes"))?;
+    let fax_id = generated_id(&mut tx, r.last_insert_id(), "faxes").await?;
     if is_redrive(prov) {
         sqlx::query(
             "DELETE FROM oscarflow_fax_inbound WHERE message_id = ? AND outcome = 'dead_lettered'",
@@ -279,11 +280,100 @@ async fn insert_rows(
         )),
         ..Default::default()
     };
-    crate::journal::record(&mut tx, prov, &[entry])
-        .await
-        .map_err(db("insert oscarflow_journal"))?;
+    let journal_id = crate::journal::record_files_ids(
+        &mut tx,
+        (store.backend, store.insert_returning),
+        &[(prov, &[entry])],
+    )
+    .await
+    .map_err(db("insert oscarflow_journal"))?;
+    let journal_id = journal_id.first().copied();
+    // OSCAR's `log` row of a new document and the audit row naming every row written.
+    let data = format!(
+        "oscarflow pipeline={} journal={}",
+        prov.pipeline,
+        journal_id.unwrap_or_default()
+    );
+    let log_ids = super::log::write(
+        &mut tx,
+        (store.backend, store.insert_returning),
+        &[super::log::document_added(document_no, data, &now)],
+    )
+    .await
+    .map_err(db("insert log"))?;
+    let mut written = crate::audit::Written::default();
+    written.add("document", document_no);
+    written.add("ctl_document", format!("demographic/-1/{document_no}"));
+    written.add(
+        "queue_document_link",
+        format!("{}/{document_no}", opts.queue_id),
+    );
+    written.add("providerLabRouting", format!("{document_no}/0"));
+    written.add("faxes", fax_id);
+    written.ids("log", log_ids);
+    written.add("DOCUMENT_DIR", file_name);
+    let record = crate::audit::Record {
+        action: crate::audit::action::WRITE,
+        actor: crate::audit::pipeline_actor(&prov.pipeline),
+        about: crate::audit::About {
+            pipeline: Some(prov.pipeline.to_string()),
+            journal_id,
+            content_sha256: Some(prov.sha256_hex()),
+            part: Some(0),
+            document_no: Some(document_no),
+            fax_id: Some(fax_id),
+            ..Default::default()
+        },
+        written,
+        ..Default::default()
+    };
+    crate::audit::append(
+        &mut tx,
+        &crate::audit::pipeline_chain(&prov.pipeline),
+        &[record],
+    )
+    .await
+    .map_err(db("insert oscarflow_audit"))?;
     tx.commit().await.map_err(db("commit"))?;
     Ok(FaxOutcome::Imported { document_no })
+}
+
+/// Records, in `tx` (the transaction that sets it), that `actor` set OSCAR's `faxes.status`
+/// of fax `fax_id` to `status`: OSCAR's `log` row (`update`, `fax`) and an audit row
+/// (`action = status`) in the [`crate::audit::STATUS_CHAIN`] chain.
+pub async fn audit_fax_status(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    store: &Store,
+    actor: &str,
+    fax_id: i64,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    let now = now_sql();
+    let log_ids = super::log::write(
+        tx,
+        (store.backend, store.insert_returning),
+        &[super::log::fax_status(
+            fax_id,
+            None,
+            format!("oscarflow {actor}: status {status}"),
+            &now,
+        )],
+    )
+    .await?;
+    let mut written = crate::audit::Written::default();
+    written.add("faxes", fax_id);
+    written.ids("log", log_ids);
+    let record = crate::audit::Record {
+        action: crate::audit::action::STATUS,
+        actor: format!("oscarflow {actor}"),
+        about: crate::audit::About {
+            fax_id: Some(fax_id),
+            ..Default::default()
+        },
+        written,
+        why: Some(format!("faxes.status = {status}")),
+    };
+    crate::audit::append(tx, crate::audit::STATUS_CHAIN, &[record]).await
 }
 
 #[cfg(test)]

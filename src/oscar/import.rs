@@ -27,11 +27,11 @@ use super::measurements::{
     flowsheet_types, identifiers, move_to_deleted, previous_version, versions_of, Measurements,
 };
 use super::routing::{routes_for, RouteQuery};
-use super::rows::{insert_all, insert_ids, Limit, Row, Q};
 use super::Flavour;
 use crate::component::ProcessError;
 use crate::envelope::Provenance;
 use crate::lab_file::{LabEntry, LabFile};
+use crate::store::rows::{insert_all, insert_ids, Limit, Row, Q};
 use crate::store::{now_sql, Store};
 
 /// Sink settings the import needs.
@@ -274,6 +274,10 @@ struct Msg<'a> {
     matched: Option<MatchOutcome>,
     /// Columns where characters were replaced (names only), logged once per message.
     replaced: Vec<String>,
+    /// Its `measurements` ids, and those of its previous version it moved to
+    /// `measurementsDeleted` (for the audit trail).
+    measured: Vec<i64>,
+    retired: Vec<i64>,
 }
 
 /// The rows of `files` written into `tx` (see [`import_group`]); `None` when every file
@@ -326,6 +330,8 @@ async fn write_files(
                 lab_no: 0,
                 matched: entry.matched.clone(),
                 replaced,
+                measured: Vec::new(),
+                retired: Vec::new(),
             });
         }
     }
@@ -558,15 +564,136 @@ async fn write_files(
         outcomes[i] = ImportOutcome::Imported { labs: file_labs };
         start += n;
     }
-    crate::journal::record_files(tx, &journal)
-        .await
-        .map_err(db("insert oscarflow_journal"))?;
+    let journal_ids =
+        crate::journal::record_files_ids(tx, (store.backend, store.insert_returning), &journal)
+            .await
+            .map_err(db("insert oscarflow_journal"))?;
 
     match insert_all(tx, IMPORT_COLUMNS, &imports, limit).await {
-        Ok(_) => Ok(Some(outcomes)),
+        Ok(_) => {}
         // Another writer committed one of these files first.
-        Err(e) if crate::store::is_unique_violation(&e) => Err(Failure::Raced),
-        Err(e) => Err(ProcessError::from_sqlx("insert oscarflow_lab_import", &e).into()),
+        Err(e) if crate::store::is_unique_violation(&e) => return Err(Failure::Raced),
+        Err(e) => return Err(ProcessError::from_sqlx("insert oscarflow_lab_import", &e).into()),
+    }
+
+    // OSCAR's `log` rows and the audit trail, last: the audit chain's head is locked only
+    // for the commit.
+    let audit = AuditInput {
+        files,
+        fresh: &fresh,
+        upload_ids: &upload_ids,
+        journal_ids: &journal_ids,
+        patients: &patients,
+        providers: &providers,
+        now: &now,
+    };
+    audit.write(tx, store, opts, &msgs).await?;
+    Ok(Some(outcomes))
+}
+
+/// What the audit rows of a group commit name.
+struct AuditInput<'a> {
+    files: &'a [(&'a LabFile, &'a Provenance)],
+    fresh: &'a [usize],
+    upload_ids: &'a [i64],
+    journal_ids: &'a [i64],
+    patients: &'a [PatientRoute<'a>],
+    providers: &'a [ProviderRoute<'a>],
+    now: &'a str,
+}
+
+impl AuditInput<'_> {
+    /// OSCAR's `log` rows for the group (one per file as OSCAR's upload writes it, one per
+    /// lab that OSCAR's screens show) and one audit row per lab naming every row it wrote,
+    /// in the pipeline's chain ([`crate::audit`]).
+    async fn write(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        store: &Store,
+        opts: &ImportOptions,
+        msgs: &[Msg<'_>],
+    ) -> Result<(), Failure> {
+        use crate::audit::{action, pipeline_actor, pipeline_chain, About, Record, Written};
+        use crate::oscar::log;
+        let mut log_rows: Vec<log::LogRow> = self
+            .upload_ids
+            .iter()
+            .map(|&id| log::lab_upload(&opts.upload_provider_no, id, self.now))
+            .collect();
+        for (m, journal_id) in msgs.iter().zip(self.journal_ids) {
+            log_rows.push(log::lab_added(
+                &opts.upload_provider_no,
+                m.lab_no,
+                m.matched.as_ref().and_then(|o| o.demographic_no()),
+                format!(
+                    "oscarflow pipeline={} journal={journal_id}",
+                    self.files[m.file].1.pipeline
+                ),
+                self.now,
+            ));
+        }
+        let log_ids = log::write(tx, (store.backend, store.insert_returning), &log_rows)
+            .await
+            .map_err(db("insert log"))?;
+        let (upload_logs, lab_logs) = log_ids.split_at(self.upload_ids.len());
+        let mut routes: HashMap<i64, Vec<&str>> = HashMap::new();
+        for r in self.providers {
+            routes.entry(r.lab_no).or_default().push(&r.provider_no);
+        }
+        let charts: HashMap<i64, i64> = self
+            .patients
+            .iter()
+            .map(|p| (p.lab_no, p.demographic_no))
+            .collect();
+        let mut chains: std::collections::BTreeMap<String, Vec<Record>> = Default::default();
+        for (k, m) in msgs.iter().enumerate() {
+            let prov = self.files[m.file].1;
+            let mut w = Written::default();
+            // The file's own rows go with its first message.
+            if m.entry.index == self.files[m.file].0.messages[0].index {
+                w.add("fileUploadCheck", self.upload_ids[m.upload]);
+                w.add("log", upload_logs[m.upload]);
+            }
+            w.add("hl7TextMessage", m.lab_no);
+            w.add("hl7TextInfo", m.lab_no);
+            w.ids("measurements", m.measured.iter().copied());
+            w.ids("measurementsExt", m.measured.iter().copied());
+            w.ids("measurementsDeleted", m.retired.iter().copied());
+            let chart = charts.get(&m.lab_no).copied();
+            if let Some(d) = chart {
+                w.add("patientLabRouting", format!("{}/{d}", m.lab_no));
+            }
+            for p in routes.get(&m.lab_no).into_iter().flatten() {
+                w.add("providerLabRouting", format!("{}/{p}", m.lab_no));
+            }
+            w.add("log", lab_logs[k]);
+            debug_assert!(self.fresh.contains(&m.file));
+            chains
+                .entry(pipeline_chain(&prov.pipeline))
+                .or_default()
+                .push(Record {
+                    action: action::WRITE,
+                    actor: pipeline_actor(&prov.pipeline),
+                    about: About {
+                        pipeline: Some(prov.pipeline.to_string()),
+                        journal_id: self.journal_ids.get(k).copied(),
+                        content_sha256: Some(prov.sha256_hex()),
+                        part: Some(i64::from(m.entry.index)),
+                        demographic_no: chart,
+                        lab_no: Some(m.lab_no),
+                        ..Default::default()
+                    },
+                    written: w,
+                    ..Default::default()
+                });
+        }
+        // Chains in name order: two groups never wait on each other's heads crosswise.
+        for (chain, records) in chains {
+            crate::audit::append(tx, &chain, &records)
+                .await
+                .map_err(db("insert oscarflow_audit"))?;
+        }
+        Ok(())
     }
 }
 
@@ -622,17 +749,24 @@ async fn write_measurements_of(
         let versions = versions_of(tx, &wanted)
             .await
             .map_err(db("retire previous measurements"))?;
-        let previous: Vec<i64> = run
+        let previous: Vec<(usize, i64)> = run
             .iter()
             .filter_map(|&k| {
                 let m = &msgs[k];
                 let later = |lab_no: i64| position.get(&lab_no).is_some_and(|&p| p > k);
-                previous_version(versions.get(m.accession.as_str())?, m.lab_no, later)
+                let prev = previous_version(versions.get(m.accession.as_str())?, m.lab_no, later)?;
+                Some((k, prev))
             })
             .collect();
-        move_to_deleted(tx, &previous, now)
+        let labs: Vec<i64> = previous.iter().map(|&(_, lab)| lab).collect();
+        let moved = move_to_deleted(tx, &labs, now)
             .await
             .map_err(db("retire previous measurements"))?;
+        for (lab, id) in moved {
+            if let Some(&(k, _)) = previous.iter().find(|&&(_, p)| p == lab) {
+                msgs[k].retired.push(id);
+            }
+        }
         let mut rows = Measurements::default();
         for &k in run {
             let m = &mut msgs[k];
@@ -649,9 +783,15 @@ async fn write_measurements_of(
                 (narrow, &mut m.replaced),
             );
         }
-        rows.write(tx, store)
+        let written = rows
+            .write(tx, store)
             .await
             .map_err(db("insert measurements"))?;
+        for (lab_no, id) in written {
+            if let Some(&k) = position.get(&lab_no) {
+                msgs[k].measured.push(id);
+            }
+        }
         start = end;
     }
     Ok(())

@@ -19,8 +19,8 @@ use sqlx::{Any, Row, Transaction};
 
 use super::charset::NarrowColumns;
 use super::info::format_hl7_ts;
-use super::rows::{insert_all, insert_ids, Limit, Row as InsertRow, Q};
 use crate::hl7::lab::{LabMessage, Observation};
+use crate::store::rows::{insert_all, insert_ids, Limit, Row as InsertRow, Q};
 use crate::store::{Backend, Store};
 
 fn cut(s: &str, max: usize) -> String {
@@ -97,7 +97,7 @@ pub async fn versions_of(
     for chunk in accessions.chunks(ACCESSION_CHUNK) {
         let sql = format!(
             "SELECT x.n, h.lab_no, COALESCE(h.final_result_count, 0), CAST(COALESCE(h.obr_date, '') AS CHAR) FROM ({}) x JOIN hl7TextInfo h ON h.accessionNum = x.k",
-            super::rows::keys_table(chunk.len(), true)
+            crate::store::rows::keys_table(chunk.len(), true)
         );
         let mut q = sqlx::query(&sql);
         for a in chunk {
@@ -151,12 +151,13 @@ pub fn previous_version(
 }
 
 /// Moves the measurements of each lab in `previous` (in that order) to
-/// `measurementsDeleted`; returns how many moved. Their `measurementsExt` rows stay.
+/// `measurementsDeleted`; returns the ids moved, each with its lab. Their `measurementsExt`
+/// rows stay.
 pub async fn move_to_deleted(
     tx: &mut Transaction<'static, Any>,
     previous: &[i64],
     now: &str,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
     let mut of: HashMap<i64, Vec<i64>> = HashMap::new();
     let wanted: Vec<String> = previous.iter().map(|l| l.to_string()).collect();
     for chunk in wanted.chunks(ACCESSION_CHUNK) {
@@ -181,14 +182,16 @@ pub async fn move_to_deleted(
     }
     // Every row to move, lab by lab in `previous` order, each lab's by id.
     let mut ids: Vec<i64> = Vec::new();
+    let mut lab_of: HashMap<i64, i64> = HashMap::new();
     for lab in previous {
         let mut of_lab = of.remove(lab).unwrap_or_default();
         of_lab.sort_unstable();
         of_lab.dedup();
+        lab_of.extend(of_lab.iter().map(|&id| (id, *lab)));
         ids.extend(of_lab);
     }
     let mysql = tx.backend_name().eq_ignore_ascii_case("mysql");
-    let mut moved = 0;
+    let mut moved: Vec<(i64, i64)> = Vec::new();
     for chunk in ids.chunks(MOVE_CHUNK) {
         // The ids drive the join (`STRAIGHT_JOIN` and the primary key forced on MariaDB,
         // which otherwise scans a small table): one primary-key lookup per row, so only the
@@ -196,7 +199,7 @@ pub async fn move_to_deleted(
         // (or a subquery) on a small table as a full scan that locks every row, which
         // deadlocks concurrent imports of other accessions (`tests/mariadb.rs` pins this).
         // Rows are copied in the order given, as one statement per row would.
-        let keys = super::rows::keys_table(chunk.len(), true);
+        let keys = crate::store::rows::keys_table(chunk.len(), true);
         let join = if mysql {
             "STRAIGHT_JOIN measurements m FORCE INDEX (PRIMARY)"
         } else {
@@ -211,7 +214,38 @@ pub async fn move_to_deleted(
         for id in chunk {
             q = q.bind(*id);
         }
-        q.execute(&mut **tx).await?;
+        let copied = q.execute(&mut **tx).await?.rows_affected();
+        // The ids moved: all of them, unless a `measurementsExt` row named a measurement
+        // that is gone (then those copied are looked up).
+        let chunk_moved: Vec<i64> = if copied == chunk.len() as u64 {
+            chunk.to_vec()
+        } else {
+            let sql = format!(
+                "SELECT originalId FROM measurementsDeleted WHERE dateDeleted = ? AND originalId IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            let mut found = Vec::new();
+            for r in q.fetch_all(&mut **tx).await? {
+                found.push(match r.try_get::<i64, _>(0) {
+                    Ok(v) => v,
+                    Err(_) => i64::from(r.try_get::<i32, _>(0)?),
+                });
+            }
+            chunk
+                .iter()
+                .copied()
+                .filter(|id| found.contains(id))
+                .collect()
+        };
+        moved.extend(
+            chunk_moved
+                .into_iter()
+                .map(|id| (lab_of.get(&id).copied().unwrap_or_default(), id)),
+        );
         let delete = if mysql {
             format!("DELETE m FROM ({keys}) x {join} ON m.id = x.k")
         } else {
@@ -224,7 +258,7 @@ pub async fn move_to_deleted(
         for id in chunk {
             q = q.bind(*id);
         }
-        moved += q.execute(&mut **tx).await?.rows_affected();
+        q.execute(&mut **tx).await?;
     }
     Ok(moved)
 }
@@ -250,7 +284,7 @@ pub async fn retire_previous_version(
     else {
         return Ok(0);
     };
-    move_to_deleted(tx, &[previous], now).await
+    Ok(move_to_deleted(tx, &[previous], now).await?.len() as u64)
 }
 
 /// OSCAR's FLOWSHEET mapping (`measurementMap` → `measurementType`) of each identifier:
@@ -276,7 +310,7 @@ pub async fn flowsheet_types(
     wanted.dedup();
     let mut out = HashMap::new();
     for chunk in wanted.chunks(MAP_CHUNK) {
-        let keys = super::rows::keys_table(chunk.len(), false);
+        let keys = crate::store::rows::keys_table(chunk.len(), false);
         let sql = match backend {
             Backend::MySql => format!(
                 "SELECT STRAIGHT_JOIN x.k, b.ident_code, t.measuringInstruction FROM ({keys}) x JOIN measurementMap a ON a.ident_code = x.k JOIN measurementMap b ON b.loinc_code = a.loinc_code JOIN measurementType t ON t.type = b.ident_code WHERE b.lab_type = 'FLOWSHEET' ORDER BY b.id, t.id"
@@ -348,6 +382,8 @@ impl InsertRow for ExtRow {
 #[derive(Default)]
 pub struct Measurements {
     rows: Vec<MeasurementRow>,
+    /// The lab of each row.
+    labs: Vec<i64>,
     ext: Vec<ExtRow>,
 }
 
@@ -419,6 +455,7 @@ impl Measurements {
                 }
                 ext.extend(range(&x.reference_range));
                 ext.push(("other_id", format!("{i}-{j}")));
+                self.labs.push(lab_no);
                 let measurement = self.rows.len() - 1;
                 self.ext.extend(ext.into_iter().map(|(key, v)| {
                     ExtRow {
@@ -435,13 +472,13 @@ impl Measurements {
     }
 
     /// Writes every measurement added, in order, then their key/values: a few multi-row
-    /// statements for all the labs of a group ([`super::rows`]). Returns how many
-    /// measurements.
+    /// statements for all the labs of a group ([`crate::store::rows`]). Returns each
+    /// measurement's (lab, id), in order.
     pub async fn write(
         mut self,
         tx: &mut Transaction<'static, Any>,
         store: &Store,
-    ) -> Result<u64, sqlx::Error> {
+    ) -> Result<Vec<(i64, i64)>, sqlx::Error> {
         let limit = Limit::for_backend(store.backend);
         let ids = insert_ids(
             tx,
@@ -455,7 +492,7 @@ impl Measurements {
             e.id = ids[e.measurement];
         }
         insert_all(tx, EXT_COLUMNS, &self.ext, limit).await?;
-        Ok(self.rows.len() as u64)
+        Ok(self.labs.into_iter().zip(ids).collect())
     }
 }
 

@@ -22,10 +22,10 @@ pub mod fax;
 pub mod handlers;
 pub mod import;
 pub mod info;
+pub mod log;
 pub mod matching;
 pub mod measurements;
 pub mod routing;
-pub(crate) mod rows;
 
 /// Which OSCAR the target database belongs to. They differ in `hl7TextInfo.obr_date`,
 /// `report_status`, `label` and `sending_facility`.

@@ -234,7 +234,7 @@ async fn read_rules_chunk(
     if providers.is_empty() {
         return Ok(());
     }
-    let keys = super::rows::keys_table(providers.len(), true);
+    let keys = crate::store::rows::keys_table(providers.len(), true);
     let sql = format!(
         "SELECT x.n, r.status, CAST(r.archive AS CHAR) AS archive, r.frwdProvider_no, p.provider_no FROM ({keys}) x JOIN incomingLabRules r ON r.provider_no = x.k LEFT JOIN provider p ON p.provider_no = r.frwdProvider_no ORDER BY x.n, r.id"
     );

@@ -41,6 +41,7 @@ use thiserror::Error;
 use crate::error::{classify_sqlx, describe_sqlx, Classify, ErrorKind};
 
 mod connect;
+pub(crate) mod rows;
 
 /// How long the MySQL pool waits for a connection (a refused one is retried until then).
 const MYSQL_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -153,6 +154,11 @@ const MYSQL_MIGRATIONS: &[Migration] = &[
         name: "journal",
         sql: include_str!("../../migrations/mysql/0008_journal.sql"),
     },
+    Migration {
+        version: 9,
+        name: "audit",
+        sql: include_str!("../../migrations/mysql/0009_audit.sql"),
+    },
 ];
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -205,6 +211,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 10,
         name: "journal",
         sql: include_str!("../../migrations/sqlite/0010_journal.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "audit",
+        sql: include_str!("../../migrations/sqlite/0011_audit.sql"),
     },
 ];
 

@@ -82,6 +82,11 @@ impl RingCentralFax {
         ProcessError::data(reason, cut(text, 255))
     }
 
+    /// Who sets OSCAR's fax statuses, for the audit trail.
+    fn actor(&self) -> String {
+        format!("fax sink {}", self.id)
+    }
+
     /// Writes `last_error` (and counts an attempt when `attempt`).
     async fn note(&self, fax_id: i64, text: &str, attempt: bool) -> Result<(), OutboundError> {
         sqlx::query("UPDATE oscarflow_fax_outbound SET last_error = ?, attempts = attempts + ?, updated_at = ? WHERE fax_id = ?")
@@ -112,6 +117,9 @@ impl RingCentralFax {
             .execute(&mut *tx)
             .await
             .map_err(db("mark the OSCAR fax sent"))?;
+        crate::oscar::fax::audit_fax_status(&mut tx, &self.store, &self.actor(), fax_id, "SENT")
+            .await
+            .map_err(db("audit the OSCAR fax status"))?;
         tx.commit().await.map_err(db("commit"))?;
         Ok(())
     }
@@ -292,6 +300,15 @@ impl StepSink<FaxJob> for RingCentralFax {
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| ProcessError::from(db("mark the OSCAR fax complete")(e)))?;
+                    crate::oscar::fax::audit_fax_status(
+                        &mut tx,
+                        &self.store,
+                        &self.actor(),
+                        job.fax_id,
+                        "COMPLETE",
+                    )
+                    .await
+                    .map_err(|e| ProcessError::from(db("audit the OSCAR fax status")(e)))?;
                 }
                 tx.commit()
                     .await

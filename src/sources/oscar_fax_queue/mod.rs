@@ -240,6 +240,15 @@ impl FaxQueue {
             .execute(&mut *tx)
             .await
             .map_err(db("mark the OSCAR fax in error"))?;
+        crate::oscar::fax::audit_fax_status(
+            &mut tx,
+            &self.store,
+            &format!("fax queue {}", self.cfg.name),
+            fax_id,
+            "ERROR",
+        )
+        .await
+        .map_err(db("audit the OSCAR fax status"))?;
         tx.commit().await.map_err(db("commit"))?;
         tracing::warn!(queue = %self.cfg.name, fax_id, "Fax not sent; OSCAR shows it as ERROR with the reason.");
         Ok(true)
@@ -345,13 +354,27 @@ impl Queue for FaxQueue {
     async fn requeue(&self, job: &FaxJob) -> Result<bool, OutboundError> {
         // The claim stays `failed`: the next round claims the fax again as a resend, with a
         // new reference, exactly as when a user re-queues it in OSCAR.
+        let mut tx = self.store.pool.begin().await.map_err(db("begin"))?;
         let r = sqlx::query("UPDATE faxes SET status = 'WAITING', statusString = '' WHERE id = ? AND status = 'ERROR' AND faxline = ?")
             .bind(job.fax_id)
             .bind(&self.cfg.fax_line)
-            .execute(&self.store.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db("queue the fax again"))?;
-        Ok(r.rows_affected() == 1)
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        crate::oscar::fax::audit_fax_status(
+            &mut tx,
+            &self.store,
+            &format!("fax queue {}", self.cfg.name),
+            job.fax_id,
+            "WAITING",
+        )
+        .await
+        .map_err(db("audit the OSCAR fax status"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(true)
     }
 
     async fn let_go(&self, owner: &str) -> Result<(), OutboundError> {

@@ -18,7 +18,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Row as _, Transaction};
 
-use crate::store::Backend;
+use super::Backend;
 
 /// A statement under construction.
 pub(crate) type Q<'q> = Query<'q, Any, AnyArguments<'q>>;
@@ -124,7 +124,7 @@ pub(crate) async fn insert_ids<R: Row>(
         let sql = statement::<R>(head, 1, "");
         for r in rows {
             let res = r.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
-            ids.push(crate::store::last_insert_id(tx, res.last_insert_id()).await?);
+            ids.push(super::last_insert_id(tx, res.last_insert_id()).await?);
         }
         return Ok(ids);
     }
