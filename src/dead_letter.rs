@@ -265,13 +265,15 @@ impl DeadLetterStore {
         Ok(id)
     }
 
-    /// Records that this dead letter's bytes were shown in the console to session `session`
-    /// (a tag, not the session id): a journal row in the message's journey, `outcome =
-    /// revealed`.
+    /// Records, before they are shown, that this dead letter's bytes are shown to `actor`
+    /// (`how`: where, e.g. "the console's reveal" or "`dlq show --raw`"): a journal row in
+    /// the message's journey (`outcome = revealed`) and an audit row (`action = read`, in
+    /// [`crate::audit::ACCESS_CHAIN`]), in one transaction.
     pub async fn record_reveal(
         &self,
         dl: &StoredDeadLetter,
-        session: &str,
+        actor: &str,
+        how: &str,
     ) -> Result<(), sqlx::Error> {
         use crate::journal::cut;
         let received = time::OffsetDateTime::parse(
@@ -280,6 +282,7 @@ impl DeadLetterStore {
         )
         .map(crate::journal::local_time)
         .unwrap_or_else(|_| now_sql());
+        let mut tx = self.store.pool.begin().await?;
         sqlx::query(
             "INSERT INTO oscarflow_journal (at, kind, pipeline, source, source_kind, origin, received_at, attempt, content_sha256, part, outcome, reason, detail, dead_letter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'revealed', ?, ?, ?)",
         )
@@ -294,11 +297,22 @@ impl DeadLetterStore {
         .bind(&dl.content_sha256)
         .bind(dl.part)
         .bind(cut(&dl.reason, 40))
-        .bind(format!("bytes shown in the console to session {session}"))
+        .bind(cut(&format!("bytes shown to {actor} by {how}"), 500))
         .bind(&dl.id)
-        .execute(&self.store.pool)
-        .await
-        .map(|_| ())
+        .execute(&mut *tx)
+        .await?;
+        let mut record = crate::audit::read(
+            actor.to_string(),
+            format!(
+                "{how}: the original bytes of dead letter {} (reason {})",
+                dl.id, dl.reason
+            ),
+        );
+        record.about.pipeline = Some(dl.pipeline.clone());
+        record.about.content_sha256 = Some(dl.content_sha256.clone());
+        record.about.part = dl.part;
+        crate::audit::append(&mut tx, crate::audit::ACCESS_CHAIN, &[record]).await?;
+        tx.commit().await
     }
 
     /// Writes a dead letter's original bytes to `out` a chunk at a time (`dlq show --raw`

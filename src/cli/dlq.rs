@@ -213,6 +213,22 @@ pub async fn run(c: DlqCommand) -> i32 {
                 Err(e) => return fail(e),
             };
             if raw {
+                // Patient data: recorded in the audit trail (who, from the OS) before a
+                // byte is written, or not shown.
+                let d = match store.list_one(&id).await {
+                    Ok(Some(d)) => d,
+                    Ok(None) => return fail(format!("no dead letter with id {id}")),
+                    Err(e) => return fail(e),
+                };
+                if let Err(e) = store
+                    .record_reveal(&d, &crate::audit::os_user(), "`oscarflow dlq show --raw`")
+                    .await
+                {
+                    return fail(format!(
+                        "the read could not be recorded in the audit trail, so nothing is shown: {}",
+                        crate::error::describe_sqlx(&e)
+                    ));
+                }
                 // A chunk at a time: a dead letter of any size, never held whole.
                 let mut out = std::io::stdout();
                 return match store.write_raw(&id, &mut out).await {

@@ -2,6 +2,11 @@
 //! control id, segment count and lab model — or, with `--field PATH`, one decoded value per
 //! message. It prints message content (PHI) to stdout on purpose: it is a tool for the
 //! person who already holds the file. Nothing is logged.
+//!
+//! `--lab N` and `--dead-letter ID` inspect a message oscarflow stored (OSCAR's
+//! `hl7TextMessage` of lab N, a dead letter's original bytes) instead of a file. That is a
+//! read of patient data through oscarflow: it is recorded in the audit trail of that
+//! database (the OS user, and what was shown) before anything is printed, or refused.
 
 use std::path::PathBuf;
 
@@ -18,7 +23,18 @@ use crate::hl7::Message;
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
     /// An HL7 file (plain, batch, Excelleris or POI XML).
-    pub file: PathBuf,
+    #[arg(required_unless_present_any = ["lab", "dead_letter"])]
+    pub file: Option<PathBuf>,
+    /// Inspect lab N as OSCAR stores it (`hl7TextMessage.lab_id`), from the database
+    /// (recorded in the audit trail).
+    #[arg(long, conflicts_with_all = ["file", "dead_letter"])]
+    pub lab: Option<i64>,
+    /// Inspect a dead letter's original bytes, from the database (recorded in the audit
+    /// trail).
+    #[arg(long, conflicts_with = "file")]
+    pub dead_letter: Option<String>,
+    #[command(flatten)]
+    pub db: super::DbArgs,
     /// Print only this field of each message, decoded (e.g. `PID-5.1`, `OBX[3]-5`).
     #[arg(long)]
     pub field: Option<String>,
@@ -47,10 +63,72 @@ struct Found {
     lab: Option<LabMessage>,
 }
 
-pub fn run(a: InspectArgs) -> i32 {
-    let bytes = match std::fs::read(&a.file) {
-        Ok(b) => Bytes::from(b),
-        Err(e) => return fail(format!("cannot read {}: {e}", a.file.display())),
+/// The bytes of a stored message, after its read is recorded in the audit trail.
+async fn stored(a: &InspectArgs) -> Result<Bytes, String> {
+    let store = crate::store::Store::open(&a.db.url()?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let not_recorded = |e: sqlx::Error| {
+        format!(
+            "the read could not be recorded in the audit trail, so nothing is shown: {}",
+            crate::error::describe_sqlx(&e)
+        )
+    };
+    if let Some(id) = &a.dead_letter {
+        let dl = crate::dead_letter::DeadLetterStore::new(store);
+        let d = dl
+            .list_one(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no dead letter with id {id}"))?;
+        dl.record_reveal(
+            &d,
+            &crate::audit::os_user(),
+            "`oscarflow inspect --dead-letter`",
+        )
+        .await
+        .map_err(not_recorded)?;
+        let mut raw = Vec::new();
+        dl.write_raw(id, &mut raw)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Bytes::from(raw));
+    }
+    let lab_no = a.lab.unwrap_or_default();
+    let row = sqlx::query("SELECT message FROM hl7TextMessage WHERE lab_id = ?")
+        .bind(lab_no)
+        .fetch_optional(&store.pool)
+        .await
+        .map_err(|e| crate::error::describe_sqlx(&e))?
+        .ok_or_else(|| format!("OSCAR has no lab {lab_no}"))?;
+    let text = crate::store::text_column(&row, 0)
+        .map_err(|e| crate::error::describe_sqlx(&e))?
+        .unwrap_or_default();
+    let mut r = crate::audit::read(
+        crate::audit::os_user(),
+        format!("`oscarflow inspect --lab {lab_no}`: the lab's message as OSCAR stores it"),
+    );
+    r.about.lab_no = Some(lab_no);
+    crate::audit::record_read(&store, r)
+        .await
+        .map_err(not_recorded)?;
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map(Bytes::from)
+        .map_err(|_| format!("lab {lab_no}: its stored message is not Base64"))
+}
+
+pub async fn run(a: InspectArgs) -> i32 {
+    let bytes = match &a.file {
+        Some(file) => match std::fs::read(file) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => return fail(format!("cannot read {}: {e}", file.display())),
+        },
+        None => match stored(&a).await {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        },
     };
     if let Some(f) = &a.field {
         if crate::hl7::message::FieldPath::parse(f).is_none() {

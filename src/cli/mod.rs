@@ -1,4 +1,4 @@
-//! The `oscarflow` command line: `replay`, `check`, `run`, `tap`, `dlq`, `inspect`.
+//! The `oscarflow` command line: `replay`, `check`, `run`, `tap`, `dlq`, `inspect`, `audit`.
 //!
 //! Every command that opens the database takes `--database-env VAR` (the URL is read from
 //! that environment variable), `OSCARFLOW_DATABASE_URL`, or `--database URL`; without one it
@@ -7,6 +7,7 @@
 //! (`/proc/PID/cmdline`, `ps`): it works, with a warning on stderr. Exit codes: 0 success,
 //! 1 a problem the user must fix (bad config, fatal error), 2 messages left undelivered.
 
+mod audit;
 mod check;
 pub(crate) mod dlq;
 mod inspect;
@@ -126,6 +127,9 @@ pub enum Command {
     /// List, show, re-drive and purge dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Read and verify the audit trail (every OSCAR row written, every read of patient data).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// The database URL held by the environment variable `var` (`--database-env`).
@@ -216,7 +220,8 @@ pub fn main() -> i32 {
             Command::Check(a) => check::run(a),
             Command::Run(a) => run::run(a).await,
             Command::Dlq(c) => dlq::run(c).await,
-            Command::Inspect(a) => inspect::run(a),
+            Command::Inspect(a) => inspect::run(a).await,
+            Command::Audit(c) => audit::run(c).await,
             Command::Tap(a) => tap::run(a).await,
         }
     });

@@ -104,12 +104,28 @@ pub async fn run(a: RunArgs) -> i32 {
             },
             None => None,
         };
+        let mut pairs: Vec<(String, String)> = token
+            .map(|t| (cfg.http_token_name.clone(), t))
+            .into_iter()
+            .collect();
+        for (name, var) in &cfg.http_tokens {
+            match std::env::var(var) {
+                Ok(t) => pairs.push((name.clone(), t)),
+                Err(_) => {
+                    return fail(format!(
+                        "http_tokens.{name}: {}",
+                        crate::secrets::unset(var)
+                    ))
+                }
+            }
+        }
+        let token = crate::http::Tokens::new(pairs);
         if cfg.control_without_token && !addr.ip().is_loopback() {
             return fail(format!(
                 "control_without_token is only allowed on loopback, not on {addr}"
             ));
         }
-        if let Err(e) = crate::http::check_exposure(&addr, token.as_deref()) {
+        if let Err(e) = crate::http::check_exposure(&addr, &token) {
             return fail(e);
         }
         let metrics = match crate::http::install_prometheus() {
@@ -185,7 +201,7 @@ pub async fn run(a: RunArgs) -> i32 {
         tracing::info!(address = %bound, "HTTP endpoint listening (/healthz, /readyz, /metrics).");
         let state = std::sync::Arc::new(crate::http::HttpState {
             metrics,
-            token,
+            tokens: token,
             control_without_token: cfg.control_without_token,
             registry: sup.registry.clone(),
             tap: tap.clone(),

@@ -56,7 +56,11 @@ pub async fn run(mut a: TapArgs) -> i32 {
         if a.bodies { "?bodies=1" } else { "" }
     );
     let client = reqwest::Client::new();
-    let mut req = client.get(&url);
+    // The daemon records a tap of bodies in its audit trail: under the token's holder, and
+    // the OS user running this command (as this command says).
+    let mut req = client
+        .get(&url)
+        .header("x-oscarflow-user", crate::audit::os_user());
     if let Some(var) = &a.token_env {
         match std::env::var(var) {
             Ok(t) => req = req.bearer_auth(t),

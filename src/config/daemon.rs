@@ -33,6 +33,13 @@ pub struct DaemonConfig {
     /// Environment variable holding the bearer token the endpoint requires; needed when
     /// `listen` is not a loopback address.
     pub http_token_env: Option<String>,
+    /// The name the audit trail gives whoever uses `http_token_env`'s token (default
+    /// `operator`).
+    pub http_token_name: String,
+    /// More bearer tokens, one per person: `name = "ENV_VAR"` (the variable holds the
+    /// token). Each works as `http_token_env`'s does; the audit trail names who revealed
+    /// or tapped patient data by this name.
+    pub http_tokens: std::collections::BTreeMap<String, String>,
     /// Allow the endpoint's state-changing requests (pause, resume, poll) without the bearer
     /// token. Only on loopback; off by default.
     pub control_without_token: bool,
@@ -71,6 +78,8 @@ impl Default for DaemonConfig {
             grace_period: Duration::from_secs(30),
             listen: "127.0.0.1:9464".into(),
             http_token_env: None,
+            http_token_name: "operator".into(),
+            http_tokens: Default::default(),
             control_without_token: false,
             http_max_connections: 256,
             http_header_timeout: Duration::from_secs(10),
@@ -124,6 +133,22 @@ impl DaemonConfig {
             v.push((
                 "journal_retention",
                 "journal_retention must be at least 1 day".to_string(),
+            ));
+        }
+        for name in std::iter::once(&self.http_token_name).chain(self.http_tokens.keys()) {
+            if !crate::http::token_name_ok(name) {
+                v.push((
+                    "http_tokens",
+                    "a token's name must be 1 to 40 letters, digits, `.`, `_`, `-` or `@`"
+                        .to_string(),
+                ));
+            }
+        }
+        if self.http_tokens.contains_key(&self.http_token_name) {
+            v.push((
+                "http_tokens",
+                "a token in http_tokens has the name http_token_name gives http_token_env's"
+                    .to_string(),
             ));
         }
         if self.http_header_timeout.is_zero() {
@@ -236,6 +261,14 @@ impl DaemonConfig {
                 );
             }
         }
+        for (name, var) in &cfg.http_tokens {
+            if unset(var) {
+                err(
+                    key_position(&text, "http_tokens"),
+                    format!("http_tokens.{name}: {}", crate::secrets::unset(var)),
+                );
+            }
+        }
         for (key, problem) in cfg.problems() {
             err(key_position(&text, key), problem);
         }
@@ -245,11 +278,17 @@ impl DaemonConfig {
                     key_position(&text, "listen"),
                     "listen: not an address (`127.0.0.1:9464`) nor `off`".into(),
                 ),
-                Ok(a) if !a.ip().is_loopback() && cfg.http_token_env.is_none() => err(
+                Ok(a)
+                    if !a.ip().is_loopback()
+                        && cfg.http_token_env.is_none()
+                        && cfg.http_tokens.is_empty() =>
+                {
+                    err(
                     key_position(&text, "listen"),
                     "listen: off loopback the endpoint needs a bearer token: set http_token_env"
                         .into(),
-                ),
+                    )
+                }
                 Ok(_) => {}
             }
         }

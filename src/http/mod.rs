@@ -48,8 +48,9 @@ pub struct HttpState {
     pub registry: Arc<Registry>,
     /// Renders `/metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// `Authorization: Bearer <token>` required when set.
-    pub token: Option<String>,
+    /// `Authorization: Bearer <token>` required when there is one: any of these, each
+    /// with the name the audit trail gives its holder.
+    pub tokens: Tokens,
     /// State-changing requests allowed without a token (`control_without_token`; loopback
     /// only, checked at start).
     pub control_without_token: bool,
@@ -71,6 +72,61 @@ pub struct HttpState {
 }
 
 type Body = BoxBody<Bytes, Infallible>;
+
+/// The endpoint's bearer tokens, each with its holder's name (`http_token_env`'s under
+/// `http_token_name`, and `http_tokens`).
+#[derive(Default, Clone)]
+pub struct Tokens(Vec<(String, String)>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only, never a token.
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// `(name, token)` pairs; empty tokens are dropped.
+    pub fn new(pairs: Vec<(String, String)>) -> Tokens {
+        Tokens(pairs.into_iter().filter(|(_, t)| !t.is_empty()).collect())
+    }
+
+    /// One token, named `operator`.
+    pub fn single(token: Option<String>) -> Tokens {
+        Tokens::new(
+            token
+                .map(|t| ("operator".to_string(), t))
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The name of the holder of `given`, compared with every token in constant time.
+    pub fn who(&self, given: &str) -> Option<&str> {
+        let mut found = None;
+        for (name, token) in &self.0 {
+            if same_secret(given.as_bytes(), token.as_bytes()) && found.is_none() {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// A token's name: 1 to 40 letters, digits, `.`, `_`, `-` or `@` (it goes into logs and
+/// the audit trail).
+pub fn token_name_ok(name: &str) -> bool {
+    (1..=40).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+}
 
 /// Re-drives dead letters (with their bytes) of one store: a line per dead letter.
 pub type Redrive = Arc<
@@ -105,8 +161,8 @@ pub fn install_prometheus() -> Result<metrics_exporter_prometheus::PrometheusHan
 }
 
 /// Checks the listen address and token: a non-loopback address needs a token.
-pub fn check_exposure(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
-    if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
+pub fn check_exposure(addr: &SocketAddr, tokens: &Tokens) -> Result<(), String> {
+    if !addr.ip().is_loopback() && tokens.is_empty() {
         return Err(format!(
             "the HTTP endpoint on {addr} is reachable from outside this machine: set `http_token_env` to a variable holding a bearer token, or listen on 127.0.0.1"
         ));
@@ -288,11 +344,9 @@ fn forged(req: &Request<Incoming>) -> Option<&'static str> {
 
 async fn answer(state: &HttpState, req: &Request<Incoming>) -> Response<Body> {
     let given = header(req, hyper::header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
-    let authorized = match state.token.as_deref() {
-        Some(token) => given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())),
-        None => false,
-    };
-    if state.token.is_some() && !authorized {
+    let holder = given.and_then(|g| state.tokens.who(g)).map(str::to_string);
+    let authorized = holder.is_some();
+    if !state.tokens.is_empty() && !authorized {
         return text(StatusCode::UNAUTHORIZED, "unauthorized\n", "text/plain");
     }
     let path = req.uri().path();
@@ -316,7 +370,15 @@ async fn answer(state: &HttpState, req: &Request<Incoming>) -> Response<Body> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n", "text/plain");
     }
     if let Some(rest) = path.strip_prefix("/tap/") {
-        return tap(state, rest, req.uri().query().unwrap_or(""));
+        let who = Tapper {
+            token: holder,
+            claimed: header(
+                req,
+                hyper::header::HeaderName::from_static("x-oscarflow-user"),
+            )
+            .map(|u| u.chars().take(100).collect()),
+        };
+        return tap(state, rest, req.uri().query().unwrap_or(""), who).await;
     }
     match path {
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
@@ -365,7 +427,27 @@ fn pipelines_json(state: &HttpState) -> serde_json::Value {
 
 /// `GET /tap/<pipeline>/<component>[?bodies=1]`: one JSON line per event at that component,
 /// until the client goes or the daemon stops.
-fn tap(state: &HttpState, rest: &str, query: &str) -> Response<Body> {
+/// Who opened a tap: the bearer token's holder, and the user the command line says runs
+/// it (`X-Oscarflow-User`, the OS user of `oscarflow tap`; claimed, not proven).
+pub struct Tapper {
+    pub token: Option<String>,
+    pub claimed: Option<String>,
+}
+
+impl Tapper {
+    fn actor(&self) -> String {
+        let token = match &self.token {
+            Some(name) => format!("token {name}"),
+            None => "no token (loopback)".to_string(),
+        };
+        match &self.claimed {
+            Some(u) => format!("{token}, {u} (as the tap command says)"),
+            None => token,
+        }
+    }
+}
+
+async fn tap(state: &HttpState, rest: &str, query: &str, who: Tapper) -> Response<Body> {
     let Some((pipeline, component)) = rest.split_once('/') else {
         return text(
             StatusCode::NOT_FOUND,
@@ -393,6 +475,32 @@ fn tap(state: &HttpState, rest: &str, query: &str) -> Response<Body> {
             StatusCode::FORBIDDEN,
             serde_json::json!({"error": "bodies are only tapped while the daemon runs with --log-bodies"}),
         );
+    }
+    if bodies {
+        // Message bodies are patient data: the tap is recorded before it opens, in the
+        // pipeline's database, or refused.
+        let recorded = match state.registry.store_of(pipeline) {
+            Some(store) => {
+                let mut r = crate::audit::read(
+                    who.actor(),
+                    format!("tap --bodies of {pipeline}/{component}: message bodies streamed"),
+                );
+                r.about.pipeline = Some(pipeline.to_string());
+                crate::audit::record_read(&store, r).await.is_ok()
+            }
+            None => false,
+        };
+        if !recorded {
+            tracing::warn!(
+                pipeline,
+                component,
+                "Tap of bodies refused: it could not be recorded in the audit trail."
+            );
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"error": "the tap of bodies could not be recorded in the audit trail; nothing was shown"}),
+            );
+        }
     }
     tracing::info!(pipeline, component, bodies, "Tap opened.");
     let rx = state.tap.subscribe();
@@ -561,9 +669,17 @@ mod tests {
     fn an_endpoint_off_loopback_needs_a_token() {
         let local: SocketAddr = "127.0.0.1:9464".parse().unwrap();
         let public: SocketAddr = "0.0.0.0:9464".parse().unwrap();
-        assert!(check_exposure(&local, None).is_ok());
-        assert!(check_exposure(&public, None).is_err());
-        assert!(check_exposure(&public, Some("")).is_err());
-        assert!(check_exposure(&public, Some("t0ken")).is_ok());
+        assert!(check_exposure(&local, &Tokens::single(None)).is_ok());
+        assert!(check_exposure(&public, &Tokens::single(None)).is_err());
+        assert!(check_exposure(&public, &Tokens::single(Some(String::new()))).is_err());
+        assert!(check_exposure(&public, &Tokens::single(Some("t0ken".into()))).is_ok());
+        let named = Tokens::new(vec![
+            ("alice".into(), "a-secret".into()),
+            ("bob".into(), "b-secret".into()),
+        ]);
+        assert_eq!(named.who("b-secret"), Some("bob"));
+        assert_eq!(named.who("a-secret"), Some("alice"));
+        assert_eq!(named.who("a-secre"), None);
+        assert!(format!("{named:?}").contains("alice") && !format!("{named:?}").contains("secret"));
     }
 }

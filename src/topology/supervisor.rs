@@ -49,6 +49,8 @@ pub struct Registry {
     /// Valid files with `enabled = false`, with their pipeline's name.
     disabled: RwLock<BTreeMap<PathBuf, String>>,
     stores: RwLock<Vec<Store>>,
+    /// Each running pipeline's database (a tap of its bodies is audited there).
+    pipeline_stores: RwLock<BTreeMap<String, Store>>,
 }
 
 impl Registry {
@@ -84,6 +86,13 @@ impl Registry {
     /// Every database the daemon has opened (`/readyz` pings them).
     pub fn stores(&self) -> Vec<Store> {
         self.stores.read().map(|v| v.clone()).unwrap_or_default()
+    }
+    /// The database of pipeline `name`, while it runs.
+    pub fn store_of(&self, name: &str) -> Option<Store> {
+        self.pipeline_stores
+            .read()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
     }
     fn insert(&self, s: Arc<PipelineStatus>) {
         if let Ok(mut m) = self.pipelines.write() {
@@ -493,6 +502,9 @@ impl Supervisor {
         tracing::info!(pipeline = %cfg.name, file = %cfg.path.display(), "Pipeline started.");
         let status = p.status.clone();
         self.registry.insert(status.clone());
+        if let Ok(mut m) = self.registry.pipeline_stores.write() {
+            m.insert(cfg.name.clone(), store.clone());
+        }
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(supervise(p, stop_rx, self.stopped.clone()));
         Ok(Supervised {

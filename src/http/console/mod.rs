@@ -67,10 +67,15 @@ impl Console {
         Arc::new(Console::default())
     }
 
-    fn open_session(&self) -> (String, String) {
+    /// A session for the holder of token `name`; its tag (for logs and the audit trail) is
+    /// `name:<8 hex digits>`.
+    fn open_session(&self, name: &str) -> (String, String) {
         let sid = random_hex();
         let csrf = random_hex();
-        let tag = hex::encode(&crate::envelope::sha256(sid.as_bytes())[..4]);
+        let tag = format!(
+            "{name}:{}",
+            hex::encode(&crate::envelope::sha256(sid.as_bytes())[..4])
+        );
         if let Ok(mut m) = self.sessions.lock() {
             m.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
             if m.len() >= MAX_SESSIONS {
@@ -243,6 +248,17 @@ pub(super) struct Who {
     pub tag: String,
 }
 
+impl Who {
+    /// The audit trail's name for this session's person: the token's holder and the
+    /// session's tag.
+    pub fn actor(&self) -> String {
+        match self.tag.split_once(':') {
+            Some((name, session)) => format!("console token {name}, session {session}"),
+            None => format!("console session {}", self.tag),
+        }
+    }
+}
+
 /// Answers every request under `/console`.
 pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
@@ -315,7 +331,7 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Response<B
 }
 
 async fn login(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
-    if state.token.is_none() {
+    if state.tokens.is_empty() {
         return page(StatusCode::SERVICE_UNAVAILABLE, pages::no_token());
     }
     if req.method() == hyper::Method::GET {
@@ -338,19 +354,15 @@ async fn login(state: &HttpState, req: Request<Incoming>) -> Response<Body> {
         .unwrap_or_default()
         .trim()
         .to_string();
-    let right = state
-        .token
-        .as_deref()
-        .is_some_and(|t| super::same_secret(given.as_bytes(), t.as_bytes()));
-    if !right {
+    let Some(name) = state.tokens.who(&given).map(str::to_string) else {
         tracing::warn!("Console login refused: wrong token.");
         tokio::time::sleep(Duration::from_millis(500)).await;
         return page(
             StatusCode::UNAUTHORIZED,
             pages::login(Some("That is not the token. It is the value of the variable http_token_env names, on the daemon's machine.")),
         );
-    }
-    let (sid, tag) = state.console.open_session();
+    };
+    let (sid, tag) = state.console.open_session(&name);
     tracing::info!(session = %tag, "Console login.");
     redirect(
         "/console/",

@@ -977,7 +977,7 @@ async fn reveal(state: &HttpState, who: &Who, db: &str, id: &str) -> Response<Bo
         Err(e) => return db_error(who, e),
     };
     if let Err(e) = DeadLetterStore::new(s.clone())
-        .record_reveal(&d, &who.tag)
+        .record_reveal(&d, &who.actor(), "the console's reveal")
         .await
     {
         // Not recorded, not shown.
