@@ -45,7 +45,7 @@ impl Daemon {
         let port = free_port();
         let cfg = dir.join("oscarflow.toml");
         let token_line = if with_token {
-            "http_token_env = \"CONSOLE_TEST_TOKEN\"\n"
+            "http_token_env = \"CONSOLE_TEST_TOKEN\"\nhttp_token_name = \"dr-test\"\n"
         } else {
             ""
         };
@@ -484,6 +484,17 @@ async fn console_pages_carry_no_patient_name_health_number_or_birth_date_until_a
         "the reveal is journaled"
     );
     assert!(d.log().contains("Dead letter bytes revealed"));
+    // And records it in the audit trail under the token's holder.
+    let reads = common::audit_rows(&store, "read").await;
+    assert_eq!(reads.len(), 1, "{reads:#?}");
+    assert!(
+        reads[0]
+            .actor
+            .starts_with("console token dr-test, session "),
+        "{}",
+        reads[0].actor
+    );
+    assert!(reads[0].why.as_deref().unwrap().contains(&id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -729,6 +729,24 @@ fn relative_paths_in_a_pipeline_file_resolve_against_the_state_directory() {
     assert_eq!(code, Some(0), "{logs}");
 }
 
+/// Drops labs into `inbox`, one every 250 ms, until `tap` ends (at most 40).
+fn feed_until_exit(tap: &mut Child, inbox: &Path) -> std::process::ExitStatus {
+    let mut i = 0;
+    loop {
+        if let Some(s) = tap.try_wait().unwrap() {
+            return s;
+        }
+        assert!(i < 40, "the tap did not end: it saw too few events");
+        std::fs::write(
+            inbox.join(format!("lab{i}.hl7")),
+            variant("fixtures/hl7/pathl7/multi_message.hl7", i),
+        )
+        .unwrap();
+        i += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 #[test]
 fn tap_prints_the_events_at_one_component_and_no_bodies_unless_the_daemon_logs_them() {
     let tmp = tempfile::tempdir().unwrap();
@@ -753,20 +771,7 @@ fn tap_prints_the_events_at_one_component_and_no_bodies_unless_the_daemon_logs_t
         .spawn()
         .unwrap();
     // Labs arrive until the tap has seen three commits at the sink.
-    let mut i = 0;
-    let status = loop {
-        if let Some(s) = tap.try_wait().unwrap() {
-            break s;
-        }
-        assert!(i < 40, "the tap saw no commits");
-        std::fs::write(
-            inbox.join(format!("lab{i}.hl7")),
-            variant("fixtures/hl7/pathl7/multi_message.hl7", i),
-        )
-        .unwrap();
-        i += 1;
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let status = feed_until_exit(&mut tap, &inbox);
     let mut out = String::new();
     std::io::Read::read_to_string(tap.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert_eq!(status.code(), Some(0));
@@ -994,4 +999,64 @@ fn a_connection_that_never_finishes_its_headers_or_idles_after_an_answer_is_clos
     );
     let (code, _) = stop(child);
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tap_of_bodies_is_recorded_in_the_audit_trail_under_the_token_holder_and_os_user_before_it_streams(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (ops, alice) = ("ops-token-3c9e0a", "alice-token-77b2d4");
+    let mut cmd = daemon_command(
+        tmp.path(),
+        &format!("127.0.0.1:{port}"),
+        &[("TAP_OPS_TOKEN", ops), ("TAP_ALICE_TOKEN", alice)],
+        &format!("listen = \"127.0.0.1:{port}\"\nhttp_token_env = \"TAP_OPS_TOKEN\"\n[http_tokens]\nalice = \"TAP_ALICE_TOKEN\"\n"),
+    );
+    cmd.arg("--log-bodies");
+    let child = cmd.spawn().unwrap();
+    wait_for(|| {
+        let (status, body) = get(port, "/pipelines", Some(ops))?;
+        (status == 200 && body.contains("\"labs\"")).then_some(())
+    });
+    let inbox = tmp.path().join("inbox");
+    let mut tap = Command::new(bin())
+        .args(["tap", "labs", "parse", "--bodies", "--count", "1"])
+        .args(["--endpoint", &format!("http://127.0.0.1:{port}")])
+        .args(["--token-env", "TAP_ALICE_TOKEN"])
+        .env("TAP_ALICE_TOKEN", alice)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = tokio::task::block_in_place(|| feed_until_exit(&mut tap, &inbox));
+    let mut out = String::new();
+    std::io::Read::read_to_string(tap.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(out.contains("\"body\""), "the body was tapped");
+
+    let store = oscarflow::store::Store::open(&common::sqlite_url(&tmp.path().join("state")))
+        .await
+        .unwrap();
+    let reads = common::audit_rows(&store, "read").await;
+    assert_eq!(reads.len(), 1, "{reads:#?}");
+    assert_eq!(
+        reads[0].actor,
+        format!(
+            "token alice, {} (as the tap command says)",
+            oscarflow::audit::os_user()
+        )
+    );
+    assert!(reads[0]
+        .why
+        .as_deref()
+        .unwrap()
+        .contains("tap --bodies of labs/parse"));
+    println!(
+        "tap audit: {} / {}",
+        reads[0].actor,
+        reads[0].why.as_deref().unwrap()
+    );
+    let (code, logs) = stop(child);
+    assert_eq!(code, Some(0), "{logs}");
 }

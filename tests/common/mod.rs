@@ -283,3 +283,17 @@ pub fn http_request(
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((status, body))
 }
+
+/// The audit trail's rows of `action` (`write`, `status`, `read`), newest first.
+pub async fn audit_rows(store: &Store, action: &str) -> Vec<oscarflow::audit::AuditRow> {
+    oscarflow::audit::list(
+        store,
+        &oscarflow::audit::Filter {
+            action: Some(action.into()),
+            limit: 100_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("list the audit rows")
+}
