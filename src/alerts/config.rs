@@ -420,6 +420,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_alerts_table() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```toml\n[alerts]\n")
+            .expect("the README's example")
+            + 8;
+        let len = readme[start..].find("```").expect("its end");
+        let c = parse(&readme[start..start + len]).unwrap();
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        assert!(c.email.is_some() && c.webhook.is_some() && c.sms.is_some());
+    }
+
+    #[test]
     fn unknown_keys_in_alerts_and_its_notifiers_are_refused() {
         let e = parse("[alerts]\nevaluate_evry = \"5s\"\n").unwrap_err();
         assert!(e.contains("evaluate_evry"), "{e}");
