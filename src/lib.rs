@@ -25,6 +25,7 @@
 //! | [`sinks`] | `Sink<T>`, `SinkComponent`, `SinkConfig` and one folder per type (`oscar_lab`, `oscar_fax`, `ringcentral_fax`, `ringcentral_sms`) |
 //! | [`dead_letter`] | the dead-letter store and its reason codes |
 //! | [`conn_limit`] | the listeners' connection caps (per peer, overall) and who gives way to a new connection; the process's open-file limit |
+//! | [`alerts`] | alerts by e-mail, webhook and SMS: rules over the running daemon, one notice at an alert's start and one at its recovery, the dead-letter digest, expiring certificates, disk space |
 //! | [`http`] | the daemon's ops endpoint: `/healthz`, `/readyz`, `/metrics`, `/pipelines`, tap |
 //! | [`hl7`] | HL7 v2 framing, parsing, escapes, lab model (pure: no I/O) |
 //! | [`oscar`] | OSCAR table knowledge: `hl7TextInfo`, patient matching, routing, import, faxes, reaching a patient by text |
@@ -45,6 +46,7 @@
 //! pipeline and a fixture.
 
 pub mod ack;
+pub mod alerts;
 pub mod archive;
 pub mod audit;
 pub mod cli;

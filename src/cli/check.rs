@@ -2,7 +2,9 @@
 //! no I/O besides reading them. A file whose name starts with `oscarflow.toml` (the daemon's
 //! `oscarflow.toml`, its `.example`) is read as the daemon's settings, every other `*.toml`
 //! as a pipeline; `--config FILE` names the daemon's file explicitly. Inputs consumed by two
-//! sources are reported across all the files given.
+//! sources are reported across all the files given. Certificates the pipelines name (the
+//! Excelleris client identity, CA files) that expire within `certificate_warning` (30 days)
+//! are warned of, without failing the check.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,28 @@ pub struct CheckArgs {
     /// The daemon's `oscarflow.toml`, checked as well.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// Certificates of `pipelines` (and of the daemon's database URL, when it can be read)
+/// expiring within the daemon's `certificate_warning`.
+fn certificate_warnings(
+    pipelines: &[crate::config::PipelineConfig],
+    daemon: Option<&PathBuf>,
+) -> Vec<String> {
+    let cfg = daemon.and_then(|d| crate::config::daemon::DaemonConfig::load(d).ok());
+    let warn = cfg
+        .as_ref()
+        .and_then(|c| c.alerts.as_ref())
+        .map_or(crate::alerts::config::DEFAULT_CERTIFICATE_WARNING, |a| {
+            a.certificate_warning
+        });
+    let mut urls: Vec<String> = cfg
+        .and_then(|c| c.database_url().ok())
+        .into_iter()
+        .collect();
+    urls.extend(pipelines.iter().filter_map(|p| p.database_url_override()));
+    let files = crate::alerts::certs::configured(pipelines, &urls);
+    crate::alerts::certs::warnings(&files, warn.as_secs())
 }
 
 /// Whether `path` names a daemon config file (`oscarflow.toml`, `oscarflow.toml.example`).
@@ -47,6 +71,10 @@ pub fn run(a: CheckArgs) -> i32 {
     diags.extend(pipeline_diags);
     for d in &diags {
         println!("{d}");
+    }
+    // Warnings only: certificates expiring within `[alerts] certificate_warning` (30 days).
+    for w in certificate_warnings(&ok, daemon.first()) {
+        println!("{w}");
     }
     if diags.is_empty() {
         for p in ok.iter().filter(|p| !p.settings.enabled) {

@@ -147,12 +147,22 @@ pub async fn run(a: RunArgs) -> i32 {
         Err(e) => return fail(e),
     };
     let tap = crate::telemetry::tap::TapHub::new();
+    // Alerts: notifiers set up (their secrets read) before anything runs.
+    let alerts = match cfg.alerts.as_ref().map(crate::alerts::Alerts::new) {
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => return fail(e),
+        None => None,
+    };
+    let mut observers = crate::telemetry::Observers::none().with(tap.clone());
+    if let Some(a) = &alerts {
+        observers = observers.with(a.observer());
+    }
     let sup = Supervisor::new(
         cfg.pipelines_dir.clone(),
         url.clone(),
         cfg.grace_period,
         BuildOptions {
-            observers: crate::telemetry::Observers::none().with(tap.clone()),
+            observers,
             ..BuildOptions::default()
         },
     );
@@ -189,6 +199,20 @@ pub async fn run(a: RunArgs) -> i32 {
     // Ends open taps and the HTTP endpoint when the daemon stops.
     let (http_stop, http_shutdown) = crate::shutdown::Shutdown::new();
 
+    let alert_health = alerts.as_ref().map(|a| a.health());
+    if let Some(a) = alerts {
+        a.spawn(
+            crate::alerts::Context {
+                registry: sup.registry.clone(),
+                pipelines_dir: cfg.pipelines_dir.clone(),
+                state_dir: state_dir.clone(),
+                database_url: url.clone(),
+                listen: cfg.listen.clone(),
+            },
+            http_shutdown.clone(),
+        );
+    }
+
     if let Some((addr, token, metrics)) = http {
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
@@ -214,6 +238,7 @@ pub async fn run(a: RunArgs) -> i32 {
                 state_dir.clone(),
             )),
             restart: Some(restart_tx.clone()),
+            alerts: alert_health,
         });
         tokio::spawn(crate::http::serve(listener, state, http_shutdown.clone()));
     }

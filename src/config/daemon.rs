@@ -66,6 +66,8 @@ pub struct DaemonConfig {
     /// questions can be answered); the daemon prunes older rows at start and every hour.
     #[serde(deserialize_with = "deserialize_duration")]
     pub journal_retention: Duration,
+    /// `[alerts]`: rules and notifiers (e-mail, webhook, SMS); none without the table.
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 impl Default for DaemonConfig {
@@ -86,6 +88,7 @@ impl Default for DaemonConfig {
             restart_backoff: Duration::from_secs(5),
             restart_backoff_max: Duration::from_secs(300),
             journal_retention: Duration::from_secs(400 * 86_400),
+            alerts: None,
         }
     }
 }
@@ -271,6 +274,17 @@ impl DaemonConfig {
         }
         for (key, problem) in cfg.problems() {
             err(key_position(&text, key), problem);
+        }
+        if let Some(a) = &cfg.alerts {
+            for (key, var) in a.env_refs().iter().filter(|(_, v)| unset(v)) {
+                err(
+                    key_position(&text, key),
+                    format!("alerts: {key}: {}", crate::secrets::unset(var)),
+                );
+            }
+            for (key, problem) in a.problems() {
+                err(key_position(&text, key), problem);
+            }
         }
         if cfg.listen != "off" {
             match cfg.listen.parse::<std::net::SocketAddr>() {

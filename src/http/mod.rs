@@ -69,6 +69,8 @@ pub struct HttpState {
     pub redrive: Option<Redrive>,
     /// Asks the daemon to start a pipeline again from its file (the console's "restart").
     pub restart: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// The alert notifiers' health: a failing one is a `/readyz` problem.
+    pub alerts: Option<Arc<crate::alerts::NotifierHealth>>,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -647,6 +649,9 @@ async fn problems(state: &HttpState) -> Vec<String> {
                 file.display()
             ));
         }
+    }
+    if let Some(a) = &state.alerts {
+        problems.extend(a.problems());
     }
     problems
 }

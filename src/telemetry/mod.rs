@@ -50,6 +50,9 @@ pub enum MetricName {
     ArchiveBytes,
     ArchiveFailures,
     ArchiveDurationSeconds,
+    AlertNotifications,
+    AlertsFiring,
+    AlertNotifierFailing,
 }
 
 impl MetricName {
@@ -87,6 +90,9 @@ impl MetricName {
             MetricName::ArchiveBytes => "oscarflow_archive_bytes_total",
             MetricName::ArchiveFailures => "oscarflow_archive_failures_total",
             MetricName::ArchiveDurationSeconds => "oscarflow_archive_duration_seconds",
+            MetricName::AlertNotifications => "oscarflow_alert_notifications_total",
+            MetricName::AlertsFiring => "oscarflow_alerts_firing_count",
+            MetricName::AlertNotifierFailing => "oscarflow_alert_notifier_failing_info",
         }
     }
 }
