@@ -495,6 +495,21 @@ async fn console_pages_carry_no_patient_name_health_number_or_birth_date_until_a
         reads[0].actor
     );
     assert!(reads[0].why.as_deref().unwrap().contains(&id));
+    // The audit page lists the labs written and the reveal, and verifies the chains.
+    let audit = get(d.port, "/console/audit?verify=1", &cookie).body;
+    assert!(audit.contains(r#"data-action="write""#), "{audit}");
+    assert!(audit.contains(r#"data-action="read""#));
+    assert!(audit.contains("console token dr-test, session "));
+    assert!(audit.contains("intact") && !audit.contains("BROKEN"));
+    assert!(
+        !tokens.iter().any(|t| audit.contains(t.as_str())),
+        "no patient data on the audit page"
+    );
+    let reads_only = get(d.port, "/console/audit?action=read", &cookie).body;
+    assert!(
+        !reads_only.contains(r#"data-action="write""#)
+            && reads_only.contains(r#"data-action="read""#)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

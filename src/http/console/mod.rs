@@ -25,6 +25,7 @@
 //! Everything the pages need is embedded in the binary (one stylesheet; the chart is SVG
 //! drawn here): the console works with no internet access.
 
+mod audit_page;
 mod chart;
 mod pages;
 mod words;

@@ -45,9 +45,10 @@ const NAV: &[(&str, &str)] = &[
     ("/console/unmatched", "Unmatched today"),
     ("/console/dead-letters", "Dead letters"),
     ("/console/pipelines", "Pipelines"),
+    ("/console/audit", "Audit trail"),
 ];
 
-fn layout(title: &str, who: &Who, active: &str, body: &str) -> String {
+pub(super) fn layout(title: &str, who: &Who, active: &str, body: &str) -> String {
     let mut s = head(title);
     s.push_str(r#"<body><header><span class="brand">oscarflow</span><nav>"#);
     for (href, label) in NAV {
@@ -106,7 +107,7 @@ fn not_found(who: &Who, what: &str) -> Response<Body> {
     )
 }
 
-fn db_error(who: &Who, e: impl std::fmt::Display) -> Response<Body> {
+pub(super) fn db_error(who: &Who, e: impl std::fmt::Display) -> Response<Body> {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
         layout(
@@ -162,6 +163,7 @@ pub async fn get(
         ["dead-letters", "purge"] => purge_confirm(state, who).await,
         ["dead-letters", db, id] => dead_letter(state, who, db, id, None).await,
         ["pipelines"] => pipelines(state, who, None),
+        ["audit"] => super::audit_page::audit(state, who, q).await,
         _ => not_found(who, "There is no such page."),
     }
 }
@@ -461,7 +463,12 @@ async fn search_all(state: &HttpState, q: &Query) -> Result<Vec<(usize, JournalR
     Ok(all)
 }
 
-fn select(name: &str, label: &str, options: &[(&str, &str)], chosen: Option<&str>) -> String {
+pub(super) fn select(
+    name: &str,
+    label: &str,
+    options: &[(&str, &str)],
+    chosen: Option<&str>,
+) -> String {
     let mut s = format!(
         r#"<label>{label} <select name="{name}" id="{name}"><option value="">any</option>"#
     );
