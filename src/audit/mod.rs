@@ -191,6 +191,30 @@ pub struct About {
     pub appointment_no: Option<i64>,
 }
 
+impl About {
+    /// OSCAR's records and the chart, in words: `lab 12`, `document 3`, `fax 7`,
+    /// `chart #1001`.
+    pub fn records(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(n) = self.lab_no {
+            out.push(format!("lab {n}"));
+        }
+        if let Some(n) = self.document_no {
+            out.push(format!("document {n}"));
+        }
+        if let Some(n) = self.fax_id {
+            out.push(format!("fax {n}"));
+        }
+        if let Some(n) = self.appointment_no {
+            out.push(format!("appointment {n}"));
+        }
+        if let Some(n) = self.demographic_no {
+            out.push(format!("chart #{n}"));
+        }
+        out
+    }
+}
+
 /// One row to record; the chain, time, host and process are added by [`append`].
 #[derive(Debug, Clone, Default)]
 pub struct Record {

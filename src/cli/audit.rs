@@ -118,21 +118,8 @@ pub async fn run(c: AuditCommand) -> i32 {
                 return 0;
             }
             for r in &rows {
-                let a = &r.about;
-                let mut what = Vec::new();
-                if let Some(n) = a.lab_no {
-                    what.push(format!("lab {n}"));
-                }
-                if let Some(n) = a.document_no {
-                    what.push(format!("document {n}"));
-                }
-                if let Some(n) = a.fax_id {
-                    what.push(format!("fax {n}"));
-                }
-                if let Some(n) = a.demographic_no {
-                    what.push(format!("chart #{n}"));
-                }
-                if let Some(j) = a.journal_id {
+                let mut what = r.about.records();
+                if let Some(j) = r.about.journal_id {
                     what.push(format!("journal {j}"));
                 }
                 println!(

@@ -84,22 +84,12 @@ pub(super) async fn audit(state: &HttpState, who: &Who, q: &[(String, String)]) 
         for r in rows {
             n += 1;
             let a = &r.about;
-            let mut about = Vec::new();
-            if let Some(p) = &a.pipeline {
-                about.push(format!("pipeline {}", esc(p)));
-            }
-            if let Some(l) = a.lab_no {
-                about.push(format!("lab {l}"));
-            }
-            if let Some(d) = a.document_no {
-                about.push(format!("document {d}"));
-            }
-            if let Some(x) = a.fax_id {
-                about.push(format!("fax {x}"));
-            }
-            if let Some(d) = a.demographic_no {
-                about.push(format!("chart #{d}"));
-            }
+            let mut about: Vec<String> = a
+                .pipeline
+                .iter()
+                .map(|p| format!("pipeline {}", esc(p)))
+                .collect();
+            about.extend(a.records());
             if let Some(j) = a.journal_id {
                 about.push(format!(
                     r#"<a href="/console/messages/{i}/{j}">journal {j}</a>"#
