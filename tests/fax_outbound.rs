@@ -165,6 +165,53 @@ async fn waiting_faxes_are_sent_once_and_end_complete_or_error_with_a_reason() {
             ("SENT".to_string(), 1),
         ])
     );
+    // Every status oscarflow set in OSCAR's `faxes` is in the audit trail with OSCAR's own
+    // `log` row: the last one audited for a fax is what OSCAR shows, and a completed fax
+    // was audited as sent first.
+    let audited = common::audit_rows(&store, "status").await; // newest first
+    let mut last: HashMap<i64, String> = HashMap::new();
+    let mut all: Vec<(i64, String)> = Vec::new();
+    for r in &audited {
+        let id = r.about.fax_id.expect("a status row names its fax");
+        let status = r
+            .why
+            .as_deref()
+            .unwrap()
+            .trim_start_matches("faxes.status = ")
+            .to_string();
+        assert_eq!(
+            r.written
+                .as_deref()
+                .map(|w| w.starts_with(&format!("faxes {id}; log "))),
+            Some(true)
+        );
+        last.entry(id).or_insert_with(|| status.clone());
+        all.push((id, status));
+    }
+    let shown: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, status FROM faxes WHERE status IN ('ERROR', 'COMPLETE') ORDER BY id",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    for (id, status) in &shown {
+        assert_eq!(last.get(id), Some(status), "fax {id}'s last audited status");
+        if status == "COMPLETE" {
+            assert!(
+                all.contains(&(*id, "SENT".to_string())),
+                "fax {id} audited as sent"
+            );
+        }
+    }
+    assert_eq!(
+        common::count(
+            &store,
+            "SELECT COUNT(*) FROM log WHERE action = 'update' AND content = 'fax'"
+        )
+        .await,
+        audited.len() as i64,
+        "one OSCAR log row per status set"
+    );
     let reasons: Vec<(i64, String)> = sqlx::query_as(
         "SELECT id, statusString FROM faxes WHERE status IN ('ERROR', 'COMPLETE') ORDER BY id",
     )

@@ -107,6 +107,29 @@ async fn assert_filed_once(store: &Store, emu: &RcEmulator, docs: &Path, doctype
     let mut ids: Vec<i64> = faxes.iter().map(|f| f.id).collect();
     ids.sort();
     assert_eq!(emu.read_ids(), ids, "every fax marked read");
+    // Each filed fax has one audit row naming every row and the file it wrote, and OSCAR's
+    // `log` row of a new document.
+    let audited = common::audit_rows(store, "write").await;
+    assert_eq!(audited.len() as i64, n, "one audit row per filed fax");
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT d.document_no, d.docfilename, f.id FROM document d JOIN faxes f ON f.filename = d.docfilename",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len() as i64, n);
+    for (doc, name, fax) in rows {
+        let r = audited
+            .iter()
+            .find(|r| r.about.document_no == Some(doc))
+            .unwrap_or_else(|| panic!("document {doc} audited"));
+        assert_eq!(r.about.fax_id, Some(fax));
+        let log: i64 = count(store, &format!("SELECT MAX(id) FROM log WHERE action = 'add' AND content = 'document' AND contentId = '{doc}' AND provider_no = '-1'")).await;
+        assert_eq!(
+            r.written.as_deref(),
+            Some(format!("document {doc}; ctl_document demographic/-1/{doc}; queue_document_link 1/{doc}; providerLabRouting {doc}/0; faxes {fax}; log {log}; DOCUMENT_DIR {name}").as_str())
+        );
+    }
     // Each filed fax is journaled with its document, committed with it, by its message id.
     assert_eq!(
         count(store, "SELECT COUNT(DISTINCT j.control_id) FROM oscarflow_journal j JOIN oscarflow_fax_inbound i ON i.document_no = j.document_no AND CAST(i.message_id AS CHAR) = j.control_id WHERE j.kind = 'fax_in' AND j.outcome = 'imported'").await,
