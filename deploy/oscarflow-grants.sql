@@ -46,7 +46,8 @@ GRANT SELECT, INSERT ON `oscar`.`ctl_document` TO 'oscarflow'@'10.0.0.5';
 GRANT SELECT, INSERT ON `oscar`.`queue_document_link` TO 'oscarflow'@'10.0.0.5';
 GRANT SELECT, INSERT, UPDATE ON `oscar`.`faxes` TO 'oscarflow'@'10.0.0.5';
 
--- OSCAR's own audit log: the rows OSCAR's upload writes, added beside its own.
+-- OSCAR's own audit log: the rows OSCAR's upload writes, added beside its own. Insert only:
+-- the rest of OSCAR's log, other users' activity, stays unreadable to oscarflow.
 GRANT INSERT ON `oscar`.`log` TO 'oscarflow'@'10.0.0.5';
 
 -- Read only: patient matching, lab routing, flowsheet measurements, reminders.

@@ -47,11 +47,12 @@ const TABLES: &[(&str, &str)] = &[
     ),
     (
         "log",
-        "SELECT CAST(id AS CHAR) FROM log WHERE action = 'LabUploadWs.importLab' OR (action = 'add' AND content = 'lab')",
+        // Named by what identifies them (oscarflow may not read OSCAR's log back).
+        "SELECT action, COALESCE(content, data), contentId FROM log WHERE action = 'LabUploadWs.importLab' OR (action = 'add' AND content = 'lab')",
     ),
 ];
 
-/// The keys of `sql`'s rows (columns joined by `/`).
+/// The keys of `sql`'s rows (columns that are not NULL, joined by `/`).
 async fn keys(store: &Store, sql: &str) -> BTreeSet<String> {
     sqlx::query(sql)
         .fetch_all(&store.pool)
@@ -60,7 +61,7 @@ async fn keys(store: &Store, sql: &str) -> BTreeSet<String> {
         .iter()
         .map(|r| {
             (0..r.len())
-                .map(|i| text_column(r, i).unwrap().unwrap_or_default())
+                .filter_map(|i| text_column(r, i).unwrap())
                 .collect::<Vec<_>>()
                 .join("/")
         })

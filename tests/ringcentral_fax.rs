@@ -124,10 +124,14 @@ async fn assert_filed_once(store: &Store, emu: &RcEmulator, docs: &Path, doctype
             .find(|r| r.about.document_no == Some(doc))
             .unwrap_or_else(|| panic!("document {doc} audited"));
         assert_eq!(r.about.fax_id, Some(fax));
-        let log: i64 = count(store, &format!("SELECT MAX(id) FROM log WHERE action = 'add' AND content = 'document' AND contentId = '{doc}' AND provider_no = '-1'")).await;
+        assert_eq!(
+            count(store, &format!("SELECT COUNT(*) FROM log WHERE action = 'add' AND content = 'document' AND contentId = '{doc}' AND provider_no = '-1'")).await,
+            1,
+            "OSCAR's log row of the new document"
+        );
         assert_eq!(
             r.written.as_deref(),
-            Some(format!("document {doc}; ctl_document demographic/-1/{doc}; queue_document_link 1/{doc}; providerLabRouting {doc}/0; faxes {fax}; log {log}; DOCUMENT_DIR {name}").as_str())
+            Some(format!("document {doc}; ctl_document demographic/-1/{doc}; queue_document_link 1/{doc}; providerLabRouting {doc}/0; faxes {fax}; log add/document/{doc}; DOCUMENT_DIR {name}").as_str())
         );
     }
     // Each filed fax is journaled with its document, committed with it, by its message id.

@@ -296,7 +296,7 @@ async fn insert_rows(
     );
     let log_ids = super::log::write(
         &mut tx,
-        (store.backend, store.insert_returning),
+        store.backend,
         &[super::log::document_added(document_no, data, &now)],
     )
     .await
@@ -310,7 +310,9 @@ async fn insert_rows(
     );
     written.add("providerLabRouting", format!("{document_no}/0"));
     written.add("faxes", fax_id);
-    written.ids("log", log_ids);
+    for k in log_ids {
+        written.add("log", k);
+    }
     written.add("DOCUMENT_DIR", file_name);
     let record = crate::audit::Record {
         action: crate::audit::action::WRITE,
@@ -351,7 +353,7 @@ pub async fn audit_fax_status(
     let now = now_sql();
     let log_ids = super::log::write(
         tx,
-        (store.backend, store.insert_returning),
+        store.backend,
         &[super::log::fax_status(
             fax_id,
             None,
@@ -362,7 +364,9 @@ pub async fn audit_fax_status(
     .await?;
     let mut written = crate::audit::Written::default();
     written.add("faxes", fax_id);
-    written.ids("log", log_ids);
+    for k in log_ids {
+        written.add("log", k);
+    }
     let record = crate::audit::Record {
         action: crate::audit::action::STATUS,
         actor: format!("oscarflow {actor}"),

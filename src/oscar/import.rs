@@ -632,7 +632,7 @@ impl AuditInput<'_> {
                 self.now,
             ));
         }
-        let log_ids = log::write(tx, (store.backend, store.insert_returning), &log_rows)
+        let log_ids = log::write(tx, store.backend, &log_rows)
             .await
             .map_err(db("insert log"))?;
         let (upload_logs, lab_logs) = log_ids.split_at(self.upload_ids.len());
@@ -652,7 +652,7 @@ impl AuditInput<'_> {
             // The file's own rows go with its first message.
             if m.entry.index == self.files[m.file].0.messages[0].index {
                 w.add("fileUploadCheck", self.upload_ids[m.upload]);
-                w.add("log", upload_logs[m.upload]);
+                w.add("log", &upload_logs[m.upload]);
             }
             w.add("hl7TextMessage", m.lab_no);
             w.add("hl7TextInfo", m.lab_no);
@@ -666,7 +666,7 @@ impl AuditInput<'_> {
             for p in routes.get(&m.lab_no).into_iter().flatten() {
                 w.add("providerLabRouting", format!("{}/{p}", m.lab_no));
             }
-            w.add("log", lab_logs[k]);
+            w.add("log", &lab_logs[k]);
             debug_assert!(self.fresh.contains(&m.file));
             chains
                 .entry(pipeline_chain(&prov.pipeline))

@@ -20,10 +20,15 @@
 //!
 //! `dateTime` is the database's local time (`now_sql`), as OSCAR's `new Date()` is the
 //! server's; `ip` stays NULL (no request), `securityId` NULL (no OSCAR login).
+//!
+//! oscarflow only inserts into `log` (its grant is `INSERT`: OSCAR's log of everyone else's
+//! work stays unreadable to it), so the audit trail names a `log` row by what identifies
+//! it ([`LogRow::key`]) rather than by its id, which MariaDB would return only to an
+//! account allowed to read the table.
 
 use sqlx::{Any, Transaction};
 
-use crate::store::rows::{insert_ids, Limit, Row, Q};
+use crate::store::rows::{insert_all, Limit, Row, Q};
 use crate::store::Backend;
 
 /// One `log` row.
@@ -128,18 +133,29 @@ impl Row for LogRow {
     }
 }
 
-/// Writes `rows` in `tx`; returns their ids in order.
+impl LogRow {
+    /// What identifies the row among oscarflow's (the audit trail's key for it):
+    /// `action/content/contentId` (`add/lab/42`), or `action/data` for a row without
+    /// content (`LabUploadWs.importLab/fileUploadCheckId=17`); a status row adds the status
+    /// its `data` ends with (`update/fax/7/SENT`).
+    pub fn key(&self) -> String {
+        match (self.content, &self.content_id) {
+            (Some(c), Some(id)) if self.action == log_const::UPDATE => {
+                let status = self.data.rsplit(' ').next().unwrap_or("");
+                format!("{}/{c}/{id}/{status}", self.action)
+            }
+            (Some(c), Some(id)) => format!("{}/{c}/{id}", self.action),
+            _ => format!("{}/{}", self.action, self.data.replace([' ', ';'], "_")),
+        }
+    }
+}
+
+/// Writes `rows` in `tx`; returns their keys ([`LogRow::key`]) in order.
 pub async fn write(
     tx: &mut Transaction<'static, Any>,
-    (backend, returning): (Backend, bool),
+    backend: Backend,
     rows: &[LogRow],
-) -> Result<Vec<i64>, sqlx::Error> {
-    insert_ids(
-        tx,
-        returning,
-        (COLUMNS, "id"),
-        rows,
-        Limit::for_backend(backend),
-    )
-    .await
+) -> Result<Vec<String>, sqlx::Error> {
+    insert_all(tx, COLUMNS, rows, Limit::for_backend(backend)).await?;
+    Ok(rows.iter().map(LogRow::key).collect())
 }
