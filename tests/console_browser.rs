@@ -509,6 +509,17 @@ async fn a_dead_letter_redriven_after_its_cause_is_fixed_is_imported_once_and_it
         assert!(raw.contains("|ORU^R01|ZZ3001|"));
         assert!(raw.contains("26-300000001"));
         assert_eq!(count(&store, &revealed).await, 1, "the reveal is journaled");
+
+        // The audit trail page: the labs written, the reveal with who did it, chains intact.
+        b.goto(&d.url("/console/audit?verify=1")).await;
+        b.wait_for("#audit", PAGE).await;
+        let verified = b.text("#verify").await;
+        assert!(verified.contains("intact") && !verified.contains("BROKEN"), "{verified}");
+        let reads = b.find_all("tr[data-action=\"read\"]").await;
+        assert_eq!(reads.len(), 1, "one read: the reveal");
+        assert!(reads[0].text().await.contains("console token operator, session "));
+        assert!(!b.find_all("tr[data-action=\"write\"]").await.is_empty());
+        b.screenshot(&shot("audit.png")).await;
         b.close().await;
     })
     .await;

@@ -382,7 +382,7 @@ const MESSAGES: usize = 10_000;
 const KILLS: usize = 20;
 
 #[test]
-fn twenty_kill_nines_during_a_ten_thousand_message_import_lose_and_duplicate_nothing_and_the_journal_always_equals_oscars_labs(
+fn twenty_kill_nines_during_a_ten_thousand_message_import_lose_and_duplicate_nothing_and_the_journal_and_audit_always_equal_oscars_labs(
 ) {
     let Some(source) = common::mariadb::server_url() else {
         return;
@@ -397,9 +397,9 @@ fn twenty_kill_nines_during_a_ten_thousand_message_import_lose_and_duplicate_not
     }
 }
 
-/// The journal's imported labs against OSCAR's: (journal rows, `hl7TextMessage` rows, labs
-/// in one of the two only).
-async fn journal_against_oscar(store: &Store) -> (i64, i64, i64) {
+/// The journal's imported labs and the audit trail's labs against OSCAR's: (journal rows,
+/// `hl7TextMessage` rows, audited labs, labs missing from any of the three).
+async fn journal_against_oscar(store: &Store) -> (i64, i64, i64, i64) {
     let journal = count(
         store,
         "SELECT COUNT(*) FROM oscarflow_journal WHERE kind = 'lab' AND outcome = 'imported'",
@@ -408,7 +408,20 @@ async fn journal_against_oscar(store: &Store) -> (i64, i64, i64) {
     let oscar = count(store, "SELECT COUNT(*) FROM hl7TextMessage").await;
     let only_journal = count(store, "SELECT COUNT(*) FROM oscarflow_journal j WHERE j.kind = 'lab' AND j.outcome = 'imported' AND NOT EXISTS (SELECT 1 FROM hl7TextMessage m WHERE m.lab_id = j.lab_no)").await;
     let only_oscar = count(store, "SELECT COUNT(*) FROM hl7TextMessage m WHERE NOT EXISTS (SELECT 1 FROM oscarflow_journal j WHERE j.lab_no = m.lab_id AND j.outcome = 'imported')").await;
-    (journal, oscar, only_journal + only_oscar)
+    // The audit trail's row of each lab, written in the same transaction.
+    let audited = count(
+        store,
+        "SELECT COUNT(*) FROM oscarflow_audit WHERE action = 'write' AND lab_no IS NOT NULL",
+    )
+    .await;
+    let only_audit = count(store, "SELECT COUNT(*) FROM oscarflow_audit a WHERE a.action = 'write' AND a.lab_no IS NOT NULL AND NOT EXISTS (SELECT 1 FROM hl7TextMessage m WHERE m.lab_id = a.lab_no)").await;
+    let unaudited = count(store, "SELECT COUNT(*) FROM hl7TextMessage m WHERE NOT EXISTS (SELECT 1 FROM oscarflow_audit a WHERE a.lab_no = m.lab_id AND a.action = 'write')").await;
+    (
+        journal,
+        oscar,
+        audited,
+        only_journal + only_oscar + only_audit + unaudited,
+    )
 }
 
 fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
@@ -497,9 +510,9 @@ fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
         figures.line()
     ));
     let journal_mismatches: i64 =
-        journal_at_kill.iter().map(|j| j.2).sum::<i64>() + journal_at_end.2;
+        journal_at_kill.iter().map(|j| j.3).sum::<i64>() + journal_at_end.3;
     report(format!(
-        "fault kill_nine: journal against OSCAR (journal labs, hl7TextMessage rows, labs in one only) after each kill {journal_at_kill:?}, at the end {journal_at_end:?}"
+        "fault kill_nine: journal and audit against OSCAR (journal labs, hl7TextMessage rows, audited labs, labs not in all three) after each kill {journal_at_kill:?}, at the end {journal_at_end:?}"
     ));
     report(format!(
         "fault kill_nine: lost: {}, duplicated: {}",
@@ -521,17 +534,17 @@ fn kill_nine_import(rt: &tokio::runtime::Runtime, url: &str) {
     );
     assert_eq!(in_lab_import, distinct_files as i64);
     figures.assert_exactly_once();
-    for (i, (journal, oscar, differ)) in journal_at_kill.iter().enumerate() {
+    for (i, (journal, oscar, audited, differ)) in journal_at_kill.iter().enumerate() {
         assert_eq!(
-            (journal, differ),
-            (oscar, &0),
-            "after kill {i}: the journal's labs are OSCAR's labs"
+            (journal, audited, differ),
+            (oscar, oscar, &0),
+            "after kill {i}: the journal's labs and the audited labs are OSCAR's labs"
         );
     }
     assert_eq!(
         journal_at_end,
-        (MESSAGES as i64, MESSAGES as i64, 0),
-        "at the end the journal has every lab OSCAR has, once"
+        (MESSAGES as i64, MESSAGES as i64, MESSAGES as i64, 0),
+        "at the end the journal and the audit trail have every lab OSCAR has, once"
     );
     assert_eq!(journal_mismatches, 0);
     assert_no_phi(&log);

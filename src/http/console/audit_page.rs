@@ -102,7 +102,7 @@ pub(super) async fn audit(state: &HttpState, who: &Who, q: &[(String, String)]) 
             };
             let _ = write!(
                 body,
-                r#"<tr data-action="{}"><td class="id">{}</td><td>{}</td><td>{}</td><td>{}</td><td class="id">{what}</td><td class="muted">{} on {}</td></tr>"#,
+                r#"<tr data-action="{}"><td class="id">{}</td><td>{}</td><td>{}</td><td>{}</td><td class="rows">{what}</td><td class="muted">{} on {}</td></tr>"#,
                 esc(&r.action),
                 esc(&r.at),
                 esc(&r.action),
