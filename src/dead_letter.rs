@@ -120,6 +120,13 @@ pub struct DeadLetterStore {
     store: Store,
 }
 
+impl DeadLetterStore {
+    /// The database it is in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
 // TEXT and DATETIME columns are read through CAST(… AS CHAR): sqlx's `Any` driver decodes
 // neither MySQL type directly, and the cast is a no-op on SQLite.
 const COLUMNS: &str = "id, pipeline, source, source_kind, CAST(origin AS CHAR) AS origin, part, content_sha256, stage, stage_kind, reason, error_kind, CAST(detail AS CHAR) AS detail, attempts, status, CAST(received_at AS CHAR) AS received_at, CAST(first_failed_at AS CHAR) AS first_failed_at, CAST(last_failed_at AS CHAR) AS last_failed_at, CAST(resolved_at AS CHAR) AS resolved_at, raw_len";

@@ -396,7 +396,7 @@ fn run_cli(args: &[&str]) -> std::process::Output {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dlq_show_raw_and_inspect_of_a_stored_message_add_an_audit_row_naming_the_os_user_and_refuse_when_it_cannot_be_recorded(
+async fn dlq_show_raw_show_origin_and_inspect_of_a_stored_message_add_an_audit_row_naming_the_os_user_and_refuse_when_it_cannot_be_recorded(
 ) {
     let tmp = tempfile::tempdir().unwrap();
     let url = sqlite_url(tmp.path());
@@ -440,9 +440,19 @@ async fn dlq_show_raw_and_inspect_of_a_stored_message_add_an_audit_row_naming_th
         String::from_utf8_lossy(&inspected_dl.stderr)
     );
 
+    // Where a dead letter came from (file names can carry patient names) is a read too.
+    let origin = run_cli(&["dlq", "show", &dl, "--show-origin", "--database", &url]);
+    assert_eq!(origin.status.code(), Some(0));
+    let hidden = run_cli(&["dlq", "show", &dl, "--database", &url]);
+    assert_eq!(hidden.status.code(), Some(0));
+
     let mut rows = reads().await;
     rows.reverse();
-    assert_eq!(rows.len(), 3, "one read row each: {rows:#?}");
+    assert_eq!(
+        rows.len(),
+        4,
+        "one read row each, none for the summary without origins: {rows:#?}"
+    );
     let me = audit::os_user();
     for r in &rows {
         assert_eq!(r.actor, me, "the OS user is named");
@@ -464,6 +474,11 @@ async fn dlq_show_raw_and_inspect_of_a_stored_message_add_an_audit_row_naming_th
         .as_deref()
         .unwrap()
         .contains("inspect --dead-letter"));
+    assert!(rows[3]
+        .why
+        .as_deref()
+        .unwrap()
+        .contains("dlq show --show-origin"));
     println!("audit reads: {} rows, actor {me:?}", rows.len());
 
     // No patient data in the audit trail.

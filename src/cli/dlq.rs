@@ -173,6 +173,16 @@ pub async fn run(c: DlqCommand) -> i32 {
             };
             if !show_origin {
                 rows.iter_mut().for_each(hide_origin);
+            } else if let Err(e) = record_origins(
+                &store,
+                format!(
+                    "`oscarflow dlq list --show-origin`: where {} dead letter(s) came from (file paths and names)",
+                    rows.len()
+                ),
+            )
+            .await
+            {
+                return fail(e);
             }
             if json {
                 match serde_json::to_string_pretty(&rows) {
@@ -244,6 +254,16 @@ pub async fn run(c: DlqCommand) -> i32 {
             };
             if !show_origin {
                 hide_origin(&mut row);
+            } else if let Err(e) = record_origins(
+                &store,
+                format!(
+                    "`oscarflow dlq show --show-origin`: where dead letter {} came from (file path and name)",
+                    row.id
+                ),
+            )
+            .await
+            {
+                return fail(e);
             }
             if json {
                 return match serde_json::to_string_pretty(&row) {
@@ -340,6 +360,22 @@ const HIDDEN: &str = "(hidden: --show-origin shows it)";
 /// Masks the parts of a dead letter's origin that may name a patient: file paths and names
 /// (a clinic's drop folder often names files after the patient) and free labels. Ids, hosts
 /// and control ids stay.
+/// `--show-origin` shows file paths and names, which can carry patient names: a read of
+/// patient data, recorded in the audit trail (the OS user) before anything is printed.
+async fn record_origins(store: &DeadLetterStore, why: String) -> Result<(), String> {
+    crate::audit::record_read(
+        store.store(),
+        crate::audit::read(crate::audit::os_user(), why),
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "the read could not be recorded in the audit trail, so nothing is shown: {}",
+            crate::error::describe_sqlx(&e)
+        )
+    })
+}
+
 fn hide_origin(r: &mut StoredDeadLetter) {
     if let serde_json::Value::Object(m) = &mut r.origin {
         for key in ["path", "label", "name"] {
