@@ -289,6 +289,7 @@ impl DeadLetterStore {
         )
         .map(crate::journal::local_time)
         .unwrap_or_else(|_| now_sql());
+        crate::audit::ensure_chain(&self.store, crate::audit::ACCESS_CHAIN).await?;
         let mut tx = self.store.pool.begin().await?;
         sqlx::query(
             "INSERT INTO oscarflow_journal (at, kind, pipeline, source, source_kind, origin, received_at, attempt, content_sha256, part, outcome, reason, detail, dead_letter_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'revealed', ?, ?, ?)",

@@ -520,3 +520,41 @@ async fn dlq_show_raw_show_origin_and_inspect_of_a_stored_message_add_an_audit_r
     assert_eq!(refused.status.code(), Some(1));
     assert!(refused.stdout.is_empty(), "nothing shown");
 }
+
+/// Regression (the two-daemon fax test sent a fax twice): two writers appending to a chain
+/// that has no head yet both failed or deadlocked on creating it inside their transactions,
+/// failing the commit of a fax RingCentral had already accepted. With the head made first,
+/// in a statement of its own, concurrent writers on separate connections all commit, in one
+/// intact chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_writers_of_a_new_chain_all_commit_in_one_intact_chain() {
+    with_test_db(|url| async move {
+        let store = Store::open(&url).await.expect("open MariaDB");
+        let writers = 8;
+        let mut tasks = Vec::new();
+        for i in 0..writers {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                audit::ensure_chain(&store, "race").await?;
+                let mut tx = store.pool.begin().await?;
+                let record = audit::Record {
+                    action: action::STATUS,
+                    actor: format!("writer {i}"),
+                    ..Default::default()
+                };
+                audit::append(&mut tx, "race", &[record]).await?;
+                tx.commit().await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().expect("every writer commits");
+        }
+        let reports = audit::verify(&store).await.unwrap();
+        let race = reports.iter().find(|r| r.chain == "race").unwrap();
+        assert_eq!(
+            (race.rows, race.head_seq, &race.problem),
+            (writers, writers as i64, &None)
+        );
+    })
+    .await;
+}

@@ -420,7 +420,42 @@ async fn lock_head(
     Ok((0, GENESIS.to_string()))
 }
 
-/// Appends `records` to `chain` in `tx`, the transaction of the writes they record.
+/// Makes sure `chain` has its head row, in a statement of its own: call it before the
+/// transaction that appends to the chain. Creating the head inside that transaction would
+/// let two writers of a new chain (two daemons' first fax statuses) take the same gap lock
+/// and deadlock, failing a transaction that records a fax RingCentral already accepted.
+/// Remembered per database and chain, so it costs one statement per chain per process.
+pub async fn ensure_chain(store: &Store, chain: &str) -> Result<(), sqlx::Error> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static READY: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let chain = cut(chain, 100);
+    let key = format!("{}\u{0}{chain}", store.pool.connect_options().database_url);
+    let ready = READY.get_or_init(Default::default);
+    if ready.lock().is_ok_and(|s| s.contains(&key)) {
+        return Ok(());
+    }
+    let sql = match store.backend {
+        Backend::MySql => {
+            "INSERT IGNORE INTO oscarflow_audit_head (chain, seq, hash) VALUES (?, 0, ?)"
+        }
+        Backend::Sqlite => {
+            "INSERT OR IGNORE INTO oscarflow_audit_head (chain, seq, hash) VALUES (?, 0, ?)"
+        }
+    };
+    sqlx::query(sql)
+        .bind(chain.as_str())
+        .bind(GENESIS)
+        .execute(&store.pool)
+        .await?;
+    if let Ok(mut s) = ready.lock() {
+        s.insert(key);
+    }
+    Ok(())
+}
+
+/// Appends `records` to `chain` in `tx`, the transaction of the writes they record (the
+/// chain's head made beforehand by [`ensure_chain`]).
 pub async fn append(
     tx: &mut Transaction<'static, Any>,
     chain: &str,
@@ -473,6 +508,7 @@ pub async fn append(
 
 /// Records a read of patient data in a transaction of its own, before the data is shown.
 pub async fn record_read(store: &Store, record: Record) -> Result<(), sqlx::Error> {
+    ensure_chain(store, ACCESS_CHAIN).await?;
     let mut tx = store.pool.begin().await?;
     append(&mut tx, ACCESS_CHAIN, &[record]).await?;
     tx.commit().await

@@ -192,6 +192,9 @@ async fn insert_rows(
     file_name: &str,
     now_local: chrono::DateTime<chrono::Local>,
 ) -> Result<FaxOutcome, ProcessError> {
+    crate::audit::ensure_chain(store, &crate::audit::pipeline_chain(&prov.pipeline))
+        .await
+        .map_err(db("create the audit chain"))?;
     let mut tx = store.pool.begin().await.map_err(db("begin transaction"))?;
     let now = now_local.format("%Y-%m-%d %H:%M:%S").to_string();
     let received = local(doc.received_at);
@@ -342,7 +345,8 @@ async fn insert_rows(
 
 /// Records, in `tx` (the transaction that sets it), that `actor` set OSCAR's `faxes.status`
 /// of fax `fax_id` to `status`: OSCAR's `log` row (`update`, `fax`) and an audit row
-/// (`action = status`) in the [`crate::audit::STATUS_CHAIN`] chain.
+/// (`action = status`) in the [`crate::audit::STATUS_CHAIN`] chain. Call
+/// [`crate::audit::ensure_chain`] for that chain before the transaction begins.
 pub async fn audit_fax_status(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     store: &Store,

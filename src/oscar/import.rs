@@ -243,6 +243,15 @@ async fn import_files(
     for (i, (file, _)) in files.iter().enumerate() {
         check_statement_size(file, opts.max_statement_bytes).map_err(|e| Failure::File(i, e))?;
     }
+    // The heads of the audit chains these files append to (see `audit::ensure_chain`).
+    let mut pipelines: Vec<&str> = files.iter().map(|(_, p)| &*p.pipeline).collect();
+    pipelines.sort_unstable();
+    pipelines.dedup();
+    for p in pipelines {
+        crate::audit::ensure_chain(store, &crate::audit::pipeline_chain(p))
+            .await
+            .map_err(db("create the audit chain"))?;
+    }
     let mut tx = store.pool.begin().await.map_err(db("begin transaction"))?;
     match write_files(&mut tx, store, files, opts).await {
         Ok(Some(outcomes)) => {

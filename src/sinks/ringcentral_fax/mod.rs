@@ -102,6 +102,9 @@ impl RingCentralFax {
 
     /// RingCentral accepted the fax: our row `queued` with its message id, OSCAR's `SENT`.
     async fn accepted(&self, fax_id: i64, m: &FaxMessage) -> Result<(), OutboundError> {
+        crate::audit::ensure_chain(&self.store, crate::audit::STATUS_CHAIN)
+            .await
+            .map_err(db("create the audit chain"))?;
         let mut tx = self.store.pool.begin().await.map_err(db("begin"))?;
         sqlx::query("UPDATE oscarflow_fax_outbound SET state = 'queued', rc_message_id = ?, last_error = NULL, claimed_unix = ?, updated_at = ? WHERE fax_id = ?")
             .bind(m.id)
@@ -280,6 +283,9 @@ impl StepSink<FaxJob> for RingCentralFax {
         };
         match m.status() {
             "Sent" => {
+                crate::audit::ensure_chain(&self.store, crate::audit::STATUS_CHAIN)
+                    .await
+                    .map_err(|e| ProcessError::from(db("create the audit chain")(e)))?;
                 let mut tx = self
                     .store
                     .pool

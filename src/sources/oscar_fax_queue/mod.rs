@@ -222,6 +222,9 @@ impl FaxQueue {
     /// The fax cannot be sent: our row `failed`, OSCAR's `ERROR` with the reason (only while
     /// `owner` holds the claim).
     async fn fail(&self, owner: &str, fax_id: i64, reason: &str) -> Result<bool, OutboundError> {
+        crate::audit::ensure_chain(&self.store, crate::audit::STATUS_CHAIN)
+            .await
+            .map_err(db("create the audit chain"))?;
         let mut tx = self.store.pool.begin().await.map_err(db("begin"))?;
         let r = sqlx::query("UPDATE oscarflow_fax_outbound SET state = 'failed', last_error = ?, updated_at = ? WHERE fax_id = ? AND owner = ? AND state IN ('sending', 'unknown', 'queued')")
             .bind(cut(reason, 255))
@@ -354,6 +357,9 @@ impl Queue for FaxQueue {
     async fn requeue(&self, job: &FaxJob) -> Result<bool, OutboundError> {
         // The claim stays `failed`: the next round claims the fax again as a resend, with a
         // new reference, exactly as when a user re-queues it in OSCAR.
+        crate::audit::ensure_chain(&self.store, crate::audit::STATUS_CHAIN)
+            .await
+            .map_err(db("create the audit chain"))?;
         let mut tx = self.store.pool.begin().await.map_err(db("begin"))?;
         let r = sqlx::query("UPDATE faxes SET status = 'WAITING', statusString = '' WHERE id = ? AND status = 'ERROR' AND faxline = ?")
             .bind(job.fax_id)
