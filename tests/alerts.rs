@@ -288,34 +288,6 @@ fn mailed(smtp: &Smtp, tag: &str, about: &str) -> usize {
         .count()
 }
 
-/// A TCP gate in front of the emulator: closed, it drops every connection (the source's
-/// polls fail); open, it relays.
-struct Gate {
-    port: u16,
-    open: tokio::sync::watch::Sender<bool>,
-}
-
-impl Gate {
-    async fn start(target: std::net::SocketAddr) -> Gate {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (open, watch) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !*watch.borrow() {
-                    continue;
-                }
-                tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        });
-        Gate { port, open }
-    }
-}
-
 fn excelleris_pipeline(url: &str, identity: &Path, trust: &Path, extra: &str) -> String {
     format!(
         "[pipeline]\nname = \"labs\"\n{extra}[sources.pull]\ntype = \"excelleris\"\nurl = \"{url}\"\nuser_env = \"OSCARFLOW_T_AL_XL_USER\"\npassword_env = \"OSCARFLOW_T_AL_XL_PASSWORD\"\nclient_identity = \"{}\"\ntrust_store = \"{}\"\npoll_interval = \"1s\"\n[stages.parse]\ntype = \"parse_hl7\"\ninputs = [\"pull\"]\n[sinks.oscar]\ntype = \"oscar_lab\"\ninputs = [\"parse\"]\n",
@@ -362,7 +334,7 @@ async fn a_source_failing_past_unready_after_sends_one_alert_and_one_recovery_no
     let hook = Hook::start();
     let tmp = tempfile::tempdir().unwrap();
     let emu = Emulator::start(tmp.path()).await;
-    let gate = Gate::start(emu.addr).await;
+    let gate = common::gate::Gate::start(emu.addr, false).await;
     let rc = RcEmulator::start().await;
     let rc_toml = rc.ringcentral_toml("ALSMS", (10, "1m"));
     let port = free_port();

@@ -163,39 +163,6 @@ fn off_loopback_the_endpoint_needs_a_bearer_token() {
     assert!(!logs.contains("s3cret-t0ken"), "the token is not logged");
 }
 
-/// A TCP gate in front of MariaDB: open, it relays; closed, it cuts every relayed connection
-/// and drops new ones (the database "goes away" for the daemon).
-struct Gate {
-    port: u16,
-    open: tokio::sync::watch::Sender<bool>,
-}
-
-impl Gate {
-    async fn start(target: std::net::SocketAddr) -> Gate {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (open, watch) = tokio::sync::watch::channel(true);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !*watch.borrow() {
-                    continue; // dropped
-                }
-                let mut watch = watch.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = watch.wait_for(|open| !*open) => {}
-                    }
-                });
-            }
-        });
-        Gate { port, open }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_unready_when_the_database_goes_away_and_ready_when_it_returns() {
     common::mariadb::with_test_db(|url| async move {
@@ -207,7 +174,7 @@ async fn readyz_turns_unready_when_the_database_goes_away_and_ready_when_it_retu
         )
         .parse()
         .unwrap();
-        let gate = Gate::start(target).await;
+        let gate = common::gate::Gate::start(target, true).await;
         let mut via_gate = parsed.clone();
         via_gate.set_port(Some(gate.port)).unwrap();
         let tmp = tempfile::tempdir().unwrap();

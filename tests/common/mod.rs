@@ -4,6 +4,7 @@
 
 pub mod excelleris_emulator;
 pub mod fax_queue;
+pub mod gate;
 pub mod harness;
 pub mod http_emu;
 pub mod logs;
