@@ -345,7 +345,7 @@ async fn a_source_failing_past_unready_after_sends_one_alert_and_one_recovery_no
         "unready_after = \"1s\"\n",
     );
     let config = format!(
-        "[alerts]\nevaluate_every = \"200ms\"\nresolve_after = \"1s\"\ncertificate_warning = \"1d\"\n{}{}[alerts.sms]\nfrom = \"+16045550100\"\nto = [\"+16045550199\"]\n[alerts.sms.ringcentral]\n{rc_toml}",
+        "[alerts]\nevaluate_every = \"200ms\"\nresolve_after = \"1s\"\ncertificate_warning = \"1d\"\n[alerts.rules]\ndisk = false\n{}{}[alerts.sms]\nfrom = \"+16045550100\"\nto = [\"+16045550199\"]\n[alerts.sms.ringcentral]\n{rc_toml}",
         smtp.toml(),
         hook.toml()
     );
