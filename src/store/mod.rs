@@ -159,6 +159,11 @@ const MYSQL_MIGRATIONS: &[Migration] = &[
         name: "audit",
         sql: include_str!("../../migrations/mysql/0009_audit.sql"),
     },
+    Migration {
+        version: 10,
+        name: "appointments",
+        sql: include_str!("../../migrations/mysql/0010_appointments.sql"),
+    },
 ];
 
 const SQLITE_MIGRATIONS: &[Migration] = &[
@@ -216,6 +221,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         version: 11,
         name: "audit",
         sql: include_str!("../../migrations/sqlite/0011_audit.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "appointments",
+        sql: include_str!("../../migrations/sqlite/0012_appointments.sql"),
     },
 ];
 
@@ -392,6 +402,31 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
+        // Two processes starting at once on a fresh database (two daemons, two tests) would
+        // both apply a migration and one would fail: on MariaDB they take turns under a
+        // named lock of this database, held by a connection of its own (SQLite's one
+        // writer already serializes them).
+        let mut lock = match self.backend {
+            Backend::MySql => {
+                let mut conn = self.pool.acquire().await.map_err(StoreError::query)?;
+                sqlx::query("SELECT GET_LOCK(CONCAT('oscarflow_migrate:', DATABASE()), 120)")
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(StoreError::query)?;
+                Some(conn)
+            }
+            Backend::Sqlite => None,
+        };
+        let result = self.migrate_locked().await;
+        if let Some(conn) = lock.as_mut() {
+            let _ = sqlx::query("SELECT RELEASE_LOCK(CONCAT('oscarflow_migrate:', DATABASE()))")
+                .execute(&mut **conn)
+                .await;
+        }
+        result
+    }
+
+    async fn migrate_locked(&self) -> Result<(), StoreError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS oscarflow_migrations (version BIGINT NOT NULL PRIMARY KEY, name VARCHAR(100) NOT NULL, applied_at VARCHAR(19) NOT NULL)",
         )
