@@ -9,6 +9,8 @@
 //!   field access by path (`PID-5.1`, `OBX[3]-5`, `PID-3[2].1`) and escape decoding on access.
 //! - [`lab`] builds the typed [`lab::LabMessage`] (patient, orders, observations) the OSCAR
 //!   import needs.
+//! - [`siu`] builds the typed [`siu::SiuMessage`] (appointment ids, slot, patient,
+//!   resources) of a scheduling message.
 //!
 //! Errors name positions (`MSH-2`, `segment 4`), never values: message content is PHI.
 //!
@@ -34,6 +36,7 @@ pub mod escape;
 pub mod framing;
 pub mod lab;
 pub mod message;
+pub mod siu;
 pub mod text;
 
 pub use framing::{frame, Frame, FrameError, Framed};
