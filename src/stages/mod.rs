@@ -4,10 +4,12 @@
 //! rejections, collected in an [`Emitter`]. It never acknowledges anything itself: the
 //! stage runner ([`crate::topology::run::run_stage`]) dead-letters the rejections, forwards
 //! the outputs (each carrying a derived ack token) and retries the whole call on a transient
-//! error. Kinds: `parse_hl7` (raw bytes → [`crate::lab_file::LabFile`]) and `match_patient`.
+//! error. Kinds: `parse_hl7` (raw bytes → [`crate::lab_file::LabFile`]), `parse_siu` (raw bytes →
+//! [`crate::appointment::Appointment`]) and `match_patient` (either).
 
 pub mod match_patient;
 pub mod parse_hl7;
+pub mod parse_siu;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use crate::payload::{Erased, Payload};
 
 pub use match_patient::MatchPatientConfig;
 pub use parse_hl7::ParseHl7Config;
+pub use parse_siu::ParseSiuConfig;
 
 /// A message a stage refused, with the bytes to keep.
 #[derive(Debug)]
@@ -82,6 +85,93 @@ impl<O> Emitter<O> {
     }
 }
 
+/// One message of an input, framed and decoded, ready to parse (see [`frame_input`]).
+pub struct Decoded {
+    pub frame: crate::hl7::Frame,
+    /// The segments joined by `\r`, decoded.
+    pub text: String,
+    pub encoding: crate::hl7::text::Encoding,
+    /// MSH-18 as sniffed from the bytes (the charset the message claims).
+    pub msh18: Option<String>,
+}
+
+/// The limits [`frame_input`] applies.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameLimits {
+    pub max_input_bytes: usize,
+    pub max_message_bytes: usize,
+    pub fallback: crate::hl7::text::Fallback,
+}
+
+/// What every HL7 parse stage does first: the input's size, framing (multi-message files,
+/// batches, XML wrappers, BOM, any line ending) and each message's size and decoding. Every
+/// input or message refused on the way — too large, empty, not HL7, stray text — is rejected
+/// into `out` with its bytes. Returns the messages found (good and bad), the container and
+/// the messages to parse.
+pub fn frame_input<I: crate::payload::capabilities::RawBytes, O>(
+    input: &Envelope<I>,
+    limits: FrameLimits,
+    out: &mut Emitter<O>,
+) -> (u32, crate::hl7::framing::Container, Vec<Decoded>) {
+    use crate::hl7::framing::{self, Container, FrameError};
+    let raw = input.payload.raw_bytes();
+    if raw.len() > limits.max_input_bytes {
+        out.reject(
+            input,
+            None,
+            raw.clone(),
+            ReasonCode::TooLarge,
+            format!(
+                "input is {} bytes, over the limit of {}",
+                raw.len(),
+                limits.max_input_bytes
+            ),
+        );
+        return (0, Container::Plain, Vec::new());
+    }
+    let framed = framing::frame(&raw);
+    // Messages are frames that start with MSH; stray text and empty input are not.
+    let found = framed.messages.len() as u32;
+    let whole = framed.messages.is_empty() && framed.rejected.len() == 1;
+    for r in &framed.rejected {
+        let reason = match r.error {
+            FrameError::Empty => ReasonCode::EmptyInput,
+            FrameError::NoMessage => ReasonCode::NotHl7,
+            FrameError::Stray { .. } | FrameError::BadXml(_) => ReasonCode::Malformed,
+        };
+        let part = if whole { None } else { Some(r.index) };
+        out.reject(input, part, r.raw.clone(), reason, r.error.to_string());
+    }
+    let mut decoded = Vec::with_capacity(framed.messages.len());
+    for f in framed.messages {
+        if f.raw.len() > limits.max_message_bytes {
+            out.reject(
+                input,
+                Some(f.index),
+                f.raw.clone(),
+                ReasonCode::TooLarge,
+                format!(
+                    "message {} is {} bytes, over the limit of {}",
+                    f.index + 1,
+                    f.raw.len(),
+                    limits.max_message_bytes
+                ),
+            );
+            continue;
+        }
+        let joined = f.joined(b"\r");
+        let msh18 = crate::hl7::text::sniff_msh18(&joined);
+        let (text, encoding) = crate::hl7::text::decode(&joined, limits.fallback, msh18.as_deref());
+        decoded.push(Decoded {
+            text: text.into_owned(),
+            encoding,
+            msh18,
+            frame: f,
+        });
+    }
+    (found, framed.container, decoded)
+}
+
 /// A typed transformation. See the module docs for the contract.
 #[async_trait]
 pub trait Stage<I: Send + Sync + 'static, O: Send + 'static>: Send + Sync {
@@ -132,6 +222,7 @@ crate::component::component_types! {
     /// The closed set of stage configurations: one line per type.
     StageConfig: StageComponent {
         ParseHl7(ParseHl7Config) = "parse_hl7",
+        ParseSiu(ParseSiuConfig) = "parse_siu",
         MatchPatient(MatchPatientConfig) = "match_patient",
     }
 }

@@ -16,7 +16,7 @@ use super::{Emitter, Stage};
 use crate::component::ProcessError;
 use crate::dead_letter::ReasonCode;
 use crate::envelope::{Envelope, Raw};
-use crate::hl7::framing::{self, Container, FrameError};
+use crate::hl7::framing::Container;
 use crate::hl7::lab::LabMessage;
 use crate::hl7::text::{self};
 use crate::hl7::Message;
@@ -41,55 +41,17 @@ impl ParseHl7 {
     /// Parses one input into a lab file and rejections; pure and synchronous.
     pub fn parse(&self, input: &Envelope<Raw>, out: &mut Emitter<LabFile>) -> u32 {
         let raw = &input.payload.bytes;
-        if raw.len() > self.cfg.max_input_bytes {
-            out.reject(
-                input,
-                None,
-                raw.clone(),
-                ReasonCode::TooLarge,
-                format!(
-                    "input is {} bytes, over the limit of {}",
-                    raw.len(),
-                    self.cfg.max_input_bytes
-                ),
-            );
-            return 0;
-        }
-        let framed = framing::frame(raw);
-        // Messages are frames that start with MSH; stray text and empty input are not.
-        let found = framed.messages.len() as u32;
-        let whole = framed.messages.is_empty() && framed.rejected.len() == 1;
-        for r in &framed.rejected {
-            let reason = match r.error {
-                FrameError::Empty => ReasonCode::EmptyInput,
-                FrameError::NoMessage => ReasonCode::NotHl7,
-                FrameError::Stray { .. } | FrameError::BadXml(_) => ReasonCode::Malformed,
-            };
-            let part = if whole { None } else { Some(r.index) };
-            out.reject(input, part, r.raw.clone(), reason, r.error.to_string());
-        }
-        let mut entries = Vec::with_capacity(framed.messages.len());
-        for f in &framed.messages {
-            if f.raw.len() > self.cfg.max_message_bytes {
-                out.reject(
-                    input,
-                    Some(f.index),
-                    f.raw.clone(),
-                    ReasonCode::TooLarge,
-                    format!(
-                        "message {} is {} bytes, over the limit of {}",
-                        f.index + 1,
-                        f.raw.len(),
-                        self.cfg.max_message_bytes
-                    ),
-                );
-                continue;
-            }
-            let joined = f.joined(b"\r");
-            let msh18 = text::sniff_msh18(&joined);
-            let (decoded, encoding) =
-                text::decode(&joined, self.cfg.encoding_fallback, msh18.as_deref());
-            let msg = match Message::parse_framed(&decoded) {
+        let limits = super::FrameLimits {
+            max_input_bytes: self.cfg.max_input_bytes,
+            max_message_bytes: self.cfg.max_message_bytes,
+            fallback: self.cfg.encoding_fallback,
+        };
+        let (found, container, decoded) = super::frame_input(input, limits, out);
+        let mut entries = Vec::with_capacity(decoded.len());
+        for d in &decoded {
+            let f = &d.frame;
+            let msh18 = &d.msh18;
+            let msg = match Message::parse_framed(&d.text) {
                 Ok(m) => m,
                 Err(e) => {
                     out.reject(
@@ -142,7 +104,7 @@ impl ParseHl7 {
             };
             // What OSCAR stores: XML content verbatim (as its PATHL7 handler does), pipe files
             // with CRLF after every segment (as Utilities.separateMessages does).
-            let stored_text = match framed.container {
+            let stored_text = match container {
                 Container::Xml => {
                     text::decode(&f.raw, self.cfg.encoding_fallback, msh18.as_deref())
                         .0
@@ -160,7 +122,7 @@ impl ParseHl7 {
                 index: f.index,
                 raw: f.raw.clone(),
                 stored_text,
-                encoding,
+                encoding: d.encoding,
                 segment_count: msg.segment_count(),
                 lab,
                 matched: None,
@@ -174,7 +136,7 @@ impl ParseHl7 {
                     name: input.payload.name.clone(),
                     raw: raw.clone(),
                     md5,
-                    container: framed.container,
+                    container,
                     messages_found: found,
                     messages: entries,
                 },
