@@ -24,6 +24,10 @@ GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_fax_outbound` TO 'oscarflow'@'10.0.0.5';
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_sms_outbox` TO 'oscarflow'@'10.0.0.5';
 GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_sms_optout` TO 'oscarflow'@'10.0.0.5';
+GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_appointment` TO 'oscarflow'@'10.0.0.5';
+GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_appointment_message` TO 'oscarflow'@'10.0.0.5';
+GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_appointment_event` TO 'oscarflow'@'10.0.0.5';
+GRANT CREATE, SELECT, INSERT, UPDATE, DELETE, ALTER, INDEX ON `oscar`.`oscarflow_provider_lock` TO 'oscarflow'@'10.0.0.5';
 -- The audit trail: rows are only ever added (no UPDATE, no DELETE: oscarflow cannot rewrite
 -- it); the head of each hash chain is updated with every row.
 GRANT CREATE, SELECT, INSERT, ALTER, INDEX ON `oscar`.`oscarflow_audit` TO 'oscarflow'@'10.0.0.5';
@@ -50,6 +54,13 @@ GRANT SELECT, INSERT, UPDATE ON `oscar`.`faxes` TO 'oscarflow'@'10.0.0.5';
 -- the rest of OSCAR's log, other users' activity, stays unreadable to oscarflow.
 GRANT INSERT ON `oscar`.`log` TO 'oscarflow'@'10.0.0.5';
 
+-- The appointment book: reminders read it; a scheduling feed (SIU, the oscar_appointment sink)
+-- books, reschedules, cancels and deletes as OSCAR's screens do, archiving each version first.
+-- A clinic without a scheduling feed may keep SELECT alone on appointment and leave out the rest.
+GRANT SELECT, INSERT, UPDATE, DELETE ON `oscar`.`appointment` TO 'oscarflow'@'10.0.0.5';
+GRANT INSERT ON `oscar`.`appointmentArchive` TO 'oscarflow'@'10.0.0.5';
+GRANT SELECT, INSERT ON `oscar`.`other_id` TO 'oscarflow'@'10.0.0.5';
+
 -- Read only: patient matching, lab routing, flowsheet measurements, reminders.
 GRANT SELECT ON `oscar`.`demographic` TO 'oscarflow'@'10.0.0.5';
 GRANT SELECT ON `oscar`.`demographicExt` TO 'oscarflow'@'10.0.0.5';
@@ -58,4 +69,3 @@ GRANT SELECT ON `oscar`.`provider` TO 'oscarflow'@'10.0.0.5';
 GRANT SELECT ON `oscar`.`incomingLabRules` TO 'oscarflow'@'10.0.0.5';
 GRANT SELECT ON `oscar`.`measurementMap` TO 'oscarflow'@'10.0.0.5';
 GRANT SELECT ON `oscar`.`measurementType` TO 'oscarflow'@'10.0.0.5';
-GRANT SELECT ON `oscar`.`appointment` TO 'oscarflow'@'10.0.0.5';

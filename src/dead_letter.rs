@@ -254,7 +254,10 @@ impl DeadLetterStore {
             Body::File(_) => crate::journal::Peek::default(),
         };
         let entry = crate::journal::Entry {
-            kind: Some(crate::journal::Kind::of_source(&dl.provenance.source_kind)),
+            kind: Some(crate::journal::Kind::of_input(
+                &dl.provenance.source_kind,
+                peek.message_type.as_deref(),
+            )),
             part: dl.part,
             message_type: peek.message_type,
             control_id: peek.control_id,

@@ -178,6 +178,17 @@ pub enum ReasonCode {
     Refused,
     /// RingCentral accepted the message but could not deliver it.
     DeliveryFailed,
+    /// A message that must name one chart (an appointment) matched none or several: the
+    /// match outcome says why. Never filed by a guess.
+    PatientUnmatched,
+    /// The appointment's provider is not one OSCAR knows by the configured identifier.
+    ProviderUnknown,
+    /// The slot overlaps another appointment of the provider that is not cancelled or a
+    /// no-show.
+    Conflict,
+    /// The message changes an appointment oscarflow has not booked (an S13 before its S12)
+    /// or one that was deleted.
+    AppointmentUnknown,
 }
 
 impl ReasonCode {
@@ -194,6 +205,10 @@ impl ReasonCode {
         ReasonCode::DocumentUnavailable,
         ReasonCode::Refused,
         ReasonCode::DeliveryFailed,
+        ReasonCode::PatientUnmatched,
+        ReasonCode::ProviderUnknown,
+        ReasonCode::Conflict,
+        ReasonCode::AppointmentUnknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -210,6 +225,10 @@ impl ReasonCode {
             ReasonCode::DocumentUnavailable => "document_unavailable",
             ReasonCode::Refused => "refused",
             ReasonCode::DeliveryFailed => "delivery_failed",
+            ReasonCode::PatientUnmatched => "patient_unmatched",
+            ReasonCode::ProviderUnknown => "provider_unknown",
+            ReasonCode::Conflict => "conflict",
+            ReasonCode::AppointmentUnknown => "appointment_unknown",
         }
     }
 

@@ -46,6 +46,8 @@ pub enum Kind {
     FaxIn,
     FaxOut,
     Sms,
+    /// A scheduling message (SIU) applied to OSCAR's appointment book.
+    Appointment,
 }
 
 impl Kind {
@@ -54,8 +56,19 @@ impl Kind {
         match source_kind {
             "ringcentral_fax" => Kind::FaxIn,
             "oscar_fax_queue" => Kind::FaxOut,
-            "oscar_appointments" | "oscar_lab_ready" => Kind::Sms,
+            "oscar_appointments" | "oscar_lab_ready" | "oscar_appointment_confirmations" => {
+                Kind::Sms
+            }
             _ => Kind::Lab,
+        }
+    }
+
+    /// What a dead-lettered input of `source_kind` is, its message type (`peek`) telling a
+    /// scheduling message from a lab on the sources that carry both (folders, MLLP).
+    pub fn of_input(source_kind: &str, message_type: Option<&str>) -> Kind {
+        match Kind::of_source(source_kind) {
+            Kind::Lab if message_type.is_some_and(|t| t.starts_with("SIU")) => Kind::Appointment,
+            k => k,
         }
     }
 
@@ -65,6 +78,7 @@ impl Kind {
             Kind::FaxIn => "fax_in",
             Kind::FaxOut => "fax_out",
             Kind::Sms => "sms",
+            Kind::Appointment => "appointment",
         }
     }
 }
@@ -95,9 +109,10 @@ pub struct Entry {
     pub fax_id: Option<i64>,
     pub demographic_no: Option<i64>,
     pub dead_letter_id: Option<String>,
+    pub appointment_no: Option<i64>,
 }
 
-const COLUMNS: &str = "INSERT INTO oscarflow_journal (at, kind, pipeline, source, source_kind, origin, received_at, attempt, content_sha256, part, message_type, control_id, accession, lab_type, outcome, match_outcome, match_candidates, reason, detail, lab_no, document_no, fax_id, demographic_no, dead_letter_id)";
+const COLUMNS: &str = "INSERT INTO oscarflow_journal (at, kind, pipeline, source, source_kind, origin, received_at, attempt, content_sha256, part, message_type, control_id, accession, lab_type, outcome, match_outcome, match_candidates, reason, detail, lab_no, document_no, fax_id, demographic_no, dead_letter_id, appointment_no)";
 
 pub(crate) fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
@@ -203,9 +218,9 @@ fn insert_rows<'a>(
 }
 
 impl Row for Insert<'_> {
-    const PARAMS: usize = 24;
+    const PARAMS: usize = 25;
     const VALUES: &'static str =
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     fn bind<'q>(&'q self, q: Q<'q>) -> Q<'q> {
         let (prov, o, e) = (self.prov, self.of, self.e);
         q.bind(self.at)
@@ -232,6 +247,7 @@ impl Row for Insert<'_> {
             .bind(e.fax_id)
             .bind(e.demographic_no)
             .bind(e.dead_letter_id.as_deref())
+            .bind(e.appointment_no)
     }
 }
 
@@ -274,6 +290,14 @@ pub fn peek(raw: &[u8]) -> Peek {
         control_id: non_empty(m.get("MSH-10").into_owned()),
         accession: None,
     };
+    if p.message_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("SIU"))
+    {
+        // A scheduling message is found by its appointment's filler id (SCH-2.1).
+        p.accession = non_empty(m.get("SCH-2.1").into_owned());
+        return p;
+    }
     p.accession = match crate::hl7::lab::LabMessage::from_message(&m) {
         Ok(lab) => non_empty(crate::oscar::handlers::accession(&lab)),
         Err(_) => None,
@@ -363,10 +387,11 @@ pub struct JournalRow {
     pub fax_id: Option<i64>,
     pub demographic_no: Option<i64>,
     pub dead_letter_id: Option<String>,
+    pub appointment_no: Option<i64>,
     pub released_at: Option<String>,
 }
 
-const SELECT: &str = "SELECT id, CAST(at AS CHAR) AS at, kind, pipeline, source, source_kind, origin, CAST(received_at AS CHAR) AS received_at, attempt, content_sha256, part, message_type, control_id, accession, lab_type, outcome, match_outcome, match_candidates, reason, detail, lab_no, document_no, fax_id, demographic_no, dead_letter_id, CAST(released_at AS CHAR) AS released_at FROM oscarflow_journal";
+const SELECT: &str = "SELECT id, CAST(at AS CHAR) AS at, kind, pipeline, source, source_kind, origin, CAST(received_at AS CHAR) AS received_at, attempt, content_sha256, part, message_type, control_id, accession, lab_type, outcome, match_outcome, match_candidates, reason, detail, lab_no, document_no, fax_id, demographic_no, dead_letter_id, appointment_no, CAST(released_at AS CHAR) AS released_at FROM oscarflow_journal";
 
 fn read_row(r: &sqlx::any::AnyRow) -> Result<JournalRow, sqlx::Error> {
     let s = |c: &str| text_column(r, c).map(Option::unwrap_or_default);
@@ -398,6 +423,7 @@ fn read_row(r: &sqlx::any::AnyRow) -> Result<JournalRow, sqlx::Error> {
         fax_id: i("fax_id")?,
         demographic_no: i("demographic_no")?,
         dead_letter_id: o("dead_letter_id")?,
+        appointment_no: i("appointment_no")?,
         released_at: o("released_at")?,
     })
 }

@@ -1102,6 +1102,15 @@ fn least_privilege_url() -> Option<String> {
     }
 }
 
+/// The test account's URL (`OSCARFLOW_TEST_MYSQL_URL`) on the least-privilege account's
+/// database.
+fn admin_url_of(least: &str) -> String {
+    let db = least.rsplit('/').next().unwrap_or_default();
+    let admin = std::env::var("OSCARFLOW_TEST_MYSQL_URL").expect("the test account's URL");
+    let (server, _) = admin.rsplit_once('/').expect("a database in the URL");
+    format!("{server}/{db}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_grants_are_enough_to_import_labs_keep_dead_letters_and_purge_them() {
     let Some(url) = least_privilege_url() else {
@@ -1176,6 +1185,84 @@ async fn the_documented_grants_are_enough_to_import_labs_keep_dead_letters_and_p
         "OSCARFLOW_T_LEAST_URL",
     ]);
     assert_eq!(count(&store, "oscarflow_dead_letter").await, 0);
+}
+
+/// The documented grants suffice for a scheduling feed: book, reschedule, cancel and delete
+/// (each archived first) with the account of `deploy/oscarflow-grants.sql`. The account's
+/// database outlives a run: the filler id is new each run and the slot is freed at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_grants_are_enough_to_book_move_cancel_and_delete_appointments() {
+    let Some(url) = least_privilege_url() else {
+        return;
+    };
+    let store = Store::open(&url)
+        .await
+        .expect("the account opens its store");
+    // The account may not read appointmentArchive (INSERT only): the test account, which
+    // holds every right on the test databases, counts its rows.
+    let admin = Store::open(&admin_url_of(&url)).await.expect("admin store");
+    let archived = count(&admin, "appointmentArchive").await;
+    let filler = format!("G-{}", ulid::Ulid::new());
+    let msg = |event: &str, n: u32, timing: &str| {
+        format!(
+            "MSH|^~\\&|ZZSCHED|ZZHOSP|OSCAR|ZZCLINIC|2031010108{n:02}00||SIU^{event}|ZZG{n}|P|2.5.1\rSCH|P-1|{filler}||||FU^Follow-up|||{timing}|||||||||||||||Booked\rPID|1||9000000011^^^BC^JHN||TESTPATIENT^ALICE||19800115|F\rRGS|1\rAIP|1||91001^TESTDOC^ALPHA\r"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("grants.hl7");
+    std::fs::write(
+        &file,
+        [
+            msg("S12", 1, "15|MIN|^^^203101060900"),
+            msg("S13", 2, "15|MIN|^^^203101060930"),
+            msg("S15", 3, "|"),
+            msg("S17", 4, "|"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let pipeline = common::repo().join("pipelines/siu_inbox.toml.example");
+    let o = std::process::Command::new(common::bin())
+        .args([
+            "replay",
+            "--json",
+            "--database-env",
+            "OSCARFLOW_T_LEAST_URL",
+            "--pipeline",
+        ])
+        .arg(&pipeline)
+        .arg(&file)
+        .env("OSCARFLOW_T_LEAST_URL", &url)
+        .env_remove("OSCARFLOW_DATABASE_URL")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json report");
+    let outcomes: Vec<&str> = report["files"][0]["appointments"]
+        .as_array()
+        .expect("appointments in the report")
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["booked", "rescheduled", "cancelled", "deleted"]);
+    assert_eq!(
+        count(&admin, "appointmentArchive").await,
+        archived + 3,
+        "each change archived the row first"
+    );
+    let left: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM other_id o JOIN appointment a ON a.appointment_no = o.table_id WHERE o.table_name = 2 AND o.other_id = ?",
+    )
+    .bind(&filler[..filler.len().min(30)])
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "the deleted appointment is gone from the book");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -266,6 +266,30 @@ fn print_table(r: &Report<'_>) {
             m.outcome()
         );
     }
+    let appointments = r
+        .files
+        .iter()
+        .flat_map(|f| f.appointments.iter().map(move |a| (f.input.as_str(), a)));
+    for (i, (input, a)) in appointments.enumerate() {
+        if i == 0 {
+            let _ = writeln!(out, "appointments (OSCAR's appointment book):");
+        }
+        let _ = writeln!(
+            out,
+            "  {input} #{} {} appointment_no {} {}{}",
+            a.message,
+            a.event,
+            a.appointment_no
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            a.outcome,
+            if a.flagged {
+                " (overlaps: flagged)"
+            } else {
+                ""
+            }
+        );
+    }
     drop(out);
     println!("pipeline {} on {}", r.pipeline, r.database);
     if let Some(f) = &r.fatal {

@@ -30,6 +30,28 @@ pub struct InputReport {
     /// unmatched), in the order of the input.
     #[serde(skip_serializing_if = "Messages::is_empty")]
     pub messages: Messages,
+    /// Every scheduling message applied to OSCAR's appointment book from this input (or
+    /// found to change nothing), in the order of the input.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub appointments: Vec<AppointmentReport>,
+}
+
+/// One scheduling message of an input: what it did to which appointment. Ids and codes only.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AppointmentReport {
+    /// 1-based position of the message in its input.
+    pub message: u32,
+    /// `appointment.appointment_no`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appointment_no: Option<i64>,
+    /// The trigger event (`S12`, `S13`, …).
+    pub event: &'static str,
+    /// `booked`, `rescheduled`, `modified`, `cancelled`, `deleted`, `no_show`, or
+    /// `unchanged` / `superseded` (nothing written).
+    pub outcome: &'static str,
+    /// Booked over another appointment (`on_conflict = "book_and_flag"`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flagged: bool,
 }
 
 /// The labs of one input, kept as runs: consecutive messages with consecutive lab numbers
@@ -287,6 +309,31 @@ impl Observer for ReportCollector {
                     lab.and_then(|l| l.candidates),
                 );
                 r.messages.insert(m);
+            }),
+            Event::Appointment {
+                prov,
+                part,
+                appointment_no,
+                event,
+                outcome,
+                flagged,
+                ..
+            } => self.with(prov.origin.label(), |r| {
+                if matches!(*outcome, "unchanged" | "superseded") {
+                    r.duplicates += 1;
+                } else {
+                    r.imported += 1;
+                    r.matched += 1;
+                }
+                let a = AppointmentReport {
+                    message: part + 1,
+                    appointment_no: *appointment_no,
+                    event,
+                    outcome,
+                    flagged: *flagged,
+                };
+                let at = r.appointments.partition_point(|x| x.message <= a.message);
+                r.appointments.insert(at, a);
             }),
             Event::Duplicate { prov, messages, .. } => {
                 self.with(prov.origin.label(), |r| r.duplicates += messages)

@@ -50,6 +50,8 @@ pub mod log_const {
     pub const CON_DOCUMENT: &str = "document";
     pub const CON_FAX: &str = "fax";
     pub const UPDATE: &str = "update";
+    pub const DELETE: &str = "delete";
+    pub const CON_APPT: &str = "appointment";
     /// `LabUploadWs.importLab`'s action.
     pub const LAB_UPLOAD_WS: &str = "LabUploadWs.importLab";
 }

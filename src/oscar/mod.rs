@@ -15,7 +15,10 @@
 //! - [`charset`]: OSCAR's `utf8mb3` columns and the replacement of characters they cannot
 //!   hold.
 //! - [`fax`]: received faxes filed as OSCAR's `FaxImporter` files them (§3.3).
+//! - [`appointment`]: scheduling messages (SIU) into OSCAR's appointment book as its SIU
+//!   handler and appointment screens write it, with a correct conflict check.
 
+pub mod appointment;
 pub mod charset;
 pub mod contact;
 pub mod fax;

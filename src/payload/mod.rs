@@ -11,7 +11,7 @@
 //! **Adding a payload kind** is one line of `payloads!` below (its variant, type and
 //! description) and the type's `RawBytes` (what a dead letter keeps), `Keyed` (its ordering
 //! keys) and `Archivable` (what the raw archive keeps) — all three next to the type.
-//! Appointments (HL7 SIU) and referrals come in that way.
+//! Appointments (HL7 SIU, [`crate::appointment`]) came in that way; referrals will.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -73,6 +73,8 @@ payloads! {
     Raw(crate::envelope::Raw) = "raw bytes",
     /// `Envelope<LabFile>`: a parsed lab file (possibly with patient matches).
     LabFile(crate::lab_file::LabFile) = "parsed lab file",
+    /// `Envelope<Appointment>`: one scheduling message (SIU), possibly with its patient match.
+    Appointment(crate::appointment::Appointment) = "scheduling message",
     /// `Envelope<InboundDocument>`: a received document (fax) spooled on disk.
     Document(crate::document::InboundDocument) = "received document",
     /// `Envelope<FaxJob>`: one fax of OSCAR's outbound queue, claimed.

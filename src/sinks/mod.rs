@@ -5,10 +5,12 @@
 //! returned `Ok` (the commit happened), retries transient errors with backoff, and
 //! dead-letters data errors and spent retries with the payload's original bytes. `write` must
 //! be idempotent: a re-delivered input (after a crash before the source released it) must not
-//! create a second row. Types: `oscar_lab` (lab files), `oscar_fax` (received faxes),
+//! create a second row. Types: `oscar_lab` (lab files), `oscar_appointment` (scheduling messages),
+//! `oscar_fax` (received faxes),
 //! `ringcentral_fax` (OSCAR's outbound faxes), `ringcentral_sms` (text messages); each in its
 //! folder, its configuration implementing [`SinkComponent`], listed once in [`SinkConfig`].
 
+pub mod oscar_appointment;
 pub mod oscar_fax;
 pub mod oscar_lab;
 pub mod ringcentral_fax;
@@ -27,6 +29,7 @@ use crate::lab_file::OrderKey;
 use crate::payload::PortType;
 use crate::payload::{Erased, Payload};
 
+pub use oscar_appointment::OscarAppointmentConfig;
 pub use oscar_fax::OscarFaxConfig;
 pub use oscar_lab::OscarLabConfig;
 pub use ringcentral_fax::RingCentralFaxSinkConfig;
@@ -205,6 +208,7 @@ crate::component::component_types! {
     #[allow(clippy::large_enum_variant)] // built once per pipeline; size does not matter
     SinkConfig: SinkComponent {
         OscarLab(OscarLabConfig) = "oscar_lab",
+        OscarAppointment(OscarAppointmentConfig) = "oscar_appointment",
         OscarFax(OscarFaxConfig) = "oscar_fax",
         RingCentralFax(RingCentralFaxSinkConfig) = "ringcentral_fax",
         RingCentralSms(RingCentralSmsConfig) = "ringcentral_sms",
@@ -219,7 +223,9 @@ impl SinkConfig {
         match self {
             SinkConfig::OscarFax(c) => r(&mut c.document_dir),
             SinkConfig::RingCentralFax(c) => r(&mut c.document_dir),
-            SinkConfig::OscarLab(_) | SinkConfig::RingCentralSms(_) => {}
+            SinkConfig::OscarLab(_)
+            | SinkConfig::OscarAppointment(_)
+            | SinkConfig::RingCentralSms(_) => {}
         }
     }
 }

@@ -131,6 +131,20 @@ pub enum Event<'a> {
         /// For a lab: its type and the match's details.
         lab: Option<LabDetail>,
     },
+    /// A scheduling message was applied to OSCAR's appointment book (in one committed
+    /// transaction): `event` its trigger (`S12`…), `outcome` what it did (`booked`,
+    /// `rescheduled`, `modified`, `cancelled`, `deleted`, `no_show`, or `unchanged` /
+    /// `superseded` when it changed nothing), `appointment_no` the row.
+    Appointment {
+        prov: &'a Provenance,
+        component: &'a str,
+        part: u32,
+        appointment_no: Option<i64>,
+        event: &'static str,
+        outcome: &'static str,
+        /// Booked although it overlaps another appointment (`on_conflict = "book_and_flag"`).
+        flagged: bool,
+    },
     /// An input's messages were already imported (same file MD5).
     Duplicate {
         prov: &'a Provenance,
@@ -336,6 +350,26 @@ impl Observer for Telemetry {
                         1,
                     );
                 }
+                counter(
+                    MetricName::MessagesImported,
+                    &[
+                        ("pipeline", prov.pipeline.to_string()),
+                        ("component", component.to_string()),
+                        ("outcome", outcome.to_string()),
+                    ],
+                    1,
+                );
+            }
+            Event::Appointment {
+                prov,
+                component,
+                part,
+                appointment_no,
+                event,
+                outcome,
+                flagged,
+            } => {
+                tracing::info!(pipeline = %prov.pipeline, component, sha = %prov.short_hash(), part, appointment_no, event, outcome, flagged, "Appointment book updated.");
                 counter(
                     MetricName::MessagesImported,
                     &[

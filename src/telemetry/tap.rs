@@ -95,6 +95,20 @@ impl Observer for TapHub {
                 None,
                 json!({"event": "committed", "part": part, "row": lab_no, "outcome": outcome, "lab_type": lab.map(|l| l.lab_type), "candidates": lab.and_then(|l| l.candidates), "provenance": prov_json(prov)}),
             ),
+            Event::Appointment {
+                prov,
+                component,
+                part,
+                appointment_no,
+                event,
+                outcome,
+                flagged,
+            } => (
+                &prov.pipeline,
+                component,
+                None,
+                json!({"event": "committed", "part": part, "row": appointment_no, "trigger": event, "outcome": outcome, "flagged": flagged, "provenance": prov_json(prov)}),
+            ),
             Event::Duplicate {
                 prov,
                 component,

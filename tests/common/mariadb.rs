@@ -41,6 +41,8 @@ pub const CLONED_TABLES: &[&str] = &[
     "queue_document_link",
     "faxes",
     "appointment",
+    "appointmentArchive",
+    "other_id",
     "demographicExt",
     "log",
 ];

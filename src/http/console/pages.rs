@@ -400,6 +400,7 @@ fn oscar_row_names(r: &JournalRow) -> Vec<String> {
         ("lab", r.lab_no),
         ("document", r.document_no),
         ("fax", r.fax_id),
+        ("appointment", r.appointment_no),
     ]
     .into_iter()
     .filter_map(|(what, n)| n.map(|n| format!("{what} {n}")))
@@ -542,6 +543,7 @@ async fn messages(state: &HttpState, who: &Who, q: &[(String, String)]) -> Respo
             ("fax_in", "fax received"),
             ("fax_out", "fax sent"),
             ("sms", "text message"),
+            ("appointment", "appointment"),
         ],
         query.kind.as_deref(),
     ));
@@ -744,7 +746,7 @@ async fn unmatched(state: &HttpState, who: &Who) -> Response<Body> {
             r#"<tr data-accession="{acc}"><td class="id">{}</td><td>{}</td><td class="id">{acc}</td><td class="id">{}</td><td>{}</td><td><a href="/console/messages/{db}/{}">journey</a></td></tr>"#,
             esc(&r.at),
             esc(&r.pipeline),
-            r.lab_no.map(|n| format!("lab {n}")).unwrap_or_default(),
+            oscar_row_names(r).join(", "),
             esc(&words::match_outcome(
                 r.match_outcome.as_deref().unwrap_or(""),
                 r.match_candidates

@@ -47,6 +47,10 @@ pub fn reason(code: &str) -> &'static str {
         "document_unavailable" => "The document to fax is missing, empty or unreadable.",
         "refused" => "RingCentral refused to take it.",
         "delivery_failed" => "RingCentral took it but could not deliver it.",
+        "patient_unmatched" => "The appointment's patient matched no chart, or several: it was not booked to anyone.",
+        "provider_unknown" => "The appointment names a provider OSCAR does not know (or several match).",
+        "conflict" => "The slot overlaps another appointment of the provider that is not cancelled or a no-show.",
+        "appointment_unknown" => "The message changes an appointment that was not booked yet (its booking has not arrived) or was deleted.",
         _ => "Kept aside for a person to look at.",
     }
 }
@@ -56,6 +60,7 @@ pub fn outcome(kind: &str, outcome: &str) -> &'static str {
     match (kind, outcome) {
         ("lab", "imported") => "Filed into OSCAR",
         ("fax_in", "imported") => "Filed into OSCAR's incoming documents",
+        ("appointment", "imported") => "Applied to OSCAR's appointment book",
         (_, "duplicate") => "Already in OSCAR: the same file arrived before, nothing written",
         (_, "dead_lettered") => "Kept as a dead letter (not in OSCAR)",
         (_, "revealed") => "Its bytes were shown in the console",
@@ -85,6 +90,10 @@ pub fn reason_short(code: &str) -> &'static str {
         "document_unavailable" => "document missing",
         "refused" => "refused by RingCentral",
         "delivery_failed" => "not delivered",
+        "patient_unmatched" => "patient not matched",
+        "provider_unknown" => "unknown provider",
+        "conflict" => "slot taken",
+        "appointment_unknown" => "appointment not booked yet",
         _ => "kept aside",
     }
 }

@@ -15,6 +15,18 @@ pub struct MatchPatientConfig {
     pub relax_sex_for_non_binary: bool,
     /// Parallel match calls.
     pub concurrency: usize,
+    /// What it matches: `lab_file` (the default: every lab of a parsed file) or
+    /// `appointment` (a scheduling message from `parse_siu`). The rules are the same.
+    pub payload: MatchPayload,
+}
+
+/// The payload a `match_patient` stage takes and gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchPayload {
+    #[default]
+    LabFile,
+    Appointment,
 }
 
 impl Default for MatchPatientConfig {
@@ -24,6 +36,7 @@ impl Default for MatchPatientConfig {
             nomatch_names: s.nomatch_names,
             relax_sex_for_non_binary: s.relax_sex_for_non_binary,
             concurrency: 2,
+            payload: MatchPayload::LabFile,
         }
     }
 }

@@ -1,10 +1,13 @@
 //! `match_patient`: finds each lab's patient with OSCAR's predicates
-//! ([`crate::oscar::matching`]) and records the outcome in the [`LabFile`]. Read-only; a
-//! database error is transient (the runner retries the whole file).
+//! ([`crate::oscar::matching`]) and records the outcome in the [`LabFile`] — or, with
+//! `payload = "appointment"`, the patient of a scheduling message in its [`Appointment`],
+//! by exactly the same rules (health number required, never a name-only match). Read-only;
+//! a database error is transient (the runner retries the whole input).
 
 use async_trait::async_trait;
 
 use super::{Emitter, Stage};
+use crate::appointment::Appointment;
 use crate::component::ProcessError;
 use crate::envelope::Envelope;
 use crate::lab_file::LabFile;
@@ -61,19 +64,49 @@ impl Stage<LabFile, LabFile> for MatchPatient {
     }
 }
 
+#[async_trait]
+impl Stage<Appointment, Appointment> for MatchPatient {
+    fn kind(&self) -> &'static str {
+        "match_patient"
+    }
+
+    async fn process(
+        &self,
+        input: &Envelope<Appointment>,
+        out: &mut Emitter<Appointment>,
+    ) -> Result<(), ProcessError> {
+        let mut conn = self
+            .store
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| ProcessError::from_sqlx("patient match", &e))?;
+        let mut appt = input.payload.clone();
+        let outcome = match_patient(&mut conn, &appt.siu.patient, &self.settings)
+            .await
+            .map_err(|e| ProcessError::from_sqlx("patient match", &e))?;
+        appt.matched = Some(outcome);
+        out.emit(input, appt);
+        Ok(())
+    }
+}
+
 impl super::StageComponent for MatchPatientConfig {
     fn ports(&self) -> (crate::payload::PortType, crate::payload::PortType) {
-        (
-            crate::payload::PortType::LabFile,
-            crate::payload::PortType::LabFile,
-        )
+        let p = match self.payload {
+            MatchPayload::LabFile => crate::payload::PortType::LabFile,
+            MatchPayload::Appointment => crate::payload::PortType::Appointment,
+        };
+        (p, p)
     }
     fn concurrency(&self) -> usize {
         self.concurrency
     }
     fn build(&self, cx: &crate::component::BuildContext) -> super::BuiltStage {
-        super::BuiltStage::new::<crate::lab_file::LabFile, crate::lab_file::LabFile>(
-            std::sync::Arc::new(MatchPatient::new(cx.store.clone(), self)),
-        )
+        let stage = std::sync::Arc::new(MatchPatient::new(cx.store.clone(), self));
+        match self.payload {
+            MatchPayload::LabFile => super::BuiltStage::new::<LabFile, LabFile>(stage),
+            MatchPayload::Appointment => super::BuiltStage::new::<Appointment, Appointment>(stage),
+        }
     }
 }
