@@ -541,6 +541,7 @@ crate::component::component_types! {
         OscarFaxQueue(OscarFaxQueueConfig) = "oscar_fax_queue",
         OscarAppointments(texts::OscarAppointmentsConfig) = "oscar_appointments",
         OscarLabReady(texts::OscarLabReadyConfig) = "oscar_lab_ready",
+        OscarAppointmentConfirmations(texts::OscarAppointmentConfirmationsConfig) = "oscar_appointment_confirmations",
     }
 }
 
@@ -581,7 +582,8 @@ impl SourceConfig {
             // Database queues: no paths.
             SourceConfig::OscarFaxQueue(_)
             | SourceConfig::OscarAppointments(_)
-            | SourceConfig::OscarLabReady(_) => {}
+            | SourceConfig::OscarLabReady(_)
+            | SourceConfig::OscarAppointmentConfirmations(_) => {}
         }
     }
 

@@ -60,6 +60,29 @@ pub struct TextSourceConfig {
     pub reminders: Option<ReminderConfig>,
     #[serde(default)]
     pub lab_ready: Option<LabReadyConfig>,
+    #[serde(default)]
+    pub confirmations: Option<ConfirmationConfig>,
+}
+
+/// `[sources.<id>.confirmations]` of an `oscar_appointment_confirmations` source: the text
+/// for each event a scheduling feed records. `{clinic}`, `{date}`, `{time}`; an empty
+/// template sends nothing for that event.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfirmationConfig {
+    pub booked: String,
+    pub rescheduled: String,
+    pub cancelled: String,
+}
+
+impl Default for ConfirmationConfig {
+    fn default() -> Self {
+        ConfirmationConfig {
+            booked: "{clinic}: your appointment is booked for {date} at {time}. Reply STOP to opt out.".into(),
+            rescheduled: "{clinic}: your appointment has moved to {date} at {time}. Reply STOP to opt out.".into(),
+            cancelled: "{clinic}: your appointment on {date} at {time} is cancelled. Please call the clinic to rebook.".into(),
+        }
+    }
 }
 
 /// `[sources.<id>.reminders]` of an `oscar_appointments` source.
@@ -189,6 +212,8 @@ impl Default for LabReadyConfig {
 pub enum TextKind {
     Reminders,
     LabReady,
+    /// Confirmations of what a scheduling feed booked, moved or cancelled.
+    Confirmations,
 }
 
 impl TextKind {
@@ -197,6 +222,7 @@ impl TextKind {
         match self {
             TextKind::Reminders => "reminder",
             TextKind::LabReady => "lab_ready",
+            TextKind::Confirmations => "confirmation",
         }
     }
 }
@@ -219,7 +245,22 @@ impl TextSourceConfig {
             [a, b] if parse_time_of_day(a).is_some() && parse_time_of_day(b).is_some() => {}
             _ => v.push("send_between must be [] or two HH:MM times".into()),
         }
+        if kind != TextKind::Confirmations && self.confirmations.is_some() {
+            v.push("[confirmations] belongs to an oscar_appointment_confirmations source".into());
+        }
         match kind {
+            TextKind::Confirmations => {
+                if self.reminders.is_some() || self.lab_ready.is_some() {
+                    v.push(
+                        "an oscar_appointment_confirmations source takes [confirmations] only"
+                            .into(),
+                    );
+                }
+                let c = self.confirmations();
+                check_template(&c.booked, "confirmations.booked", &mut v);
+                check_template(&c.rescheduled, "confirmations.rescheduled", &mut v);
+                check_template(&c.cancelled, "confirmations.cancelled", &mut v);
+            }
             TextKind::Reminders => {
                 if self.lab_ready.is_some() {
                     v.push("[lab_ready] belongs to an oscar_lab_ready source".into());
@@ -246,6 +287,10 @@ impl TextSourceConfig {
 
     pub fn lab_ready(&self) -> LabReadyConfig {
         self.lab_ready.clone().unwrap_or_default()
+    }
+
+    pub fn confirmations(&self) -> ConfirmationConfig {
+        self.confirmations.clone().unwrap_or_default()
     }
 
     pub fn contact(&self) -> ContactRules {

@@ -1,8 +1,10 @@
-//! `oscar_appointments` and `oscar_lab_ready`: text messages produced from OSCAR's own tables
+//! `oscar_appointments`, `oscar_lab_ready` and `oscar_appointment_confirmations`: text
+//! messages produced from OSCAR's own tables (and, for confirmations, from the events the
+//! appointment sink records)
 //! into our outbox (`oscarflow_sms_outbox`) and offered, as [`SmsJob`]s, to a sink that sends
-//! them (`ringcentral_sms`). Both are one queue — one table, one claim protocol, the round of
-//! [`super::queue`] — fed by different producers, so they share this folder: `reminders.rs`
-//! and `lab_ready.rs` are the producers, this file the queue.
+//! them (`ringcentral_sms`). All are one queue — one table, one claim protocol, the round of
+//! [`super::queue`] — fed by different producers, so they share this folder: `reminders.rs`,
+//! `lab_ready.rs` and `confirmations.rs` are the producers, this file the queue.
 //!
 //! **Producers.** *Reminders* read OSCAR's `appointment` rows starting between `min_notice`
 //! and `lead_time` from now (clinic local time), skipping cancelled and no-show statuses,
@@ -28,10 +30,13 @@
 //! phone numbers, names or texts.
 
 mod config;
+mod confirmations;
 mod lab_ready;
 mod reminders;
 
-pub use config::{LabReadyConfig, LabReadyWhen, ReminderConfig, TextKind, TextSourceConfig};
+pub use config::{
+    ConfirmationConfig, LabReadyConfig, LabReadyWhen, ReminderConfig, TextKind, TextSourceConfig,
+};
 
 use async_trait::async_trait;
 use chrono::{Local, NaiveDateTime, NaiveTime, TimeZone};
@@ -280,6 +285,9 @@ impl Queue for TextQueue {
                         reminders::produce(self, Local::now().naive_local(), &mut p).await?
                     }
                     TextKind::LabReady => lab_ready::produce(self, &mut p).await?,
+                    TextKind::Confirmations => {
+                        confirmations::produce(self, Local::now().naive_local(), &mut p).await?
+                    }
                 }
                 self.take_over_stale(owner).await?;
                 Ok(Batch {
@@ -459,6 +467,12 @@ pub struct OscarAppointmentsConfig(pub TextSourceConfig);
 #[serde(transparent)]
 pub struct OscarLabReadyConfig(pub TextSourceConfig);
 
+/// `[sources.<id>] type = "oscar_appointment_confirmations"`: texts confirming what a
+/// scheduling feed (`oscar_appointment`) booked, moved or cancelled.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct OscarAppointmentConfirmationsConfig(pub TextSourceConfig);
+
 /// The source of `cfg` with producer `kind` (`type_name` for provenance).
 fn text_source(
     type_name: &'static str,
@@ -533,6 +547,11 @@ text_source_type!(
     "oscar_appointments"
 );
 text_source_type!(OscarLabReadyConfig, TextKind::LabReady, "oscar_lab_ready");
+text_source_type!(
+    OscarAppointmentConfirmationsConfig,
+    TextKind::Confirmations,
+    "oscar_appointment_confirmations"
+);
 
 #[cfg(test)]
 mod tests {
