@@ -1,4 +1,5 @@
-//! Any bytes through framing, decoding, parsing, the lab model, the hl7TextInfo mapping, the
+//! Any bytes through framing, decoding, parsing, the lab model, the scheduling (SIU) model and
+//! its slot in OSCAR's terms, the hl7TextInfo mapping, the
 //! ACK builder, the MLLP decoder and answer, the POI response parser and the journal's peek at
 //! a dead letter's identifiers: nothing may panic. Also differential: framing the bytes as a stream
 //! split in two (at a point taken from the input) must give the same frames as framing
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use oscarflow::hl7::ack::{build_ack, AckCode, AckMode};
 use oscarflow::hl7::lab::LabMessage;
+use oscarflow::hl7::siu::{HealthNumberAt, SiuMessage};
 use oscarflow::hl7::text::{decode, sniff_msh18, Fallback};
 use oscarflow::hl7::framing::StreamFramer;
 use oscarflow::hl7::{frame, Message};
@@ -69,6 +71,14 @@ fuzz_target!(|data: &[u8]| {
             let _ = doc_nums(&lab);
             let _ = Hl7TextInfo::from_lab(&lab, Flavour::OpenO);
             let _ = Hl7TextInfo::from_lab(&lab, Flavour::Oscar19);
+        }
+        for hn in [HealthNumberAt::default(), HealthNumberAt::Field(2)] {
+            if let Ok(siu) = SiuMessage::from_message(&msg, &hn) {
+                let _ = siu.minutes();
+                if let (Some(s), Some(e)) = (siu.start, siu.end) {
+                    let _ = oscarflow::oscar::appointment::Slot::of(&s, &e);
+                }
+            }
         }
     }
 });
