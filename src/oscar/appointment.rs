@@ -39,7 +39,10 @@
 //!   a filler id already booked changes nothing. A change whose MSH-7 is older than the
 //!   version already applied changes nothing (`superseded`). A change for a filler id not
 //!   booked yet (an S13 before its S12), or deleted, is a dead letter
-//!   (`appointment_unknown`): `dlq retry` applies it once its S12 has arrived.
+//!   (`appointment_unknown`): `dlq retry` applies it once its S12 has arrived. So is a new
+//!   S12 for a filler id that was booked and deleted (a re-delivered one changes nothing).
+//! - A change (S13/S14) that names no provider keeps the appointment's; one that names
+//!   another provider moves it, checked against the new provider's book under its lock.
 //!
 //! Times: a message time with an offset (`…+0200`) is converted to the clinic's local time
 //! (the server's time zone, as OSCAR's own server reads times); one without is taken as
@@ -349,6 +352,11 @@ async fn resolve_provider(
     }
 }
 
+/// Whether the message names a provider (AIP-3.1).
+fn names_provider(appt: &Appointment) -> bool {
+    appt.siu.providers.iter().any(|p| !p.id.trim().is_empty())
+}
+
 /// The chart the message's patient matched, or why it must not be used.
 fn matched_chart(appt: &Appointment) -> Result<i64, ProcessError> {
     match &appt.matched {
@@ -532,10 +540,14 @@ pub async fn apply(
         _ => None,
     };
     let chart = matched_chart(appt)?;
-    let provider = if siu.event.carries_slot() {
-        resolve_provider(store, appt, opts).await?
-    } else {
-        None
+    // A change that names no provider keeps the appointment's (the default provider is for
+    // new bookings only).
+    let provider = match siu.event {
+        SiuEvent::S12 => resolve_provider(store, appt, opts).await?,
+        SiuEvent::S13 | SiuEvent::S14 if names_provider(appt) => {
+            resolve_provider(store, appt, opts).await?
+        }
+        _ => None,
     };
     if siu.event == SiuEvent::S12 && provider.is_none() {
         return Err(ProcessError::data(
@@ -556,6 +568,12 @@ pub async fn apply(
     let booked = read_booked(&mut tx, store.backend, &opts.other_key, &siu.filler_id).await?;
     let now = now_sql();
     let result = match (siu.event, booked) {
+        (SiuEvent::S12, Some(b)) if b.state == "deleted" => {
+            return Err(ProcessError::data(
+                ReasonCode::AppointmentUnknown,
+                "S12: an appointment with this filler id was booked and deleted; a new booking needs a new filler id",
+            ));
+        }
         (SiuEvent::S12, Some(b)) => {
             drop(tx);
             return no_change(
@@ -628,11 +646,9 @@ pub async fn apply(
                     let Some(slot) = slot else {
                         return unreachable_slot();
                     };
+                    // The new provider's book was locked first thing (its lock row made before
+                    // the transaction); the old one's needs no lock: leaving it frees a slot.
                     let provider = provider.unwrap_or_else(|| row.provider_no.clone());
-                    if provider != row.provider_no {
-                        ensure_locks(store, std::slice::from_ref(&provider)).await?;
-                        lock_provider(&mut tx, &provider).await?;
-                    }
                     match change(
                         &mut tx, store, appt, prov, opts, &b, &row, &provider, &slot, &now,
                     )
