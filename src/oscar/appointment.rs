@@ -646,9 +646,17 @@ pub async fn apply(
                     let Some(slot) = slot else {
                         return unreachable_slot();
                     };
-                    // The new provider's book was locked first thing (its lock row made before
-                    // the transaction); the old one's needs no lock: leaving it frees a slot.
-                    let provider = provider.unwrap_or_else(|| row.provider_no.clone());
+                    // A provider the message names was locked first thing (its lock row made
+                    // before the transaction). Without one the appointment stays with its
+                    // provider, whose book is locked now (its row was made by the S12). The
+                    // book an appointment leaves needs no lock: leaving frees a slot.
+                    let provider = match provider {
+                        Some(p) => p,
+                        None => {
+                            lock_provider(&mut tx, &row.provider_no).await?;
+                            row.provider_no.clone()
+                        }
+                    };
                     match change(
                         &mut tx, store, appt, prov, opts, &b, &row, &provider, &slot, &now,
                     )
