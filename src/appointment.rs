@@ -33,6 +33,9 @@ impl RawBytes for Appointment {
     fn raw_bytes(&self) -> Bytes {
         self.raw.clone()
     }
+    fn part(&self) -> Option<u32> {
+        Some(self.index)
+    }
 }
 
 impl Archivable for Appointment {

@@ -11,6 +11,11 @@ use bytes::Bytes;
 pub trait RawBytes {
     /// The bytes to keep in the dead-letter store if this payload is rejected as a whole.
     fn raw_bytes(&self) -> Bytes;
+    /// Which message of its input the payload is, when it is one message of several (a
+    /// scheduling message of a multi-message file): its dead letter says so.
+    fn part(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Keys for same-key ordering (a sink's `order_by`): what [`Keyed::keys`] is asked for.

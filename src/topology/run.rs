@@ -196,7 +196,7 @@ async fn dead_letter_error<T: RawBytes>(
     let dl = DeadLetter {
         id,
         provenance,
-        part: None,
+        part: payload.part(),
         raw: payload.raw_bytes(),
         stage: cx.component.clone(),
         stage_kind: cx.component_kind,
