@@ -443,11 +443,21 @@ async fn read_booked(
     read().map(Some).map_err(db("read the booked appointment"))
 }
 
+/// The appointment's row, read with a lock on MariaDB: a plain read would fix the
+/// transaction's view of the data (InnoDB's repeatable read) before the provider's book is
+/// locked, and the conflict check after the lock would miss a booking committed meanwhile.
+/// No plain read may run in the transaction before the provider lock.
 async fn read_row(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     appointment_no: i64,
 ) -> Result<Option<Row>, ProcessError> {
-    let row = sqlx::query("SELECT provider_no, CAST(appointment_date AS CHAR) AS d, CAST(start_time AS CHAR) AS s, CAST(end_time AS CHAR) AS e, location, type, reason, status FROM appointment WHERE appointment_no = ?")
+    let lock = if backend == Backend::MySql {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let row = sqlx::query(&format!("SELECT provider_no, CAST(appointment_date AS CHAR) AS d, CAST(start_time AS CHAR) AS s, CAST(end_time AS CHAR) AS e, location, type, reason, status FROM appointment WHERE appointment_no = ?{lock}"))
         .bind(appointment_no)
         .fetch_optional(&mut **tx)
         .await
@@ -635,7 +645,7 @@ pub async fn apply(
             .await;
         }
         (event, Some(b)) => {
-            let Some(row) = read_row(&mut tx, b.appointment_no).await? else {
+            let Some(row) = read_row(&mut tx, store.backend, b.appointment_no).await? else {
                 return Err(ProcessError::data(
                     ReasonCode::AppointmentUnknown,
                     "the appointment was removed from OSCAR's book",
