@@ -172,6 +172,30 @@ pub fn frame_input<I: crate::payload::capabilities::RawBytes, O>(
     (found, framed.container, decoded)
 }
 
+/// What every HL7 parse stage reports around its `parse`: the input's bytes to the tap when
+/// bodies are logged, then how many messages it found.
+pub fn parse_observed(
+    observers: &crate::telemetry::Observers,
+    component: &str,
+    input: &Envelope<crate::envelope::Raw>,
+    parse: impl FnOnce() -> u32,
+) {
+    use crate::telemetry::Event;
+    if crate::telemetry::bodies_logged() {
+        observers.emit(Event::Body {
+            prov: &input.provenance,
+            component,
+            body: &input.payload.bytes,
+        });
+    }
+    let found = parse();
+    observers.emit(Event::Parsed {
+        prov: &input.provenance,
+        component,
+        found,
+    });
+}
+
 /// A typed transformation. See the module docs for the contract.
 #[async_trait]
 pub trait Stage<I: Send + Sync + 'static, O: Send + 'static>: Send + Sync {

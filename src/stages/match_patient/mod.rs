@@ -35,6 +35,27 @@ impl MatchPatient {
     }
 }
 
+impl MatchPatient {
+    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, ProcessError> {
+        self.store
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| ProcessError::from_sqlx("patient match", &e))
+    }
+
+    /// One patient's chart, by OSCAR's predicates.
+    async fn find(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        patient: &crate::hl7::lab::Patient,
+    ) -> Result<crate::oscar::matching::MatchOutcome, ProcessError> {
+        match_patient(conn, patient, &self.settings)
+            .await
+            .map_err(|e| ProcessError::from_sqlx("patient match", &e))
+    }
+}
+
 #[async_trait]
 impl Stage<LabFile, LabFile> for MatchPatient {
     fn kind(&self) -> &'static str {
@@ -46,18 +67,10 @@ impl Stage<LabFile, LabFile> for MatchPatient {
         input: &Envelope<LabFile>,
         out: &mut Emitter<LabFile>,
     ) -> Result<(), ProcessError> {
-        let mut conn = self
-            .store
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| ProcessError::from_sqlx("patient match", &e))?;
+        let mut conn = self.connection().await?;
         let mut file = input.payload.clone();
         for entry in &mut file.messages {
-            let outcome = match_patient(&mut conn, &entry.lab.patient, &self.settings)
-                .await
-                .map_err(|e| ProcessError::from_sqlx("patient match", &e))?;
-            entry.matched = Some(outcome);
+            entry.matched = Some(self.find(&mut conn, &entry.lab.patient).await?);
         }
         out.emit(input, file);
         Ok(())
@@ -75,17 +88,9 @@ impl Stage<Appointment, Appointment> for MatchPatient {
         input: &Envelope<Appointment>,
         out: &mut Emitter<Appointment>,
     ) -> Result<(), ProcessError> {
-        let mut conn = self
-            .store
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| ProcessError::from_sqlx("patient match", &e))?;
+        let mut conn = self.connection().await?;
         let mut appt = input.payload.clone();
-        let outcome = match_patient(&mut conn, &appt.siu.patient, &self.settings)
-            .await
-            .map_err(|e| ProcessError::from_sqlx("patient match", &e))?;
-        appt.matched = Some(outcome);
+        appt.matched = Some(self.find(&mut conn, &appt.siu.patient).await?);
         out.emit(input, appt);
         Ok(())
     }

@@ -21,7 +21,7 @@ use crate::hl7::lab::LabMessage;
 use crate::hl7::text::{self};
 use crate::hl7::Message;
 use crate::lab_file::{LabEntry, LabFile};
-use crate::telemetry::{Event, Observers};
+use crate::telemetry::Observers;
 
 mod config;
 pub use config::*;
@@ -165,19 +165,7 @@ impl Stage<Raw, LabFile> for ParseHl7 {
         input: &Envelope<Raw>,
         out: &mut Emitter<LabFile>,
     ) -> Result<(), ProcessError> {
-        if crate::telemetry::bodies_logged() {
-            self.observers.emit(Event::Body {
-                prov: &input.provenance,
-                component: &self.id,
-                body: &input.payload.bytes,
-            });
-        }
-        let found = self.parse(input, out);
-        self.observers.emit(Event::Parsed {
-            prov: &input.provenance,
-            component: &self.id,
-            found,
-        });
+        super::parse_observed(&self.observers, &self.id, input, || self.parse(input, out));
         Ok(())
     }
 }

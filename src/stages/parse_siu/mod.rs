@@ -21,7 +21,7 @@ use crate::dead_letter::ReasonCode;
 use crate::envelope::{Envelope, MessageId, Raw};
 use crate::hl7::siu::{HealthNumberAt, SiuError, SiuMessage};
 use crate::hl7::Message;
-use crate::telemetry::{Event, Observers};
+use crate::telemetry::Observers;
 
 mod config;
 pub use config::*;
@@ -119,19 +119,7 @@ impl Stage<Raw, Appointment> for ParseSiu {
         input: &Envelope<Raw>,
         out: &mut Emitter<Appointment>,
     ) -> Result<(), ProcessError> {
-        if crate::telemetry::bodies_logged() {
-            self.observers.emit(Event::Body {
-                prov: &input.provenance,
-                component: &self.id,
-                body: &input.payload.bytes,
-            });
-        }
-        let found = self.parse(input, out);
-        self.observers.emit(Event::Parsed {
-            prov: &input.provenance,
-            component: &self.id,
-            found,
-        });
+        super::parse_observed(&self.observers, &self.id, input, || self.parse(input, out));
         Ok(())
     }
 }
