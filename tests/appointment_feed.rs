@@ -24,16 +24,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use oscarflow::config::{load_str, PipelineConfig};
-use oscarflow::hl7::Message;
-use oscarflow::sources::mllp::{self, MllpConfig, MllpSource};
+use oscarflow::sources::mllp::{MllpConfig, MllpSource};
 use oscarflow::sources::Source;
 use oscarflow::store::Store;
 use oscarflow::topology::RunningPipeline;
 
+use common::mllp_client::{exchange, msa};
 use common::queue::QueuePipeline;
 use common::rc_emulator::RcEmulator;
 use common::texts::{exec, states, text_pipeline};
@@ -187,36 +186,6 @@ async fn stop(mut running: RunningPipeline) {
         .await
         .expect("the pipeline drains")
         .expect("no fatal error");
-}
-
-/// (MSA-1, MSA-2, MSA-3) of an ACK.
-fn msa(ack: &str) -> (String, String, String) {
-    let m = Message::parse(ack).unwrap_or_else(|e| panic!("ACK does not parse: {e:?}: {ack:?}"));
-    (
-        m.get("MSA-1").into(),
-        m.get("MSA-2").into(),
-        m.get("MSA-3").into(),
-    )
-}
-
-/// Sends one framed message on `conn` and reads its ACK (a Rust MLLP client).
-async fn exchange(conn: &mut TcpStream, msg: &[u8]) -> String {
-    conn.write_all(&mllp::encode(msg)).await.unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(60), conn.read(&mut chunk))
-            .await
-            .expect("an answer within 60 s")
-            .unwrap();
-        assert!(n > 0, "the listener closed without answering");
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.ends_with(&[mllp::END, b'\r']) {
-            break;
-        }
-    }
-    assert_eq!(buf[0], mllp::START);
-    String::from_utf8(buf[1..buf.len() - 2].to_vec()).unwrap()
 }
 
 /// Sends `msgs` in order on one connection; asserts each is answered `AA` with its control id.

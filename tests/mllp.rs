@@ -25,6 +25,7 @@ use oscarflow::store::Store;
 use oscarflow::topology::RunningPipeline;
 
 use common::harness::{self, Case};
+use common::mllp_client::{exchange, msa, read_ack};
 
 fn cfg() -> MllpConfig {
     MllpConfig {
@@ -57,39 +58,6 @@ async fn stop(mut running: RunningPipeline) {
         .await
         .expect("the pipeline drains")
         .expect("no fatal error");
-}
-
-/// Sends one framed message on `conn` and reads its ACK.
-async fn exchange(conn: &mut TcpStream, msg: &[u8]) -> String {
-    conn.write_all(&mllp::encode(msg)).await.unwrap();
-    read_ack(conn).await
-}
-
-async fn read_ack(conn: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut chunk))
-            .await
-            .expect("an answer within 30 s")
-            .unwrap();
-        assert!(n > 0, "the listener closed without answering");
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.ends_with(&[mllp::END, b'\r']) {
-            break;
-        }
-    }
-    assert_eq!(buf[0], mllp::START);
-    String::from_utf8(buf[1..buf.len() - 2].to_vec()).unwrap()
-}
-
-fn msa(ack: &str) -> (String, String, String) {
-    let m = Message::parse(ack).unwrap_or_else(|e| panic!("ACK does not parse: {e:?}: {ack:?}"));
-    (
-        m.get("MSA-1").into(),
-        m.get("MSA-2").into(),
-        m.get("MSA-3").into(),
-    )
 }
 
 fn fixture(rel: &str) -> Vec<u8> {

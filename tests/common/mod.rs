@@ -9,6 +9,7 @@ pub mod harness;
 pub mod http_emu;
 pub mod logs;
 pub mod mariadb;
+pub mod mllp_client;
 pub mod phi;
 pub mod poi_emulator;
 pub mod queue;
